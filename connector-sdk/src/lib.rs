@@ -1,0 +1,247 @@
+//! The SDK for connector authors: serve the `ecma.v1` protocol from a child process of the
+//! supervisor.
+//!
+//! A connector implements [`ecma_proto::v1::connector_server::Connector`] and hands it to
+//! [`serve`], which does the process contract (see `docs/connector-protocol.md`):
+//!
+//! - listens on the Unix socket the supervisor named in `ECMA_SOCKET` (never prints a handshake
+//!   line on stdout: readiness is the supervisor's successful `Hello`);
+//! - refuses calls that lack the per-spawn token from `ECMA_TOKEN`;
+//! - serves `grpc.health.v1` beside the connector service;
+//! - stops on SIGTERM or SIGINT, and on its own when the supervisor process is gone.
+//!
+//! Logs go to stderr, which the supervisor forwards line by line into its own log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ecma_proto::v1::connector_server::{Connector, ConnectorServer};
+use ecma_proto::v1::{ConfigParameters, ErrorKind, HelloRequest};
+use subtle::ConstantTimeEq;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Status};
+
+pub use ecma_proto;
+
+/// How often the connector checks that the supervisor is still its parent.
+const PARENT_POLL: Duration = Duration::from_millis(500);
+
+/// What the supervisor told this child in its environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Socket path to listen on.
+    pub socket: PathBuf,
+    /// Protocol versions the supervisor accepts.
+    pub protocol_versions: Vec<u32>,
+    /// Connector name from the supervisor's configuration.
+    pub connector_name: String,
+    /// Incarnation number of this process.
+    pub incarnation: u64,
+    token: String,
+    supervisor_pid: Option<i32>,
+}
+
+impl Environment {
+    /// Reads the process contract's variables; fails with a message naming the missing one.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use ecma_proto::env;
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!(
+                    "environment variable {name} is not set: connectors are started by the \
+                     supervisor, which sets it (see docs/connector-protocol.md)"
+                )
+            })
+        };
+        let socket = PathBuf::from(var(env::SOCKET)?);
+        let token = var(env::TOKEN)?;
+        let protocol_versions = var(env::PROTOCOL_VERSIONS)?
+            .split(',')
+            .map(|v| v.trim().parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| {
+                format!("{} is not a comma-separated list of numbers", env::PROTOCOL_VERSIONS)
+            })?;
+        let connector_name = std::env::var(env::CONNECTOR_NAME).unwrap_or_default();
+        let incarnation = std::env::var(env::INCARNATION).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let supervisor_pid = std::env::var(env::SUPERVISOR_PID).ok().and_then(|v| v.parse().ok());
+        Ok(Self { socket, protocol_versions, connector_name, incarnation, token, supervisor_pid })
+    }
+}
+
+/// Sets up logging to stderr, filtered by `RUST_LOG` (default `info`). Call once, first thing.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // No ANSI colours: the supervisor forwards these lines into its own log.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Picks the newest protocol version both sides speak, for the connector's `Hello` answer.
+pub fn negotiate(request: &HelloRequest) -> Result<u32, Status> {
+    ecma_proto::PROTOCOL_VERSIONS
+        .iter()
+        .copied()
+        .find(|v| request.supported_protocol_versions.contains(v))
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no common protocol version: supervisor speaks {:?}, this connector speaks {:?}",
+                request.supported_protocol_versions,
+                ecma_proto::PROTOCOL_VERSIONS
+            ))
+        })
+}
+
+/// Serves `connector` until SIGTERM/SIGINT or until the supervisor is gone.
+pub async fn serve<C: Connector>(connector: C) -> anyhow::Result<()> {
+    let env = Environment::from_env()?;
+    serve_with(env, connector).await
+}
+
+/// Like [`serve`], with an explicit [`Environment`].
+pub async fn serve_with<C: Connector>(env: Environment, connector: C) -> anyhow::Result<()> {
+    if env.socket.exists() {
+        // The supervisor removes stale sockets before it spawns us; a file here now is a leftover
+        // of our own earlier incarnation with the same path, never another live listener's.
+        std::fs::remove_file(&env.socket)
+            .with_context(|| format!("while removing stale socket {}", env.socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(&env.socket).with_context(|| format!("while binding {}", env.socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env.socket, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("while restricting {}", env.socket.display()))?;
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ConnectorServer<C>>().await;
+
+    let token = env.token.clone();
+    let check_token = move |request: Request<()>| -> Result<Request<()>, Status> {
+        let given =
+            request.metadata().get(ecma_proto::TOKEN_METADATA).map(|v| v.as_bytes()).unwrap_or_default();
+        if bool::from(given.ct_eq(token.as_bytes())) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("missing or wrong per-spawn token"))
+        }
+    };
+
+    tracing::debug!(socket = %env.socket.display(), incarnation = env.incarnation, "serving");
+    let socket = env.socket.clone();
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(ConnectorServer::with_interceptor(connector, check_token))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(env.supervisor_pid))
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    result.context("while serving the connector protocol")
+}
+
+/// Resolves on SIGTERM, SIGINT, or when the process that started us is gone.
+async fn shutdown_signal(supervisor_pid: Option<i32>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let orphaned = async move {
+        let Some(expected) = supervisor_pid else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            // PR_SET_PDEATHSIG already covers most cases; this covers the rest (for example a
+            // connector started by a wrapper script) by noticing re-parenting.
+            if nix::unistd::getppid().as_raw() != expected {
+                tracing::warn!("the supervisor is gone; exiting");
+                return;
+            }
+            tokio::time::sleep(PARENT_POLL).await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::debug!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::debug!("SIGINT: shutting down"),
+        _ = orphaned => {}
+    }
+}
+
+/// A typed error for a failed call: a gRPC status carrying the protocol's [`ErrorKind`] in the
+/// `ecma-error-kind` metadata, which the supervisor maps without parsing the message.
+pub fn error_status(kind: ErrorKind, message: impl Into<String>) -> Status {
+    let code = match kind {
+        ErrorKind::NoSuchObject => tonic::Code::NotFound,
+        ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorKind::InvalidConfiguration
+        | ErrorKind::InvalidAttributeValue
+        | ErrorKind::SchemaViolation
+        | ErrorKind::InvalidDn => tonic::Code::InvalidArgument,
+        ErrorKind::ConstraintViolation => tonic::Code::FailedPrecondition,
+        ErrorKind::ConnectionFailed | ErrorKind::Retryable => tonic::Code::Unavailable,
+        ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
+        ErrorKind::Unsupported => tonic::Code::Unimplemented,
+        _ => tonic::Code::Internal,
+    };
+    let mut status = Status::new(code, message);
+    if let Ok(value) = kind.as_str_name().parse() {
+        status.metadata_mut().insert(ecma_proto::ERROR_KIND_METADATA, value);
+    }
+    status
+}
+
+/// Typed access to configuration values sent by the supervisor.
+pub trait ConfigExt {
+    /// The value of `name`, if set and not empty.
+    fn get(&self, name: &str) -> Option<&str>;
+    /// The value of `name`, or an `INVALID_CONFIGURATION` status naming it.
+    fn require(&self, name: &str) -> Result<&str, Status> {
+        self.get(name).ok_or_else(|| {
+            error_status(ErrorKind::InvalidConfiguration, format!("parameter {name} is required"))
+        })
+    }
+    /// A boolean parameter (`true`/`false`, `yes`/`no`, `1`/`0`), `default` when unset.
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, Status> {
+        match self.get(name).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "true" | "yes" | "1") => Ok(true),
+            Some(v) if matches!(v.as_str(), "false" | "no" | "0") => Ok(false),
+            Some(_) => Err(error_status(
+                ErrorKind::InvalidConfiguration,
+                format!("parameter {name} must be true or false"),
+            )),
+        }
+    }
+}
+
+impl ConfigExt for Option<ConfigParameters> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.as_ref()?.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+/// Exits with `EX_CONFIG` (78) after logging `error`: the supervisor will not restart a connector
+/// that exits this way until its configuration changes.
+pub fn exit_bad_config(error: impl std::fmt::Display) -> ! {
+    tracing::error!(%error, "bad configuration");
+    std::process::exit(ecma_proto::EXIT_CONFIG)
+}
+
+/// Checks the environment early so that a connector started by hand says what is wrong.
+pub fn check_started_by_supervisor() -> anyhow::Result<()> {
+    if std::env::var_os(ecma_proto::env::SOCKET).is_none() {
+        bail!(
+            "this is a connector for the ECMA supervisor; it is started by `supervisor run`, \
+             which sets {} and the other variables of the process contract",
+            ecma_proto::env::SOCKET
+        );
+    }
+    Ok(())
+}

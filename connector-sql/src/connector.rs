@@ -1,0 +1,369 @@
+//! The `ecma.v1` service of the SQL connector.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ecma_connector_sdk::{error_status, negotiate};
+use ecma_proto::v1::{
+    self, ConfigParameterType as T, ConfigParameters, ErrorKind, connector_server::Connector, value::Kind,
+};
+use tonic::{Request, Response, Status};
+
+use crate::table::{PARTITION, Table};
+
+const DEFAULT_PAGE_SIZE: u32 = 500;
+const MAX_PAGE_SIZE: u32 = 5000;
+
+struct ImportSession {
+    table: Arc<Table>,
+    after: Option<String>,
+    page_size: u32,
+    done: bool,
+}
+
+/// The connector's state: the open table for the current configuration, and open sessions.
+#[derive(Default)]
+pub struct SqlConnector {
+    table: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Table>)>>,
+    imports: Mutex<HashMap<String, ImportSession>>,
+    exports: Mutex<HashMap<String, Arc<Table>>>,
+}
+
+impl SqlConnector {
+    /// The table for `config`, opened once and reused while the configuration stays the same.
+    async fn table(&self, config: &Option<ConfigParameters>) -> Result<Arc<Table>, Status> {
+        let config_value = config.clone().unwrap_or_default();
+        let mut slot = self.table.lock().await;
+        if let Some((cached, table)) = slot.as_ref()
+            && *cached == config_value
+        {
+            return Ok(table.clone());
+        }
+        let table = Arc::new(Table::open(config).await?);
+        *slot = Some((config_value, table.clone()));
+        Ok(table)
+    }
+
+    fn check_type(table: &Table, object_type: &str) -> Result<(), Status> {
+        if !object_type.is_empty() && object_type != table.object_type {
+            return Err(error_status(
+                ErrorKind::SchemaViolation,
+                format!(
+                    "object type {object_type:?} is not offered; this table offers {:?}",
+                    table.object_type
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parameter(
+    name: &str,
+    kind: T,
+    required: bool,
+    secret: bool,
+    default: &str,
+    description: &str,
+) -> v1::ConfigParameterDefinition {
+    v1::ConfigParameterDefinition {
+        name: name.into(),
+        r#type: kind as i32,
+        required,
+        secret,
+        default_value: default.into(),
+        description: description.into(),
+        allowed_values: vec![],
+    }
+}
+
+#[tonic::async_trait]
+impl Connector for SqlConnector {
+    async fn hello(&self, request: Request<v1::HelloRequest>) -> Result<Response<v1::HelloResponse>, Status> {
+        let version = negotiate(request.get_ref())?;
+        Ok(Response::new(v1::HelloResponse {
+            protocol_version: version,
+            connector_name: env!("CARGO_PKG_NAME").into(),
+            connector_version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: Some(v1::Capabilities {
+                distinguished_name_style: v1::DistinguishedNameStyle::None as i32,
+                object_rename: false,
+                delta_import: false,
+                concurrent_operation: false,
+                export_type: v1::ExportType::AttributeReplace as i32,
+                full_export: false,
+                supports_lookup: true,
+                export_batch_size: 100,
+                import_max_page_size: MAX_PAGE_SIZE,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn get_config_parameters(
+        &self,
+        _: Request<v1::GetConfigParametersRequest>,
+    ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
+        Ok(Response::new(v1::GetConfigParametersResponse {
+            parameters: vec![
+                parameter(
+                    "connection_string",
+                    T::EncryptedString,
+                    true,
+                    true,
+                    "",
+                    "Database URL, e.g. sqlite:///var/lib/app/users.db",
+                ),
+                parameter("table", T::String, true, false, "", "Table (or view) holding the objects"),
+                parameter("anchor_column", T::String, false, false, "id", "Column that identifies a row"),
+                parameter(
+                    "object_type",
+                    T::String,
+                    false,
+                    false,
+                    "user",
+                    "Object type name the table offers",
+                ),
+                parameter(
+                    "create_table",
+                    T::Boolean,
+                    false,
+                    false,
+                    "false",
+                    "Create the table if it is missing",
+                ),
+                parameter(
+                    "columns",
+                    T::Text,
+                    false,
+                    false,
+                    "",
+                    "With create_table: comma-separated `name [text|integer|boolean|blob] [unique]`",
+                ),
+            ],
+        }))
+    }
+
+    async fn validate_configuration(
+        &self,
+        request: Request<v1::ValidateConfigurationRequest>,
+    ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
+        let config = request.into_inner().config;
+        let problems = match self.table(&config).await {
+            Ok(table) => match table.ping().await {
+                Ok(()) => vec![],
+                Err(status) => vec![problem_from(status)],
+            },
+            Err(status) => vec![problem_from(status)],
+        };
+        Ok(Response::new(v1::ValidateConfigurationResponse { problems }))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<v1::GetSchemaRequest>,
+    ) -> Result<Response<v1::GetSchemaResponse>, Status> {
+        let table = self.table(&request.into_inner().config).await?;
+        Ok(Response::new(v1::GetSchemaResponse {
+            schema: Some(v1::Schema { types: vec![table.schema_type()] }),
+        }))
+    }
+
+    async fn get_partitions(
+        &self,
+        request: Request<v1::GetPartitionsRequest>,
+    ) -> Result<Response<v1::GetPartitionsResponse>, Status> {
+        let table = self.table(&request.into_inner().config).await?;
+        Ok(Response::new(v1::GetPartitionsResponse {
+            partitions: vec![v1::Partition { id: PARTITION.into(), name: table.name.clone() }],
+        }))
+    }
+
+    async fn get_hierarchy(
+        &self,
+        _: Request<v1::GetHierarchyRequest>,
+    ) -> Result<Response<v1::GetHierarchyResponse>, Status> {
+        // A table is flat: no hierarchy.
+        Ok(Response::new(v1::GetHierarchyResponse { nodes: vec![] }))
+    }
+
+    async fn open_import_connection(
+        &self,
+        request: Request<v1::OpenImportConnectionRequest>,
+    ) -> Result<Response<v1::OpenImportConnectionResponse>, Status> {
+        let request = request.into_inner();
+        if request.import_type == v1::ImportType::Delta as i32 {
+            return Err(error_status(
+                ErrorKind::Unsupported,
+                "delta import is not supported by this connector yet",
+            ));
+        }
+        let table = self.table(&request.config).await?;
+        Self::check_type(&table, &request.object_type)?;
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let session_id = uuid::Uuid::new_v4().to_string();
+        self.imports
+            .lock()
+            .expect("imports lock")
+            .insert(session_id.clone(), ImportSession { table, after: None, page_size, done: false });
+        Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
+    }
+
+    async fn get_import_entries(
+        &self,
+        request: Request<v1::GetImportEntriesRequest>,
+    ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
+        let session_id = request.into_inner().session_id;
+        let (table, after, page_size, done) = {
+            let sessions = self.imports.lock().expect("imports lock");
+            let s = sessions.get(&session_id).ok_or_else(|| Status::not_found("no such import session"))?;
+            (s.table.clone(), s.after.clone(), s.page_size, s.done)
+        };
+        if done {
+            return Ok(Response::new(v1::GetImportEntriesResponse::default()));
+        }
+        let entries = table.page(after.as_deref(), page_size).await?;
+        let last =
+            entries.last().and_then(|e| e.anchors.first()).and_then(|a| a.value.as_ref()).and_then(|v| {
+                match &v.kind {
+                    Some(Kind::StringValue(s)) => Some(s.clone()),
+                    _ => v.as_text(),
+                }
+            });
+        let more = entries.len() as u32 == page_size;
+        if let Some(s) = self.imports.lock().expect("imports lock").get_mut(&session_id) {
+            s.after = last.or(s.after.take());
+            s.done = !more;
+        }
+        Ok(Response::new(v1::GetImportEntriesResponse {
+            entries: entries
+                .into_iter()
+                .map(|entry| v1::ImportEntry {
+                    modification_type: v1::ObjectModificationType::Add as i32,
+                    entry: Some(entry),
+                    error: None,
+                })
+                .collect(),
+            more_to_import: more,
+            watermark: vec![],
+        }))
+    }
+
+    async fn close_import_connection(
+        &self,
+        request: Request<v1::CloseImportConnectionRequest>,
+    ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
+        self.imports.lock().expect("imports lock").remove(&request.into_inner().session_id);
+        Ok(Response::new(v1::CloseImportConnectionResponse::default()))
+    }
+
+    async fn open_export_connection(
+        &self,
+        request: Request<v1::OpenExportConnectionRequest>,
+    ) -> Result<Response<v1::OpenExportConnectionResponse>, Status> {
+        let request = request.into_inner();
+        let table = self.table(&request.config).await?;
+        Self::check_type(&table, &request.object_type)?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        self.exports.lock().expect("exports lock").insert(session_id.clone(), table);
+        Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
+    }
+
+    async fn put_export_entries(
+        &self,
+        request: Request<v1::PutExportEntriesRequest>,
+    ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let table = self
+            .exports
+            .lock()
+            .expect("exports lock")
+            .get(&request.session_id)
+            .cloned()
+            .ok_or_else(|| Status::not_found("no such export session"))?;
+        // One transaction for the batch, one savepoint per entry: a failed entry is rolled back
+        // alone, and the batch becomes durable at once.
+        let mut tx = table.begin().await?;
+        let mut results = Vec::with_capacity(request.entries.len());
+        for change in &request.entries {
+            let result = match table.apply(&mut tx, change).await {
+                Ok(applied) => v1::CsEntryChangeResult {
+                    identifier: change.identifier.clone(),
+                    error_kind: ErrorKind::None as i32,
+                    anchors: vec![v1::Anchor {
+                        name: table.anchor.name.clone(),
+                        value: Some(applied.anchor),
+                    }],
+                    ..Default::default()
+                },
+                Err(e) => {
+                    tracing::info!(identifier = %change.identifier, kind = ?e.kind, detail = %e.detail, "entry failed");
+                    v1::CsEntryChangeResult {
+                        identifier: change.identifier.clone(),
+                        error_kind: e.kind as i32,
+                        error_detail: e.detail,
+                        ..Default::default()
+                    }
+                }
+            };
+            results.push(result);
+        }
+        tx.commit().await.map_err(crate::table::db_status)?;
+        Ok(Response::new(v1::PutExportEntriesResponse { results }))
+    }
+
+    async fn close_export_connection(
+        &self,
+        request: Request<v1::CloseExportConnectionRequest>,
+    ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
+        self.exports.lock().expect("exports lock").remove(&request.into_inner().session_id);
+        Ok(Response::new(v1::CloseExportConnectionResponse {}))
+    }
+
+    async fn lookup_entries(
+        &self,
+        request: Request<v1::LookupEntriesRequest>,
+    ) -> Result<Response<v1::LookupEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let table = self.table(&request.config).await?;
+        Self::check_type(&table, &request.object_type)?;
+        let (column, value) = match request.by {
+            Some(v1::lookup_entries_request::By::Anchor(anchor)) => (anchor.name, anchor.value),
+            Some(v1::lookup_entries_request::By::Attribute(attr)) => {
+                (attr.name, attr.values.into_iter().next())
+            }
+            None => {
+                return Err(error_status(
+                    ErrorKind::InvalidAttributeValue,
+                    "lookup needs an anchor or an attribute",
+                ));
+            }
+        };
+        let value =
+            value.ok_or_else(|| error_status(ErrorKind::InvalidAttributeValue, "lookup without a value"))?;
+        let entries = table.lookup(&column, value).await?;
+        Ok(Response::new(v1::LookupEntriesResponse { entries }))
+    }
+
+    async fn set_password(
+        &self,
+        _: Request<v1::SetPasswordRequest>,
+    ) -> Result<Response<v1::PasswordResponse>, Status> {
+        Err(error_status(ErrorKind::Unsupported, "password operations are not supported by connector-sql"))
+    }
+
+    async fn change_password(
+        &self,
+        _: Request<v1::ChangePasswordRequest>,
+    ) -> Result<Response<v1::PasswordResponse>, Status> {
+        Err(error_status(ErrorKind::Unsupported, "password operations are not supported by connector-sql"))
+    }
+}
+
+fn problem_from(status: Status) -> v1::ConfigProblem {
+    let kind = ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::Internal);
+    v1::ConfigProblem { parameter: String::new(), message: status.message().to_string(), kind: kind as i32 }
+}

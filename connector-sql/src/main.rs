@@ -1,0 +1,15 @@
+//! `connector-sql`: provisions one object type into one table of a SQL database.
+//!
+//! This first slice speaks SQLite through sqlx (the embedded default behind the quickstart).
+//! Every value is bound as a parameter; table and column names come only from the configuration
+//! and the database's own catalog, are checked against it, and are quoted.
+
+mod connector;
+mod table;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ecma_connector_sdk::init_logging();
+    ecma_connector_sdk::check_started_by_supervisor()?;
+    ecma_connector_sdk::serve(connector::SqlConnector::default()).await
+}

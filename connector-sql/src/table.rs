@@ -1,0 +1,556 @@
+//! One configured table: its columns as read from the database's catalog, and the parameterised
+//! statements that read and write it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use ecma_connector_sdk::{ConfigExt, error_status};
+use ecma_proto::v1::{
+    self, Anchor, AttributeChange, AttributeModificationType, AttributeType, AttributeValues,
+    ConfigParameters, CsEntryChange, Entry, ErrorKind, Value, value::Kind,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use tonic::Status;
+
+/// Partition id: a table has exactly one.
+pub const PARTITION: &str = "default";
+
+/// A column of the target table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub kind: AttributeType,
+    pub not_null: bool,
+}
+
+/// The configured table, with its columns read from the database.
+#[derive(Debug)]
+pub struct Table {
+    pool: SqlitePool,
+    pub name: String,
+    pub object_type: String,
+    pub anchor: Column,
+    /// All columns but the anchor.
+    pub columns: Vec<Column>,
+}
+
+/// The outcome of one entry of an export batch.
+pub struct Applied {
+    pub anchor: Value,
+}
+
+/// An entry-level failure, reported in that entry's result.
+pub struct EntryError {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl EntryError {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+}
+
+/// A SQL identifier: letters, digits and underscores, not starting with a digit. Identifiers are
+/// quoted as well, but only names that pass this check are ever put into SQL text.
+pub fn check_identifier(what: &str, name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(error_status(
+            ErrorKind::InvalidConfiguration,
+            format!("{what} {name:?} is not a valid SQL identifier (letters, digits and _)"),
+        ))
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+fn column_kind(declared: &str) -> AttributeType {
+    let d = declared.to_ascii_uppercase();
+    if d.contains("BOOL") {
+        AttributeType::Boolean
+    } else if d.contains("INT") {
+        AttributeType::Integer
+    } else if d.contains("BLOB") {
+        AttributeType::Binary
+    } else {
+        AttributeType::String
+    }
+}
+
+/// Maps a database error to the protocol's error kinds, naming the constraint's column.
+fn db_error(error: sqlx::Error) -> EntryError {
+    match &error {
+        sqlx::Error::Database(db) => {
+            let kind = match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => ErrorKind::AlreadyExists,
+                sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+                | sqlx::error::ErrorKind::CheckViolation => ErrorKind::ConstraintViolation,
+                _ => ErrorKind::Internal,
+            };
+            EntryError::new(kind, db.message().to_string())
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            EntryError::new(ErrorKind::ConnectionFailed, error.to_string())
+        }
+        _ => EntryError::new(ErrorKind::Internal, error.to_string()),
+    }
+}
+
+/// A whole-call failure from a database error.
+pub fn db_status(error: sqlx::Error) -> Status {
+    let e = db_error(error);
+    error_status(e.kind, e.detail)
+}
+
+impl Table {
+    /// Connects, creates the table when configured to, and reads its columns.
+    pub async fn open(config: &Option<ConfigParameters>) -> Result<Self, Status> {
+        let url = config.require("connection_string")?;
+        let name = config.require("table")?.to_string();
+        check_identifier("table", &name)?;
+        let anchor_name = config.get("anchor_column").unwrap_or("id").to_string();
+        check_identifier("anchor_column", &anchor_name)?;
+        let object_type = config.get("object_type").unwrap_or("user").to_string();
+        let create = config.boolean("create_table", false)?;
+
+        // The connection string may hold a password (other drivers); it is never echoed.
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| {
+                error_status(
+                    ErrorKind::InvalidConfiguration,
+                    format!("connection_string is not a SQLite URL ({})", redact(&e.to_string(), url)),
+                )
+            })?
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                error_status(
+                    ErrorKind::ConnectionFailed,
+                    format!("cannot open the database: {}", redact(&e.to_string(), url)),
+                )
+            })?;
+
+        if create {
+            let columns = parse_column_definitions(config.get("columns").unwrap_or(""))?;
+            let mut ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {} ({} TEXT PRIMARY KEY NOT NULL",
+                quote(&name),
+                quote(&anchor_name)
+            );
+            for (column, kind, unique) in &columns {
+                ddl.push_str(&format!(
+                    ", {} {}{}",
+                    quote(column),
+                    kind,
+                    if *unique { " UNIQUE" } else { "" }
+                ));
+            }
+            ddl.push(')');
+            sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await.map_err(db_status)?;
+        }
+
+        let rows = sqlx::query("SELECT name, type, \"notnull\" FROM pragma_table_info(?1)")
+            .bind(&name)
+            .fetch_all(&pool)
+            .await
+            .map_err(db_status)?;
+        if rows.is_empty() {
+            return Err(error_status(
+                ErrorKind::InvalidConfiguration,
+                format!("table {name:?} does not exist (set create_table = true to create it)"),
+            ));
+        }
+        let mut anchor = None;
+        let mut columns = Vec::new();
+        for row in rows {
+            let column = Column {
+                name: row.get::<String, _>(0),
+                kind: column_kind(&row.get::<String, _>(1)),
+                not_null: row.get::<i64, _>(2) != 0,
+            };
+            if column.name == anchor_name {
+                anchor = Some(column);
+            } else {
+                columns.push(column);
+            }
+        }
+        let anchor = anchor.ok_or_else(|| {
+            error_status(
+                ErrorKind::InvalidConfiguration,
+                format!("anchor_column {anchor_name:?} is not a column of table {name:?}"),
+            )
+        })?;
+        Ok(Self { pool, name, object_type, anchor, columns })
+    }
+
+    /// The schema type this table offers.
+    pub fn schema_type(&self) -> v1::SchemaType {
+        let mut attributes = vec![v1::SchemaAttribute {
+            name: self.anchor.name.clone(),
+            r#type: self.anchor.kind as i32,
+            multi_valued: false,
+            operation: v1::AttributeOperation::ImportOnly as i32,
+            required: false,
+        }];
+        attributes.extend(self.columns.iter().map(|c| v1::SchemaAttribute {
+            name: c.name.clone(),
+            r#type: c.kind as i32,
+            multi_valued: false,
+            operation: v1::AttributeOperation::ImportExport as i32,
+            required: c.not_null,
+        }));
+        v1::SchemaType {
+            name: self.object_type.clone(),
+            attributes,
+            anchor_attributes: vec![self.anchor.name.clone()],
+            locked: false,
+        }
+    }
+
+    fn column(&self, name: &str) -> Result<&Column, EntryError> {
+        self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
+            EntryError::new(
+                ErrorKind::SchemaViolation,
+                format!("{name:?} is not a column of table {:?}", self.name),
+            )
+        })
+    }
+
+    fn anchor_of(&self, change: &CsEntryChange) -> Result<Value, EntryError> {
+        change.anchors.iter().find(|a| a.name == self.anchor.name).and_then(|a| a.value.clone()).ok_or_else(
+            || {
+                EntryError::new(
+                    ErrorKind::InvalidAttributeValue,
+                    format!("anchor {:?} missing", self.anchor.name),
+                )
+            },
+        )
+    }
+
+    /// Starts a transaction for an export batch.
+    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, Status> {
+        self.pool.begin().await.map_err(db_status)
+    }
+
+    /// Applies one entry change inside `tx` (under a savepoint, so that a failed entry leaves no
+    /// trace while the rest of the batch goes on).
+    pub async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        change: &CsEntryChange,
+    ) -> Result<Applied, EntryError> {
+        use v1::ObjectModificationType as M;
+        if !change.object_type.is_empty() && change.object_type != self.object_type {
+            return Err(EntryError::new(
+                ErrorKind::SchemaViolation,
+                format!("object type {:?} is not {:?}", change.object_type, self.object_type),
+            ));
+        }
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await.map_err(db_error)?;
+        let result = match M::try_from(change.modification_type).unwrap_or(M::Unspecified) {
+            M::Add => self.insert(&mut savepoint, change).await,
+            M::Update => self.update(&mut savepoint, change, false).await,
+            M::Replace => self.update(&mut savepoint, change, true).await,
+            M::Delete => self.delete(&mut savepoint, change).await,
+            other => Err(EntryError::new(ErrorKind::Unsupported, format!("modification {other:?}"))),
+        };
+        match result {
+            Ok(applied) => {
+                savepoint.commit().await.map_err(db_error)?;
+                Ok(applied)
+            }
+            Err(e) => {
+                savepoint.rollback().await.map_err(db_error)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        change: &CsEntryChange,
+    ) -> Result<Applied, EntryError> {
+        let anchor = match self.anchor_of(change) {
+            Ok(v) => v,
+            Err(_) => Value::string(uuid::Uuid::new_v4().to_string()),
+        };
+        let mut names = vec![quote(&self.anchor.name)];
+        let mut values = vec![Some(anchor.clone())];
+        for attr in &change.attribute_changes {
+            let column = self.column(&attr.name)?;
+            names.push(quote(&column.name));
+            values.push(single_value(attr)?);
+        }
+        let placeholders = (1..=names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("INSERT INTO {} ({}) VALUES ({placeholders})", quote(&self.name), names.join(", "));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for value in values {
+            query = bind(query, value);
+        }
+        query.execute(&mut **tx).await.map_err(db_error)?;
+        Ok(Applied { anchor })
+    }
+
+    async fn update(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        change: &CsEntryChange,
+        replace: bool,
+    ) -> Result<Applied, EntryError> {
+        let anchor = self.anchor_of(change)?;
+        let mut sets: Vec<(String, Option<Value>)> = Vec::new();
+        for attr in &change.attribute_changes {
+            let column = self.column(&attr.name)?;
+            sets.push((column.name.clone(), single_value(attr)?));
+        }
+        if replace {
+            // An object Replace sets every column it does not name back to NULL.
+            for column in &self.columns {
+                if !sets.iter().any(|(name, _)| *name == column.name) {
+                    sets.push((column.name.clone(), None));
+                }
+            }
+        }
+        if sets.is_empty() {
+            return self.exists(tx, &anchor).await.map(|()| Applied { anchor });
+        }
+        let assignments = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| format!("{} = ?{}", quote(name), i + 1))
+            .collect::<Vec<_>>();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} = ?{}",
+            quote(&self.name),
+            assignments.join(", "),
+            quote(&self.anchor.name),
+            sets.len() + 1
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (_, value) in sets {
+            query = bind(query, value);
+        }
+        query = bind(query, Some(anchor.clone()));
+        let done = query.execute(&mut **tx).await.map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
+        }
+        Ok(Applied { anchor })
+    }
+
+    async fn exists(&self, tx: &mut Transaction<'_, Sqlite>, anchor: &Value) -> Result<(), EntryError> {
+        let sql = format!("SELECT 1 FROM {} WHERE {} = ?1", quote(&self.name), quote(&self.anchor.name));
+        let found = bind(sqlx::query(AssertSqlSafe(sql)), Some(anchor.clone()))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        found.map(|_| ()).ok_or_else(|| EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"))
+    }
+
+    async fn delete(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        change: &CsEntryChange,
+    ) -> Result<Applied, EntryError> {
+        let anchor = self.anchor_of(change)?;
+        let sql = format!("DELETE FROM {} WHERE {} = ?1", quote(&self.name), quote(&self.anchor.name));
+        let done = bind(sqlx::query(AssertSqlSafe(sql)), Some(anchor.clone()))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
+        }
+        Ok(Applied { anchor })
+    }
+
+    /// Rows whose `column` equals `value` (the anchor or any other column).
+    pub async fn lookup(&self, column: &str, value: Value) -> Result<Vec<Entry>, Status> {
+        let column = if column == self.anchor.name {
+            &self.anchor
+        } else {
+            self.column(column).map_err(|e| error_status(e.kind, e.detail))?
+        };
+        let sql = format!("SELECT * FROM {} WHERE {} = ?1", quote(&self.name), quote(&column.name));
+        let rows = bind(sqlx::query(AssertSqlSafe(sql)), Some(value))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_status)?;
+        rows.iter().map(|row| self.entry(row)).collect()
+    }
+
+    /// One page of a full import, in anchor order, after `after` (keyset paging).
+    pub async fn page(&self, after: Option<&str>, size: u32) -> Result<Vec<Entry>, Status> {
+        let sql = format!(
+            "SELECT * FROM {t} WHERE ?1 IS NULL OR CAST({a} AS TEXT) > ?1 ORDER BY CAST({a} AS TEXT) LIMIT ?2",
+            t = quote(&self.name),
+            a = quote(&self.anchor.name)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after)
+            .bind(i64::from(size))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_status)?;
+        rows.iter().map(|row| self.entry(row)).collect()
+    }
+
+    fn entry(&self, row: &SqliteRow) -> Result<Entry, Status> {
+        let read = |column: &Column| -> Result<Option<Value>, Status> {
+            let name = column.name.as_str();
+            let value = match column.kind {
+                AttributeType::Boolean => row.try_get::<Option<bool>, _>(name).map(|v| v.map(Value::boolean)),
+                AttributeType::Integer => row.try_get::<Option<i64>, _>(name).map(|v| v.map(Value::integer)),
+                AttributeType::Binary => row
+                    .try_get::<Option<Vec<u8>>, _>(name)
+                    .map(|v| v.map(|b| Value { kind: Some(Kind::BinaryValue(b)) })),
+                _ => row.try_get::<Option<String>, _>(name).map(|v| v.map(Value::string)),
+            };
+            value.map_err(db_status)
+        };
+        let anchor =
+            read(&self.anchor)?.ok_or_else(|| error_status(ErrorKind::Internal, "row without anchor"))?;
+        let mut attributes = Vec::new();
+        for column in &self.columns {
+            if let Some(value) = read(column)? {
+                attributes.push(AttributeValues { name: column.name.clone(), values: vec![value] });
+            }
+        }
+        Ok(Entry {
+            object_type: self.object_type.clone(),
+            anchors: vec![Anchor { name: self.anchor.name.clone(), value: Some(anchor) }],
+            dn: String::new(),
+            attributes,
+            partition_id: PARTITION.to_string(),
+        })
+    }
+
+    /// Runs a trivial statement, to prove the database answers.
+    pub async fn ping(&self) -> Result<(), Status> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db_status)
+    }
+}
+
+/// The one value a single-valued column gets from an attribute change (`None` clears it).
+fn single_value(change: &AttributeChange) -> Result<Option<Value>, EntryError> {
+    use AttributeModificationType as A;
+    let too_many = || {
+        EntryError::new(
+            ErrorKind::InvalidAttributeValue,
+            format!("column {:?} holds one value; several were given", change.name),
+        )
+    };
+    match A::try_from(change.modification_type).unwrap_or(A::Unspecified) {
+        A::Delete => Ok(None),
+        A::Add | A::Replace | A::Update => {
+            if change.value_adds.len() > 1 {
+                return Err(too_many());
+            }
+            Ok(change.value_adds.first().cloned())
+        }
+        A::Unspecified => {
+            Err(EntryError::new(ErrorKind::InvalidAttributeValue, "attribute change without a type"))
+        }
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind(query: Query<'_>, value: Option<Value>) -> Query<'_> {
+    match value.and_then(|v| v.kind) {
+        None => query.bind(None::<String>),
+        Some(Kind::StringValue(s)) | Some(Kind::ReferenceValue(s)) => query.bind(s),
+        Some(Kind::IntegerValue(i)) => query.bind(i),
+        Some(Kind::BooleanValue(b)) => query.bind(b),
+        Some(Kind::BinaryValue(b)) => query.bind(b),
+    }
+}
+
+/// Parses `create_table`'s column list: `name [text|integer|boolean|blob] [unique]`, comma
+/// separated. Returns (name, SQL type, unique).
+fn parse_column_definitions(text: &str) -> Result<Vec<(String, &'static str, bool)>, Status> {
+    let mut columns = Vec::new();
+    for definition in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let mut words = definition.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        check_identifier("column", &name)?;
+        let mut kind = "TEXT";
+        let mut unique = false;
+        for word in words {
+            match word.to_ascii_lowercase().as_str() {
+                "text" | "string" => kind = "TEXT",
+                "integer" | "int" => kind = "INTEGER",
+                "boolean" | "bool" => kind = "BOOLEAN",
+                "blob" | "binary" => kind = "BLOB",
+                "unique" => unique = true,
+                other => {
+                    return Err(error_status(
+                        ErrorKind::InvalidConfiguration,
+                        format!(
+                            "columns: {other:?} in {definition:?} is not one of text, integer, boolean, blob, unique"
+                        ),
+                    ));
+                }
+            }
+        }
+        columns.push((name, kind, unique));
+    }
+    Ok(columns)
+}
+
+/// Removes the connection string from an error message, in case the driver quoted it.
+fn redact(message: &str, secret: &str) -> String {
+    if secret.is_empty() { message.to_string() } else { message.replace(secret, "<connection_string>") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(check_identifier("table", "users").is_ok());
+        assert!(check_identifier("table", "user_2").is_ok());
+        assert!(check_identifier("table", "users; DROP TABLE x").is_err());
+        assert!(check_identifier("table", "a\"b").is_err());
+        assert!(check_identifier("table", "1abc").is_err());
+        assert!(check_identifier("table", "").is_err());
+    }
+
+    #[test]
+    fn column_definitions_parse() {
+        let cols = parse_column_definitions("user_name unique, active boolean, age integer,").unwrap();
+        assert_eq!(
+            cols,
+            vec![
+                ("user_name".to_string(), "TEXT", true),
+                ("active".to_string(), "BOOLEAN", false),
+                ("age".to_string(), "INTEGER", false),
+            ]
+        );
+        assert!(parse_column_definitions("name varchar(10)").is_err());
+        assert!(parse_column_definitions("bad-name").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(redact("failed: sqlite://secret@x", "sqlite://secret@x"), "failed: <connection_string>");
+    }
+}

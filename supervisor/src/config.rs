@@ -1,0 +1,524 @@
+//! The configuration file: typed, strict (an unknown key is an error naming it), with `${VAR}`
+//! and `${VAR:-default}` taken from the environment in any string value.
+//!
+//! Loading is separate from running: [`Config::load`] reports every problem it finds before
+//! anything is bound or spawned.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Built-in variable for `${data_dir}`: the supervisor's data directory.
+pub const DATA_DIR_VARIABLE: &str = "data_dir";
+
+/// A configuration problem: the key path, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration {}:", self.file.display())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and the data directory.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// SCIM applications, by the name used in the URL (`/scim/<app>`).
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+    /// Connectors, by name.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// SCIM listener (plain HTTP for now; put TLS in front until the TLS issue lands).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Admin listener: health, readiness, connector status. Loopback by default; it has no auth.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Where the connector space and connector sockets live (overridden by `--data-dir`).
+    pub data_dir: Option<PathBuf>,
+    /// How long shutdown waits for in-flight requests and for children to stop.
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            data_dir: None,
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[apps.<name>]`: one SCIM tenant URL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Connector that holds this app's Users.
+    pub users: String,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    pub token_file: Option<PathBuf>,
+    /// Token used when the variable is unset and there is no file: for trying things out only; a
+    /// warning is logged when it is in use.
+    pub insecure_default_token: Option<String>,
+}
+
+/// `[connectors.<name>]`: one connector child process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Executable: a path, or a bare name looked up next to the supervisor binary, then on PATH.
+    pub executable: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment for the child (its environment is otherwise cleared but for PATH, HOME,
+    /// LANG, TZ, RUST_LOG and the process contract's variables).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The one object type this connector serves (checked against its GetSchema).
+    pub object_type: String,
+    /// The one partition this connector serves (checked against its GetPartitions).
+    pub partition: String,
+    /// Connector parameters, as declared by the connector's GetConfigParameters.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, toml::Value>,
+    /// Attribute mapping: connector attribute = SCIM attribute path.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Connector attribute used to find an object whose write outcome is unknown (defaults to
+    /// the one mapped from `userName`).
+    pub match_attribute: Option<String>,
+    /// How long a new child may take to answer `Hello`.
+    #[serde(default = "default_startup_timeout", with = "duration")]
+    pub startup_timeout: Duration,
+    /// Deadline of every call into the connector; a child that overruns it is restarted.
+    #[serde(default = "default_call_timeout", with = "duration")]
+    pub call_timeout: Duration,
+    /// Interval of `grpc.health.v1` checks.
+    #[serde(default = "default_health_interval", with = "duration")]
+    pub health_interval: Duration,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: RestartConfig,
+    /// Most entries per PutExportEntries batch (also bounded by the connector's own limit).
+    #[serde(default = "default_batch_size")]
+    pub export_batch_size: usize,
+}
+
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_batch_size() -> usize {
+    100
+}
+
+/// `[connectors.<name>.restart]`: exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    #[serde(default = "default_initial_backoff", with = "duration")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+    /// A child that ran this long without trouble resets the backoff.
+    #[serde(default = "default_reset_after", with = "duration")]
+    pub reset_after: Duration,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            reset_after: default_reset_after(),
+        }
+    }
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reset_after() -> Duration {
+    Duration::from_secs(60)
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\" or \"200ms\" ({e})"))
+        })
+    }
+}
+
+impl Config {
+    /// Reads, substitutes and checks `file`. `data_dir` is the value for `${data_dir}`.
+    pub fn load(file: &Path, data_dir: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem { key: String::new(), message: format!("cannot read the file: {e}") }],
+        })?;
+        Self::parse(&text, data_dir, &|name| std::env::var(name).ok())
+            .map_err(|problems| ConfigError { file: file.to_path_buf(), problems })
+    }
+
+    /// Parses configuration text; `env` resolves `${VAR}`.
+    pub fn parse(
+        text: &str,
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.to_string().trim_end()),
+            }]
+        })?;
+        let mut problems = Vec::new();
+        let lookup = |name: &str| {
+            if name == DATA_DIR_VARIABLE { Some(data_dir.display().to_string()) } else { env(name) }
+        };
+        substitute(&mut value, String::new(), &lookup, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let message = if message.starts_with("unknown field") {
+                format!("{message}; remove or rename the key")
+            } else {
+                message
+            };
+            vec![Problem { key: if key == "." { String::new() } else { key }, message }]
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cross-references between sections.
+    fn check(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+        if self.apps.is_empty() {
+            problem("apps".into(), "no app is configured; add an [apps.<name>] section".into());
+        }
+        for (name, app) in &self.apps {
+            if !valid_name(name) {
+                problem(
+                    format!("apps.{name}"),
+                    "app names may hold letters, digits, '-' and '_' only".into(),
+                );
+            }
+            if !self.connectors.contains_key(&app.users) {
+                problem(
+                    format!("apps.{name}.users"),
+                    format!(
+                        "no connector named {:?}; configured connectors: {:?}",
+                        app.users,
+                        self.connectors.keys().collect::<Vec<_>>()
+                    ),
+                );
+            }
+            if app.token_env.is_none() && app.token_file.is_none() && app.insecure_default_token.is_none() {
+                problem(
+                    format!("apps.{name}"),
+                    "no bearer token source; set token_env = \"SCIM_TOKEN\" or token_file".into(),
+                );
+            }
+        }
+        for (name, connector) in &self.connectors {
+            if !valid_name(name) {
+                problem(
+                    format!("connectors.{name}"),
+                    "connector names may hold letters, digits, '-' and '_' only".into(),
+                );
+            }
+            if connector.executable.trim().is_empty() {
+                problem(
+                    format!("connectors.{name}.executable"),
+                    "must name the connector's executable".into(),
+                );
+            }
+            if connector.export_batch_size == 0 {
+                problem(format!("connectors.{name}.export_batch_size"), "must be at least 1".into());
+            }
+            for (target, path) in &connector.attributes {
+                if let Err(e) = crate::scim::filter::ValuePath::parse(path) {
+                    problem(format!("connectors.{name}.attributes.{target}"), format!("{path:?}: {e}"));
+                }
+            }
+            let has_user_name = connector.attributes.values().any(|p| p.eq_ignore_ascii_case("userName"));
+            if connector.match_attribute.is_none() && !has_user_name {
+                problem(
+                    format!("connectors.{name}.attributes"),
+                    "map userName to a connector attribute, or set match_attribute, so that a write \
+                     whose outcome is unknown can be found again"
+                        .into(),
+                );
+            }
+            if let Some(m) = &connector.match_attribute
+                && !connector.attributes.contains_key(m)
+            {
+                problem(
+                    format!("connectors.{name}.match_attribute"),
+                    format!("{m:?} is not a mapped attribute"),
+                );
+            }
+            for (key, value) in &connector.parameters {
+                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    problem(
+                        format!("connectors.{name}.parameters.{key}"),
+                        "must be a string, number or boolean".into(),
+                    );
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl ConnectorConfig {
+    /// The connector attribute used to find an object again (see `match_attribute`).
+    pub fn match_attribute(&self) -> Option<&str> {
+        self.match_attribute.as_deref().or_else(|| {
+            self.attributes
+                .iter()
+                .find(|(_, path)| path.eq_ignore_ascii_case("userName"))
+                .map(|(t, _)| t.as_str())
+        })
+    }
+
+    /// Parameters in their text form, as the protocol carries them.
+    pub fn parameter_values(&self) -> BTreeMap<String, String> {
+        self.parameters
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string; `$$` is a literal `$`.
+fn substitute(
+    value: &mut toml::Value,
+    key: String,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        toml::Value::String(s) => match expand(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => problems.push(Problem { key, message }),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute(item, format!("{key}[{i}]"), env, problems);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+                substitute(item, path, env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expands variables in one string.
+pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "${{{inner}}} is not a variable reference like ${{NAME}} or ${{NAME:-default}}"
+                ));
+            }
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set; export it, or write ${{{name}:-default}}"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [apps.demo]
+        users = "people"
+        token_env = "SCIM_TOKEN"
+
+        [connectors.people]
+        executable = "connector-sql"
+        object_type = "user"
+        partition = "default"
+        parameters = { connection_string = "sqlite://${data_dir}/demo.db", create_table = true }
+        attributes = { user_name = "userName", mail = "emails[type eq \"work\"].value" }
+    "#;
+
+    fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        Config::parse(text, Path::new("/var/lib/x"), &|name| (name == "HOME").then(|| "/home/u".to_string()))
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+        let people = &config.connectors["people"];
+        assert_eq!(people.parameter_values()["connection_string"], "sqlite:///var/lib/x/demo.db");
+        assert_eq!(people.parameter_values()["create_table"], "true");
+        assert_eq!(people.match_attribute(), Some("user_name"));
+        assert_eq!(people.restart.initial_backoff, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nexecutabel = \"x\"");
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "connectors.people.executabel");
+        assert!(problems[0].message.contains("unknown field `executabel`"), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let text =
+            MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nstartup_timeout = \"soon\"");
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems[0].key, "connectors.people.startup_timeout");
+    }
+
+    #[test]
+    fn every_cross_reference_problem_is_reported() {
+        let text = MINIMAL
+            .replace("users = \"people\"", "users = \"nobody\"")
+            .replace("token_env = \"SCIM_TOKEN\"", "");
+        let problems = parse(&text).unwrap_err();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["apps.demo.users", "apps.demo"]);
+    }
+
+    #[test]
+    fn variables_expand() {
+        let env = |name: &str| (name == "A").then(|| "1".to_string());
+        assert_eq!(expand("x${A}y", &env).unwrap(), "x1y");
+        assert_eq!(expand("${B:-two}", &env).unwrap(), "two");
+        assert_eq!(expand("$$A $5", &env).unwrap(), "$A $5");
+        assert!(expand("${B}", &env).unwrap_err().contains("B is not set"));
+        assert!(expand("${A", &env).is_err());
+    }
+
+    #[test]
+    fn missing_variable_names_the_key() {
+        let problems = parse(&MINIMAL.replace("${data_dir}", "${NOPE}")).unwrap_err();
+        assert_eq!(problems[0].key, "connectors.people.parameters.connection_string");
+        assert!(problems[0].message.contains("NOPE"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The export queue of one connector: entry changes from concurrent SCIM requests are gathered
+//! into batches and sent in one OpenExportConnection / PutExportEntries / CloseExportConnection
+//! round, one batch at a time (the connector does not declare concurrent operation yet).
+
+use std::sync::Arc;
+
+use ecma_proto::v1::{self, CsEntryChange, CsEntryChangeResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::supervision::{CallError, ConnectorHandle};
+
+struct Job {
+    change: CsEntryChange,
+    reply: oneshot::Sender<Result<CsEntryChangeResult, CallError>>,
+}
+
+/// The sending side of a connector's export queue.
+#[derive(Clone)]
+pub struct ExportQueue {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl ExportQueue {
+    /// Starts the queue's worker for `handle`.
+    pub fn start(handle: Arc<ConnectorHandle>) -> Self {
+        let (jobs, receiver) = mpsc::channel(1024);
+        tokio::spawn(worker(handle, receiver));
+        Self { jobs }
+    }
+
+    /// Exports one change and waits for its result.
+    pub async fn export(&self, change: CsEntryChange) -> Result<CsEntryChangeResult, CallError> {
+        let (reply, result) = oneshot::channel();
+        let gone = || CallError::Lost { detail: "the export queue stopped".into() };
+        self.jobs.send(Job { change, reply }).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>) {
+    while let Some(first) = receiver.recv().await {
+        let session = handle.session();
+        let limit = match &session {
+            Ok(s) if s.capabilities.export_batch_size > 0 => {
+                (s.capabilities.export_batch_size as usize).min(handle.config.export_batch_size)
+            }
+            _ => handle.config.export_batch_size,
+        };
+        let mut batch = vec![first];
+        while batch.len() < limit {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let changes: Vec<CsEntryChange> = batch.iter().map(|j| j.change.clone()).collect();
+        match put_batch(&handle, &session, changes).await {
+            Ok(mut results) => {
+                for job in batch {
+                    let result = results
+                        .iter()
+                        .position(|r| r.identifier == job.change.identifier)
+                        .map(|i| results.swap_remove(i))
+                        .ok_or_else(|| CallError::Failed {
+                            kind: v1::ErrorKind::Internal,
+                            message: "the connector returned no result for this entry".into(),
+                        });
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn put_batch(
+    handle: &ConnectorHandle,
+    session: &crate::supervision::Session,
+    entries: Vec<CsEntryChange>,
+) -> Result<Vec<CsEntryChangeResult>, CallError> {
+    let open = v1::OpenExportConnectionRequest {
+        config: Some(session.config.clone()),
+        object_type: handle.config.object_type.clone(),
+        partition_id: handle.config.partition.clone(),
+        export_type: session.capabilities.export_type,
+    };
+    let opened = session
+        .call("OpenExportConnection", session.client().open_export_connection(session.request(open)))
+        .await;
+    // Nothing was written if the session could not be opened; report it as such, unless the
+    // transport broke (then the connector may be restarting: still nothing written).
+    let session_id = match opened {
+        Ok(o) => o.session_id,
+        Err(CallError::Lost { .. }) => {
+            return Err(CallError::Unavailable {
+                retry_after: std::time::Duration::from_secs(2),
+                reason: "the connector went away before the export started",
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let put = v1::PutExportEntriesRequest { session_id: session_id.clone(), entries };
+    let results =
+        session.call("PutExportEntries", session.client().put_export_entries(session.request(put))).await?;
+    let close = v1::CloseExportConnectionRequest { session_id };
+    if let Err(e) = session
+        .call("CloseExportConnection", session.client().close_export_connection(session.request(close)))
+        .await
+    {
+        tracing::warn!(connector = %handle.name, error = %e, "CloseExportConnection failed after a successful put");
+    }
+    Ok(results.results)
+}

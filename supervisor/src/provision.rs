@@ -1,0 +1,354 @@
+//! The write path between SCIM and the connectors: a SCIM resource becomes a CSEntryChange, goes
+//! through the connector's export queue, and its result is recorded in the connector space.
+//!
+//! A write whose outcome is unknown (the child died or overran its deadline during the call) is
+//! never blindly repeated: the record stays `pending`, and before answering, the supervisor waits
+//! for the connector to come back and looks the object up by its matching attribute. Found, the
+//! write is confirmed; not found, it is sent again. A SCIM client's retry of a create meets the
+//! pending record and goes through the same reconciliation, so it never creates a duplicate.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ecma_proto::v1::{self, CsEntryChange, ErrorKind, ObjectModificationType};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::export::ExportQueue;
+use crate::mapping::{Mapping, TargetValues};
+use crate::store::{Record, RecordState, Store, StoreError};
+use crate::supervision::{CallError, ConnectorHandle, rfc3339};
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("the connector is not available ({reason}); retry later")]
+    Unavailable { retry_after: Duration, reason: String },
+    #[error("userName is already taken")]
+    Conflict,
+    #[error("no such resource")]
+    NotFound,
+    #[error("{detail}")]
+    Target { kind: ErrorKind, detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<CallError> for ProvisionError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unavailable { retry_after, reason } => {
+                ProvisionError::Unavailable { retry_after, reason: reason.to_string() }
+            }
+            CallError::Lost { detail } => {
+                ProvisionError::Unavailable { retry_after: Duration::from_secs(2), reason: detail }
+            }
+            CallError::Failed { kind, message } => ProvisionError::Target { kind, detail: message },
+        }
+    }
+}
+
+/// One connector as the write path uses it.
+#[derive(Clone)]
+pub struct Target {
+    pub handle: Arc<ConnectorHandle>,
+    pub queue: ExportQueue,
+}
+
+/// Serialises writes to the same object (by a hash of app, type and key) without one global lock.
+struct Stripes(Vec<Mutex<()>>);
+
+impl Stripes {
+    fn lock_for(&self, parts: &[&str]) -> &Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in parts {
+            p.to_lowercase().hash(&mut h);
+        }
+        &self.0[(h.finish() as usize) % self.0.len()]
+    }
+}
+
+/// The write path.
+pub struct Provisioner {
+    pub store: Store,
+    targets: HashMap<String, Target>,
+    stripes: Stripes,
+}
+
+fn now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+impl Provisioner {
+    pub fn new(store: Store, targets: HashMap<String, Target>) -> Self {
+        Self { store, targets, stripes: Stripes((0..64).map(|_| Mutex::new(())).collect()) }
+    }
+
+    fn target(&self, connector: &str) -> &Target {
+        self.targets.get(connector).expect("apps name only configured connectors (checked at load)")
+    }
+
+    /// How long an unknown outcome may wait for the connector to come back before answering.
+    fn reconcile_wait(handle: &ConnectorHandle) -> Duration {
+        (handle.config.startup_timeout + handle.config.restart.initial_backoff * 4)
+            .min(Duration::from_secs(20))
+    }
+
+    /// Creates a resource. `resource` is validated SCIM JSON without `id` and `meta`.
+    pub async fn create(
+        &self,
+        app: &str,
+        resource_type: &str,
+        connector: &str,
+        user_name: &str,
+        resource: Value,
+    ) -> Result<Record, ProvisionError> {
+        let target = self.target(connector);
+        let _guard = self.stripes.lock_for(&[app, resource_type, user_name]).lock().await;
+        // Nothing is recorded while the connector is down: answer 503 at once.
+        target.handle.session()?;
+        let values = target.handle.mapping.to_target(&resource);
+        let mut record = match self.store.by_user_name(app, resource_type, user_name).await? {
+            Some(r) if r.state == RecordState::Present => return Err(ProvisionError::Conflict),
+            Some(mut pending) => {
+                // An earlier attempt's outcome is unknown: find out before writing again.
+                tracing::info!(app, id = %pending.id, "reconciling an earlier create whose outcome was unknown");
+                pending.resource = resource;
+                pending.user_name = user_name.to_string();
+                pending.modified = now();
+                if let Some(record) = self.reconcile_create(target, &mut pending, &values).await? {
+                    return Ok(record);
+                }
+                pending
+            }
+            None => {
+                let at = now();
+                let record = Record {
+                    app: app.into(),
+                    resource_type: resource_type.into(),
+                    id: uuid::Uuid::new_v4().to_string(),
+                    connector: connector.into(),
+                    state: RecordState::Pending,
+                    user_name: user_name.into(),
+                    resource,
+                    target: v1::Entry::default(),
+                    version: 1,
+                    created: at.clone(),
+                    modified: at,
+                };
+                self.store.insert(&record).await?;
+                record
+            }
+        };
+        record.set_target_values(&values);
+        self.add(target, record, &values, true).await
+    }
+
+    /// Sends the ADD for a pending record and records its outcome.
+    async fn add(
+        &self,
+        target: &Target,
+        mut record: Record,
+        values: &TargetValues,
+        may_retry: bool,
+    ) -> Result<Record, ProvisionError> {
+        let change = CsEntryChange {
+            identifier: record.id.clone(),
+            object_type: target.handle.config.object_type.clone(),
+            modification_type: ObjectModificationType::Add as i32,
+            anchors: vec![],
+            dn: String::new(),
+            attribute_changes: Mapping::add_changes(values),
+        };
+        match target.queue.export(change).await {
+            Ok(result) if result.error_kind == ErrorKind::None as i32 => {
+                record.target.anchors = result.anchors;
+                record.state = RecordState::Present;
+                self.store.update(&record).await?;
+                Ok(record)
+            }
+            Ok(result) => {
+                // A definite failure: nothing was written.
+                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                let kind = ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal);
+                if kind == ErrorKind::AlreadyExists {
+                    return Err(ProvisionError::Conflict);
+                }
+                Err(ProvisionError::Target { kind, detail: result.error_detail })
+            }
+            Err(CallError::Unavailable { retry_after, reason }) => {
+                // Not sent: forget the pending record.
+                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                Err(ProvisionError::Unavailable { retry_after, reason: reason.into() })
+            }
+            Err(CallError::Failed { kind, message }) => {
+                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                Err(ProvisionError::Target { kind, detail: message })
+            }
+            Err(CallError::Lost { detail }) if may_retry => {
+                tracing::warn!(id = %record.id, %detail, "create outcome unknown; reconciling once the connector is back");
+                if let Some(done) = self.reconcile_create(target, &mut record, values).await? {
+                    return Ok(done);
+                }
+                Box::pin(self.add(target, record, values, false)).await
+            }
+            Err(e @ CallError::Lost { .. }) => Err(e.into()),
+        }
+    }
+
+    /// Looks a pending object up in the target. `Some`: it is there, and the record is now
+    /// present (updated to `values` if the target differs). `None`: it is not there.
+    async fn reconcile_create(
+        &self,
+        target: &Target,
+        record: &mut Record,
+        values: &TargetValues,
+    ) -> Result<Option<Record>, ProvisionError> {
+        let handle = &target.handle;
+        let session = handle.wait_ready(Self::reconcile_wait(handle)).await?;
+        let attribute = handle.config.match_attribute().expect("checked at load");
+        let Some(Some(key)) = values.get(attribute) else {
+            return Err(ProvisionError::Target {
+                kind: ErrorKind::InvalidAttributeValue,
+                detail: format!("the matching attribute {attribute} has no value"),
+            });
+        };
+        let lookup = v1::LookupEntriesRequest {
+            config: Some(session.config.clone()),
+            object_type: handle.config.object_type.clone(),
+            partition_id: handle.config.partition.clone(),
+            by: Some(v1::lookup_entries_request::By::Attribute(v1::AttributeValues {
+                name: attribute.to_string(),
+                values: vec![key.clone()],
+            })),
+        };
+        let found =
+            session.call("LookupEntries", session.client().lookup_entries(session.request(lookup))).await?;
+        let Some(entry) = found.entries.into_iter().next() else {
+            return Ok(None);
+        };
+        tracing::info!(id = %record.id, "the earlier create had reached the target; confirming it");
+        let actual: TargetValues =
+            entry.attributes.iter().map(|a| (a.name.clone(), a.values.first().cloned())).collect();
+        record.target.anchors = entry.anchors;
+        record.state = RecordState::Present;
+        record.set_target_values(&actual);
+        let changes = Mapping::update_changes(&actual, values);
+        if !changes.is_empty() {
+            self.export_update(target, record, changes).await?;
+        }
+        record.set_target_values(values);
+        self.store.update(record).await?;
+        Ok(Some(record.clone()))
+    }
+
+    /// Replaces a present resource's content (PUT, or PATCH after the patch was applied).
+    pub async fn replace(
+        &self,
+        existing: Record,
+        user_name: &str,
+        resource: Value,
+    ) -> Result<Record, ProvisionError> {
+        let target = self.target(&existing.connector);
+        let _guard =
+            self.stripes.lock_for(&[&existing.app, &existing.resource_type, &existing.id]).lock().await;
+        // Re-read under the lock: a concurrent write may have changed it.
+        let mut record = self
+            .store
+            .get(&existing.app, &existing.resource_type, &existing.id)
+            .await?
+            .filter(|r| r.state == RecordState::Present)
+            .ok_or(ProvisionError::NotFound)?;
+        if let Some(other) = self.store.by_user_name(&record.app, &record.resource_type, user_name).await?
+            && other.id != record.id
+        {
+            return Err(ProvisionError::Conflict);
+        }
+        let before = record.target_values();
+        let after = target.handle.mapping.to_target(&resource);
+        let changes = Mapping::update_changes(&before, &after);
+        if !changes.is_empty() {
+            target.handle.session()?;
+            self.export_update(target, &record, changes).await?;
+        }
+        record.set_target_values(&after);
+        record.resource = resource;
+        record.user_name = user_name.to_string();
+        record.version += 1;
+        record.modified = now();
+        self.store.update(&record).await?;
+        Ok(record)
+    }
+
+    /// Sends an UPDATE. Attribute changes are absolute (replace/delete), so resending one whose
+    /// outcome is unknown is safe; it is resent once the connector is back.
+    async fn export_update(
+        &self,
+        target: &Target,
+        record: &Record,
+        changes: Vec<v1::AttributeChange>,
+    ) -> Result<(), ProvisionError> {
+        let change = CsEntryChange {
+            identifier: record.id.clone(),
+            object_type: target.handle.config.object_type.clone(),
+            modification_type: ObjectModificationType::Update as i32,
+            anchors: record.target.anchors.clone(),
+            dn: record.target.dn.clone(),
+            attribute_changes: changes,
+        };
+        let result = self.export_idempotent(target, change).await?;
+        match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
+            ErrorKind::None => Ok(()),
+            ErrorKind::NoSuchObject => {
+                // The target lost the object: so does the connector space.
+                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                Err(ProvisionError::NotFound)
+            }
+            ErrorKind::AlreadyExists => Err(ProvisionError::Conflict),
+            kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
+        }
+    }
+
+    /// Deletes a present resource from the target and the connector space.
+    pub async fn delete(&self, existing: Record) -> Result<(), ProvisionError> {
+        let target = self.target(&existing.connector);
+        let _guard =
+            self.stripes.lock_for(&[&existing.app, &existing.resource_type, &existing.id]).lock().await;
+        target.handle.session()?;
+        let change = CsEntryChange {
+            identifier: existing.id.clone(),
+            object_type: target.handle.config.object_type.clone(),
+            modification_type: ObjectModificationType::Delete as i32,
+            anchors: existing.target.anchors.clone(),
+            dn: existing.target.dn.clone(),
+            attribute_changes: vec![],
+        };
+        let result = self.export_idempotent(target, change).await?;
+        match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
+            // Already gone is what we wanted.
+            ErrorKind::None | ErrorKind::NoSuchObject => {
+                self.store.delete(&existing.app, &existing.resource_type, &existing.id).await?;
+                Ok(())
+            }
+            kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
+        }
+    }
+
+    /// Exports a change that is safe to resend; resends it once after an unknown outcome.
+    async fn export_idempotent(
+        &self,
+        target: &Target,
+        change: CsEntryChange,
+    ) -> Result<v1::CsEntryChangeResult, ProvisionError> {
+        match target.queue.export(change.clone()).await {
+            Err(CallError::Lost { detail }) => {
+                tracing::warn!(id = %change.identifier, %detail, "outcome unknown; resending once the connector is back");
+                target.handle.wait_ready(Self::reconcile_wait(&target.handle)).await?;
+                Ok(target.queue.export(change).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The PATCH engine (RFC 7644 §3.5.2): `add`, `replace` and `remove` operations, with and
+//! without `path`, on a resource held as JSON. Operation names are case-insensitive; a path-less
+//! value's keys may be attribute paths themselves (`"name.givenName"`, URN-prefixed), as Entra ID
+//! sends them.
+
+use serde_json::{Map, Value};
+
+use super::error::ScimError;
+use super::filter::{AttrPath, Filter, ValuePath, is_core_urn};
+use super::resource::PATCH_OP;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+    Remove,
+}
+
+/// Applies a PatchOp request body to `resource`.
+pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
+    let schemas_ok = body
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(PATCH_OP))));
+    if !schemas_ok {
+        return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {PATCH_OP}")));
+    }
+    let operations = body
+        .get("Operations")
+        .or_else(|| body.get("operations"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| ScimError::bad_request("invalidSyntax", "\"Operations\" must be an array"))?;
+    for operation in operations {
+        let op = match operation.get("op").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+            Some("add") => Op::Add,
+            Some("replace") => Op::Replace,
+            Some("remove") => Op::Remove,
+            other => return Err(ScimError::bad_request("invalidSyntax", format!("unknown op {other:?}"))),
+        };
+        let value = operation.get("value").cloned().unwrap_or(Value::Null);
+        match operation.get("path").and_then(Value::as_str) {
+            Some(path) => {
+                let path = ValuePath::parse(path)
+                    .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
+                apply_path(resource, op, &path, value)?;
+            }
+            None if op == Op::Remove => {
+                return Err(ScimError::bad_request("noTarget", "remove needs a path"));
+            }
+            None => {
+                let Value::Object(map) = value else {
+                    return Err(ScimError::bad_request(
+                        "invalidValue",
+                        "a path-less add or replace needs an object value",
+                    ));
+                };
+                for (key, v) in map {
+                    if key.len() > 4
+                        && key[..4].eq_ignore_ascii_case("urn:")
+                        && !is_core_urn(&key)
+                        && v.is_object()
+                        && !key_names_attribute(&key)
+                    {
+                        // An extension object: merge its attributes one by one.
+                        for (sub, sv) in v.as_object().cloned().unwrap_or_default() {
+                            let path = ValuePath::parse(&format!("{key}:{sub}"))
+                                .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
+                            apply_path(resource, op, &path, sv)?;
+                        }
+                        continue;
+                    }
+                    let path = ValuePath::parse(&key)
+                        .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
+                    apply_path(resource, op, &path, v)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a URN key names an attribute (`urn:...:User:department`) rather than a schema
+/// (`urn:...:User`): schema URNs end with a capitalised resource name.
+fn key_names_attribute(key: &str) -> bool {
+    key.rsplit(':').next().is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()))
+}
+
+fn container_mut<'a>(
+    resource: &'a mut Value,
+    path: &AttrPath,
+    create: bool,
+) -> Option<&'a mut Map<String, Value>> {
+    let root = resource.as_object_mut()?;
+    match &path.urn {
+        Some(urn) if !is_core_urn(urn) => {
+            let key =
+                root.keys().find(|k| k.eq_ignore_ascii_case(urn)).cloned().unwrap_or_else(|| urn.clone());
+            if !root.contains_key(&key) {
+                if !create {
+                    return None;
+                }
+                root.insert(key.clone(), Value::Object(Map::new()));
+                add_schema(root, urn);
+            }
+            root.get_mut(&key)?.as_object_mut()
+        }
+        _ => Some(root),
+    }
+}
+
+fn add_schema(root: &mut Map<String, Value>, urn: &str) {
+    if let Some(Value::Array(schemas)) = root.get_mut("schemas")
+        && !schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(urn)))
+    {
+        schemas.push(Value::String(urn.to_string()));
+    }
+}
+
+/// The actual key of `name` in `map` (attribute names are case-insensitive).
+fn key_of(map: &Map<String, Value>, name: &str) -> String {
+    map.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned().unwrap_or_else(|| name.to_string())
+}
+
+fn apply_path(resource: &mut Value, op: Op, path: &ValuePath, value: Value) -> Result<(), ScimError> {
+    let attr = &path.path;
+    if matches!(attr.attr.to_ascii_lowercase().as_str(), "id" | "meta" | "schemas") && attr.urn.is_none() {
+        return Err(ScimError::bad_request("mutability", format!("{} cannot be changed", attr.attr)));
+    }
+    let Some(container) = container_mut(resource, attr, op != Op::Remove) else {
+        return Ok(()); // removing from an absent extension: nothing to do
+    };
+    let key = key_of(container, &attr.attr);
+    if let Some(filter) = &path.filter {
+        return apply_filtered(container, &key, op, filter, path.sub_after_filter.as_deref(), value);
+    }
+    match (&attr.sub, op) {
+        (None, Op::Remove) => {
+            container.remove(&key);
+        }
+        (None, _) if value.is_null() => {
+            container.remove(&key);
+        }
+        (None, Op::Add) => match (container.get_mut(&key), value) {
+            (Some(Value::Array(existing)), Value::Array(new)) => {
+                for v in new {
+                    if !existing.contains(&v) {
+                        existing.push(v);
+                    }
+                }
+            }
+            (Some(Value::Object(existing)), Value::Object(new)) => {
+                for (k, v) in new {
+                    let k = key_of(existing, &k);
+                    existing.insert(k, v);
+                }
+            }
+            (_, value) => {
+                container.insert(key, value);
+            }
+        },
+        (None, Op::Replace) => {
+            container.insert(key, value);
+        }
+        (Some(sub), op) => {
+            let parent = container.entry(key).or_insert_with(|| Value::Object(Map::new()));
+            match parent {
+                Value::Object(obj) => {
+                    let sub_key = key_of(obj, sub);
+                    if op == Op::Remove || value.is_null() {
+                        obj.remove(&sub_key);
+                    } else {
+                        obj.insert(sub_key, value);
+                    }
+                }
+                // `emails.value` on a multi-valued attribute: apply to every element.
+                Value::Array(items) => {
+                    for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                        let sub_key = key_of(item, sub);
+                        if op == Op::Remove {
+                            item.remove(&sub_key);
+                        } else {
+                            item.insert(sub_key, value.clone());
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ScimError::bad_request(
+                        "invalidPath",
+                        format!("{} has no sub-attributes", attr.attr),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_filtered(
+    container: &mut Map<String, Value>,
+    key: &str,
+    op: Op,
+    filter: &Filter,
+    sub: Option<&str>,
+    value: Value,
+) -> Result<(), ScimError> {
+    let items = match container.get_mut(key) {
+        Some(Value::Array(items)) => items,
+        _ if op == Op::Remove => return Ok(()),
+        _ => return Err(ScimError::bad_request("noTarget", format!("no {key} value matches the filter"))),
+    };
+    let matching: Vec<usize> = (0..items.len()).filter(|i| filter.matches(&items[*i])).collect();
+    if matching.is_empty() && op != Op::Remove {
+        return Err(ScimError::bad_request("noTarget", format!("no {key} value matches the filter")));
+    }
+    match (op, sub) {
+        (Op::Remove, None) => {
+            for i in matching.into_iter().rev() {
+                items.remove(i);
+            }
+        }
+        (Op::Remove, Some(sub)) => {
+            for i in matching {
+                if let Some(obj) = items[i].as_object_mut() {
+                    let k = key_of(obj, sub);
+                    obj.remove(&k);
+                }
+            }
+        }
+        (_, Some(sub)) => {
+            for i in matching {
+                if let Some(obj) = items[i].as_object_mut() {
+                    let k = key_of(obj, sub);
+                    obj.insert(k, value.clone());
+                }
+            }
+        }
+        (_, None) => {
+            for i in matching {
+                match (&mut items[i], &value) {
+                    (Value::Object(obj), Value::Object(new)) if op == Op::Add => {
+                        for (k, v) in new {
+                            let k = key_of(obj, k);
+                            obj.insert(k, v.clone());
+                        }
+                    }
+                    (slot, _) => *slot = value.clone(),
+                }
+            }
+        }
+    }
+    if items.is_empty() {
+        container.remove(key);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patch(resource: &mut Value, ops: Value) -> Result<(), ScimError> {
+        apply(resource, &json!({"schemas": [PATCH_OP], "Operations": ops}))
+    }
+
+    fn user() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "bjensen",
+            "name": {"givenName": "Barbara"},
+            "emails": [{"value": "w@x", "type": "work"}, {"value": "h@x", "type": "home"}]
+        })
+    }
+
+    #[test]
+    fn entra_style_operations() {
+        let mut u = user();
+        patch(&mut u, json!([
+            {"op": "Replace", "path": "displayName", "value": "Babs"},
+            {"op": "Add", "value": {"name.familyName": "Jensen", "title": "Boss"}},
+            {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "new@x"},
+            {"op": "Add", "value": {"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Eng"}},
+        ]))
+        .unwrap();
+        assert_eq!(u["displayName"], "Babs");
+        assert_eq!(u["name"], json!({"givenName": "Barbara", "familyName": "Jensen"}));
+        assert_eq!(u["title"], "Boss");
+        assert_eq!(u["emails"][0]["value"], "new@x");
+        assert_eq!(u["emails"][1]["value"], "h@x");
+        assert_eq!(u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], "Eng");
+        assert!(u["schemas"].as_array().unwrap().len() == 2, "extension schema listed");
+    }
+
+    #[test]
+    fn removes() {
+        let mut u = user();
+        patch(
+            &mut u,
+            json!([
+                {"op": "remove", "path": "emails[type eq \"home\"]"},
+                {"op": "remove", "path": "name.givenName"},
+            ]),
+        )
+        .unwrap();
+        assert_eq!(u["emails"], json!([{"value": "w@x", "type": "work"}]));
+        assert_eq!(u["name"], json!({}));
+        patch(&mut u, json!([{"op": "remove", "path": "emails"}])).unwrap();
+        assert!(u.get("emails").is_none());
+    }
+
+    #[test]
+    fn adds_to_multi_valued_attributes_without_duplicates() {
+        let mut u = user();
+        patch(&mut u, json!([{"op": "add", "path": "emails", "value": [{"value": "h@x", "type": "home"}, {"value": "o@x"}]}])).unwrap();
+        assert_eq!(u["emails"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn bad_patches_are_refused() {
+        let mut u = user();
+        let e = patch(&mut u, json!([{"op": "remove"}])).unwrap_err();
+        assert_eq!(e.scim_type, Some("noTarget"));
+        let e = patch(&mut u, json!([{"op": "jump", "path": "x"}])).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidSyntax"));
+        let e = patch(&mut u, json!([{"op": "replace", "path": "id", "value": "x"}])).unwrap_err();
+        assert_eq!(e.scim_type, Some("mutability"));
+        let e =
+            patch(&mut u, json!([{"op": "replace", "path": "emails[type eq \"fax\"].value", "value": "x"}]))
+                .unwrap_err();
+        assert_eq!(e.scim_type, Some("noTarget"));
+        let e =
+            patch(&mut u, json!([{"op": "replace", "path": "emails[type eq", "value": "x"}])).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidPath"));
+        assert!(apply(&mut u, &json!({"Operations": []})).is_err(), "schemas required");
+        assert_eq!(u, user(), "a refused patch changes nothing it had not applied");
+    }
+}

@@ -1,0 +1,210 @@
+//! Putting it together: the store, the connectors, the SCIM and admin listeners, and an orderly
+//! shutdown (stop taking requests, drain them, stop the children, close the store).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{AppConfig, Config};
+use crate::export::ExportQueue;
+use crate::provision::{Provisioner, Target};
+use crate::scim::{App, ScimState, Token};
+use crate::store::Store;
+use crate::supervision::lifecycle::{self, Context as LifecycleContext};
+use crate::supervision::spawn::Spawner;
+use crate::supervision::{ConnectorHandle, Phase};
+
+/// Longest Unix socket path we create (the kernel's limit is 107 bytes).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// Where the supervisor listens and keeps its files.
+pub struct RunOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+}
+
+/// Resolves an app's bearer token: env, then file, then the insecure default (with a warning).
+pub fn resolve_token(name: &str, app: &AppConfig) -> anyhow::Result<Token> {
+    if let Some(var) = &app.token_env
+        && let Some(value) = std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    {
+        return Ok(Token::new(value.trim().to_string()));
+    }
+    if let Some(file) = &app.token_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("apps.{name}.token_file: cannot read {}", file.display()))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            bail!("apps.{name}.token_file: {} is empty", file.display());
+        }
+        return Ok(Token::new(token));
+    }
+    if let Some(default) = &app.insecure_default_token {
+        tracing::warn!(
+            app = name,
+            "using the built-in default bearer token: for trying things out only; set {} to a secret of your own",
+            app.token_env.as_deref().unwrap_or("token_env")
+        );
+        return Ok(Token::new(default.clone()));
+    }
+    bail!(
+        "apps.{name}: no bearer token: set the environment variable {} or token_file",
+        app.token_env.as_deref().unwrap_or("named by token_env")
+    )
+}
+
+/// A directory only we can enter, for the children's sockets; stale sockets of an earlier run
+/// are removed (a supervisor never re-attaches to children of an earlier run).
+fn socket_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let preferred = data_dir.join("run");
+    // Leave room for "<connector name>-<incarnation>.sock".
+    let dir = if preferred.as_os_str().len() + 40 <= MAX_SOCKET_PATH {
+        preferred
+    } else {
+        std::env::temp_dir().join(format!("ecma-supervisor-{}", nix::unistd::getuid()))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("while creating the socket directory {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("while restricting {}", dir.display()))?;
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "sock") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(dir)
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT.
+pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    let data_dir = &options.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("while creating the data directory {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+
+    let mut apps = HashMap::new();
+    for (name, app) in &config.apps {
+        apps.insert(
+            name.clone(),
+            App { name: name.clone(), users: app.users.clone(), token: resolve_token(name, app)? },
+        );
+    }
+
+    let store_path = data_dir.join("connector-space.db");
+    let store =
+        Store::open(&store_path).await.with_context(|| format!("while opening {}", store_path.display()))?;
+
+    let ctx = LifecycleContext {
+        spawner: Spawner::start()?,
+        socket_dir: socket_dir(&data_dir)?,
+        working_dir: data_dir.clone(),
+        shutdown_timeout: config.server.shutdown_timeout,
+    };
+    let (stop_children, children_stop) = watch::channel(false);
+    let mut handles = Vec::new();
+    let mut targets = HashMap::new();
+    let mut lifecycles = Vec::new();
+    for (name, connector) in &config.connectors {
+        let handle = Arc::new(ConnectorHandle::new(name.clone(), connector.clone())?);
+        lifecycles.push(tokio::spawn(lifecycle::run(handle.clone(), ctx.clone(), children_stop.clone())));
+        targets.insert(
+            name.clone(),
+            Target { handle: handle.clone(), queue: ExportQueue::start(handle.clone()) },
+        );
+        handles.push(handle);
+    }
+
+    // Serve once every connector has finished its first start (or its start-up time is over):
+    // requests to a connector that is not ready get 503 with Retry-After.
+    let longest = config.connectors.values().map(|c| c.startup_timeout).max().unwrap_or_default();
+    let _ = tokio::time::timeout(longest + Duration::from_secs(1), async {
+        for handle in &handles {
+            let mut phase = handle.phase();
+            while matches!(phase, Phase::Starting) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                phase = handle.phase();
+            }
+        }
+    })
+    .await;
+
+    let provisioner = Arc::new(Provisioner::new(store.clone(), targets));
+    let scim = crate::scim::router(Arc::new(ScimState { apps, provisioner }));
+    let admin = crate::admin::router(Arc::new(crate::admin::AdminState { connectors: handles.clone() }));
+
+    let scim_listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("while binding the SCIM listener on {}", options.listen))?;
+    let admin_listener = TcpListener::bind(options.admin_listen)
+        .await
+        .with_context(|| format!("while binding the admin listener on {}", options.admin_listen))?;
+    tracing::info!(
+        scim = %scim_listener.local_addr()?, admin = %admin_listener.local_addr()?,
+        data_dir = %data_dir.display(), "supervisor listening"
+    );
+
+    let (stop_http, _) = watch::channel(false);
+    let scim_server = {
+        let mut stop = stop_http.subscribe();
+        tokio::spawn(async move {
+            axum::serve(scim_listener, scim)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    let admin_server = {
+        let mut stop = stop_http.subscribe();
+        tokio::spawn(async move {
+            axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_http.send(true);
+    let grace = config.server.shutdown_timeout;
+    if tokio::time::timeout(grace, async {
+        let _ = scim_server.await;
+        let _ = admin_server.await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(?grace, "requests still running after the shutdown grace period; stopping anyway");
+    }
+    tracing::info!("stopping connectors");
+    let _ = stop_children.send(true);
+    for task in lifecycles {
+        let _ = task.await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

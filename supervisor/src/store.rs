@@ -1,0 +1,319 @@
+//! The connector space: what the supervisor knows of each target object (its SCIM id, the
+//! connector's anchors, the attribute values last exported, the SCIM resource and its version).
+//!
+//! SCIM reads and filters are answered from here, never from the target. The embedded store is
+//! one SQLite file (WAL mode). A record is written `pending` before its export and made `present`
+//! after, so that a write whose outcome is unknown can be reconciled instead of repeated.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ecma_proto::v1;
+use prost::Message;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::mapping::TargetValues;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another resource of the app already has this userName.
+    #[error("userName is already taken")]
+    Conflict,
+    #[error("connector space: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("connector space record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Whether the target is known to hold the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordState {
+    /// Written before an ADD whose outcome is not known yet.
+    Pending,
+    /// Confirmed by the connector.
+    Present,
+}
+
+impl RecordState {
+    fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Pending => "pending",
+            RecordState::Present => "present",
+        }
+    }
+}
+
+/// One object of the connector space.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub app: String,
+    pub resource_type: String,
+    pub id: String,
+    pub connector: String,
+    pub state: RecordState,
+    /// Case-insensitively unique per app and resource type.
+    pub user_name: String,
+    /// The SCIM resource as stored (without `id` and `meta`, which are derived).
+    pub resource: Value,
+    /// The target object: anchors, DN and the attribute values last exported.
+    pub target: v1::Entry,
+    pub version: i64,
+    pub created: String,
+    pub modified: String,
+}
+
+impl Record {
+    /// The attribute values last exported, by name.
+    pub fn target_values(&self) -> TargetValues {
+        self.target.attributes.iter().map(|a| (a.name.clone(), a.values.first().cloned())).collect()
+    }
+
+    /// Records `values` as the exported attribute values.
+    pub fn set_target_values(&mut self, values: &TargetValues) {
+        self.target.attributes = values
+            .iter()
+            .filter_map(|(name, v)| {
+                v.as_ref().map(|v| v1::AttributeValues { name: name.clone(), values: vec![v.clone()] })
+            })
+            .collect();
+    }
+}
+
+/// The embedded connector space.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS objects (
+        app TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        state TEXT NOT NULL,
+        user_name TEXT NOT NULL COLLATE NOCASE,
+        resource TEXT NOT NULL,
+        target BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        PRIMARY KEY (app, resource_type, id)
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS objects_by_name ON objects (app, resource_type, user_name)",
+    "CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL)",
+];
+
+const COLUMNS: &str =
+    "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
+
+impl Store {
+    /// Opens (and creates) the store file.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a crash of the process (not of the machine) without losing a
+            // commit; the pending/present protocol covers the rest.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        for statement in SCHEMA {
+            sqlx::query(*statement).execute(&pool).await?;
+        }
+        Ok(Self { pool })
+    }
+
+    fn record(row: &sqlx::sqlite::SqliteRow) -> Result<Record, StoreError> {
+        let state = match row.get::<String, _>("state").as_str() {
+            "pending" => RecordState::Pending,
+            "present" => RecordState::Present,
+            other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
+        };
+        let resource = serde_json::from_str(&row.get::<String, _>("resource"))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let target = v1::Entry::decode(row.get::<Vec<u8>, _>("target").as_slice())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Record {
+            app: row.get("app"),
+            resource_type: row.get("resource_type"),
+            id: row.get("id"),
+            connector: row.get("connector"),
+            state,
+            user_name: row.get("user_name"),
+            resource,
+            target,
+            version: row.get("version"),
+            created: row.get("created"),
+            modified: row.get("modified"),
+        })
+    }
+
+    /// The record with this id, pending or present.
+    pub async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(
+            "SELECT app, resource_type, id, connector, state, user_name, resource, target, version, created, \
+             modified FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3",
+        )
+        .bind(app)
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::record).transpose()
+    }
+
+    /// The record with this userName (case-insensitive), pending or present.
+    pub async fn by_user_name(
+        &self,
+        app: &str,
+        resource_type: &str,
+        name: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(
+            "SELECT app, resource_type, id, connector, state, user_name, resource, target, version, created, \
+             modified FROM objects WHERE app = ?1 AND resource_type = ?2 AND user_name = ?3",
+        )
+        .bind(app)
+        .bind(resource_type)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::record).transpose()
+    }
+
+    /// Every present record of an app's resource type, in creation order.
+    pub async fn list(&self, app: &str, resource_type: &str) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT app, resource_type, id, connector, state, user_name, resource, target, version, created, \
+             modified FROM objects WHERE app = ?1 AND resource_type = ?2 AND state = 'present' \
+             ORDER BY created, id",
+        )
+        .bind(app)
+        .bind(resource_type)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::record).collect()
+    }
+
+    /// Inserts a new record; [`StoreError::Conflict`] when the userName is taken.
+    pub async fn insert(&self, record: &Record) -> Result<(), StoreError> {
+        let sql =
+            format!("INSERT INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        self.bind_all(&sql, record).await
+    }
+
+    /// Replaces a record (same app, type and id); [`StoreError::Conflict`] when its new userName
+    /// belongs to another record.
+    pub async fn update(&self, record: &Record) -> Result<(), StoreError> {
+        let sql =
+            format!("REPLACE INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+        // REPLACE would also silently delete another row holding the same userName; check first.
+        if let Some(other) = self.by_user_name(&record.app, &record.resource_type, &record.user_name).await?
+            && other.id != record.id
+        {
+            return Err(StoreError::Conflict);
+        }
+        self.bind_all(&sql, record).await
+    }
+
+    async fn bind_all(&self, sql: &str, r: &Record) -> Result<(), StoreError> {
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .bind(&r.app)
+            .bind(&r.resource_type)
+            .bind(&r.id)
+            .bind(&r.connector)
+            .bind(r.state.as_str())
+            .bind(&r.user_name)
+            .bind(r.resource.to_string())
+            .bind(r.target.encode_to_vec())
+            .bind(r.version)
+            .bind(&r.created)
+            .bind(&r.modified)
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a record.
+    pub async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
+            .bind(app)
+            .bind(resource_type)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of records per state, for the admin view.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM objects").fetch_one(&self.pool).await?.get(0))
+    }
+
+    /// Closes the pool, flushing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(id: &str, name: &str) -> Record {
+        Record {
+            app: "demo".into(),
+            resource_type: "User".into(),
+            id: id.into(),
+            connector: "people".into(),
+            state: RecordState::Pending,
+            user_name: name.into(),
+            resource: json!({"userName": name}),
+            target: v1::Entry {
+                anchors: vec![v1::Anchor { name: "id".into(), value: Some(v1::Value::string("a-1")) }],
+                ..Default::default()
+            },
+            version: 1,
+            created: "2026-01-01T00:00:00Z".into(),
+            modified: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_and_names_are_unique() {
+        let dir = std::env::temp_dir().join(format!("store-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("space.db")).await.unwrap();
+        store.insert(&record("1", "Alice")).await.unwrap();
+        assert!(matches!(store.insert(&record("2", "alice")).await, Err(StoreError::Conflict)));
+        assert!(store.list("demo", "User").await.unwrap().is_empty(), "pending records are not listed");
+
+        let mut r = store.by_user_name("demo", "User", "ALICE").await.unwrap().unwrap();
+        assert_eq!(r.id, "1");
+        assert_eq!(r.target.anchors[0].value, Some(v1::Value::string("a-1")));
+        r.state = RecordState::Present;
+        store.update(&r).await.unwrap();
+        assert_eq!(store.list("demo", "User").await.unwrap().len(), 1);
+
+        store.insert(&record("2", "bob")).await.unwrap();
+        let mut bob = store.get("demo", "User", "2").await.unwrap().unwrap();
+        bob.user_name = "alice".into();
+        assert!(matches!(store.update(&bob).await, Err(StoreError::Conflict)), "rename onto a taken name");
+        assert_eq!(store.count().await.unwrap(), 2);
+
+        store.delete("demo", "User", "1").await.unwrap();
+        assert!(store.get("demo", "User", "1").await.unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

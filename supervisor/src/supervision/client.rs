@@ -1,0 +1,181 @@
+//! The gRPC client of one connector incarnation, over its Unix socket: the per-spawn token on
+//! every call, a deadline on every call, and errors mapped to [`CallError`] without parsing
+//! messages.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Weak;
+use std::time::Duration;
+
+use ecma_proto::v1::{self, ErrorKind, connector_client::ConnectorClient};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_client::HealthClient;
+
+use super::ConnectorHandle;
+
+/// Why a call did not give a result.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// The connector is not ready; nothing was sent.
+    Unavailable { retry_after: Duration, reason: &'static str },
+    /// The call was sent but the child died or overran its deadline: the outcome is unknown.
+    Lost { detail: String },
+    /// The connector answered with a typed error.
+    Failed { kind: ErrorKind, message: String },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unavailable { reason, .. } => write!(f, "connector is not ready ({reason})"),
+            CallError::Lost { detail } => write!(f, "call lost, outcome unknown: {detail}"),
+            CallError::Failed { kind, message } => write!(f, "{}: {message}", kind.as_str_name()),
+        }
+    }
+}
+
+/// Adds the per-spawn token to every call.
+#[derive(Clone)]
+pub struct TokenInterceptor(AsciiMetadataValue);
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(ecma_proto::TOKEN_METADATA, self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Client = ConnectorClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// A live, handshaken connection to one incarnation.
+pub struct Session {
+    pub incarnation: u64,
+    pub protocol_version: u32,
+    pub capabilities: v1::Capabilities,
+    /// The configuration parameters sent with every call that takes them.
+    pub config: v1::ConfigParameters,
+    client: Client,
+    health: HealthClient<InterceptedService<Channel, TokenInterceptor>>,
+    call_timeout: Duration,
+    /// The connector, to ask for a kill when a call overruns its deadline.
+    handle: Weak<ConnectorHandle>,
+}
+
+/// Opens a channel to the socket (fails at once if nothing listens there yet).
+pub async fn connect(
+    socket: PathBuf,
+    token: &str,
+) -> Result<(Client, HealthClient<InterceptedService<Channel, TokenInterceptor>>), tonic::transport::Error> {
+    // The URI is a placeholder; the connector function below decides where to connect.
+    let channel = Endpoint::from_static("http://connector.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await?;
+    let interceptor = TokenInterceptor(token.parse().expect("the token is ASCII hex"));
+    Ok((
+        ConnectorClient::with_interceptor(channel.clone(), interceptor.clone())
+            .max_decoding_message_size(64 << 20),
+        HealthClient::with_interceptor(channel, interceptor),
+    ))
+}
+
+impl Session {
+    pub(crate) fn new(
+        incarnation: u64,
+        hello: v1::HelloResponse,
+        config: v1::ConfigParameters,
+        client: Client,
+        health: HealthClient<InterceptedService<Channel, TokenInterceptor>>,
+        call_timeout: Duration,
+        handle: Weak<ConnectorHandle>,
+    ) -> Self {
+        Self {
+            incarnation,
+            protocol_version: hello.protocol_version,
+            capabilities: hello.capabilities.unwrap_or_default(),
+            config,
+            client,
+            health,
+            call_timeout,
+            handle,
+        }
+    }
+
+    /// A clone of the client, for one call.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one call under the deadline. A call that overruns it gets the child killed: its
+    /// outcome is unknown, and a child that ignores deadlines is not trusted with the next one.
+    pub async fn call<T, F>(&self, operation: &'static str, call: F) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<Response<T>, Status>>,
+    {
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(map_status(status)),
+            Err(_) => {
+                tracing::warn!(operation, timeout = ?self.call_timeout, "connector call overran its deadline; killing the child");
+                if let Some(handle) = self.handle.upgrade() {
+                    handle.request_kill();
+                }
+                Err(CallError::Lost {
+                    detail: format!("{operation} overran its {:?} deadline", self.call_timeout),
+                })
+            }
+        }
+    }
+
+    /// A deadline for a request, so that the connector sees it too (`grpc-timeout`).
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.call_timeout);
+        request
+    }
+
+    /// One `grpc.health.v1` check.
+    pub async fn check_health(&self, timeout: Duration) -> Result<bool, String> {
+        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+        let mut health = self.health.clone();
+        match tokio::time::timeout(timeout, health.check(HealthCheckRequest { service: String::new() })).await
+        {
+            Ok(Ok(r)) => Ok(r.into_inner().status == ServingStatus::Serving as i32),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// Maps a failed call: a typed error kind when the connector sent one; otherwise a broken
+/// transport (the outcome is unknown) or an unimplemented operation.
+pub fn map_status(status: Status) -> CallError {
+    if let Some(kind) = ecma_proto::error_kind_of(&status) {
+        return CallError::Failed { kind, message: status.message().to_string() };
+    }
+    match status.code() {
+        tonic::Code::Unimplemented => CallError::Failed {
+            kind: ErrorKind::Unsupported,
+            message: format!("the connector does not implement this operation ({})", status.message()),
+        },
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Aborted => {
+            CallError::Lost { detail: status.message().to_string() }
+        }
+        tonic::Code::DeadlineExceeded => CallError::Lost { detail: "deadline exceeded".into() },
+        tonic::Code::NotFound => {
+            CallError::Failed { kind: ErrorKind::NoSuchObject, message: status.message().into() }
+        }
+        tonic::Code::InvalidArgument => {
+            CallError::Failed { kind: ErrorKind::InvalidAttributeValue, message: status.message().into() }
+        }
+        _ => CallError::Failed { kind: ErrorKind::Internal, message: status.message().to_string() },
+    }
+}

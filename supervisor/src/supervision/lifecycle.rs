@@ -1,0 +1,333 @@
+//! The life of one connector: spawn, handshake, configuration checks, health, restart with
+//! backoff, shutdown. One task per connector (one-for-one), driven by one `select!` over the
+//! events that can happen to it: the child exits, a health tick, a kill request, shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ecma_proto::v1;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use rand::Rng;
+use tokio::process::Child;
+use tokio::sync::watch;
+
+use super::client::{self, Session};
+use super::spawn::{self, Contract, Spawner};
+use super::{ConnectorHandle, Phase, rfc3339};
+
+/// Consecutive failed health checks before a child is killed.
+const HEALTH_FAILURES_BEFORE_KILL: u32 = 3;
+
+/// What the lifecycle tasks share.
+#[derive(Clone)]
+pub struct Context {
+    pub spawner: Spawner,
+    /// Directory for the children's sockets: ours alone (mode 0700).
+    pub socket_dir: PathBuf,
+    /// Working directory of the children (the data directory).
+    pub working_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+}
+
+/// How an incarnation ended.
+enum Ended {
+    /// The child exited (or was killed) and should be restarted.
+    Exited(String),
+    /// The child refused its configuration: no restart until it changes.
+    BadConfig(String),
+    /// Shutdown was asked for.
+    Shutdown,
+}
+
+/// Runs `handle`'s connector until `shutdown` turns true.
+pub async fn run(handle: Arc<ConnectorHandle>, ctx: Context, mut shutdown: watch::Receiver<bool>) {
+    let restart = handle.config.restart.clone();
+    let mut attempt: u32 = 0;
+    let mut incarnation: u64 = 0;
+    loop {
+        incarnation += 1;
+        handle.set_phase(Phase::Starting);
+        let started = Instant::now();
+        let ended = run_incarnation(&handle, &ctx, incarnation, &mut shutdown).await;
+        match ended {
+            Ended::Shutdown => {
+                handle.set_phase(Phase::Stopped);
+                return;
+            }
+            Ended::BadConfig(reason) => {
+                tracing::error!(connector = %handle.name, %reason, "connector refused its configuration; not restarting it until the configuration changes");
+                handle.update_status(|s| {
+                    s.pid = None;
+                    s.last_error = Some(reason.clone());
+                });
+                handle.set_phase(Phase::FailedConfig { reason });
+                stopped(&mut shutdown).await;
+                handle.set_phase(Phase::Stopped);
+                return;
+            }
+            Ended::Exited(reason) => {
+                if started.elapsed() >= restart.reset_after {
+                    attempt = 0;
+                }
+                let delay = backoff(restart.initial_backoff, restart.max_backoff, attempt);
+                attempt = attempt.saturating_add(1);
+                let crash_report: Vec<String> =
+                    handle.status().recent_output.iter().rev().take(10).rev().cloned().collect();
+                tracing::warn!(
+                    connector = %handle.name, incarnation, %reason, restart_in = ?delay,
+                    last_output = ?crash_report, "connector child ended; restarting"
+                );
+                handle.update_status(|s| {
+                    s.pid = None;
+                    s.restarts += 1;
+                    s.last_exit = Some(reason);
+                });
+                handle.set_phase(Phase::Backoff { until: Instant::now() + delay });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped(&mut shutdown) => {
+                        handle.set_phase(Phase::Stopped);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once shutdown is asked for (the guard `wait_for` returns is not `Send`; it is
+/// dropped here, not held across the caller's awaits).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Exponential backoff with full jitter in [d/2, d].
+fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = initial.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(max);
+    let half = exp / 2;
+    half + exp.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn run_incarnation(
+    handle: &Arc<ConnectorHandle>,
+    ctx: &Context,
+    incarnation: u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    let executable = match spawn::resolve_executable(&handle.config.executable) {
+        Ok(path) => path,
+        Err(e) => return Ended::BadConfig(format!("executable: {e:#}")),
+    };
+    let socket = ctx.socket_dir.join(format!("{}-{incarnation}.sock", handle.name));
+    let _ = std::fs::remove_file(&socket);
+    let token = new_token();
+    let contract = Contract { socket: &socket, token: &token, incarnation, working_dir: &ctx.working_dir };
+    let mut child = match ctx.spawner.spawn(spawn::command(handle, &executable, &contract)).await {
+        Ok(child) => child,
+        Err(e) => return Ended::Exited(format!("could not start {}: {e}", executable.display())),
+    };
+    let pid = child.id();
+    handle.update_status(|s| {
+        s.pid = pid;
+        s.incarnation = incarnation;
+        s.started_at = Some(rfc3339(SystemTime::now()));
+    });
+    spawn::drain_output(handle, &mut child, incarnation);
+    tracing::info!(connector = %handle.name, incarnation, pid, executable = %executable.display(), "connector child started");
+
+    let ended = serve_incarnation(handle, ctx, &mut child, &socket, &token, incarnation, shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    ended
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_incarnation(
+    handle: &Arc<ConnectorHandle>,
+    ctx: &Context,
+    child: &mut Child,
+    socket: &std::path::Path,
+    token: &str,
+    incarnation: u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    // Handshake: connect and Hello until it answers, while watching for the child exiting, for
+    // the start-up deadline, and for shutdown.
+    let handshake = async {
+        loop {
+            if let Ok((mut client, health)) = client::connect(socket.to_path_buf(), token).await {
+                let hello = v1::HelloRequest {
+                    supported_protocol_versions: ecma_proto::PROTOCOL_VERSIONS.to_vec(),
+                    connector_name: handle.name.clone(),
+                    incarnation,
+                };
+                return client.hello(hello).await.map(|r| (client, health, r.into_inner()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let (client, health, hello) = tokio::select! {
+        result = handshake => match result {
+            Ok(ok) => ok,
+            Err(status) => {
+                stop_child(child, ctx.shutdown_timeout).await;
+                return Ended::BadConfig(format!("handshake refused: {}", status.message()));
+            }
+        },
+        status = child.wait() => return exited(status),
+        _ = tokio::time::sleep(handle.config.startup_timeout) => {
+            kill_group(child);
+            let _ = child.wait().await;
+            return Ended::Exited(format!("no handshake within {:?}", handle.config.startup_timeout));
+        }
+        _ = stopped(shutdown) => {
+            stop_child(child, ctx.shutdown_timeout).await;
+            return Ended::Shutdown;
+        }
+    };
+    handle.update_status(|s| {
+        s.protocol_version = Some(hello.protocol_version);
+        s.connector_version = Some(format!("{} {}", hello.connector_name, hello.connector_version));
+    });
+    let config = v1::ConfigParameters { values: handle.config.parameter_values().into_iter().collect() };
+    let session = Arc::new(Session::new(
+        incarnation,
+        hello,
+        config,
+        client,
+        health,
+        handle.config.call_timeout,
+        Arc::downgrade(handle),
+    ));
+
+    // Configuration checks, racing the child's exit.
+    let checked = tokio::select! {
+        checked = super::checks::check(handle, &session) => checked,
+        status = child.wait() => return exited(status),
+    };
+    match checked {
+        Ok(None) => {
+            tracing::info!(connector = %handle.name, incarnation, protocol = session.protocol_version, "connector ready");
+            handle.set_phase(Phase::Ready(session.clone()));
+        }
+        Ok(Some(reason)) => {
+            tracing::warn!(connector = %handle.name, %reason, "connector's target is not reachable; degraded");
+            handle.set_phase(Phase::Degraded { session: session.clone(), reason });
+        }
+        Err(reason) => {
+            stop_child(child, ctx.shutdown_timeout).await;
+            return Ended::BadConfig(reason);
+        }
+    }
+
+    let mut tick = tokio::time::interval(handle.config.health_interval);
+    tick.reset();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            status = child.wait() => return exited(status),
+            _ = handle.kill_requested() => {
+                kill_group(child);
+                let _ = child.wait().await;
+                return Ended::Exited("killed: a call overran its deadline".into());
+            }
+            _ = tick.tick() => {
+                match session.check_health(handle.config.call_timeout.min(Duration::from_secs(5))).await {
+                    Ok(true) => failures = 0,
+                    Ok(false) | Err(_) => failures += 1,
+                }
+                if failures >= HEALTH_FAILURES_BEFORE_KILL {
+                    kill_group(child);
+                    let _ = child.wait().await;
+                    return Ended::Exited(format!("{failures} health checks failed"));
+                }
+                // A degraded connector becomes ready again once its target answers.
+                if let Phase::Degraded { .. } = handle.phase() {
+                    match super::checks::validate(&session).await {
+                        Ok(None) => {
+                            tracing::info!(connector = %handle.name, "target reachable again; ready");
+                            handle.set_phase(Phase::Ready(session.clone()));
+                        }
+                        Ok(Some(reason)) => handle.set_phase(Phase::Degraded { session: session.clone(), reason }),
+                        Err(_) => {}
+                    }
+                }
+            }
+            _ = stopped(shutdown) => {
+                handle.set_phase(Phase::Stopped);
+                stop_child(child, ctx.shutdown_timeout).await;
+                return Ended::Shutdown;
+            }
+        }
+    }
+}
+
+fn exited(status: std::io::Result<std::process::ExitStatus>) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) if s.code() == Some(ecma_proto::EXIT_CONFIG) => {
+            Ended::BadConfig("the connector exited with EX_CONFIG (78): bad configuration".into())
+        }
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Ended::Exited(format!("exited with code {code}")),
+            (None, Some(signal)) => Ended::Exited(format!(
+                "killed by signal {}",
+                Signal::try_from(signal)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| signal.to_string())
+            )),
+            _ => Ended::Exited(format!("ended: {s}")),
+        },
+        Err(e) => Ended::Exited(format!("could not wait for the child: {e}")),
+    }
+}
+
+/// SIGKILL to the child's whole process group.
+fn kill_group(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after `grace`.
+pub async fn stop_child(child: &mut Child, grace: Duration) {
+    let Some(pid) = child.id().map(|pid| Pid::from_raw(pid as i32)) else { return };
+    let _ = killpg(pid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Whatever the leader left behind in its group goes too.
+    let _ = killpg(pid, Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for attempt in 0..10 {
+            let d = backoff(initial, max, attempt);
+            let full = initial.saturating_mul(1 << attempt).min(max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
+        }
+        assert!(backoff(initial, max, 1000) <= max);
+    }
+
+    #[test]
+    fn tokens_are_fresh_hex() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

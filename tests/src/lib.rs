@@ -1,0 +1,355 @@
+//! Fixtures for end-to-end tests: the real `supervisor` and connector binaries, started as
+//! processes on free ports with a throwaway data directory, and a small HTTP client.
+//!
+//! The binaries are those of the same build (`target/<profile>/`); `scripts/test-all.sh` builds
+//! them before running the tests.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The bearer token the fixtures configure.
+pub const TOKEN: &str = "e2e-test-token";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// A binary of this build; panics with the fix when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("test binary is in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test-all.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "e2e-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound, then released: a small race that tests tolerate).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}
+
+/// The quickstart configuration, as shipped.
+pub fn quickstart_config() -> String {
+    std::fs::read_to_string(workspace().join("deploy/examples/quickstart.toml"))
+        .expect("read quickstart.toml")
+}
+
+/// A running supervisor process.
+pub struct Supervisor {
+    child: Option<Child>,
+    pub scim: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Supervisor {
+    /// Starts `supervisor run` with `config` (TOML text) and waits until `/readyz` says ready.
+    pub fn start(config: &str, data_dir: &Path) -> Self {
+        let supervisor = Self::spawn(config, data_dir);
+        supervisor.wait_ready(Duration::from_secs(30));
+        supervisor
+    }
+
+    /// Starts `supervisor run` without waiting for readiness.
+    pub fn spawn(config: &str, data_dir: &Path) -> Self {
+        let config_file = data_dir.join("supervisor.toml");
+        std::fs::write(&config_file, config).expect("write config");
+        let log = data_dir.join(format!("supervisor-{}.log", Instant::now().elapsed().as_nanos()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let (scim, admin) = (free_addr(), free_addr());
+        let child = Command::new(binary("supervisor"))
+            .args(["run", "--config"])
+            .arg(&config_file)
+            .args(["--listen", &scim.to_string(), "--admin-listen", &admin.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("SCIM_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn supervisor");
+        Self { child: Some(child), scim, admin, data_dir: data_dir.to_path_buf(), log }
+    }
+
+    /// The supervisor's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the log otherwise.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(r) = try_request(self.admin, "GET", "/readyz", None, None)
+                && r.status == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("supervisor not ready within {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Waits until the admin listener answers (whatever the connectors' states).
+    pub fn wait_admin_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while try_request(self.admin, "GET", "/healthz", None, None).is_err() {
+            assert!(Instant::now() < deadline, "admin listener never came up; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A SCIM request with the test token.
+    pub fn scim(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        request(self.scim, method, path, Some(TOKEN), body)
+    }
+
+    /// `GET /admin/connectors`, the entry of connector `name`.
+    pub fn connector(&self, name: &str) -> Value {
+        let r = request(self.admin, "GET", "/admin/connectors", None, None);
+        assert_eq!(r.status, 200);
+        r.json()["connectors"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no connector {name} in {}", r.body))
+    }
+
+    /// Waits until `check` holds for connector `name`'s admin entry; returns that entry.
+    pub fn wait_connector(&self, name: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.connector(name);
+            if check(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connector {name} never reached the expected state: {c}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 15 s); returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+
+    /// Waits for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "supervisor did not exit; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// Whether a process is alive (a zombie waiting for a reaper counts as dead).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request; panics on a transport error.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    try_request(addr, method, path, token, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = body.unwrap_or("");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        head.push_str(&format!("Content-Type: application/scim+json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let chunked =
+        headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Rows of a SQLite table as JSON objects, read with sqlx (the same driver as the connector).
+pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Value> {
+    use sqlx::{Column, Row, TypeInfo, ValueRef};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::ConnectOptions;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true)
+            .connect()
+            .await
+            .expect("open sqlite");
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&mut conn).await.expect("query");
+        rows.iter()
+            .map(|row| {
+                let mut object = serde_json::Map::new();
+                for (i, column) in row.columns().iter().enumerate() {
+                    let raw = row.try_get_raw(i).expect("raw");
+                    let value = if raw.is_null() {
+                        Value::Null
+                    } else {
+                        match raw.type_info().name() {
+                            "INTEGER" | "BOOLEAN" => Value::from(row.get::<i64, _>(i)),
+                            _ => Value::from(row.get::<String, _>(i)),
+                        }
+                    };
+                    object.insert(column.name().to_string(), value);
+                }
+                Value::Object(object)
+            })
+            .collect()
+    })
+}
