@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole test suite, doing its own set-up, on a fresh Debian machine with Rust.
+#
+#   ./scripts/test-all.sh
+#
+# Run as root on a fresh machine, it installs the Debian packages it needs (a C compiler for
+# SQLite, which sqlx builds from source). As another user, it says which ones are missing.
+# It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
+# the binaries that the end-to-end tests run, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- Debian packages -----------------------------------------------------------------------
+need=()
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        step "installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}"
+    else
+        echo "missing packages: ${need[*]} (run this script as root, or install them first)" >&2
+        exit 1
+    fi
+fi
+
+# --- Static checks -------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "crypto: rustls with ring only (no OpenSSL, no aws-lc)"
+for crate in openssl-sys native-tls aws-lc-sys; do
+    if grep -q "^name = \"$crate\"$" Cargo.lock; then
+        echo "Cargo.lock contains $crate: see ../shared/DEPENDENCIES.md, trap 3" >&2
+        cargo tree --workspace -i "$crate" >&2 || true
+        exit 1
+    fi
+done
+
+# --- Build and test ------------------------------------------------------------------------
+# The end-to-end tests in tests/ start the real binaries from target/debug.
+step "cargo build --workspace --bins"
+cargo build --workspace --bins --locked
+
+step "cargo test --workspace"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+# One closing line for the whole run (cargo prints one per test binary, the last often a
+# doc-test binary with nothing in it).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "\nall test binaries: %d passed, %d failed, %d ignored\n", p, f, i;
+           printf "%d passed, %d failed\n", p, f }' "$log"
