@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ecma_connector_sdk::{ConfigExt, error_status, negotiate};
+use ecma_connector_sdk::{ConfigExt, error_status, negotiate, parameter};
 use ecma_proto::v1::{self, ConfigParameterType as T, ErrorKind, connector_server::Connector};
 use tonic::{Request, Response, Status};
 
@@ -15,23 +15,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct LdapConnector;
-
-fn parameter(
-    name: &str,
-    kind: T,
-    required: bool,
-    secret: bool,
-    default: &str,
-) -> v1::ConfigParameterDefinition {
-    v1::ConfigParameterDefinition {
-        name: name.into(),
-        r#type: kind as i32,
-        required,
-        secret,
-        default_value: default.into(),
-        ..Default::default()
-    }
-}
 
 /// `host:port` of an `ldap://` or `ldaps://` URL.
 fn host_port(url: &str) -> Result<String, String> {
@@ -75,11 +58,25 @@ impl Connector for LdapConnector {
     ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
         Ok(Response::new(v1::GetConfigParametersResponse {
             parameters: vec![
-                parameter("url", T::String, true, false, ""),
-                parameter("bind_dn", T::String, false, false, ""),
-                parameter("bind_password", T::EncryptedString, false, true, ""),
-                parameter("base_dn", T::String, true, false, ""),
-                parameter("object_class", T::String, false, false, "inetOrgPerson"),
+                parameter("url", T::String, true, false, "", "ldap://host[:port] or ldaps://host[:port]"),
+                parameter("bind_dn", T::String, false, false, "", "DN to bind as; anonymous when empty"),
+                parameter("bind_password", T::EncryptedString, false, true, "", "Password of bind_dn"),
+                parameter(
+                    "base_dn",
+                    T::String,
+                    true,
+                    false,
+                    "",
+                    "Naming context to provision into (the partition)",
+                ),
+                parameter(
+                    "object_class",
+                    T::String,
+                    false,
+                    false,
+                    "inetOrgPerson",
+                    "Structural object class (the object type)",
+                ),
             ],
         }))
     }
@@ -167,11 +164,8 @@ impl Connector for LdapConnector {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ecma_connector_sdk::init_logging();
-    ecma_connector_sdk::check_started_by_supervisor()?;
-    ecma_connector_sdk::serve(LdapConnector).await
+fn main() -> anyhow::Result<()> {
+    ecma_connector_sdk::run(LdapConnector)
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ecma_proto::v1::connector_server::{Connector, ConnectorServer};
-use ecma_proto::v1::{ConfigParameters, ErrorKind, HelloRequest};
+use ecma_proto::v1::{
+    ConfigParameterDefinition, ConfigParameterType, ConfigParameters, ErrorKind, HelloRequest,
+};
 use subtle::ConstantTimeEq;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -98,6 +100,40 @@ pub fn negotiate(request: &HelloRequest) -> Result<u32, Status> {
                 ecma_proto::PROTOCOL_VERSIONS
             ))
         })
+}
+
+/// The whole `main` of a connector: logging, a runtime, and [`serve`] until SIGTERM/SIGINT or
+/// until the supervisor is gone.
+///
+/// ```no_run
+/// # struct MyConnector;
+/// # fn main() -> anyhow::Result<()> { Ok(()) }
+/// // fn main() -> anyhow::Result<()> { ecma_connector_sdk::run(MyConnector) }
+/// ```
+pub fn run<C: Connector>(connector: C) -> anyhow::Result<()> {
+    init_logging();
+    check_started_by_supervisor()?;
+    tokio::runtime::Runtime::new().context("while starting the runtime")?.block_on(serve(connector))
+}
+
+/// A parameter declaration for `GetConfigParameters`.
+pub fn parameter(
+    name: &str,
+    kind: ConfigParameterType,
+    required: bool,
+    secret: bool,
+    default: &str,
+    description: &str,
+) -> ConfigParameterDefinition {
+    ConfigParameterDefinition {
+        name: name.into(),
+        r#type: kind as i32,
+        required,
+        secret,
+        default_value: default.into(),
+        description: description.into(),
+        allowed_values: vec![],
+    }
 }
 
 /// Serves `connector` until SIGTERM/SIGINT or until the supervisor is gone.

@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use ecma_connector_sdk::{ConfigExt, negotiate};
+use ecma_connector_sdk::{ConfigExt, negotiate, parameter};
 use ecma_proto::v1::{self, ConfigParameterType as T, ErrorKind, connector_server::Connector};
 use tonic::{Request, Response, Status};
 
@@ -45,19 +45,12 @@ impl Connector for ShellConnector {
         &self,
         _: Request<v1::GetConfigParametersRequest>,
     ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
-        let parameter = |name: &str, kind: T, required: bool, default: &str| v1::ConfigParameterDefinition {
-            name: name.into(),
-            r#type: kind as i32,
-            required,
-            default_value: default.into(),
-            ..Default::default()
-        };
         Ok(Response::new(v1::GetConfigParametersResponse {
             parameters: vec![
-                parameter("export_script", T::File, true, ""),
-                parameter("import_script", T::File, false, ""),
-                parameter("object_type", T::String, false, "user"),
-                parameter("attributes", T::Text, false, ""),
+                parameter("export_script", T::File, true, false, "", "Executable run for exports"),
+                parameter("import_script", T::File, false, false, "", "Executable run for imports"),
+                parameter("object_type", T::String, false, false, "user", "Object type name"),
+                parameter("attributes", T::Text, false, false, "", "Comma-separated attribute names"),
             ],
         }))
     }
@@ -121,11 +114,8 @@ impl Connector for ShellConnector {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ecma_connector_sdk::init_logging();
-    ecma_connector_sdk::check_started_by_supervisor()?;
-    ecma_connector_sdk::serve(ShellConnector).await
+fn main() -> anyhow::Result<()> {
+    ecma_connector_sdk::run(ShellConnector)
 }
 
 #[cfg(test)]

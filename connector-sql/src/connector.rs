@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ecma_connector_sdk::{error_status, negotiate};
+use ecma_connector_sdk::{error_status, negotiate, parameter};
 use ecma_proto::v1::{
     self, ConfigParameterType as T, ConfigParameters, ErrorKind, connector_server::Connector, value::Kind,
 };
@@ -55,25 +55,6 @@ impl SqlConnector {
             ));
         }
         Ok(())
-    }
-}
-
-fn parameter(
-    name: &str,
-    kind: T,
-    required: bool,
-    secret: bool,
-    default: &str,
-    description: &str,
-) -> v1::ConfigParameterDefinition {
-    v1::ConfigParameterDefinition {
-        name: name.into(),
-        r#type: kind as i32,
-        required,
-        secret,
-        default_value: default.into(),
-        description: description.into(),
-        allowed_values: vec![],
     }
 }
 

@@ -7,9 +7,6 @@
 mod connector;
 mod table;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ecma_connector_sdk::init_logging();
-    ecma_connector_sdk::check_started_by_supervisor()?;
-    ecma_connector_sdk::serve(connector::SqlConnector::default()).await
+fn main() -> anyhow::Result<()> {
+    ecma_connector_sdk::run(connector::SqlConnector::default())
 }

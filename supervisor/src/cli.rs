@@ -60,14 +60,16 @@ enum Command {
 
 /// The data directory: flag, then config, then $STATE_DIRECTORY, then ./supervisor-data. The
 /// config is read once with a provisional value to find `server.data_dir`.
+/// The result is absolute: `${data_dir}` is expanded into paths that connectors, whose working
+/// directory is the data directory itself, must resolve the same way.
 fn data_dir(flag: Option<PathBuf>, config_file: &Path) -> PathBuf {
-    if let Some(dir) = flag {
-        return dir;
-    }
-    let fallback = std::env::var_os("STATE_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("supervisor-data"));
-    Config::load(config_file, &fallback).ok().and_then(|c| c.server.data_dir).unwrap_or(fallback)
+    let dir = flag.unwrap_or_else(|| {
+        let fallback = std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("supervisor-data"));
+        Config::load(config_file, &fallback).ok().and_then(|c| c.server.data_dir).unwrap_or(fallback)
+    });
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 pub fn main() -> ExitCode {

@@ -154,18 +154,28 @@ impl Store {
         })
     }
 
+    /// The record of an app's resource type for which `condition` (on `?3`) holds.
+    async fn one(
+        &self,
+        condition: &'static str,
+        app: &str,
+        resource_type: &str,
+        key: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 AND {condition}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(app)
+            .bind(resource_type)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::record).transpose()
+    }
+
     /// The record with this id, pending or present.
     pub async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(
-            "SELECT app, resource_type, id, connector, state, user_name, resource, target, version, created, \
-             modified FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3",
-        )
-        .bind(app)
-        .bind(resource_type)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::record).transpose()
+        self.one("id = ?3", app, resource_type, id).await
     }
 
     /// The record with this userName (case-insensitive), pending or present.
@@ -175,29 +185,17 @@ impl Store {
         resource_type: &str,
         name: &str,
     ) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(
-            "SELECT app, resource_type, id, connector, state, user_name, resource, target, version, created, \
-             modified FROM objects WHERE app = ?1 AND resource_type = ?2 AND user_name = ?3",
-        )
-        .bind(app)
-        .bind(resource_type)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::record).transpose()
+        self.one("user_name = ?3", app, resource_type, name).await
     }
 
     /// Every present record of an app's resource type, in creation order.
     pub async fn list(&self, app: &str, resource_type: &str) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT app, resource_type, id, connector, state, user_name, resource, target, version, created, \
-             modified FROM objects WHERE app = ?1 AND resource_type = ?2 AND state = 'present' \
-             ORDER BY created, id",
-        )
-        .bind(app)
-        .bind(resource_type)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 AND state = 'present' \
+             ORDER BY created, id"
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app).bind(resource_type).fetch_all(&self.pool).await?;
         rows.iter().map(Self::record).collect()
     }
 

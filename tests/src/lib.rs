@@ -91,16 +91,38 @@ impl Supervisor {
 
     /// Starts `supervisor run` without waiting for readiness.
     pub fn spawn(config: &str, data_dir: &Path) -> Self {
+        Self::spawn_with(config, data_dir, true)
+    }
+
+    /// Starts `supervisor run` in `dir` without `--data-dir`, so that it uses its default data
+    /// directory (`./supervisor-data`), and waits until it is ready.
+    pub fn start_with_default_data_dir(config: &str, dir: &Path) -> Self {
+        let supervisor = Self::spawn_with(config, dir, false);
+        supervisor.wait_ready(Duration::from_secs(30));
+        supervisor
+    }
+
+    fn spawn_with(config: &str, data_dir: &Path, pass_data_dir: bool) -> Self {
         let config_file = data_dir.join("supervisor.toml");
         std::fs::write(&config_file, config).expect("write config");
         let log = data_dir.join(format!("supervisor-{}.log", Instant::now().elapsed().as_nanos()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let (scim, admin) = (free_addr(), free_addr());
-        let child = Command::new(binary("supervisor"))
-            .args(["run", "--config"])
-            .arg(&config_file)
-            .args(["--listen", &scim.to_string(), "--admin-listen", &admin.to_string(), "--data-dir"])
-            .arg(data_dir)
+        let mut command = Command::new(binary("supervisor"));
+        command.args(["run", "--config"]).arg(&config_file).args([
+            "--listen",
+            &scim.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ]);
+        let data_dir = if pass_data_dir {
+            command.arg("--data-dir").arg(data_dir);
+            data_dir.to_path_buf()
+        } else {
+            command.current_dir(data_dir);
+            data_dir.join("supervisor-data")
+        };
+        let child = command
             .env("SCIM_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -108,7 +130,7 @@ impl Supervisor {
             .stderr(log_file)
             .spawn()
             .expect("spawn supervisor");
-        Self { child: Some(child), scim, admin, data_dir: data_dir.to_path_buf(), log }
+        Self { child: Some(child), scim, admin, data_dir, log }
     }
 
     /// The supervisor's log so far.

@@ -113,6 +113,18 @@ fn crud_cycle_reaches_the_sqlite_table() {
 }
 
 #[test]
+fn quickstart_runs_unchanged_with_its_default_data_dir() {
+    // As the README runs it: from a working directory, no --data-dir.
+    let dir = TempDir::new("default-dir");
+    let s = Supervisor::start_with_default_data_dir(&quickstart_config(), dir.path());
+    create(&s, "knuth");
+    assert!(dir.path().join("supervisor-data/connector-space.db").is_file());
+    let table = rows(&s);
+    assert_eq!(table.len(), 1);
+    assert_eq!(table[0]["user_name"], "knuth");
+}
+
+#[test]
 fn requests_without_a_valid_token_get_401() {
     let dir = TempDir::new("auth");
     let s = Supervisor::start(&quickstart_config(), dir.path());

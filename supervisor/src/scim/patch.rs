@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::ScimError;
 use super::filter::{AttrPath, Filter, ValuePath, is_core_urn};
-use super::resource::PATCH_OP;
+use super::resource::{PATCH_OP, lists_schema};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -18,11 +18,7 @@ enum Op {
 
 /// Applies a PatchOp request body to `resource`.
 pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
-    let schemas_ok = body
-        .get("schemas")
-        .and_then(Value::as_array)
-        .is_some_and(|s| s.iter().any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(PATCH_OP))));
-    if !schemas_ok {
+    if !lists_schema(body, PATCH_OP) {
         return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {PATCH_OP}")));
     }
     let operations = body

@@ -15,6 +15,14 @@ const READ_ONLY: &[&str] = &["id", "meta"];
 /// Core User attributes of type boolean, which some clients send as strings ("False").
 const BOOLEANS: &[&str] = &["active"];
 
+/// Whether a message's `schemas` lists `urn` (case-insensitively).
+pub fn lists_schema(message: &Value, urn: &str) -> bool {
+    message
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(urn))))
+}
+
 /// Parses a request body as JSON, with a SCIM error for anything else.
 pub fn parse_body(body: &[u8]) -> Result<Value, ScimError> {
     let value: Value = serde_json::from_slice(body)
@@ -28,16 +36,12 @@ pub fn parse_body(body: &[u8]) -> Result<Value, ScimError> {
 /// Checks and normalises a User sent by a client; returns it (without read-only attributes
 /// and without nulls) and its userName.
 pub fn validate_user(mut user: Value) -> Result<(Value, String), ScimError> {
+    if !lists_schema(&user, USER_SCHEMA) {
+        return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {USER_SCHEMA}")));
+    }
     let object = user
         .as_object_mut()
         .ok_or_else(|| ScimError::bad_request("invalidSyntax", "a User is a JSON object"))?;
-    let schemas_ok = object
-        .get("schemas")
-        .and_then(Value::as_array)
-        .is_some_and(|s| s.iter().any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))));
-    if !schemas_ok {
-        return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {USER_SCHEMA}")));
-    }
     object.retain(|k, v| !v.is_null() && !READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(k)));
     for (key, value) in object.iter_mut() {
         if BOOLEANS.iter().any(|b| b.eq_ignore_ascii_case(key)) {

@@ -3,11 +3,34 @@
 
 use ecma_proto::v1::{self, ConfigParameterType, ErrorKind};
 
-use super::{ConnectorHandle, Session};
+use super::{CallError, ConnectorHandle, Session};
 
-/// `Ok(None)`: ready. `Ok(Some(reason))`: alive but its target is unreachable (degraded).
-/// `Err(reason)`: the configuration is wrong; every problem is listed.
-pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<Option<String>, String> {
+/// Why a new incarnation may not serve yet.
+#[derive(Debug)]
+pub enum NotReady {
+    /// Its target is unreachable: keep the child, answer 503, check again later.
+    Degraded(String),
+    /// Its configuration is wrong (every problem listed): do not restart it until it changes.
+    BadConfig(String),
+}
+
+/// Sorts a failed call: a target that is down degrades; anything else is a configuration error.
+/// Decided by the typed error kind, never by the message.
+fn failed(operation: &str, error: CallError) -> NotReady {
+    let reason = format!("{operation} failed: {error}");
+    match error {
+        CallError::Failed {
+            kind: ErrorKind::ConnectionFailed | ErrorKind::Timeout | ErrorKind::Retryable,
+            ..
+        }
+        | CallError::Lost { .. }
+        | CallError::Unavailable { .. } => NotReady::Degraded(reason),
+        CallError::Failed { .. } => NotReady::BadConfig(reason),
+    }
+}
+
+/// The whole check of a new incarnation (and of a degraded one whose target came back).
+pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<(), NotReady> {
     let name = &handle.name;
     let declared = session
         .call(
@@ -15,74 +38,67 @@ pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<Option
             session.client().get_config_parameters(session.request(v1::GetConfigParametersRequest {})),
         )
         .await
-        .map_err(|e| format!("GetConfigParameters failed: {e}"))?;
+        .map_err(|e| failed("GetConfigParameters", e))?;
     let problems = check_parameters(name, &declared.parameters, &session.config);
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return Err(NotReady::BadConfig(problems.join("; ")));
     }
 
-    let degraded = validate(session).await?;
+    // A target that is down cannot show its schema: stay degraded, and check the rest once it
+    // answers (the lifecycle calls `check` again then).
+    validate(session).await?;
 
+    let config = Some(session.config.clone());
     let schema = session
         .call(
             "GetSchema",
-            session
-                .client()
-                .get_schema(session.request(v1::GetSchemaRequest { config: Some(session.config.clone()) })),
+            session.client().get_schema(session.request(v1::GetSchemaRequest { config: config.clone() })),
         )
         .await
-        .map_err(|e| format!("GetSchema failed: {e}"))?;
+        .map_err(|e| failed("GetSchema", e))?;
     let types = schema.schema.map(|s| s.types).unwrap_or_default();
     let wanted = &handle.config.object_type;
     let Some(object_type) = types.iter().find(|t| &t.name == wanted) else {
-        return Err(format!(
+        return Err(NotReady::BadConfig(format!(
             "connectors.{name}.object_type: {wanted:?} is not offered by the connector; it offers {:?}",
             types.iter().map(|t| &t.name).collect::<Vec<_>>()
-        ));
+        )));
     };
     let unknown: Vec<_> =
         handle.mapping.targets().filter(|t| !object_type.attributes.iter().any(|a| a.name == *t)).collect();
     if !unknown.is_empty() {
-        return Err(format!(
+        return Err(NotReady::BadConfig(format!(
             "connectors.{name}.attributes: {unknown:?} are not attributes of {wanted:?}; it has {:?}",
             object_type.attributes.iter().map(|a| &a.name).collect::<Vec<_>>()
-        ));
+        )));
     }
 
     let partitions = session
         .call(
             "GetPartitions",
-            session.client().get_partitions(
-                session.request(v1::GetPartitionsRequest { config: Some(session.config.clone()) }),
-            ),
+            session.client().get_partitions(session.request(v1::GetPartitionsRequest { config })),
         )
         .await
-        .map_err(|e| format!("GetPartitions failed: {e}"))?
+        .map_err(|e| failed("GetPartitions", e))?
         .partitions;
     let wanted = &handle.config.partition;
     if !partitions.iter().any(|p| &p.id == wanted || &p.name == wanted) {
-        return Err(format!(
+        return Err(NotReady::BadConfig(format!(
             "connectors.{name}.partition: {wanted:?} is not offered by the connector; it offers {:?}",
             partitions.iter().map(|p| &p.id).collect::<Vec<_>>()
-        ));
+        )));
     }
-    Ok(degraded)
+    Ok(())
 }
 
 /// ValidateConfiguration: configuration problems are errors, connectivity problems degrade.
-pub async fn validate(session: &Session) -> Result<Option<String>, String> {
-    let answer = session
-        .call(
-            "ValidateConfiguration",
-            session.client().validate_configuration(
-                session.request(v1::ValidateConfigurationRequest { config: Some(session.config.clone()) }),
-            ),
-        )
-        .await;
-    let problems = match answer {
-        Ok(answer) => answer.problems,
-        Err(e) => return Ok(Some(format!("ValidateConfiguration failed: {e}"))),
-    };
+pub async fn validate(session: &Session) -> Result<(), NotReady> {
+    let request = v1::ValidateConfigurationRequest { config: Some(session.config.clone()) };
+    let problems = session
+        .call("ValidateConfiguration", session.client().validate_configuration(session.request(request)))
+        .await
+        .map_err(|e| failed("ValidateConfiguration", e))?
+        .problems;
     let describe = |p: &v1::ConfigProblem| {
         if p.parameter.is_empty() {
             p.message.clone()
@@ -91,18 +107,21 @@ pub async fn validate(session: &Session) -> Result<Option<String>, String> {
         }
     };
     let (config, target): (Vec<_>, Vec<_>) = problems.iter().partition(|p| {
-        matches!(
+        !matches!(
             ErrorKind::try_from(p.kind).unwrap_or(ErrorKind::Unspecified),
-            ErrorKind::InvalidConfiguration | ErrorKind::SchemaViolation | ErrorKind::Unsupported
+            ErrorKind::ConnectionFailed
+                | ErrorKind::Timeout
+                | ErrorKind::Retryable
+                | ErrorKind::PermissionDenied
         )
     });
     if !config.is_empty() {
-        return Err(config.into_iter().map(describe).collect::<Vec<_>>().join("; "));
+        return Err(NotReady::BadConfig(config.into_iter().map(describe).collect::<Vec<_>>().join("; ")));
     }
     if !target.is_empty() {
-        return Ok(Some(target.into_iter().map(describe).collect::<Vec<_>>().join("; ")));
+        return Err(NotReady::Degraded(target.into_iter().map(describe).collect::<Vec<_>>().join("; ")));
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Every problem with the configured parameters against the connector's declarations. Values

@@ -13,6 +13,7 @@ use rand::Rng;
 use tokio::process::Child;
 use tokio::sync::watch;
 
+use super::checks::{self, NotReady};
 use super::client::{self, Session};
 use super::spawn::{self, Contract, Spawner};
 use super::{ConnectorHandle, Phase, rfc3339};
@@ -208,19 +209,19 @@ async fn serve_incarnation(
 
     // Configuration checks, racing the child's exit.
     let checked = tokio::select! {
-        checked = super::checks::check(handle, &session) => checked,
+        checked = checks::check(handle, &session) => checked,
         status = child.wait() => return exited(status),
     };
     match checked {
-        Ok(None) => {
+        Ok(()) => {
             tracing::info!(connector = %handle.name, incarnation, protocol = session.protocol_version, "connector ready");
             handle.set_phase(Phase::Ready(session.clone()));
         }
-        Ok(Some(reason)) => {
+        Err(NotReady::Degraded(reason)) => {
             tracing::warn!(connector = %handle.name, %reason, "connector's target is not reachable; degraded");
             handle.set_phase(Phase::Degraded { session: session.clone(), reason });
         }
-        Err(reason) => {
+        Err(NotReady::BadConfig(reason)) => {
             stop_child(child, ctx.shutdown_timeout).await;
             return Ended::BadConfig(reason);
         }
@@ -247,15 +248,21 @@ async fn serve_incarnation(
                     let _ = child.wait().await;
                     return Ended::Exited(format!("{failures} health checks failed"));
                 }
-                // A degraded connector becomes ready again once its target answers.
+                // A degraded connector becomes ready again once its target answers and passes
+                // the checks it could not pass while it was down.
                 if let Phase::Degraded { .. } = handle.phase() {
-                    match super::checks::validate(&session).await {
-                        Ok(None) => {
+                    match checks::check(handle, &session).await {
+                        Ok(()) => {
                             tracing::info!(connector = %handle.name, "target reachable again; ready");
                             handle.set_phase(Phase::Ready(session.clone()));
                         }
-                        Ok(Some(reason)) => handle.set_phase(Phase::Degraded { session: session.clone(), reason }),
-                        Err(_) => {}
+                        Err(NotReady::Degraded(reason)) => {
+                            handle.set_phase(Phase::Degraded { session: session.clone(), reason })
+                        }
+                        Err(NotReady::BadConfig(reason)) => {
+                            stop_child(child, ctx.shutdown_timeout).await;
+                            return Ended::BadConfig(reason);
+                        }
                     }
                 }
             }
