@@ -1,12 +1,14 @@
-//! The admin listener (loopback by default, no auth): `/healthz`, `/readyz` and
-//! `/admin/connectors`.
+//! The admin listener (loopback by default, no auth): `/healthz`, `/readyz`, `/metrics`,
+//! `/admin/connectors` and `POST /admin/connectors/{name}/reset`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
 use crate::supervision::{ConnectorHandle, Phase};
@@ -14,13 +16,16 @@ use crate::supervision::{ConnectorHandle, Phase};
 /// What the admin handlers see.
 pub struct AdminState {
     pub connectors: Vec<Arc<ConnectorHandle>>,
+    pub metrics: PrometheusHandle,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/admin/connectors", get(connectors))
+        .route("/admin/connectors/{name}/reset", post(reset))
         .with_state(state)
 }
 
@@ -28,7 +33,9 @@ fn describe(handle: &ConnectorHandle) -> Value {
     let phase = handle.phase();
     let status = handle.status();
     let reason = match &phase {
-        Phase::Degraded { reason, .. } | Phase::FailedConfig { reason } => Some(reason.clone()),
+        Phase::Degraded { reason, .. }
+        | Phase::FailedConfig { reason }
+        | Phase::Quarantined { reason, .. } => Some(reason.clone()),
         _ => None,
     };
     json!({
@@ -38,6 +45,8 @@ fn describe(handle: &ConnectorHandle) -> Value {
         "pid": status.pid,
         "incarnation": status.incarnation,
         "restarts": status.restarts,
+        "quarantines": status.quarantines,
+        "rejected_entries": status.rejected_entries,
         "last_exit": status.last_exit,
         "last_error": status.last_error,
         "started_at": status.started_at,
@@ -61,6 +70,36 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Value
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "connectors": not_ready})))
+    }
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    for c in &state.connectors {
+        let phase = c.phase();
+        for name in ["starting", "ready", "degraded", "backoff", "quarantined", "failed_config", "stopped"] {
+            let value = if phase.name() == name { 1.0 } else { 0.0 };
+            metrics::gauge!("connector_state", "connector" => c.name.clone(), "state" => name).set(value);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Leaves quarantine or failed_config (or skips the rest of a backoff) and starts again now.
+async fn reset(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+    let Some(handle) = state.connectors.iter().find(|c| c.name == name) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")})));
+    };
+    if handle.reset() {
+        (StatusCode::ACCEPTED, Json(json!({"name": name, "reset": true})))
+    } else {
+        let state = handle.phase().name();
+        (
+            StatusCode::CONFLICT,
+            Json(
+                json!({"name": name, "reset": false, "error": format!("the connector is {state}; only a quarantined, failed_config or backoff connector can be reset")}),
+            ),
+        )
     }
 }
 

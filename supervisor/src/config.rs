@@ -133,12 +133,19 @@ pub struct ConnectorConfig {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// The one object type this connector serves (checked against its GetSchema).
+    #[serde(deserialize_with = "exactly_one")]
     pub object_type: String,
     /// The one partition this connector serves (checked against its GetPartitions).
+    #[serde(deserialize_with = "exactly_one")]
     pub partition: String,
-    /// Connector parameters, as declared by the connector's GetConfigParameters.
+    /// Connector parameters, as declared by the connector's GetConfigParameters. A value is a
+    /// string, number or boolean, or `{ env = "VAR" }` / `{ file = "/path" }` for secrets kept
+    /// out of the file.
     #[serde(default)]
     pub parameters: BTreeMap<String, toml::Value>,
+    /// `parameters` in their text form, with `env` and `file` values read (filled at load).
+    #[serde(skip)]
+    resolved_parameters: BTreeMap<String, String>,
     /// Attribute mapping: connector attribute = SCIM attribute path.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
@@ -183,9 +190,18 @@ pub struct RestartConfig {
     pub initial_backoff: Duration,
     #[serde(default = "default_max_backoff", with = "duration")]
     pub max_backoff: Duration,
-    /// A child that ran this long without trouble resets the backoff.
+    /// A child that ran this long without trouble resets the backoff (and ends a quarantine).
     #[serde(default = "default_reset_after", with = "duration")]
     pub reset_after: Duration,
+    /// More restarts than this within `window` quarantine the connector.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: usize,
+    #[serde(default = "default_window", with = "duration")]
+    pub window: Duration,
+    /// How often a quarantined connector is tried again (until an operator resets it with
+    /// `POST /admin/connectors/<name>/reset`).
+    #[serde(default = "default_quarantine_probe", with = "duration")]
+    pub quarantine_probe: Duration,
 }
 
 impl Default for RestartConfig {
@@ -194,18 +210,50 @@ impl Default for RestartConfig {
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
             reset_after: default_reset_after(),
+            max_restarts: default_max_restarts(),
+            window: default_window(),
+            quarantine_probe: default_quarantine_probe(),
         }
     }
 }
 
 fn default_initial_backoff() -> Duration {
-    Duration::from_millis(200)
+    Duration::from_millis(100)
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
 }
 fn default_reset_after() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_restarts() -> usize {
+    5
+}
+fn default_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_quarantine_probe() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One name, given as a string (or a list of one). A connector serves one object type and one
+/// partition; a list of several is refused with the fix.
+fn exactly_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => Ok(s),
+        OneOrMany::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
+        OneOrMany::Many(v) => Err(serde::de::Error::custom(format!(
+            "{v:?} names {} values, but a connector serves exactly one (one object type and one partition \
+             per connector): configure one connector for each",
+            v.len()
+        ))),
+    }
 }
 
 mod duration {
@@ -262,7 +310,15 @@ impl Config {
             };
             vec![Problem { key: if key == "." { String::new() } else { key }, message }]
         })?;
+        let mut config = config;
         config.check()?;
+        let mut problems = Vec::new();
+        for (name, connector) in &mut config.connectors {
+            connector.resolve_parameters(name, env, &mut problems);
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         Ok(config)
     }
 
@@ -336,10 +392,20 @@ impl Config {
                 );
             }
             for (key, value) in &connector.parameters {
-                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                let ok = match value {
+                    toml::Value::Array(_) => false,
+                    toml::Value::Table(t) => {
+                        t.len() == 1
+                            && (t.get("env").is_some_and(|v| v.is_str())
+                                || t.get("file").is_some_and(|v| v.is_str()))
+                    }
+                    _ => true,
+                };
+                if !ok {
                     problem(
                         format!("connectors.{name}.parameters.{key}"),
-                        "must be a string, number or boolean".into(),
+                        "must be a string, number or boolean, or { env = \"VAR\" } or { file = \"/path\" }"
+                            .into(),
                     );
                 }
             }
@@ -365,16 +431,50 @@ impl ConnectorConfig {
 
     /// Parameters in their text form, as the protocol carries them.
     pub fn parameter_values(&self) -> BTreeMap<String, String> {
-        self.parameters
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
-            .collect()
+        self.resolved_parameters.clone()
+    }
+
+    /// Reads `env` and `file` parameter values. Problems name the key, never the value.
+    fn resolve_parameters(
+        &mut self,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<Problem>,
+    ) {
+        for (key, value) in &self.parameters {
+            let problem_key = format!("connectors.{name}.parameters.{key}");
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Table(t) => {
+                    match (t.get("env").and_then(|v| v.as_str()), t.get("file").and_then(|v| v.as_str())) {
+                        (Some(var), _) => match env(var) {
+                            Some(v) => v,
+                            None => {
+                                problems.push(Problem {
+                                    key: problem_key,
+                                    message: format!("environment variable {var} is not set"),
+                                });
+                                continue;
+                            }
+                        },
+                        (_, Some(path)) => match std::fs::read_to_string(path) {
+                            // A trailing newline is an editor's, not the secret's.
+                            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+                            Err(e) => {
+                                problems.push(Problem {
+                                    key: problem_key,
+                                    message: format!("cannot read {path}: {e}"),
+                                });
+                                continue;
+                            }
+                        },
+                        _ => continue, // reported by check()
+                    }
+                }
+                other => other.to_string(),
+            };
+            self.resolved_parameters.insert(key.clone(), text);
+        }
     }
 }
 
@@ -475,7 +575,8 @@ mod tests {
         assert_eq!(people.parameter_values()["connection_string"], "sqlite:///var/lib/x/demo.db");
         assert_eq!(people.parameter_values()["create_table"], "true");
         assert_eq!(people.match_attribute(), Some("user_name"));
-        assert_eq!(people.restart.initial_backoff, Duration::from_millis(200));
+        assert_eq!(people.restart.initial_backoff, Duration::from_millis(100));
+        assert_eq!(people.restart.max_restarts, 5);
     }
 
     #[test]
@@ -485,6 +586,16 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "connectors.people.executabel");
         assert!(problems[0].message.contains("unknown field `executabel`"), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn two_object_types_are_refused_with_the_fix() {
+        let text = MINIMAL.replace("object_type = \"user\"", "object_type = [\"user\", \"group\"]");
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems[0].key, "connectors.people.object_type");
+        assert!(problems[0].message.contains("exactly one"), "{}", problems[0].message);
+        let text = MINIMAL.replace("object_type = \"user\"", "object_type = [\"user\"]");
+        assert_eq!(parse(&text).unwrap().connectors["people"].object_type, "user");
     }
 
     #[test]
@@ -503,6 +614,42 @@ mod tests {
         let problems = parse(&text).unwrap_err();
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["apps.demo.users", "apps.demo"]);
+    }
+
+    #[test]
+    fn secret_parameters_come_from_env_or_file() {
+        let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret_file = dir.join("password");
+        std::fs::write(&secret_file, "s3cret\n").unwrap();
+        let text = MINIMAL.replace(
+            "create_table = true }",
+            &format!(
+                "create_table = true, a = {{ env = \"HOME\" }}, b = {{ file = \"{}\" }} }}",
+                secret_file.display()
+            ),
+        );
+        let config = parse(&text).unwrap();
+        let values = config.connectors["people"].parameter_values();
+        assert_eq!(values["a"], "/home/u");
+        assert_eq!(values["b"], "s3cret");
+
+        let text = MINIMAL.replace("create_table = true }", "create_table = true, a = { env = \"NOPE\" }, c = { file = \"/no/such\" }, d = { envv = \"X\" } }");
+        let problems = parse(&text).unwrap_err();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["connectors.people.parameters.d"], "shape problems first");
+        let text = MINIMAL.replace(
+            "create_table = true }",
+            "create_table = true, a = { env = \"NOPE\" }, c = { file = \"/no/such\" } }",
+        );
+        let problems = parse(&text).unwrap_err();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["connectors.people.parameters.a", "connectors.people.parameters.c"],
+            "all reported at once"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -226,7 +226,13 @@ impl Provisioner {
         };
         let found =
             session.call("LookupEntries", session.client().lookup_entries(session.request(lookup))).await?;
-        let Some(entry) = found.entries.into_iter().next() else {
+        let config = &handle.config;
+        let (entries, others): (Vec<_>, Vec<_>) = found.entries.into_iter().partition(|e| {
+            (e.object_type.is_empty() || e.object_type == config.object_type)
+                && (e.partition_id.is_empty() || e.partition_id == config.partition)
+        });
+        handle.reject_entries(others.len(), "LookupEntries");
+        let Some(entry) = entries.into_iter().next() else {
             return Ok(None);
         };
         tracing::info!(id = %record.id, "the earlier create had reached the target; confirming it");

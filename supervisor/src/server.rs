@@ -88,10 +88,13 @@ fn socket_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Runs the supervisor until SIGTERM or SIGINT.
 pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    // First, so that a signal during start-up is a shutdown request, not a sudden death.
+    let mut signals = Signals::new()?;
     let data_dir = &options.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("while creating the data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let metrics = crate::telemetry::init_metrics();
 
     let mut apps = HashMap::new();
     for (name, app) in &config.apps {
@@ -141,7 +144,8 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
 
     let provisioner = Arc::new(Provisioner::new(store.clone(), targets));
     let scim = crate::scim::router(Arc::new(ScimState { apps, provisioner }));
-    let admin = crate::admin::router(Arc::new(crate::admin::AdminState { connectors: handles.clone() }));
+    let admin =
+        crate::admin::router(Arc::new(crate::admin::AdminState { connectors: handles.clone(), metrics }));
 
     let scim_listener = TcpListener::bind(options.listen)
         .await
@@ -176,35 +180,69 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         })
     };
 
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining requests");
+    signals.next().await;
+    tracing::info!("shutting down: draining requests (a second SIGTERM or SIGINT stops at once)");
     let _ = stop_http.send(true);
     let grace = config.server.shutdown_timeout;
-    if tokio::time::timeout(grace, async {
+    let drain = async {
         let _ = scim_server.await;
         let _ = admin_server.await;
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(?grace, "requests still running after the shutdown grace period; stopping anyway");
+    };
+    tokio::select! {
+        drained = tokio::time::timeout(grace, drain) => if drained.is_err() {
+            tracing::warn!(?grace, "requests still running after the shutdown grace period; stopping anyway");
+        },
+        _ = signals.next() => return stop_at_once(&handles),
     }
     tracing::info!("stopping connectors");
     let _ = stop_children.send(true);
-    for task in lifecycles {
-        let _ = task.await;
+    let children = async {
+        for task in lifecycles {
+            let _ = task.await;
+        }
+    };
+    tokio::select! {
+        _ = children => {}
+        _ = signals.next() => return stop_at_once(&handles),
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The second signal: SIGKILL every child's process group and return without draining.
+fn stop_at_once(handles: &[Arc<ConnectorHandle>]) -> anyhow::Result<()> {
+    tracing::warn!("second signal: stopping at once");
+    for handle in handles {
+        if let Some(pid) = handle.status().pid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, counted.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("while installing a SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("while installing a SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Logging set-up, in one place: `RUST_LOG`-style filters, human-readable or JSON lines.
 //! (OpenTelemetry export joins here later.)
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.
@@ -9,6 +10,16 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Installs the global metrics recorder; its handle renders the Prometheus text for `/metrics`.
+pub fn init_metrics() -> PrometheusHandle {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::warn!("a metrics recorder was already installed; /metrics shows this one's view only");
+    }
+    handle
 }
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info`.

@@ -375,3 +375,58 @@ pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Value> {
             .collect()
     })
 }
+
+/// A SCIM User body.
+pub fn user_body(name: &str) -> String {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Test", "familyName": name},
+        "emails": [{"value": format!("{name}@example.com"), "type": "work", "primary": true}],
+        "active": true
+    })
+    .to_string()
+}
+
+/// How a create ended for a client that retries on 503 (as Entra does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// 201 with this id.
+    Id(String),
+    /// 409: an earlier attempt had created it.
+    Conflict,
+}
+
+/// POSTs a user to `/scim/<app>/Users`, retrying on 503 and on a refused connection (the
+/// supervisor may be restarting) until `timeout`.
+pub fn create_retrying(scim: SocketAddr, app: &str, name: &str, timeout: Duration) -> Created {
+    let deadline = Instant::now() + timeout;
+    let path = format!("/scim/{app}/Users");
+    loop {
+        match try_request(scim, "POST", &path, Some(TOKEN), Some(&user_body(name))) {
+            Ok(r) if r.status == 201 => return Created::Id(r.json()["id"].as_str().expect("id").to_string()),
+            Ok(r) if r.status == 409 => return Created::Conflict,
+            Ok(r) if r.status == 503 => assert!(r.header("retry-after").is_some(), "503 without Retry-After"),
+            Ok(r) => panic!("create {name}: unexpected {}: {}", r.status, r.body),
+            Err(_) => {} // connection refused or reset: the supervisor is restarting
+        }
+        assert!(Instant::now() < deadline, "create {name} never succeeded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A configuration like the quickstart's, but with `connector-faulty` and the given fault.
+/// `fault_file` arms it while it exists; `extra` is appended (e.g. a restart table).
+pub fn faulty_config(fault: &str, fault_file: &Path, extra: &str) -> String {
+    let connector = format!(
+        "executable = \"connector-faulty\"\nenv = {{ FAULT = \"{fault}\", FAULT_FILE = \"{}\" }}\n\
+         call_timeout = \"2s\"\nhealth_interval = \"500ms\"",
+        fault_file.display()
+    );
+    format!("{}\n{extra}\n", quickstart_config().replace("executable = \"connector-sql\"", &connector))
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
+}

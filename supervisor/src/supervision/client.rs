@@ -122,16 +122,26 @@ impl Session {
     {
         match tokio::time::timeout(self.call_timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(map_status(status)),
-            Err(_) => {
-                tracing::warn!(operation, timeout = ?self.call_timeout, "connector call overran its deadline; killing the child");
-                if let Some(handle) = self.handle.upgrade() {
-                    handle.request_kill();
+            Ok(Err(status)) => {
+                let error = map_status(status);
+                if let CallError::Lost { detail } = &error {
+                    // The child died in the call, or its transport broke: either way it is not
+                    // trusted with the next call (and must not answer a reconciliation).
+                    self.kill(&format!("{operation} lost: {detail}"));
                 }
-                Err(CallError::Lost {
-                    detail: format!("{operation} overran its {:?} deadline", self.call_timeout),
-                })
+                Err(error)
             }
+            Err(_) => {
+                let detail = format!("{operation} overran its {:?} deadline", self.call_timeout);
+                self.kill(&detail);
+                Err(CallError::Lost { detail })
+            }
+        }
+    }
+
+    fn kill(&self, reason: &str) {
+        if let Some(handle) = self.handle.upgrade() {
+            handle.request_kill(self.incarnation, reason);
         }
     }
 

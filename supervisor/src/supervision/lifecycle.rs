@@ -2,6 +2,7 @@
 //! backoff, shutdown. One task per connector (one-for-one), driven by one `select!` over the
 //! events that can happen to it: the child exits, a health tick, a kill request, shutdown.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,10 @@ use super::checks::{self, NotReady};
 use super::client::{self, Session};
 use super::spawn::{self, Contract, Spawner};
 use super::{ConnectorHandle, Phase, rfc3339};
+use crate::config::RestartConfig;
+
+/// How long a child whose call was lost may take to finish dying before it is killed.
+const DYING_GRACE: Duration = Duration::from_millis(100);
 
 /// Consecutive failed health checks before a child is killed.
 const HEALTH_FAILURES_BEFORE_KILL: u32 = 3;
@@ -42,57 +47,124 @@ enum Ended {
     Shutdown,
 }
 
+/// The restart history of one connector: decides between backoff and quarantine.
+struct Restarts {
+    policy: RestartConfig,
+    attempt: u32,
+    recent: VecDeque<Instant>,
+    /// Set by a quarantine; cleared when an incarnation stays up for `reset_after`, or by an
+    /// operator's reset. While set, any early exit quarantines again.
+    quarantined: bool,
+}
+
+/// What to do after an incarnation ended.
+enum Next {
+    Backoff(Duration),
+    Quarantine(Duration),
+}
+
+impl Restarts {
+    fn new(policy: RestartConfig) -> Self {
+        Self { policy, attempt: 0, recent: VecDeque::new(), quarantined: false }
+    }
+
+    fn clear(&mut self) {
+        self.attempt = 0;
+        self.recent.clear();
+        self.quarantined = false;
+    }
+
+    /// Records an exit of an incarnation that ran for `uptime`.
+    fn exited(&mut self, uptime: Duration, now: Instant) -> Next {
+        if uptime >= self.policy.reset_after {
+            self.clear();
+        }
+        self.recent.push_back(now);
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > self.policy.window) {
+            self.recent.pop_front();
+        }
+        if self.quarantined || self.recent.len() > self.policy.max_restarts {
+            self.quarantined = true;
+            return Next::Quarantine(self.policy.quarantine_probe);
+        }
+        let delay = backoff(self.policy.initial_backoff, self.policy.max_backoff, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        Next::Backoff(delay)
+    }
+}
+
 /// Runs `handle`'s connector until `shutdown` turns true.
 pub async fn run(handle: Arc<ConnectorHandle>, ctx: Context, mut shutdown: watch::Receiver<bool>) {
-    let restart = handle.config.restart.clone();
-    let mut attempt: u32 = 0;
+    let mut restarts = Restarts::new(handle.config.restart.clone());
     let mut incarnation: u64 = 0;
+    let name = handle.name.clone();
     loop {
         incarnation += 1;
         handle.set_phase(Phase::Starting);
+        metrics::gauge!("connector_up", "connector" => name.clone()).set(0.0);
         let started = Instant::now();
         let ended = run_incarnation(&handle, &ctx, incarnation, &mut shutdown).await;
-        match ended {
+        metrics::gauge!("connector_up", "connector" => name.clone()).set(0.0);
+        let wait = match ended {
             Ended::Shutdown => {
                 handle.set_phase(Phase::Stopped);
                 return;
             }
             Ended::BadConfig(reason) => {
-                tracing::error!(connector = %handle.name, %reason, "connector refused its configuration; not restarting it until the configuration changes");
+                tracing::error!(connector = %name, %reason, "connector refused its configuration; not restarting it until the configuration changes or an operator resets it");
                 handle.update_status(|s| {
                     s.pid = None;
                     s.last_error = Some(reason.clone());
                 });
                 handle.set_phase(Phase::FailedConfig { reason });
-                stopped(&mut shutdown).await;
-                handle.set_phase(Phase::Stopped);
-                return;
+                None
             }
             Ended::Exited(reason) => {
-                if started.elapsed() >= restart.reset_after {
-                    attempt = 0;
-                }
-                let delay = backoff(restart.initial_backoff, restart.max_backoff, attempt);
-                attempt = attempt.saturating_add(1);
+                let next = restarts.exited(started.elapsed(), Instant::now());
                 let crash_report: Vec<String> =
                     handle.status().recent_output.iter().rev().take(10).rev().cloned().collect();
-                tracing::warn!(
-                    connector = %handle.name, incarnation, %reason, restart_in = ?delay,
-                    last_output = ?crash_report, "connector child ended; restarting"
-                );
+                metrics::counter!("connector_restarts_total", "connector" => name.clone()).increment(1);
                 handle.update_status(|s| {
                     s.pid = None;
                     s.restarts += 1;
-                    s.last_exit = Some(reason);
+                    s.last_exit = Some(reason.clone());
                 });
-                handle.set_phase(Phase::Backoff { until: Instant::now() + delay });
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stopped(&mut shutdown) => {
-                        handle.set_phase(Phase::Stopped);
-                        return;
+                match next {
+                    Next::Backoff(delay) => {
+                        tracing::warn!(
+                            connector = %name, incarnation, %reason, restart_in = ?delay,
+                            last_output = ?crash_report, "connector child ended; restarting"
+                        );
+                        handle.set_phase(Phase::Backoff { until: Instant::now() + delay });
+                        Some(delay)
+                    }
+                    Next::Quarantine(delay) => {
+                        tracing::error!(
+                            connector = %name, incarnation, %reason, probe_in = ?delay,
+                            last_output = ?crash_report,
+                            "connector restarted too often; quarantined (POST /admin/connectors/{name}/reset to retry now)"
+                        );
+                        metrics::counter!("connector_quarantines_total", "connector" => name.clone())
+                            .increment(1);
+                        handle.update_status(|s| s.quarantines += 1);
+                        handle.set_phase(Phase::Quarantined { until: Instant::now() + delay, reason });
+                        Some(delay)
                     }
                 }
+            }
+        };
+        let sleep = async {
+            match wait {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = handle.reset_requested() => restarts.clear(),
+            _ = stopped(&mut shutdown) => {
+                handle.set_phase(Phase::Stopped);
+                return;
             }
         }
     }
@@ -168,7 +240,13 @@ async fn serve_incarnation(
                     connector_name: handle.name.clone(),
                     incarnation,
                 };
-                return client.hello(hello).await.map(|r| (client, health, r.into_inner()));
+                match client.hello(hello).await {
+                    Ok(r) => return Ok((client, health, r.into_inner())),
+                    // No common protocol version: retrying will not help.
+                    Err(status) if status.code() == tonic::Code::FailedPrecondition => return Err(status),
+                    // The child is not quite ready, or dying (its exit is seen below): retry.
+                    Err(_) => {}
+                }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -192,6 +270,15 @@ async fn serve_incarnation(
             return Ended::Shutdown;
         }
     };
+    if !ecma_proto::PROTOCOL_VERSIONS.contains(&hello.protocol_version) {
+        stop_child(child, ctx.shutdown_timeout).await;
+        return Ended::BadConfig(format!(
+            "the connector chose protocol version {}, which this supervisor does not speak (it speaks {:?}); \
+             upgrade the connector or the supervisor",
+            hello.protocol_version,
+            ecma_proto::PROTOCOL_VERSIONS
+        ));
+    }
     handle.update_status(|s| {
         s.protocol_version = Some(hello.protocol_version);
         s.connector_version = Some(format!("{} {}", hello.connector_name, hello.connector_version));
@@ -215,6 +302,7 @@ async fn serve_incarnation(
     match checked {
         Ok(()) => {
             tracing::info!(connector = %handle.name, incarnation, protocol = session.protocol_version, "connector ready");
+            metrics::gauge!("connector_up", "connector" => handle.name.clone()).set(1.0);
             handle.set_phase(Phase::Ready(session.clone()));
         }
         Err(NotReady::Degraded(reason)) => {
@@ -233,10 +321,15 @@ async fn serve_incarnation(
     loop {
         tokio::select! {
             status = child.wait() => return exited(status),
-            _ = handle.kill_requested() => {
+            _ = handle.kill_requested(incarnation) => {
+                // A child that is dying (which is why the call was lost: its sockets close a
+                // moment before it can be reaped) reports its own end.
+                if let Ok(status) = tokio::time::timeout(DYING_GRACE, child.wait()).await {
+                    return exited(status);
+                }
                 kill_group(child);
                 let _ = child.wait().await;
-                return Ended::Exited("killed: a call overran its deadline".into());
+                return Ended::Exited("killed: a call overran its deadline or lost its connection".into());
             }
             _ = tick.tick() => {
                 match session.check_health(handle.config.call_timeout.min(Duration::from_secs(5))).await {
@@ -328,6 +421,36 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
         }
         assert!(backoff(initial, max, 1000) <= max);
+    }
+
+    #[test]
+    fn too_many_restarts_in_the_window_quarantine_until_a_stable_run() {
+        let policy = RestartConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            reset_after: Duration::from_secs(10),
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+            quarantine_probe: Duration::from_secs(300),
+        };
+        let mut r = Restarts::new(policy);
+        let t0 = Instant::now();
+        let short = Duration::from_millis(50);
+        for i in 0..3 {
+            assert!(matches!(r.exited(short, t0 + Duration::from_secs(i)), Next::Backoff(_)), "restart {i}");
+        }
+        assert!(
+            matches!(r.exited(short, t0 + Duration::from_secs(3)), Next::Quarantine(d) if d == Duration::from_secs(300))
+        );
+        // The probe, long after the window, crashes early again: still quarantined.
+        assert!(matches!(r.exited(short, t0 + Duration::from_secs(400)), Next::Quarantine(_)));
+        // A probe that stays up for reset_after ends the quarantine.
+        assert!(matches!(r.exited(Duration::from_secs(11), t0 + Duration::from_secs(800)), Next::Backoff(_)));
+        // Restarts spread wider than the window never quarantine.
+        let mut r = Restarts::new(r.policy.clone());
+        for i in 0..10 {
+            assert!(matches!(r.exited(short, t0 + Duration::from_secs(61 * i)), Next::Backoff(_)));
+        }
     }
 
     #[test]

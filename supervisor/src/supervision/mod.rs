@@ -37,7 +37,10 @@ pub enum Phase {
     Degraded { session: Arc<Session>, reason: String },
     /// Waiting before the next restart.
     Backoff { until: Instant },
-    /// Refused its configuration (or exited with EX_CONFIG): not restarted until it changes.
+    /// Restarted too often: tried again only at `until`, or when an operator resets it.
+    Quarantined { until: Instant, reason: String },
+    /// Refused its configuration (or exited with EX_CONFIG): not restarted until it changes
+    /// (or an operator resets it).
     FailedConfig { reason: String },
     /// Stopped by shutdown.
     Stopped,
@@ -51,6 +54,7 @@ impl Phase {
             Phase::Ready(_) => "ready",
             Phase::Degraded { .. } => "degraded",
             Phase::Backoff { .. } => "backoff",
+            Phase::Quarantined { .. } => "quarantined",
             Phase::FailedConfig { .. } => "failed_config",
             Phase::Stopped => "stopped",
         }
@@ -63,6 +67,9 @@ pub struct Status {
     pub pid: Option<u32>,
     pub incarnation: u64,
     pub restarts: u64,
+    pub quarantines: u64,
+    /// Entries of another object type or partition that the connector returned (rejected).
+    pub rejected_entries: u64,
     pub last_exit: Option<String>,
     pub last_error: Option<String>,
     pub started_at: Option<String>,
@@ -79,8 +86,11 @@ pub struct ConnectorHandle {
     pub mapping: Mapping,
     phase: watch::Sender<Phase>,
     status: Mutex<Status>,
-    /// Asks the lifecycle task to kill the current child (deadline overrun).
+    /// Asks the lifecycle task to kill the child of the incarnation in `kill_incarnation`.
     kill: Notify,
+    kill_incarnation: std::sync::atomic::AtomicU64,
+    /// An operator's reset: leave quarantine or failed_config and start again now.
+    reset: Notify,
 }
 
 impl ConnectorHandle {
@@ -94,6 +104,8 @@ impl ConnectorHandle {
             phase: watch::Sender::new(Phase::Starting),
             status: Mutex::new(Status::default()),
             kill: Notify::new(),
+            kill_incarnation: std::sync::atomic::AtomicU64::new(0),
+            reset: Notify::new(),
         })
     }
 
@@ -147,7 +159,7 @@ impl ConnectorHandle {
     /// A client's advice on when to retry, for `Retry-After`.
     fn retry_after(&self, phase: &Phase) -> Duration {
         match phase {
-            Phase::Backoff { until } => {
+            Phase::Backoff { until } | Phase::Quarantined { until, .. } => {
                 until.saturating_duration_since(Instant::now()) + Duration::from_secs(1)
             }
             Phase::Starting => Duration::from_secs(2),
@@ -156,13 +168,60 @@ impl ConnectorHandle {
         }
     }
 
-    /// Asks for the current child to be killed and restarted.
-    pub(crate) fn request_kill(&self) {
-        self.kill.notify_one();
+    /// Asks for the child of `incarnation` to be killed and restarted, with the reason. It stops
+    /// being offered to callers at once, so that nobody (a reconciliation in particular) uses it
+    /// meanwhile.
+    pub(crate) fn request_kill(&self, incarnation: u64, reason: &str) {
+        let current = match &*self.phase.borrow() {
+            Phase::Ready(s) | Phase::Degraded { session: s, .. } => s.incarnation == incarnation,
+            _ => false,
+        };
+        if current {
+            tracing::warn!(connector = %self.name, incarnation, reason, "killing the child");
+            self.set_phase(Phase::Starting);
+            self.kill_incarnation.store(incarnation, std::sync::atomic::Ordering::SeqCst);
+            self.kill.notify_one();
+        }
     }
 
-    pub(crate) async fn kill_requested(&self) {
-        self.kill.notified().await
+    /// Resolves when a kill of `incarnation` is asked for (requests for earlier incarnations,
+    /// which may still be pending, are ignored).
+    pub(crate) async fn kill_requested(&self, incarnation: u64) {
+        loop {
+            self.kill.notified().await;
+            if self.kill_incarnation.load(std::sync::atomic::Ordering::SeqCst) == incarnation {
+                return;
+            }
+        }
+    }
+
+    /// An operator's reset. Returns false (and does nothing) unless the connector is waiting to
+    /// restart: quarantined, failed_config, or in backoff.
+    pub fn reset(&self) -> bool {
+        let waiting = matches!(
+            self.phase(),
+            Phase::Quarantined { .. } | Phase::FailedConfig { .. } | Phase::Backoff { .. }
+        );
+        if waiting {
+            tracing::info!(connector = %self.name, "reset by an operator");
+            self.reset.notify_one();
+        }
+        waiting
+    }
+
+    pub(crate) async fn reset_requested(&self) {
+        self.reset.notified().await
+    }
+
+    /// Counts entries the connector returned for another object type or partition.
+    pub(crate) fn reject_entries(&self, count: usize, what: &str) {
+        if count == 0 {
+            return;
+        }
+        tracing::warn!(connector = %self.name, count, what, "rejected entries of another object type or partition");
+        metrics::counter!("connector_rejected_entries_total", "connector" => self.name.clone())
+            .increment(count as u64);
+        self.update_status(|s| s.rejected_entries += count as u64);
     }
 }
 

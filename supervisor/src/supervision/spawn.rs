@@ -134,16 +134,21 @@ pub fn drain_output(handle: &Arc<ConnectorHandle>, child: &mut Child, incarnatio
         incarnation: u64,
     ) {
         tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
+            // Bytes, not `lines()`: a child that prints something that is not UTF-8 must not
+            // stop the draining (a full pipe would block it); such bytes are shown replaced.
+            let mut reader = BufReader::new(reader);
+            let mut buffer = Vec::new();
             loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) => {
+                buffer.clear();
+                match reader.read_until(b'\n', &mut buffer).await {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buffer);
+                        let line = line.trim_end_matches(['\n', '\r']);
                         tracing::info!(target: "connector", connector = %handle.name, incarnation, stream, "{line}");
                         handle.remember_output(format!("[{stream}] {line}"));
                     }
-                    Ok(None) => break,
                     Err(e) => {
-                        // Not UTF-8 or a read error: say so once and stop reading this stream.
                         tracing::warn!(connector = %handle.name, incarnation, stream, error = %e, "stopped reading child output");
                         break;
                     }

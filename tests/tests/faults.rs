@@ -1,0 +1,365 @@
+//! Faults injected into the real binaries: what the SCIM client sees, what the admin API shows,
+//! and what the target holds afterwards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use e2e::{
+    Created, Supervisor, TempDir, create_retrying, faulty_config, is_alive, request, signal, sqlite_rows,
+    user_body,
+};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn user_names(data_dir: &Path) -> Vec<String> {
+    sqlite_rows(&data_dir.join("demo.db"), "SELECT user_name FROM users ORDER BY user_name")
+        .into_iter()
+        .map(|r| r["user_name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Counts of each user name in the target table.
+fn counts(data_dir: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for name in user_names(data_dir) {
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
+fn arm(dir: &TempDir) -> std::path::PathBuf {
+    let file = dir.path().join("fault-armed");
+    std::fs::write(&file, "armed").unwrap();
+    file
+}
+
+#[test]
+fn crash_after_the_write_is_reconciled_not_repeated() {
+    let dir = TempDir::new("crash-mid-export");
+    let fault = dir.path().join("fault-armed");
+    let s = Supervisor::start(&faulty_config("crash-mid-export", &fault, ""), dir.path());
+    std::fs::write(&fault, "armed").unwrap();
+
+    // The connector writes the row, then dies before answering. The supervisor waits for the
+    // restart, finds the row by userName, and answers 201: the client never knows.
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("curie")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(!fault.exists(), "the fault fired");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(user_names(dir.path()), ["curie"]);
+    let c = s.connector("demo-users");
+    assert_eq!(c["restarts"], 1, "{c}");
+    assert!(c["last_exit"].as_str().unwrap().contains("SIGABRT"), "{c}");
+
+    // The store knows the anchor: the user is readable and writable, and a retry is refused.
+    assert_eq!(s.scim("GET", &format!("/scim/demo/Users/{id}"), None).status, 200);
+    let patch = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"Marie"}]}"#;
+    assert_eq!(s.scim("PATCH", &format!("/scim/demo/Users/{id}"), Some(patch)).status, 200);
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("curie"))).status, 409);
+    assert_eq!(user_names(dir.path()), ["curie"]);
+}
+
+#[test]
+fn hung_connector_is_killed_and_the_write_sent_again_once() {
+    let dir = TempDir::new("hang");
+    let fault = dir.path().join("fault-armed");
+    let s = Supervisor::start(&faulty_config("hang-export", &fault, ""), dir.path());
+    let old_pid = s.connector("demo-users")["pid"].as_u64().unwrap() as u32;
+    std::fs::write(&fault, "armed").unwrap();
+
+    let started = Instant::now();
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("noether")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(started.elapsed() >= Duration::from_secs(2), "answered only after the 2 s deadline");
+    let c = s.connector("demo-users");
+    assert_eq!(c["restarts"], 1, "{c}");
+    assert!(c["last_exit"].as_str().unwrap().contains("deadline"), "{c}");
+    assert!(!is_alive(old_pid), "the hung child was killed");
+    assert_eq!(user_names(dir.path()), ["noether"]);
+}
+
+#[test]
+fn garbage_on_stdout_is_logged_and_breaks_nothing() {
+    let dir = TempDir::new("garbage");
+    let fault = arm(&dir);
+    let s = Supervisor::start(&faulty_config("garbage-stdout", &fault, ""), dir.path());
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("lovelace"))).status, 201);
+    assert_eq!(user_names(dir.path()), ["lovelace"]);
+    let c = s.connector("demo-users");
+    assert_eq!(c["restarts"], 0);
+    let output = c["recent_output"].to_string();
+    assert!(output.contains("plugin-address: /tmp/nowhere"), "{output}");
+    assert!(output.contains("garbage"), "bytes that are not UTF-8 are shown, not dropped: {output}");
+    let log = s.log();
+    assert!(log.contains("plugin-address: /tmp/nowhere") && log.contains("demo-users"), "{log}");
+}
+
+#[test]
+fn wrong_protocol_version_is_refused_and_not_restarted() {
+    let dir = TempDir::new("protocol");
+    let fault = arm(&dir);
+    let s = Supervisor::spawn(&faulty_config("wrong-protocol", &fault, ""), dir.path());
+    s.wait_admin_up();
+    let c = s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] != "starting");
+    assert_eq!(c["state"], "failed_config", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("protocol version 999"), "{c}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.connector("demo-users")["restarts"], 0);
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("x")));
+    assert_eq!(r.status, 503);
+    assert!(!dir.path().join("demo.db").exists(), "the connector never reached its target");
+}
+
+#[test]
+fn exit_78_is_not_restarted_until_an_operator_resets_it() {
+    let dir = TempDir::new("exit78");
+    let fault = arm(&dir);
+    let s = Supervisor::spawn(&faulty_config("exit-config", &fault, ""), dir.path());
+    s.wait_admin_up();
+    let c = s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] != "starting");
+    assert_eq!(c["state"], "failed_config", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("EX_CONFIG"), "{c}");
+    std::thread::sleep(Duration::from_millis(500));
+    let c = s.connector("demo-users");
+    assert_eq!((c["restarts"].as_u64(), c["incarnation"].as_u64()), (Some(0), Some(1)), "{c}");
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("x"))).status, 503);
+
+    // The operator fixes the cause and resets it.
+    std::fs::remove_file(&fault).unwrap();
+    let r = request(s.admin, "POST", "/admin/connectors/demo-users/reset", None, None);
+    assert_eq!(r.status, 202, "{}", r.body);
+    s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] == "ready");
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("hamilton"))).status, 201);
+    // Resetting a ready connector is refused.
+    assert_eq!(request(s.admin, "POST", "/admin/connectors/demo-users/reset", None, None).status, 409);
+    assert_eq!(request(s.admin, "POST", "/admin/connectors/nobody/reset", None, None).status, 404);
+}
+
+/// Two apps on one supervisor: "demo" with a healthy connector, "flaky" with a faulty one.
+fn two_apps(fault: &str, fault_file: &Path) -> String {
+    let healthy = e2e::quickstart_config();
+    let flaky = faulty_config(fault, fault_file, "")
+        .replace("[apps.demo]", "[apps.flaky]")
+        .replace("demo-users", "flaky-users")
+        .replace("/demo.db", "/flaky.db")
+        .replace("[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9090\"\n", "");
+    format!(
+        "{healthy}\n{flaky}\n[connectors.flaky-users.restart]\ninitial_backoff = \"20ms\"\nmax_restarts = 3\n\
+         window = \"60s\"\nquarantine_probe = \"1h\"\n"
+    )
+}
+
+#[test]
+fn crash_loop_is_quarantined_and_other_connectors_are_unaffected() {
+    let dir = TempDir::new("quarantine");
+    let fault = arm(&dir);
+    let s = Supervisor::spawn(&two_apps("crash-on-start", &fault), dir.path());
+    s.wait_admin_up();
+    let c = s.wait_connector("flaky-users", Duration::from_secs(30), |c| c["state"] == "quarantined");
+    assert_eq!(c["restarts"], 4, "3 restarts allowed in the window, the 4th quarantines: {c}");
+    assert_eq!(c["quarantines"], 1);
+    assert!(c["recent_output"].to_string().contains("fault: crashing on start"), "crash report: {c}");
+
+    // The healthy app works all along.
+    assert_eq!(s.connector("demo-users")["state"], "ready");
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("hopper"))).status, 201);
+    assert_eq!(user_names(dir.path()), ["hopper"]);
+    // The quarantined one answers 503 with a Retry-After as long as its probe interval.
+    let r = s.scim("POST", "/scim/flaky/Users", Some(&user_body("x")));
+    assert_eq!(r.status, 503);
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(after > 3000, "Retry-After {after}");
+    let metrics = request(s.admin, "GET", "/metrics", None, None).body;
+    assert!(metrics.contains("connector_quarantines_total{connector=\"flaky-users\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("connector_state{connector=\"flaky-users\",state=\"quarantined\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(request(s.admin, "GET", "/readyz", None, None).status, 503);
+
+    // Fixed and reset: it serves.
+    std::fs::remove_file(&fault).unwrap();
+    assert_eq!(request(s.admin, "POST", "/admin/connectors/flaky-users/reset", None, None).status, 202);
+    s.wait_connector("flaky-users", Duration::from_secs(20), |c| c["state"] == "ready");
+    assert_eq!(s.scim("POST", "/scim/flaky/Users", Some(&user_body("x"))).status, 201);
+}
+
+#[test]
+fn a_flapping_connector_is_quarantined() {
+    let dir = TempDir::new("flap");
+    let fault = arm(&dir);
+    let s = Supervisor::spawn(&two_apps("flap", &fault), dir.path());
+    s.wait_admin_up();
+    let c = s.wait_connector("flaky-users", Duration::from_secs(30), |c| c["state"] == "quarantined");
+    assert!(c["incarnation"].as_u64().unwrap() >= 4, "{c}");
+    assert!(c["last_exit"].as_str().unwrap().contains("code 1"), "{c}");
+    assert_eq!(s.connector("demo-users")["restarts"], 0);
+}
+
+#[test]
+fn kill_9_during_a_burst_of_creates_loses_nothing_and_duplicates_nothing() {
+    let dir = TempDir::new("burst");
+    // No UNIQUE constraint on user_name in the target: a duplicate would show.
+    let config = e2e::quickstart_config().replace("user_name unique,", "user_name,");
+    let s = Supervisor::start(&config, dir.path());
+    let scim = s.scim;
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        let name = format!("user-{client}-{i}");
+                        let created = create_retrying(scim, "demo", &name, Duration::from_secs(60));
+                        (name, created)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // Kill the connector three times while the clients write.
+    let mut kills = 0;
+    while kills < 3 {
+        std::thread::sleep(Duration::from_millis(150));
+        let c = s.connector("demo-users");
+        if c["state"] == "ready" {
+            signal(c["pid"].as_u64().unwrap() as u32, Signal::SIGKILL);
+            kills += 1;
+        }
+    }
+    let results: Vec<(String, Created)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(results.len(), 100);
+    let counts = counts(dir.path());
+    for (name, created) in &results {
+        assert_eq!(counts.get(name), Some(&1), "{name} ({created:?}) must exist exactly once");
+        let r = s.scim("GET", &format!("/scim/demo/Users?filter=userName%20eq%20%22{name}%22"), None);
+        assert_eq!(r.json()["totalResults"], 1, "{name} is in the connector space");
+        if let Created::Id(id) = created {
+            assert_eq!(r.json()["Resources"][0]["id"], id.as_str());
+        }
+    }
+    assert_eq!(counts.len(), 100, "nothing else in the target");
+    assert!(s.connector("demo-users")["restarts"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn supervisor_kill_9_and_restart_leaves_no_orphans_and_no_duplicates() {
+    let dir = TempDir::new("supervisor-crash");
+    let config = e2e::quickstart_config().replace("user_name unique,", "user_name,");
+    let mut s = Supervisor::start(&config, dir.path());
+    let child = s.connector("demo-users")["pid"].as_u64().unwrap() as u32;
+    let scim = s.scim;
+    let writer = std::thread::spawn(move || {
+        // Writes until the supervisor dies; returns what the client saw succeed.
+        let mut done = Vec::new();
+        for i in 0..1000 {
+            let name = format!("early-{i}");
+            match e2e::try_request(
+                scim,
+                "POST",
+                "/scim/demo/Users",
+                Some(e2e::TOKEN),
+                Some(&user_body(&name)),
+            ) {
+                Ok(r) if r.status == 201 => done.push(name),
+                _ => return (done, name),
+            }
+        }
+        panic!("the supervisor was not killed");
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill_hard();
+    let (done, interrupted) = writer.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_alive(child) {
+        assert!(Instant::now() < deadline, "connector {child} outlived the supervisor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A new run on the same data: the client retries the create it never got an answer for.
+    let s = Supervisor::start(&config, dir.path());
+    assert_ne!(s.connector("demo-users")["pid"].as_u64().unwrap() as u32, child);
+    create_retrying(s.scim, "demo", &interrupted, Duration::from_secs(30));
+    let counts = counts(dir.path());
+    for name in done.iter().chain([&interrupted]) {
+        assert_eq!(counts.get(name), Some(&1), "{name} exactly once");
+        let r = s.scim("GET", &format!("/scim/demo/Users?filter=userName%20eq%20%22{name}%22"), None);
+        assert_eq!(r.json()["totalResults"], 1, "{name} in the connector space");
+    }
+    assert_eq!(counts.len(), done.len() + 1, "{counts:?}");
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_child() {
+    let dir = TempDir::new("sigterm");
+    let mut s = Supervisor::start(&e2e::quickstart_config(), dir.path());
+    let child = s.connector("demo-users")["pid"].as_u64().unwrap() as u32;
+    let scim = s.scim;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut succeeded = Vec::new();
+                for i in 0.. {
+                    let name = format!("w{w}-{i}");
+                    match e2e::try_request(
+                        scim,
+                        "POST",
+                        "/scim/demo/Users",
+                        Some(e2e::TOKEN),
+                        Some(&user_body(&name)),
+                    ) {
+                        Ok(r) if r.status == 201 => succeeded.push(name),
+                        Ok(r) => panic!("during shutdown a request got {}: {}", r.status, r.body),
+                        Err(_) => break, // the listener is closed
+                    }
+                }
+                succeeded
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    signal(s.pid(), Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}; log:\n{}", s.log());
+    assert!(!is_alive(child), "connector outlived the shutdown");
+    let succeeded: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(!succeeded.is_empty());
+    let counts = counts(dir.path());
+    for name in &succeeded {
+        assert_eq!(counts.get(name), Some(&1), "{name} answered 201, so it is in the target once");
+    }
+    assert!(s.log().contains("stopped"), "orderly shutdown");
+}
+
+#[test]
+fn config_naming_two_object_types_is_refused_clearly() {
+    let dir = TempDir::new("two-types");
+    let config =
+        e2e::quickstart_config().replace("object_type = \"user\"", "object_type = [\"user\", \"group\"]");
+    let mut s = Supervisor::spawn(&config, dir.path());
+    assert_eq!(s.wait_exit(Duration::from_secs(10)).code(), Some(64));
+    let log = s.log();
+    assert!(log.contains("connectors.demo-users.object_type") && log.contains("exactly one"), "{log}");
+    assert!(!dir.path().join("connector-space.db").exists(), "nothing started");
+}
+
+#[test]
+fn secret_parameters_are_never_logged() {
+    let dir = TempDir::new("secrets");
+    let secret_file = dir.path().join("conn");
+    let db = dir.path().join("demo.db");
+    std::fs::write(&secret_file, format!("sqlite://{}\n", db.display())).unwrap();
+    let config = e2e::quickstart_config().replace(
+        "connection_string = \"sqlite://${data_dir}/demo.db\"",
+        &format!("connection_string = {{ file = \"{}\" }}\ntable_typo = \"x\"", secret_file.display()),
+    );
+    let s = Supervisor::spawn(&config, dir.path());
+    s.wait_admin_up();
+    let c = s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] != "starting");
+    assert_eq!(c["state"], "failed_config", "an undeclared parameter is refused: {c}");
+    let reason = c["reason"].as_str().unwrap();
+    assert!(reason.contains("connectors.demo-users.parameters.table_typo"), "{reason}");
+    let everything = format!("{}{}", s.log(), request(s.admin, "GET", "/admin/connectors", None, None).body);
+    assert!(!everything.contains(&db.display().to_string()), "the secret connection string leaked");
+    let _: Value = c;
+}
