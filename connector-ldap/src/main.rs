@@ -46,6 +46,7 @@ impl Connector for LdapConnector {
             capabilities: Some(v1::Capabilities {
                 distinguished_name_style: v1::DistinguishedNameStyle::Ldap as i32,
                 object_rename: true,
+                supports_partitions: true,
                 export_type: v1::ExportType::AttributeUpdate as i32,
                 ..Default::default()
             }),

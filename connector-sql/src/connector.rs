@@ -74,6 +74,12 @@ impl Connector for SqlConnector {
                 export_type: v1::ExportType::AttributeReplace as i32,
                 full_export: false,
                 supports_lookup: true,
+                supports_import: true,
+                supports_export: true,
+                supports_partitions: false,
+                supports_hierarchy: false,
+                normalizations: v1::Normalizations::None as i32,
+                object_confirmation: v1::ObjectConfirmation::Normal as i32,
                 export_batch_size: 100,
                 import_max_page_size: MAX_PAGE_SIZE,
                 ..Default::default()

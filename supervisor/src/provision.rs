@@ -208,6 +208,14 @@ impl Provisioner {
     ) -> Result<Option<Record>, ProvisionError> {
         let handle = &target.handle;
         let session = handle.wait_ready(Self::reconcile_wait(handle)).await?;
+        if !session.capabilities.supports_lookup {
+            return Err(ProvisionError::Unavailable {
+                retry_after: Duration::from_secs(60),
+                reason:
+                    "the outcome of an earlier write is unknown and this connector cannot look objects up"
+                        .into(),
+            });
+        }
         let attribute = handle.config.match_attribute().expect("checked at load");
         let Some(Some(key)) = values.get(attribute) else {
             return Err(ProvisionError::Target {

@@ -28,6 +28,20 @@ fn counts(data_dir: &Path) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Asserts that each name is in the target exactly once and in the connector space, and that
+/// the target holds nothing else.
+fn assert_exactly_once<'a>(s: &Supervisor, data_dir: &Path, names: impl IntoIterator<Item = &'a String>) {
+    let counts = counts(data_dir);
+    let mut expected = 0;
+    for name in names {
+        expected += 1;
+        assert_eq!(counts.get(name), Some(&1), "{name} must be in the target exactly once");
+        let r = s.scim("GET", &format!("/scim/demo/Users?filter=userName%20eq%20%22{name}%22"), None);
+        assert_eq!(r.json()["totalResults"], 1, "{name} must be in the connector space");
+    }
+    assert_eq!(counts.len(), expected, "nothing else in the target: {counts:?}");
+}
+
 fn arm(dir: &TempDir) -> std::path::PathBuf {
     let file = dir.path().join("fault-armed");
     std::fs::write(&file, "armed").unwrap();
@@ -229,16 +243,13 @@ fn kill_9_during_a_burst_of_creates_loses_nothing_and_duplicates_nothing() {
     }
     let results: Vec<(String, Created)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     assert_eq!(results.len(), 100);
-    let counts = counts(dir.path());
+    assert_exactly_once(&s, dir.path(), results.iter().map(|(name, _)| name));
     for (name, created) in &results {
-        assert_eq!(counts.get(name), Some(&1), "{name} ({created:?}) must exist exactly once");
-        let r = s.scim("GET", &format!("/scim/demo/Users?filter=userName%20eq%20%22{name}%22"), None);
-        assert_eq!(r.json()["totalResults"], 1, "{name} is in the connector space");
         if let Created::Id(id) = created {
-            assert_eq!(r.json()["Resources"][0]["id"], id.as_str());
+            let r = s.scim("GET", &format!("/scim/demo/Users/{id}"), None);
+            assert_eq!(r.json()["userName"], name.as_str(), "the id the client got is the user's");
         }
     }
-    assert_eq!(counts.len(), 100, "nothing else in the target");
     assert!(s.connector("demo-users")["restarts"].as_u64().unwrap() >= 3);
 }
 
@@ -280,13 +291,7 @@ fn supervisor_kill_9_and_restart_leaves_no_orphans_and_no_duplicates() {
     let s = Supervisor::start(&config, dir.path());
     assert_ne!(s.connector("demo-users")["pid"].as_u64().unwrap() as u32, child);
     create_retrying(s.scim, "demo", &interrupted, Duration::from_secs(30));
-    let counts = counts(dir.path());
-    for name in done.iter().chain([&interrupted]) {
-        assert_eq!(counts.get(name), Some(&1), "{name} exactly once");
-        let r = s.scim("GET", &format!("/scim/demo/Users?filter=userName%20eq%20%22{name}%22"), None);
-        assert_eq!(r.json()["totalResults"], 1, "{name} in the connector space");
-    }
-    assert_eq!(counts.len(), done.len() + 1, "{counts:?}");
+    assert_exactly_once(&s, dir.path(), done.iter().chain([&interrupted]));
 }
 
 #[test]
@@ -362,4 +367,43 @@ fn secret_parameters_are_never_logged() {
     let everything = format!("{}{}", s.log(), request(s.admin, "GET", "/admin/connectors", None, None).body);
     assert!(!everything.contains(&db.display().to_string()), "the secret connection string leaked");
     let _: Value = c;
+}
+
+#[test]
+fn connectors_that_cannot_export_are_refused_for_an_app() {
+    // connector-ldap and connector-shell are first slices: they answer the protocol (Hello,
+    // parameters, schema) but do not export yet, and say so in their capabilities.
+    let dir = TempDir::new("no-export");
+    let config = r#"
+        [apps.ldap]
+        users = "ldap-users"
+        token_env = "SCIM_TOKEN"
+        [apps.shell]
+        users = "shell-users"
+        token_env = "SCIM_TOKEN"
+
+        [connectors.ldap-users]
+        executable = "connector-ldap"
+        object_type = "inetOrgPerson"
+        partition = "dc=example,dc=com"
+        parameters = { url = "ldap://127.0.0.1:1", base_dn = "dc=example,dc=com" }
+        attributes = { uid = "userName" }
+
+        [connectors.shell-users]
+        executable = "connector-shell"
+        object_type = "user"
+        partition = "default"
+        parameters = { export_script = "/bin/true" }
+        attributes = { login = "userName" }
+    "#;
+    let s = Supervisor::spawn(config, dir.path());
+    s.wait_admin_up();
+    for name in ["ldap-users", "shell-users"] {
+        let c = s.wait_connector(name, Duration::from_secs(20), |c| c["state"] != "starting");
+        assert_eq!(c["state"], "failed_config", "{c}");
+        assert!(c["reason"].as_str().unwrap().contains("does not support export"), "{c}");
+        assert_eq!(c["protocol_version"], 1, "it answered Hello: {c}");
+        assert!(c["connector_version"].as_str().unwrap().starts_with("connector-"), "{c}");
+    }
+    assert_eq!(s.scim("POST", "/scim/ldap/Users", Some(&user_body("x"))).status, 503);
 }

@@ -32,6 +32,20 @@ fn failed(operation: &str, error: CallError) -> NotReady {
 /// The whole check of a new incarnation (and of a degraded one whose target came back).
 pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<(), NotReady> {
     let name = &handle.name;
+    let capabilities = &session.capabilities;
+    if !capabilities.supports_export {
+        return Err(NotReady::BadConfig(format!(
+            "connectors.{name}: the connector does not support export (its capabilities say so), \
+             and SCIM writes need it; use a connector that exports"
+        )));
+    }
+    if !capabilities.supports_lookup {
+        tracing::warn!(
+            connector = %name,
+            "the connector does not implement LookupEntries: a write whose outcome is unknown cannot be \
+             reconciled, and is answered 503 until an import settles it"
+        );
+    }
     let declared = session
         .call(
             "GetConfigParameters",
