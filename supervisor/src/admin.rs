@@ -17,6 +17,7 @@ use crate::supervision::{ConnectorHandle, Phase};
 pub struct AdminState {
     pub connectors: Vec<Arc<ConnectorHandle>>,
     pub metrics: PrometheusHandle,
+    pub store: crate::store::Store,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -29,7 +30,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-fn describe(handle: &ConnectorHandle) -> Value {
+fn describe(handle: &ConnectorHandle, pending_writes: Option<i64>) -> Value {
     let phase = handle.phase();
     let status = handle.status();
     let reason = match &phase {
@@ -52,6 +53,7 @@ fn describe(handle: &ConnectorHandle) -> Value {
         "started_at": status.started_at,
         "protocol_version": status.protocol_version,
         "connector_version": status.connector_version,
+        "pending_writes": pending_writes,
         "object_type": handle.config.object_type,
         "partition": handle.config.partition,
         "recent_output": status.recent_output.iter().rev().take(10).rev().collect::<Vec<_>>(),
@@ -104,5 +106,9 @@ async fn reset(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
 }
 
 async fn connectors(State(state): State<Arc<AdminState>>) -> Json<Value> {
-    Json(json!({"connectors": state.connectors.iter().map(|c| describe(c)).collect::<Vec<_>>()}))
+    let mut described = Vec::with_capacity(state.connectors.len());
+    for c in &state.connectors {
+        described.push(describe(c, state.store.count_pending(&c.name).await.ok()));
+    }
+    Json(json!({ "connectors": described }))
 }

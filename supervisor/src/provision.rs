@@ -258,6 +258,43 @@ impl Provisioner {
         Ok(Some(record.clone()))
     }
 
+    /// Settles every pending record of `connector` (writes whose outcome is unknown, left by a
+    /// crash of the connector or of the supervisor itself): found in the target, the record is
+    /// confirmed; not found, it is dropped (the client never got a success for it). Runs when the
+    /// connector becomes ready, so that the connector space converges without client retries.
+    pub async fn reconcile_pending(&self, connector: &str) -> Result<usize, ProvisionError> {
+        let target = self.target(connector);
+        let mut settled = 0;
+        for pending in self.store.pending(connector).await? {
+            let _guard = self
+                .stripes
+                .lock_for(&[&pending.app, &pending.resource_type, &pending.user_name])
+                .lock()
+                .await;
+            // Re-read under the lock: the request that wrote it may have settled it meanwhile.
+            let Some(mut record) = self
+                .store
+                .get(&pending.app, &pending.resource_type, &pending.id)
+                .await?
+                .filter(|r| r.state == RecordState::Pending)
+            else {
+                continue;
+            };
+            let values = target.handle.mapping.to_target(&record.resource);
+            match self.reconcile_create(target, &mut record, &values).await? {
+                Some(_) => {
+                    tracing::info!(connector, id = %record.id, "pending write found in the target; confirmed")
+                }
+                None => {
+                    tracing::info!(connector, id = %record.id, "pending write not in the target; dropped");
+                    self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                }
+            }
+            settled += 1;
+        }
+        Ok(settled)
+    }
+
     /// Replaces a present resource's content (PUT, or PATCH after the patch was applied).
     pub async fn replace(
         &self,

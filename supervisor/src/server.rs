@@ -143,9 +143,15 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     .await;
 
     let provisioner = Arc::new(Provisioner::new(store.clone(), targets));
+    for handle in &handles {
+        tokio::spawn(settle_pending_when_ready(handle.clone(), provisioner.clone()));
+    }
     let scim = crate::scim::router(Arc::new(ScimState { apps, provisioner }));
-    let admin =
-        crate::admin::router(Arc::new(crate::admin::AdminState { connectors: handles.clone(), metrics }));
+    let admin = crate::admin::router(Arc::new(crate::admin::AdminState {
+        connectors: handles.clone(),
+        metrics,
+        store: store.clone(),
+    }));
 
     let scim_listener = TcpListener::bind(options.listen)
         .await
@@ -208,6 +214,25 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each time the connector becomes ready, settles the writes whose outcome is unknown.
+async fn settle_pending_when_ready(handle: Arc<ConnectorHandle>, provisioner: Arc<Provisioner>) {
+    let mut phases = handle.subscribe();
+    loop {
+        if matches!(*phases.borrow_and_update(), Phase::Ready(_)) {
+            match provisioner.reconcile_pending(&handle.name).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(connector = %handle.name, settled = n, "pending writes settled"),
+                Err(e) => {
+                    tracing::warn!(connector = %handle.name, error = %e, "could not settle pending writes yet")
+                }
+            }
+        }
+        if phases.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The second signal: SIGKILL every child's process group and return without draining.

@@ -253,9 +253,27 @@ impl Store {
         Ok(())
     }
 
-    /// Number of records per state, for the admin view.
+    /// Number of records.
     pub async fn count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) FROM objects").fetch_one(&self.pool).await?.get(0))
+    }
+
+    /// The pending records of a connector: writes whose outcome is not known yet.
+    pub async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM objects WHERE connector = ?1 AND state = 'pending' ORDER BY created"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::record).collect()
+    }
+
+    /// How many writes of a connector have an unknown outcome.
+    pub async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM objects WHERE connector = ?1 AND state = 'pending'")
+            .bind(connector)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
     }
 
     /// Closes the pool, flushing the WAL.

@@ -10,7 +10,6 @@ use e2e::{
     user_body,
 };
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 fn user_names(data_dir: &Path) -> Vec<String> {
     sqlite_rows(&data_dir.join("demo.db"), "SELECT user_name FROM users ORDER BY user_name")
@@ -366,7 +365,6 @@ fn secret_parameters_are_never_logged() {
     assert!(reason.contains("connectors.demo-users.parameters.table_typo"), "{reason}");
     let everything = format!("{}{}", s.log(), request(s.admin, "GET", "/admin/connectors", None, None).body);
     assert!(!everything.contains(&db.display().to_string()), "the secret connection string leaked");
-    let _: Value = c;
 }
 
 #[test]
@@ -406,4 +404,121 @@ fn connectors_that_cannot_export_are_refused_for_an_app() {
         assert!(c["connector_version"].as_str().unwrap().starts_with("connector-"), "{c}");
     }
     assert_eq!(s.scim("POST", "/scim/ldap/Users", Some(&user_body("x"))).status, 503);
+}
+
+#[test]
+fn unreachable_target_degrades_without_restarts_and_recovers() {
+    let dir = TempDir::new("degraded");
+    // The database's directory is missing, as on a volume not mounted yet: the connector runs,
+    // but its target cannot be reached.
+    let config = e2e::quickstart_config()
+        .replace("${data_dir}/demo.db", "${data_dir}/volume/demo.db")
+        .replace("[connectors.demo-users]", "[connectors.demo-users]\nhealth_interval = \"300ms\"");
+    let s = Supervisor::spawn(&config, dir.path());
+    s.wait_admin_up();
+    let c = s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] != "starting");
+    assert_eq!(c["state"], "degraded", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("cannot open the database"), "{c}");
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("ritchie")));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    std::thread::sleep(Duration::from_millis(1000));
+    let c = s.connector("demo-users");
+    assert_eq!(
+        (c["state"].as_str(), c["restarts"].as_u64()),
+        (Some("degraded"), Some(0)),
+        "not restarted: {c}"
+    );
+
+    std::fs::create_dir(dir.path().join("volume")).unwrap();
+    s.wait_connector("demo-users", Duration::from_secs(10), |c| c["state"] == "ready");
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("ritchie"))).status, 201);
+    assert_eq!(s.connector("demo-users")["restarts"], 0);
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let dir = TempDir::new("second-sigterm");
+    let fault = dir.path().join("fault-armed");
+    let config = faulty_config("hang-export", &fault, "")
+        .replace("call_timeout = \"2s\"", "call_timeout = \"60s\"")
+        .replace("[server]", "[server]\nshutdown_timeout = \"60s\"");
+    let mut s = Supervisor::start(&config, dir.path());
+    let child = s.connector("demo-users")["pid"].as_u64().unwrap() as u32;
+    std::fs::write(&fault, "armed").unwrap();
+    let scim = s.scim;
+    let stuck = std::thread::spawn(move || {
+        e2e::try_request(scim, "POST", "/scim/demo/Users", Some(e2e::TOKEN), Some(&user_body("stuck")))
+    });
+    while fault.exists() {
+        std::thread::sleep(Duration::from_millis(10)); // until the export hangs
+    }
+    signal(s.pid(), Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(is_alive(s.pid()), "the first SIGTERM waits for the hung request to drain");
+    let second = Instant::now();
+    signal(s.pid(), Signal::SIGTERM);
+    s.wait_exit(Duration::from_secs(5));
+    assert!(second.elapsed() < Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_alive(child) {
+        assert!(Instant::now() < deadline, "connector {child} outlived the supervisor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stuck.join().unwrap().is_err(), "the stuck request was cut off, not answered");
+}
+
+/// Runs one statement on the connector space of a stopped supervisor, with string binds.
+fn store_exec(data_dir: &Path, sql: &'static str, binds: &[&str]) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use sqlx::ConnectOptions;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(data_dir.join("connector-space.db"))
+            .connect()
+            .await
+            .unwrap();
+        let mut query = sqlx::query(sql);
+        for b in binds {
+            query = query.bind(*b);
+        }
+        query.execute(&mut conn).await.unwrap();
+    });
+}
+
+/// Writes a pending record into the connector space, as a supervisor crash between recording a
+/// create and learning its outcome leaves it.
+fn insert_pending(data_dir: &Path, id: &str, user_name: &str) {
+    store_exec(
+        data_dir,
+        "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, target, version, \
+         created, modified) VALUES ('demo', 'User', ?1, 'demo-users', 'pending', ?2, ?3, x'', 1, \
+         '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+        &[id, user_name, &user_body(user_name)],
+    );
+}
+
+#[test]
+fn pending_writes_left_by_a_crash_are_settled_when_the_connector_is_ready() {
+    let dir = TempDir::new("settle");
+    let mut s = Supervisor::start(&e2e::quickstart_config(), dir.path());
+    // "wirth" reached the target before the crash; "backus" did not.
+    create_retrying(s.scim, "demo", "wirth", Duration::from_secs(10));
+    assert!(s.stop().success());
+    store_exec(dir.path(), "DELETE FROM objects WHERE user_name = ?1", &["wirth"]);
+    insert_pending(dir.path(), "id-wirth", "wirth");
+    insert_pending(dir.path(), "id-backus", "backus");
+
+    // No client retries: the supervisor settles both on its own once the connector is ready.
+    let s = Supervisor::start(&e2e::quickstart_config(), dir.path());
+    let c = s.wait_connector("demo-users", Duration::from_secs(10), |c| c["pending_writes"] == 0);
+    assert_eq!(c["state"], "ready");
+    let r = s.scim("GET", "/scim/demo/Users/id-wirth", None);
+    assert_eq!(r.status, 200, "found in the target: confirmed under its id: {}", r.body);
+    assert_eq!(r.json()["userName"], "wirth");
+    assert_eq!(s.scim("GET", "/scim/demo/Users/id-backus", None).status, 404, "not in the target: dropped");
+    assert_eq!(user_names(dir.path()), ["wirth"]);
+    // The confirmed record has its anchor: it can be changed and deleted.
+    assert_eq!(s.scim("DELETE", "/scim/demo/Users/id-wirth", None).status, 204);
+    assert!(user_names(dir.path()).is_empty());
 }

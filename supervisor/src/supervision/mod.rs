@@ -114,6 +114,11 @@ impl ConnectorHandle {
         self.phase.borrow().clone()
     }
 
+    /// Phase changes, for whoever must act when the connector becomes ready.
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
     }
