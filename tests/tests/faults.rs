@@ -74,6 +74,27 @@ fn crash_after_the_write_is_reconciled_not_repeated() {
 }
 
 #[test]
+fn entries_of_another_type_or_partition_are_rejected_and_counted() {
+    let dir = TempDir::new("foreign");
+    let fault = dir.path().join("fault-armed");
+    let config = faulty_config("crash-mid-export", &fault, "")
+        .replace("FAULT_FILE =", "FOREIGN_LOOKUP = \"1\", FAULT_FILE =");
+    let s = Supervisor::start(&config, dir.path());
+    std::fs::write(&fault, "armed").unwrap();
+    // The reconciliation's lookup returns a foreign entry first, then the real one.
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("goedel")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let c = s.connector("demo-users");
+    assert_eq!(c["rejected_entries"], 1, "{c}");
+    let metrics = request(s.admin, "GET", "/metrics", None, None).body;
+    assert!(metrics.contains("connector_rejected_entries_total{connector=\"demo-users\"} 1"), "{metrics}");
+    assert!(s.log().contains("rejected entries of another object type or partition"));
+    assert_eq!(user_names(dir.path()), ["goedel"]);
+    let r = s.scim("GET", "/scim/demo/Users?filter=userName%20eq%20%22goedel%22", None);
+    assert_eq!(r.json()["totalResults"], 1, "only our entry was stored");
+}
+
+#[test]
 fn hung_connector_is_killed_and_the_write_sent_again_once() {
     let dir = TempDir::new("hang");
     let fault = dir.path().join("fault-armed");

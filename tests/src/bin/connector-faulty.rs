@@ -15,6 +15,9 @@
 //!
 //! With `FAULT_FILE` set, the fault is active only while that file exists; the faults inside a
 //! call (`crash-mid-export`, `hang-export`) remove it when they fire, so they fire once.
+//!
+//! With `FOREIGN_LOOKUP=1`, LookupEntries also returns an entry of another object type and
+//! partition, which the supervisor must reject.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -173,7 +176,14 @@ impl Connector for Faulty {
         &self,
         request: Request<v1::LookupEntriesRequest>,
     ) -> Result<Response<v1::LookupEntriesResponse>, Status> {
-        self.inner.lookup_entries(request).await
+        let mut response = self.inner.lookup_entries(request).await?;
+        if std::env::var_os("FOREIGN_LOOKUP").is_some() {
+            let mut foreign = response.get_ref().entries.first().cloned().unwrap_or_default();
+            foreign.object_type = "group".into();
+            foreign.partition_id = "elsewhere".into();
+            response.get_mut().entries.insert(0, foreign);
+        }
+        Ok(response)
     }
 }
 
