@@ -56,6 +56,39 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// TLS certificates.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// Bearer tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertAction {
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for trying TLS out.
+    ///
+    /// Example: supervisor cert generate --out-dir /etc/ecma-supervisor --name scim.example.com
+    Generate {
+        /// Directory to write cert.pem and key.pem into.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Host names and IP addresses the certificate is for (repeatable).
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Print a new random bearer token (256 bits, hex).
+    ///
+    /// Example: supervisor token generate > /etc/ecma-supervisor/demo.token
+    Generate,
 }
 
 /// The data directory: flag, then config, then $STATE_DIRECTORY, then ./supervisor-data. The
@@ -76,6 +109,24 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
+        Command::Cert { action: CertAction::Generate { out_dir, names } } => {
+            match crate::transport::generate_self_signed(&out_dir, &names) {
+                Ok((cert, key)) => {
+                    println!("wrote {} and {} for {}", cert.display(), key.display(), names.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token { action: TokenAction::Generate } => {
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::rng().random();
+            println!("{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            ExitCode::SUCCESS
+        }
         Command::CheckConfig { config, data_dir: dir } => {
             let dir = data_dir(dir, &config);
             match Config::load(&config, &dir) {

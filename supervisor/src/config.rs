@@ -70,9 +70,21 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// SCIM listener (plain HTTP for now; put TLS in front until the TLS issue lands).
+    /// SCIM listener.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// TLS for the SCIM listener (required unless `plain_http = true`).
+    pub tls: Option<TlsConfig>,
+    /// Serve SCIM over plain HTTP: only for loopback trials and tests; bearer tokens then cross
+    /// the network in clear.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// The public base URL (e.g. `https://scim.example.com`) when behind a reverse proxy; used in
+    /// `Location` and `meta.location`. Default: the scheme and Host of each request.
+    pub public_url: Option<String>,
+    /// Largest request body accepted (413 beyond).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
     /// Admin listener: health, readiness, connector status. Loopback by default; it has no auth.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
@@ -83,10 +95,35 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes (a changed pair is reloaded).
+    #[serde(default = "default_reload_interval", with = "duration")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_body_bytes() -> usize {
+    1 << 20
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tls: None,
+            plain_http: false,
+            public_url: None,
+            max_body_bytes: default_max_body_bytes(),
             admin_listen: default_admin_listen(),
             data_dir: None,
             shutdown_timeout: default_shutdown_timeout(),
@@ -326,6 +363,19 @@ impl Config {
     fn check(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
         let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+        match (&self.server.tls, self.server.plain_http) {
+            (None, false) => problem(
+                "server.tls".into(),
+                "TLS is required: set cert_file and key_file (`supervisor cert generate` writes a pair for \
+                 trying things out), or plain_http = true for loopback trials"
+                    .into(),
+            ),
+            (Some(_), true) => problem(
+                "server.plain_http".into(),
+                "plain_http = true and [server.tls] exclude each other".into(),
+            ),
+            _ => {}
+        }
         if self.apps.is_empty() {
             problem("apps".into(), "no app is configured; add an [apps.<name>] section".into());
         }
@@ -551,6 +601,9 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
+        [server]
+        plain_http = true
+
         [apps.demo]
         users = "people"
         token_env = "SCIM_TOKEN"
@@ -596,6 +649,17 @@ mod tests {
         assert!(problems[0].message.contains("exactly one"), "{}", problems[0].message);
         let text = MINIMAL.replace("object_type = \"user\"", "object_type = [\"user\"]");
         assert_eq!(parse(&text).unwrap().connectors["people"].object_type, "user");
+    }
+
+    #[test]
+    fn tls_is_required_unless_plain_http_is_asked_for() {
+        let problems = parse(&MINIMAL.replace("plain_http = true", "")).unwrap_err();
+        assert_eq!(problems[0].key, "server.tls");
+        assert!(problems[0].message.contains("supervisor cert generate"));
+        let text =
+            MINIMAL.replace("plain_http = true", "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.server.tls.unwrap().reload_interval, Duration::from_secs(10));
     }
 
     #[test]

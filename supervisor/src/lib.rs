@@ -12,3 +12,4 @@ pub mod server;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
+pub mod transport;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::config::{AppConfig, Config};
 use crate::export::ExportQueue;
 use crate::provision::{Provisioner, Target};
-use crate::scim::{App, ScimState, Token};
+use crate::scim::{App, ScimState, Tokens};
 use crate::store::Store;
 use crate::supervision::lifecycle::{self, Context as LifecycleContext};
 use crate::supervision::spawn::Spawner;
@@ -30,34 +30,43 @@ pub struct RunOptions {
     pub admin_listen: SocketAddr,
 }
 
-/// Resolves an app's bearer token: env, then file, then the insecure default (with a warning).
-pub fn resolve_token(name: &str, app: &AppConfig) -> anyhow::Result<Token> {
-    if let Some(var) = &app.token_env
-        && let Some(value) = std::env::var(var).ok().filter(|v| !v.trim().is_empty())
-    {
-        return Ok(Token::new(value.trim().to_string()));
+/// Splits a token list: whitespace or commas between tokens (a file holds one per line).
+fn split_tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Resolves an app's bearer tokens: from the environment variable and the file together (one
+/// or more each, for rotation), else the insecure default (with a warning).
+pub fn resolve_tokens(name: &str, app: &AppConfig) -> anyhow::Result<Tokens> {
+    let mut tokens = Vec::new();
+    if let Some(var) = &app.token_env {
+        tokens.extend(std::env::var(var).map(|v| split_tokens(&v)).unwrap_or_default());
     }
     if let Some(file) = &app.token_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("apps.{name}.token_file: cannot read {}", file.display()))?;
-        let token = text.trim().to_string();
-        if token.is_empty() {
-            bail!("apps.{name}.token_file: {} is empty", file.display());
-        }
-        return Ok(Token::new(token));
+        tokens.extend(split_tokens(&text));
     }
-    if let Some(default) = &app.insecure_default_token {
+    if tokens.is_empty() {
+        let Some(default) = &app.insecure_default_token else {
+            bail!(
+                "apps.{name}: no bearer token: set the environment variable {} or token_file",
+                app.token_env.as_deref().unwrap_or("named by token_env")
+            );
+        };
         tracing::warn!(
             app = name,
             "using the built-in default bearer token: for trying things out only; set {} to a secret of your own",
             app.token_env.as_deref().unwrap_or("token_env")
         );
-        return Ok(Token::new(default.clone()));
+        tokens.push(default.clone());
     }
-    bail!(
-        "apps.{name}: no bearer token: set the environment variable {} or token_file",
-        app.token_env.as_deref().unwrap_or("named by token_env")
-    )
+    Tokens::new(tokens).map_err(|e| {
+        anyhow::anyhow!("apps.{name}: {e}; use long random tokens (`supervisor token generate`)")
+    })
 }
 
 /// A directory only we can enter, for the children's sockets; stale sockets of an earlier run
@@ -100,7 +109,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     for (name, app) in &config.apps {
         apps.insert(
             name.clone(),
-            App { name: name.clone(), users: app.users.clone(), token: resolve_token(name, app)? },
+            App { name: name.clone(), users: app.users.clone(), tokens: resolve_tokens(name, app)? },
         );
     }
 
@@ -146,35 +155,51 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     for handle in &handles {
         tokio::spawn(settle_pending_when_ready(handle.clone(), provisioner.clone()));
     }
-    let scim = crate::scim::router(Arc::new(ScimState { apps, provisioner }));
+    let scim = crate::scim::router(
+        Arc::new(ScimState {
+            apps,
+            provisioner,
+            scheme: if config.server.tls.is_some() { "https" } else { "http" },
+            public_url: config.server.public_url.clone(),
+        }),
+        config.server.max_body_bytes,
+    );
     let admin = crate::admin::router(Arc::new(crate::admin::AdminState {
         connectors: handles.clone(),
         metrics,
         store: store.clone(),
     }));
 
-    let scim_listener = TcpListener::bind(options.listen)
-        .await
+    let tls = match &config.server.tls {
+        Some(tls) => {
+            let rustls = crate::transport::load(tls).await?;
+            tokio::spawn(crate::transport::reload_on_change(
+                rustls.clone(),
+                tls.clone(),
+                tls.reload_interval,
+            ));
+            Some(rustls)
+        }
+        None => {
+            tracing::warn!(
+                "SCIM is served over plain HTTP (server.plain_http = true): for loopback trials only"
+            );
+            None
+        }
+    };
+    let scim_listener = std::net::TcpListener::bind(options.listen)
         .with_context(|| format!("while binding the SCIM listener on {}", options.listen))?;
     let admin_listener = TcpListener::bind(options.admin_listen)
         .await
         .with_context(|| format!("while binding the admin listener on {}", options.admin_listen))?;
     tracing::info!(
-        scim = %scim_listener.local_addr()?, admin = %admin_listener.local_addr()?,
+        scim = %scim_listener.local_addr()?, tls = tls.is_some(), admin = %admin_listener.local_addr()?,
         data_dir = %data_dir.display(), "supervisor listening"
     );
 
     let (stop_http, _) = watch::channel(false);
-    let scim_server = {
-        let mut stop = stop_http.subscribe();
-        tokio::spawn(async move {
-            axum::serve(scim_listener, scim)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        })
-    };
+    let scim_handle = axum_server::Handle::<SocketAddr>::new();
+    let scim_server = tokio::spawn(crate::transport::serve(scim_listener, scim, tls, scim_handle.clone()));
     let admin_server = {
         let mut stop = stop_http.subscribe();
         tokio::spawn(async move {
@@ -190,6 +215,8 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining requests (a second SIGTERM or SIGINT stops at once)");
     let _ = stop_http.send(true);
     let grace = config.server.shutdown_timeout;
+    // Stop accepting; in-flight requests finish (the grace period is enforced below).
+    scim_handle.graceful_shutdown(None);
     let drain = async {
         let _ = scim_server.await;
         let _ = admin_server.await;

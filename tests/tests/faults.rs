@@ -394,6 +394,9 @@ fn connectors_that_cannot_export_are_refused_for_an_app() {
     // parameters, schema) but do not export yet, and say so in their capabilities.
     let dir = TempDir::new("no-export");
     let config = r#"
+        [server]
+        plain_http = true
+
         [apps.ldap]
         users = "ldap-users"
         token_env = "SCIM_TOKEN"

@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::get;
@@ -27,24 +29,51 @@ use subtle::ConstantTimeEq;
 use crate::provision::Provisioner;
 use error::ScimError;
 
-/// A bearer token. Never printed.
-#[derive(Clone)]
-pub struct Token(String);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Token {
-    pub fn new(token: String) -> Self {
-        Self(token)
-    }
-
-    /// Constant-time comparison (the length is not hidden, the content is).
-    fn matches(&self, given: &str) -> bool {
-        bool::from(self.0.as_bytes().ct_eq(given.as_bytes()))
+    #[test]
+    fn tokens_are_long_and_any_of_them_matches() {
+        assert!(Tokens::new(vec!["short".into()]).is_err());
+        assert!(Tokens::new(vec![]).is_err());
+        let tokens = Tokens::new(vec!["0123456789abcdef".into(), "fedcba9876543210xyz".into()]).unwrap();
+        assert!(tokens.matches("0123456789abcdef"));
+        assert!(tokens.matches("fedcba9876543210xyz"));
+        assert!(!tokens.matches("0123456789abcdeF"));
+        assert!(!tokens.matches(""));
+        assert_eq!(format!("{tokens:?}"), "Tokens(<2 redacted>)");
     }
 }
 
-impl std::fmt::Debug for Token {
+/// Shortest bearer token accepted in the configuration.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// An app's bearer tokens (several, so that one can be rotated without downtime). Never printed.
+#[derive(Clone)]
+pub struct Tokens(Vec<String>);
+
+impl Tokens {
+    /// Tokens, each at least [`MIN_TOKEN_LEN`] characters.
+    pub fn new(tokens: Vec<String>) -> Result<Self, String> {
+        if tokens.is_empty() {
+            return Err("no token".into());
+        }
+        if let Some(i) = tokens.iter().position(|t| t.chars().count() < MIN_TOKEN_LEN) {
+            return Err(format!("token #{} is shorter than {MIN_TOKEN_LEN} characters", i + 1));
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Constant-time comparison with every token (the lengths are not hidden, the contents are).
+    fn matches(&self, given: &str) -> bool {
+        self.0.iter().fold(false, |found, t| found | bool::from(t.as_bytes().ct_eq(given.as_bytes())))
+    }
+}
+
+impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
+        write!(f, "Tokens(<{} redacted>)", self.0.len())
     }
 }
 
@@ -54,17 +83,21 @@ pub struct App {
     pub name: String,
     /// Connector holding this app's Users.
     pub users: String,
-    pub token: Token,
+    pub tokens: Tokens,
 }
 
 /// What the SCIM handlers share.
 pub struct ScimState {
     pub apps: HashMap<String, App>,
     pub provisioner: Arc<Provisioner>,
+    /// `https` or `http`, for `Location` and `meta.location`.
+    pub scheme: &'static str,
+    /// Public base URL (behind a reverse proxy); overrides scheme and Host.
+    pub public_url: Option<String>,
 }
 
 /// The SCIM router.
-pub fn router(state: Arc<ScimState>) -> Router {
+pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/scim/{app}/Users", get(users::list).post(users::create))
         .route(
@@ -72,7 +105,28 @@ pub fn router(state: Arc<ScimState>) -> Router {
             get(users::get).put(users::replace).patch(users::patch).delete(users::delete),
         )
         .fallback(|| async { ScimError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// A request body, with SCIM errors for bodies that cannot be read: 413 beyond the configured
+/// limit (`server.max_body_bytes`).
+pub struct ScimBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ScimError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                "the request body is larger than this service accepts (server.max_body_bytes)",
+            )),
+            Err(rejection) => Err(ScimError::bad_request("invalidSyntax", rejection.body_text())),
+        }
+    }
 }
 
 /// An authenticated request for an app; also gives the base URL for `Location`.
@@ -99,10 +153,20 @@ impl FromRequestParts<Arc<ScimState>> for Authorized {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         match given {
-            Some(token) if app.token.matches(token) => {}
+            Some(token) if app.tokens.matches(token) => {}
             _ => return Err(ScimError::unauthorized()),
         }
-        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        Ok(Self { app: app.clone(), base_url: format!("http://{host}") })
+        // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in the Host header.
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("localhost");
+        let base_url = match &state.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("{}://{host}", state.scheme),
+        };
+        Ok(Self { app: app.clone(), base_url })
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use serde_json::Value;
 use super::error::{SCIM_JSON, ScimError};
 use super::filter::Filter;
 use super::resource::{self, list_response, parse_body, user_response, validate_user};
-use super::{Authorized, ScimState};
+use super::{Authorized, ScimBody, ScimState};
 use crate::store::{Record, RecordState};
 
 const RESOURCE_TYPE: &str = "User";
@@ -104,7 +103,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let (user, user_name) = validate_user(parse_body(&body)?)?;
     let record =
@@ -132,7 +131,7 @@ pub async fn replace(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let existing = present(&state, &auth.app.name, &id).await?;
     let (user, user_name) = validate_user(parse_body(&body)?)?;
@@ -145,7 +144,7 @@ pub async fn patch(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
-    body: Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let existing = present(&state, &auth.app.name, &id).await?;
     let request = parse_body(&body)?;
