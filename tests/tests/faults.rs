@@ -176,8 +176,9 @@ fn two_apps(fault: &str, fault_file: &Path) -> String {
     let flaky = faulty_config(fault, fault_file, "")
         .replace("[apps.demo]", "[apps.flaky]")
         .replace("demo-users", "flaky-users")
-        .replace("/demo.db", "/flaky.db")
-        .replace("[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9090\"\n", "");
+        .replace("/demo.db", "/flaky.db");
+    // Only its app and connector sections: the [server] section is the healthy config's.
+    let flaky = &flaky[flaky.find("[apps.flaky]").expect("an app section")..];
     format!(
         "{healthy}\n{flaky}\n[connectors.flaky-users.restart]\ninitial_backoff = \"20ms\"\nmax_restarts = 3\n\
          window = \"60s\"\nquarantine_probe = \"1h\"\n"
