@@ -109,7 +109,12 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     for (name, app) in &config.apps {
         apps.insert(
             name.clone(),
-            App { name: name.clone(), users: app.users.clone(), tokens: resolve_tokens(name, app)? },
+            App {
+                name: name.clone(),
+                users: app.users.clone(),
+                groups: None,
+                tokens: resolve_tokens(name, app)?,
+            },
         );
     }
 

@@ -8,9 +8,11 @@
 //! - [`error`]: SCIM error bodies and the error-kind to status mapping.
 //! - [`users`]: the `/Users` handlers.
 
+pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod patch;
+pub mod query;
 pub mod resource;
 pub mod users;
 
@@ -23,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Reque
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::routing::get;
+use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
 use crate::provision::Provisioner;
@@ -83,6 +85,8 @@ pub struct App {
     pub name: String,
     /// Connector holding this app's Users.
     pub users: String,
+    /// Connector holding this app's Groups, if it has Groups.
+    pub groups: Option<String>,
     pub tokens: Tokens,
 }
 
@@ -96,10 +100,51 @@ pub struct ScimState {
     pub public_url: Option<String>,
 }
 
+impl ScimState {
+    /// The base URL of this service as the client reached it (or as configured).
+    pub fn base_url(&self, headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in the Host header.
+        let host = uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("localhost");
+        format!("{}://{host}", self.scheme)
+    }
+}
+
+/// A SCIM JSON response.
+pub(crate) fn scim_json(status: StatusCode, body: &serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(error::SCIM_JSON));
+    response
+}
+
 /// The SCIM router.
 pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/scim/{app}/Users", get(users::list).post(users::create))
+        .route("/scim/{app}/Users/.search", post(users::search))
+        .route(
+            "/scim/{app}/ServiceProviderConfig",
+            get(discovery::service_provider_config).fallback(discovery::method_not_allowed),
+        )
+        .route(
+            "/scim/{app}/ResourceTypes",
+            get(discovery::list_resource_types).fallback(discovery::method_not_allowed),
+        )
+        .route(
+            "/scim/{app}/ResourceTypes/{id}",
+            get(discovery::get_resource_type).fallback(discovery::method_not_allowed),
+        )
+        .route("/scim/{app}/Schemas", get(discovery::list_schemas).fallback(discovery::method_not_allowed))
+        .route("/scim/{app}/Schemas/{id}", get(discovery::get_schema).fallback(discovery::method_not_allowed))
         .route(
             "/scim/{app}/Users/{id}",
             get(users::get).put(users::replace).patch(users::patch).delete(users::delete),
@@ -156,17 +201,6 @@ impl FromRequestParts<Arc<ScimState>> for Authorized {
             Some(token) if app.tokens.matches(token) => {}
             _ => return Err(ScimError::unauthorized()),
         }
-        // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in the Host header.
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or("localhost");
-        let base_url = match &state.public_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("{}://{host}", state.scheme),
-        };
-        Ok(Self { app: app.clone(), base_url })
+        Ok(Self { app: app.clone(), base_url: state.base_url(&parts.headers, &parts.uri) })
     }
 }

@@ -4,26 +4,17 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::error::{SCIM_JSON, ScimError};
+use super::error::ScimError;
 use super::filter::Filter;
+use super::query::{Projection, Query as ListQuery, RawQuery};
 use super::resource::{self, list_response, parse_body, user_response, validate_user};
-use super::{Authorized, ScimBody, ScimState};
+use super::{Authorized, ScimBody, ScimState, scim_json};
 use crate::store::{Record, RecordState};
 
 const RESOURCE_TYPE: &str = "User";
-/// Page size when the client gives none, and the most we return in one page.
-const DEFAULT_COUNT: usize = 100;
-const MAX_COUNT: usize = 1000;
-
-fn scim_json(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
-    response
-}
 
 fn user_reply(status: StatusCode, record: &Record, base_url: &str) -> Response {
     let mut response = scim_json(status, &user_response(record, base_url));
@@ -44,42 +35,31 @@ async fn present(state: &ScimState, app: &str, id: &str) -> Result<Record, ScimE
         .ok_or_else(|| ScimError::not_found(format!("no User with id {id:?}")))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    filter: Option<String>,
-    start_index: Option<String>,
-    count: Option<String>,
-}
-
-fn positive(name: &str, value: Option<&str>, default: usize) -> Result<usize, ScimError> {
-    match value {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .map(|n| n.max(0) as usize)
-            .map_err(|_| ScimError::bad_request("invalidValue", format!("{name} must be an integer"))),
-    }
-}
-
-/// `GET /Users[?filter=...&startIndex=...&count=...]`, answered from the connector space.
+/// `GET /Users[?filter=...&sortBy=...&startIndex=...&count=...&attributes=...]`, answered from
+/// the connector space.
 pub async fn list(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
-    Query(query): Query<ListQuery>,
+    Query(raw): Query<RawQuery>,
 ) -> Result<Response, ScimError> {
-    let filter = query
-        .filter
-        .as_deref()
-        .map(Filter::parse)
-        .transpose()
-        .map_err(|e| ScimError::bad_request("invalidFilter", e.to_string()))?;
-    // startIndex is 1-based; values below 1 mean 1 (RFC 7644 §3.4.2.4).
-    let start_index = positive("startIndex", query.start_index.as_deref(), 1)?.max(1);
-    let count = positive("count", query.count.as_deref(), DEFAULT_COUNT)?.min(MAX_COUNT);
+    search_with(&state, &auth, raw.parse()?).await
+}
+
+/// `POST /Users/.search`: the same query in a SearchRequest body.
+pub async fn search(
+    State(state): State<Arc<ScimState>>,
+    auth: Authorized,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimError> {
+    let query = RawQuery::from_search_body(&parse_body(&body)?)?.parse()?;
+    search_with(&state, &auth, query).await
+}
+
+async fn search_with(state: &ScimState, auth: &Authorized, query: ListQuery) -> Result<Response, ScimError> {
     let store = &state.provisioner.store;
     let store_error = |e| ScimError::from(crate::provision::ProvisionError::Store(e));
-    let records = match filter.as_ref().and_then(Filter::user_name_eq) {
+    // `userName eq "..."` (how Entra matches before it creates) is answered from an index.
+    let records = match query.filter.as_ref().and_then(Filter::user_name_eq) {
         Some(name) => store
             .by_user_name(&auth.app.name, RESOURCE_TYPE, name)
             .await
@@ -89,14 +69,17 @@ pub async fn list(
             .collect(),
         None => store.list(&auth.app.name, RESOURCE_TYPE).await.map_err(store_error)?,
     };
-    let matching: Vec<Value> = records
-        .iter()
-        .map(|r| user_response(r, &auth.base_url))
-        .filter(|u| filter.as_ref().is_none_or(|f| f.matches(u)))
-        .collect();
-    let total = matching.len();
-    let page = matching.into_iter().skip(start_index - 1).take(count).collect();
-    Ok(scim_json(StatusCode::OK, &list_response(page, total, start_index)))
+    let resources = records.iter().map(|r| user_response(r, &auth.base_url)).collect();
+    let (page, total) = query.apply(resources);
+    Ok(scim_json(StatusCode::OK, &list_response(page, total, query.start_index)))
+}
+
+/// `?attributes=` and `?excludedAttributes=` on a single-resource request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionQuery {
+    attributes: Option<String>,
+    excluded_attributes: Option<String>,
 }
 
 /// `POST /Users`.
@@ -121,9 +104,16 @@ pub async fn get(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
+    Query(projection): Query<ProjectionQuery>,
 ) -> Result<Response, ScimError> {
+    let projection =
+        Projection::parse(projection.attributes.as_deref(), projection.excluded_attributes.as_deref())?;
     let record = present(&state, &auth.app.name, &id).await?;
-    Ok(user_reply(StatusCode::OK, &record, &auth.base_url))
+    let mut response = scim_json(StatusCode::OK, &projection.apply(user_response(&record, &auth.base_url)));
+    if let Ok(etag) = HeaderValue::from_str(&resource::etag(&record)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
 }
 
 /// `PUT /Users/{id}`.
