@@ -30,6 +30,9 @@ pub enum ProvisionError {
     Conflict,
     #[error("no such resource")]
     NotFound,
+    /// The client's precondition (If-Match) does not hold for the current version.
+    #[error("the resource has changed")]
+    PreconditionFailed,
     #[error("{detail}")]
     Target { kind: ErrorKind, detail: String },
     #[error(transparent)]
@@ -49,6 +52,9 @@ impl From<CallError> for ProvisionError {
         }
     }
 }
+
+/// A client's condition on the current record (an `If-Match`), checked under the object's lock.
+pub type Precondition<'a> = dyn Fn(&Record) -> bool + Send + Sync + 'a;
 
 /// One connector as the write path uses it.
 #[derive(Clone)]
@@ -301,6 +307,7 @@ impl Provisioner {
         existing: Record,
         user_name: &str,
         resource: Value,
+        precondition: &Precondition<'_>,
     ) -> Result<Record, ProvisionError> {
         let target = self.target(&existing.connector);
         let _guard =
@@ -312,6 +319,9 @@ impl Provisioner {
             .await?
             .filter(|r| r.state == RecordState::Present)
             .ok_or(ProvisionError::NotFound)?;
+        if !precondition(&record) {
+            return Err(ProvisionError::PreconditionFailed);
+        }
         if let Some(other) = self.store.by_user_name(&record.app, &record.resource_type, user_name).await?
             && other.id != record.id
         {
@@ -363,10 +373,23 @@ impl Provisioner {
     }
 
     /// Deletes a present resource from the target and the connector space.
-    pub async fn delete(&self, existing: Record) -> Result<(), ProvisionError> {
+    pub async fn delete(
+        &self,
+        existing: Record,
+        precondition: &Precondition<'_>,
+    ) -> Result<(), ProvisionError> {
         let target = self.target(&existing.connector);
         let _guard =
             self.stripes.lock_for(&[&existing.app, &existing.resource_type, &existing.id]).lock().await;
+        let existing = self
+            .store
+            .get(&existing.app, &existing.resource_type, &existing.id)
+            .await?
+            .filter(|r| r.state == RecordState::Present)
+            .ok_or(ProvisionError::NotFound)?;
+        if !precondition(&existing) {
+            return Err(ProvisionError::PreconditionFailed);
+        }
         target.handle.session()?;
         let change = CsEntryChange {
             identifier: existing.id.clone(),

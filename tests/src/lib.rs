@@ -288,6 +288,19 @@ impl Response {
     }
 }
 
+/// A bodiless request with the test token and extra headers.
+pub fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    exchange_with(&mut stream, &addr.to_string(), method, path, Some(TOKEN), None, &extra).expect("request")
+}
+
 /// One HTTP/1.1 request; panics on a transport error.
 pub fn request(
     addr: SocketAddr,
@@ -362,8 +375,21 @@ fn exchange(
     token: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<Response> {
+    exchange_with(stream, host, method, path, token, body, "")
+}
+
+fn exchange_with(
+    stream: &mut (impl Read + Write),
+    host: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    extra_headers: &str,
+) -> std::io::Result<Response> {
     let body = body.unwrap_or("");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra_headers}");
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }

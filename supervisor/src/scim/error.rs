@@ -71,6 +71,11 @@ impl From<ProvisionError> for ScimError {
                 Self::new(StatusCode::CONFLICT, Some("uniqueness"), "userName is already in use")
             }
             ProvisionError::NotFound => Self::not_found("resource not found"),
+            ProvisionError::PreconditionFailed => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                None,
+                "the resource has changed since the version in If-Match",
+            ),
             ProvisionError::Target { kind, detail } => {
                 let (status, scim_type) = status_for(kind);
                 let mut error =

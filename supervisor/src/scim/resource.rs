@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::discovery::ENTERPRISE_USER_SCHEMA;
 use super::error::ScimError;
 use super::filter::get_ci;
 use crate::store::Record;
@@ -40,21 +41,116 @@ pub fn validate_user(mut user: Value) -> Result<(Value, String), ScimError> {
     if !lists_schema(&user, USER_SCHEMA) {
         return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {USER_SCHEMA}")));
     }
+    remove_nulls(&mut user);
     let object = user
         .as_object_mut()
         .ok_or_else(|| ScimError::bad_request("invalidSyntax", "a User is a JSON object"))?;
-    object.retain(|k, v| !v.is_null() && !READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(k)));
+    // Read-only attributes are the service's; `password` is write-only and never stored here
+    // (password changes are not supported yet, as ServiceProviderConfig says).
+    object.retain(|k, _| !READ_ONLY.iter().chain(["password"].iter()).any(|r| r.eq_ignore_ascii_case(k)));
     for (key, value) in object.iter_mut() {
         if BOOLEANS.iter().any(|b| b.eq_ignore_ascii_case(key)) {
             *value = coerce_boolean(key, value)?;
         }
+        // `primary` of multi-valued attributes, also sent as "True" by some clients.
+        if let Value::Array(items) = value {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                if let Some(primary) = item.get_mut("primary") {
+                    *primary = coerce_boolean("primary", primary)?;
+                }
+            }
+        }
     }
+    normalize_manager(object)?;
     let user_name = match get_ci(&user, "userName") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(_) => return Err(ScimError::bad_request("invalidValue", "userName must be a non-empty string")),
         None => return Err(ScimError::bad_request("invalidValue", "userName is required")),
     };
     Ok((user, user_name))
+}
+
+/// Drops explicit nulls at any depth (`"$ref": null`, `"title": null`): null means absent.
+fn remove_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(remove_nulls);
+        }
+        Value::Array(items) => {
+            items.retain(|v| !v.is_null());
+            items.iter_mut().for_each(remove_nulls);
+        }
+        _ => {}
+    }
+}
+
+/// Brings `manager` to its RFC 7643 shape in the enterprise extension, from every shape Entra
+/// sends: `{"value": id}`, `[{"$ref": ..., "value": id}]`, a bare id string, at `manager` or at
+/// the extension's path. An empty id removes the manager.
+fn normalize_manager(object: &mut Map<String, Value>) -> Result<(), ScimError> {
+    let top = object.keys().find(|k| k.eq_ignore_ascii_case("manager")).cloned();
+    let mut manager = top.and_then(|k| object.remove(&k));
+    let extension_key = object.keys().find(|k| k.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA)).cloned();
+    if manager.is_none()
+        && let Some(Value::Object(ext)) = extension_key.as_ref().and_then(|k| object.get_mut(k))
+        && let Some(k) = ext.keys().find(|k| k.eq_ignore_ascii_case("manager")).cloned()
+    {
+        manager = ext.remove(&k);
+    }
+    let Some(manager) = manager else { return Ok(()) };
+    let first = match manager {
+        Value::Array(mut items) if !items.is_empty() => items.remove(0),
+        Value::Array(_) => Value::Null,
+        other => other,
+    };
+    let normalized = match first {
+        Value::String(id) => (!id.trim().is_empty()).then(|| json!({ "value": id })),
+        Value::Object(m) => {
+            let value = m.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v.clone());
+            match value {
+                Some(Value::String(id)) if !id.trim().is_empty() => {
+                    let mut out = Map::new();
+                    out.insert("value".into(), Value::String(id));
+                    if let Some((_, r)) = m.iter().find(|(k, _)| k.eq_ignore_ascii_case("$ref")) {
+                        out.insert("$ref".into(), r.clone());
+                    }
+                    if let Some((_, d)) = m.iter().find(|(k, _)| k.eq_ignore_ascii_case("displayName")) {
+                        out.insert("displayName".into(), d.clone());
+                    }
+                    Some(Value::Object(out))
+                }
+                Some(Value::String(_)) | None => None,
+                Some(_) => {
+                    return Err(ScimError::bad_request("invalidValue", "manager.value must be a string id"));
+                }
+            }
+        }
+        Value::Null => None,
+        _ => return Err(ScimError::bad_request("invalidValue", "manager must be an id or {\"value\": id}")),
+    };
+    let key = extension_key.unwrap_or_else(|| ENTERPRISE_USER_SCHEMA.to_string());
+    let extension = object.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(ext) = extension {
+        match normalized {
+            Some(m) => {
+                ext.insert("manager".into(), m);
+            }
+            None => {
+                ext.remove("manager");
+            }
+        }
+        if ext.is_empty() {
+            object.retain(|k, _| !k.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA));
+        } else if let Some(Value::Array(schemas)) = object.get_mut("schemas")
+            && !schemas
+                .iter()
+                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA)))
+        {
+            schemas.push(json!(ENTERPRISE_USER_SCHEMA));
+        }
+    }
+    Ok(())
 }
 
 fn coerce_boolean(key: &str, value: &Value) -> Result<Value, ScimError> {
@@ -128,6 +224,42 @@ mod tests {
         assert!(
             validate_user(json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "maybe"})).is_err()
         );
+    }
+
+    #[test]
+    fn manager_in_every_shape_entra_sends() {
+        let base = json!({"schemas": [USER_SCHEMA], "userName": "u"});
+        let expected = json!({"value": "m-1"});
+        let with = |extra: Value| {
+            let mut u = base.clone();
+            u.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            validate_user(u).unwrap().0
+        };
+        for shape in [
+            json!({"manager": "m-1"}),
+            json!({"manager": {"value": "m-1", "$ref": null}}),
+            json!({ENTERPRISE_USER_SCHEMA: {"manager": [{"value": "m-1"}]}}),
+            json!({ENTERPRISE_USER_SCHEMA: {"manager": "m-1", "department": "Eng"}}),
+        ] {
+            let user = with(shape.clone());
+            assert_eq!(user[ENTERPRISE_USER_SCHEMA]["manager"], expected, "{shape}");
+            assert!(user.get("manager").is_none());
+            assert!(lists_schema(&user, ENTERPRISE_USER_SCHEMA), "{shape}");
+        }
+        let cleared = with(json!({ENTERPRISE_USER_SCHEMA: {"manager": {"value": ""}}}));
+        assert!(cleared.get(ENTERPRISE_USER_SCHEMA).is_none(), "{cleared}");
+        assert!(validate_user(with(json!({}))).is_ok());
+    }
+
+    #[test]
+    fn nested_nulls_and_string_booleans() {
+        let (user, _) = validate_user(json!({
+            "schemas": [USER_SCHEMA], "userName": "u", "password": "secret",
+            "emails": [{"value": "a@x", "primary": "True", "$ref": null}]
+        }))
+        .unwrap();
+        assert_eq!(user["emails"], json!([{"value": "a@x", "primary": true}]));
+        assert!(user.get("password").is_none(), "never stored");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -74,6 +74,27 @@ async fn search_with(state: &ScimState, auth: &Authorized, query: ListQuery) -> 
     Ok(scim_json(StatusCode::OK, &list_response(page, total, query.start_index)))
 }
 
+/// An `If-Match` header: the versions (ETags) the client's change applies to.
+pub struct IfMatch(Option<Vec<String>>);
+
+impl IfMatch {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let tags = headers.get_all(header::IF_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| {
+            v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect::<Vec<_>>()
+        });
+        let tags: Vec<String> = tags.collect();
+        Self((!tags.is_empty()).then_some(tags))
+    }
+
+    /// Whether the record's version is one of those named (weak comparison; `*` is any).
+    pub fn holds(&self, record: &Record) -> bool {
+        let Some(tags) = &self.0 else { return true };
+        let current = resource::etag(record);
+        let bare = |t: &str| t.trim_start_matches("W/").trim_matches('"').to_string();
+        tags.iter().any(|t| t == "*" || bare(t) == bare(&current))
+    }
+}
+
 /// `?attributes=` and `?excludedAttributes=` on a single-resource request.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,11 +142,13 @@ pub async fn replace(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let existing = present(&state, &auth.app.name, &id).await?;
     let (user, user_name) = validate_user(parse_body(&body)?)?;
-    let record = state.provisioner.replace(existing, &user_name, user).await?;
+    let if_match = IfMatch::from_headers(&headers);
+    let record = state.provisioner.replace(existing, &user_name, user, &|r| if_match.holds(r)).await?;
     Ok(user_reply(StatusCode::OK, &record, &auth.base_url))
 }
 
@@ -134,6 +157,7 @@ pub async fn patch(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let existing = present(&state, &auth.app.name, &id).await?;
@@ -141,7 +165,8 @@ pub async fn patch(
     let mut patched = existing.resource.clone();
     super::patch::apply(&mut patched, &request)?;
     let (user, user_name) = validate_user(patched)?;
-    let record = state.provisioner.replace(existing, &user_name, user).await?;
+    let if_match = IfMatch::from_headers(&headers);
+    let record = state.provisioner.replace(existing, &user_name, user, &|r| if_match.holds(r)).await?;
     Ok(user_reply(StatusCode::OK, &record, &auth.base_url))
 }
 
@@ -150,8 +175,10 @@ pub async fn delete(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
     let existing = present(&state, &auth.app.name, &id).await?;
-    state.provisioner.delete(existing).await?;
+    let if_match = IfMatch::from_headers(&headers);
+    state.provisioner.delete(existing, &|r| if_match.holds(r)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
