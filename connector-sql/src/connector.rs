@@ -120,6 +120,22 @@ impl Connector for SqlConnector {
                     "Create the table if it is missing",
                 ),
                 parameter(
+                    "multi_valued",
+                    T::Text,
+                    false,
+                    false,
+                    "",
+                    "Comma-separated multi-valued attributes, each in a table <table>_<attribute> (owner, value)",
+                ),
+                parameter(
+                    "references",
+                    T::Text,
+                    false,
+                    false,
+                    "",
+                    "Comma-separated attributes whose values are anchors of other objects (e.g. members)",
+                ),
+                parameter(
                     "columns",
                     T::Text,
                     false,

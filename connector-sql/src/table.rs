@@ -22,6 +22,8 @@ pub struct Column {
     pub name: String,
     pub kind: AttributeType,
     pub not_null: bool,
+    /// Held in the child table `<table>_<name>` (owner, value), one row per value.
+    pub multi: bool,
 }
 
 /// The configured table, with its columns read from the database.
@@ -67,6 +69,11 @@ pub fn check_identifier(what: &str, name: &str) -> Result<(), Status> {
             format!("{what} {name:?} is not a valid SQL identifier (letters, digits and _)"),
         ))
     }
+}
+
+/// The child table holding the values of a multi-valued attribute.
+fn child_table(table: &str, attribute: &str) -> String {
+    format!("{table}_{attribute}")
 }
 
 fn quote(name: &str) -> String {
@@ -122,6 +129,22 @@ impl Table {
         check_identifier("anchor_column", &anchor_name)?;
         let object_type = config.get("object_type").unwrap_or("user").to_string();
         let create = config.boolean("create_table", false)?;
+        let list = |key: &str| -> Result<Vec<String>, Status> {
+            let names: Vec<String> = config
+                .get(key)
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect();
+            for n in &names {
+                check_identifier(key, n)?;
+            }
+            Ok(names)
+        };
+        let multi_valued = list("multi_valued")?;
+        let references = list("references")?;
 
         // The connection string may hold a password (other drivers); it is never echoed.
         let options = SqliteConnectOptions::from_str(url)
@@ -163,6 +186,13 @@ impl Table {
             }
             ddl.push(')');
             sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await.map_err(db_status)?;
+            for attribute in &multi_valued {
+                let child = format!(
+                    "CREATE TABLE IF NOT EXISTS {} (owner TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (owner, value))",
+                    quote(&child_table(&name, attribute))
+                );
+                sqlx::query(AssertSqlSafe(child)).execute(&pool).await.map_err(db_status)?;
+            }
         }
 
         let rows = sqlx::query("SELECT name, type, \"notnull\" FROM pragma_table_info(?1)")
@@ -179,11 +209,13 @@ impl Table {
         let mut anchor = None;
         let mut columns = Vec::new();
         for row in rows {
-            let column = Column {
-                name: row.get::<String, _>(0),
-                kind: column_kind(&row.get::<String, _>(1)),
-                not_null: row.get::<i64, _>(2) != 0,
+            let name = row.get::<String, _>(0);
+            let kind = if references.contains(&name) {
+                AttributeType::Reference
+            } else {
+                column_kind(&row.get::<String, _>(1))
             };
+            let column = Column { name, kind, not_null: row.get::<i64, _>(2) != 0, multi: false };
             if column.name == anchor_name {
                 anchor = Some(column);
             } else {
@@ -196,6 +228,27 @@ impl Table {
                 format!("anchor_column {anchor_name:?} is not a column of table {name:?}"),
             )
         })?;
+        for attribute in multi_valued {
+            let child = child_table(&name, &attribute);
+            let found: Option<(i64,)> =
+                sqlx::query_as("SELECT 1 FROM pragma_table_info(?1) WHERE name = 'value'")
+                    .bind(&child)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(db_status)?;
+            if found.is_none() {
+                return Err(error_status(
+                    ErrorKind::InvalidConfiguration,
+                    format!("multi_valued: table {child:?} (owner, value) for {attribute:?} does not exist"),
+                ));
+            }
+            let kind = if references.contains(&attribute) {
+                AttributeType::Reference
+            } else {
+                AttributeType::String
+            };
+            columns.push(Column { name: attribute, kind, not_null: false, multi: true });
+        }
         Ok(Self { pool, name, object_type, anchor, columns })
     }
 
@@ -211,7 +264,7 @@ impl Table {
         attributes.extend(self.columns.iter().map(|c| v1::SchemaAttribute {
             name: c.name.clone(),
             r#type: c.kind as i32,
-            multi_valued: false,
+            multi_valued: c.multi,
             operation: v1::AttributeOperation::ImportExport as i32,
             required: c.not_null,
         }));
@@ -293,8 +346,13 @@ impl Table {
         };
         let mut names = vec![quote(&self.anchor.name)];
         let mut values = vec![Some(anchor.clone())];
+        let mut multi = Vec::new();
         for attr in &change.attribute_changes {
             let column = self.column(&attr.name)?;
+            if column.multi {
+                multi.push((column, attr));
+                continue;
+            }
             names.push(quote(&column.name));
             values.push(single_value(attr)?);
         }
@@ -305,7 +363,75 @@ impl Table {
             query = bind(query, value);
         }
         query.execute(&mut **tx).await.map_err(db_error)?;
+        for (column, attr) in multi {
+            self.change_values(tx, column, &anchor, attr, true).await?;
+        }
         Ok(Applied { anchor })
+    }
+
+    /// Applies an attribute change to a multi-valued attribute's child rows. `fresh`: the object
+    /// was just added (nothing to clear).
+    async fn change_values(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        column: &Column,
+        owner: &Value,
+        change: &AttributeChange,
+        fresh: bool,
+    ) -> Result<(), EntryError> {
+        use AttributeModificationType as A;
+        let table = quote(&child_table(&self.name, &column.name));
+        let owner = owner.as_text().unwrap_or_default();
+        let kind = A::try_from(change.modification_type).unwrap_or(A::Unspecified);
+        if !fresh && matches!(kind, A::Replace | A::Delete) {
+            let sql = format!("DELETE FROM {table} WHERE owner = ?1");
+            sqlx::query(AssertSqlSafe(sql)).bind(&owner).execute(&mut **tx).await.map_err(db_error)?;
+        }
+        if kind == A::Update {
+            for value in &change.value_deletes {
+                let sql = format!("DELETE FROM {table} WHERE owner = ?1 AND value = ?2");
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&owner)
+                    .bind(value.as_text().unwrap_or_default())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        if kind != A::Delete {
+            for value in &change.value_adds {
+                // Adding a value that is there already is not an error (set semantics).
+                let sql = format!("INSERT OR IGNORE INTO {table} (owner, value) VALUES (?1, ?2)");
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&owner)
+                    .bind(value.as_text().unwrap_or_default())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Values of a multi-valued attribute.
+    async fn values<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+        &self,
+        executor: E,
+        column: &Column,
+        owner: &str,
+    ) -> Result<Vec<Value>, sqlx::Error> {
+        let sql = format!(
+            "SELECT value FROM {} WHERE owner = ?1 ORDER BY value",
+            quote(&child_table(&self.name, &column.name))
+        );
+        let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(sql)).bind(owner).fetch_all(executor).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(v,)| match column.kind {
+                AttributeType::Reference => Value { kind: Some(Kind::ReferenceValue(v)) },
+                _ => Value::string(v),
+            })
+            .collect())
     }
 
     async fn update(
@@ -316,20 +442,41 @@ impl Table {
     ) -> Result<Applied, EntryError> {
         let anchor = self.anchor_of(change)?;
         let mut sets: Vec<(String, Option<Value>)> = Vec::new();
+        let mut multi = Vec::new();
         for attr in &change.attribute_changes {
             let column = self.column(&attr.name)?;
-            sets.push((column.name.clone(), single_value(attr)?));
+            if column.multi {
+                multi.push((column, attr.clone()));
+            } else {
+                sets.push((column.name.clone(), single_value(attr)?));
+            }
         }
         if replace {
-            // An object Replace sets every column it does not name back to NULL.
+            // An object Replace clears every attribute it does not name.
             for column in &self.columns {
-                if !sets.iter().any(|(name, _)| *name == column.name) {
+                let named = sets.iter().any(|(name, _)| *name == column.name)
+                    || multi.iter().any(|(c, _)| c.name == column.name);
+                if named {
+                    continue;
+                }
+                if column.multi {
+                    let clear = AttributeChange {
+                        name: column.name.clone(),
+                        modification_type: AttributeModificationType::Delete as i32,
+                        ..Default::default()
+                    };
+                    multi.push((column, clear));
+                } else {
                     sets.push((column.name.clone(), None));
                 }
             }
         }
         if sets.is_empty() {
-            return self.exists(tx, &anchor).await.map(|()| Applied { anchor });
+            self.exists(tx, &anchor).await?;
+            for (column, attr) in &multi {
+                self.change_values(tx, column, &anchor, attr, false).await?;
+            }
+            return Ok(Applied { anchor });
         }
         let assignments = sets
             .iter()
@@ -352,6 +499,9 @@ impl Table {
         if done.rows_affected() == 0 {
             return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
         }
+        for (column, attr) in &multi {
+            self.change_values(tx, column, &anchor, attr, false).await?;
+        }
         Ok(Applied { anchor })
     }
 
@@ -370,6 +520,12 @@ impl Table {
         change: &CsEntryChange,
     ) -> Result<Applied, EntryError> {
         let anchor = self.anchor_of(change)?;
+        let owner = anchor.as_text().unwrap_or_default();
+        for column in self.columns.iter().filter(|c| c.multi) {
+            let sql =
+                format!("DELETE FROM {} WHERE owner = ?1", quote(&child_table(&self.name, &column.name)));
+            sqlx::query(AssertSqlSafe(sql)).bind(&owner).execute(&mut **tx).await.map_err(db_error)?;
+        }
         let sql = format!("DELETE FROM {} WHERE {} = ?1", quote(&self.name), quote(&self.anchor.name));
         let done = bind(sqlx::query(AssertSqlSafe(sql)), Some(anchor.clone()))
             .execute(&mut **tx)
@@ -388,12 +544,15 @@ impl Table {
         } else {
             self.column(column).map_err(|e| error_status(e.kind, e.detail))?
         };
+        if column.multi {
+            return Err(error_status(ErrorKind::Unsupported, "lookup by a multi-valued attribute"));
+        }
         let sql = format!("SELECT * FROM {} WHERE {} = ?1", quote(&self.name), quote(&column.name));
         let rows = bind(sqlx::query(AssertSqlSafe(sql)), Some(value))
             .fetch_all(&self.pool)
             .await
             .map_err(db_status)?;
-        rows.iter().map(|row| self.entry(row)).collect()
+        self.entries(&rows).await
     }
 
     /// One page of a full import, in anchor order, after `after` (keyset paging).
@@ -409,9 +568,26 @@ impl Table {
             .fetch_all(&self.pool)
             .await
             .map_err(db_status)?;
-        rows.iter().map(|row| self.entry(row)).collect()
+        self.entries(&rows).await
     }
 
+    async fn entries(&self, rows: &[SqliteRow]) -> Result<Vec<Entry>, Status> {
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut entry = self.entry(row)?;
+            let owner = entry.anchors[0].value.as_ref().and_then(Value::as_text).unwrap_or_default();
+            for column in self.columns.iter().filter(|c| c.multi) {
+                let values = self.values(&self.pool, column, &owner).await.map_err(db_status)?;
+                if !values.is_empty() {
+                    entry.attributes.push(AttributeValues { name: column.name.clone(), values });
+                }
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// The single-valued attributes of a row.
     fn entry(&self, row: &SqliteRow) -> Result<Entry, Status> {
         let read = |column: &Column| -> Result<Option<Value>, Status> {
             let name = column.name.as_str();
@@ -421,6 +597,9 @@ impl Table {
                 AttributeType::Binary => row
                     .try_get::<Option<Vec<u8>>, _>(name)
                     .map(|v| v.map(|b| Value { kind: Some(Kind::BinaryValue(b)) })),
+                AttributeType::Reference => row
+                    .try_get::<Option<String>, _>(name)
+                    .map(|v| v.map(|r| Value { kind: Some(Kind::ReferenceValue(r)) })),
                 _ => row.try_get::<Option<String>, _>(name).map(|v| v.map(Value::string)),
             };
             value.map_err(db_status)
@@ -428,7 +607,7 @@ impl Table {
         let anchor =
             read(&self.anchor)?.ok_or_else(|| error_status(ErrorKind::Internal, "row without anchor"))?;
         let mut attributes = Vec::new();
-        for column in &self.columns {
+        for column in self.columns.iter().filter(|c| !c.multi) {
             if let Some(value) = read(column)? {
                 attributes.push(AttributeValues { name: column.name.clone(), values: vec![value] });
             }

@@ -115,7 +115,7 @@ impl Provisioner {
         let _guard = self.stripes.lock_for(&[app, resource_type, user_name]).lock().await;
         // Nothing is recorded while the connector is down: answer 503 at once.
         target.handle.session()?;
-        let values = target.handle.mapping.to_target(&resource);
+        let values = self.target_values(target, app, &resource).await?;
         let mut record = match self.store.by_user_name(app, resource_type, user_name).await? {
             Some(r) if r.state == RecordState::Present => return Err(ProvisionError::Conflict),
             Some(mut pending) => {
@@ -223,7 +223,7 @@ impl Provisioner {
             });
         }
         let attribute = handle.config.match_attribute().expect("checked at load");
-        let Some(Some(key)) = values.get(attribute) else {
+        let Some(key) = values.get(attribute).and_then(|v| v.first()) else {
             return Err(ProvisionError::Target {
                 kind: ErrorKind::InvalidAttributeValue,
                 detail: format!("the matching attribute {attribute} has no value"),
@@ -250,18 +250,41 @@ impl Provisioner {
             return Ok(None);
         };
         tracing::info!(id = %record.id, "the earlier create had reached the target; confirming it");
-        let actual: TargetValues =
-            entry.attributes.iter().map(|a| (a.name.clone(), a.values.first().cloned())).collect();
+        let actual = crate::store::entry_values(&entry);
         record.target.anchors = entry.anchors;
         record.state = RecordState::Present;
         record.set_target_values(&actual);
-        let changes = Mapping::update_changes(&actual, values);
+        let changes = Mapping::update_changes(&actual, values, &handle.shape());
         if !changes.is_empty() {
             self.export_update(target, record, changes).await?;
         }
         record.set_target_values(values);
         self.store.update(record).await?;
         Ok(Some(record.clone()))
+    }
+
+    /// The connector attribute values of `resource`, its references resolved through the
+    /// connector space (a reference to an unknown id is refused: nothing is half-written).
+    async fn target_values(
+        &self,
+        target: &Target,
+        app: &str,
+        resource: &Value,
+    ) -> Result<TargetValues, ProvisionError> {
+        let shape = target.handle.shape();
+        let mut resolved = HashMap::new();
+        for id in target.handle.mapping.referenced_ids(resource, &shape) {
+            if resolved.contains_key(&id) {
+                continue;
+            }
+            if let Some(reference) = self.store.find(app, &id).await?.and_then(|r| r.reference()) {
+                resolved.insert(id, reference);
+            }
+        }
+        target.handle.mapping.to_target(resource, &shape, &resolved).map_err(|e| ProvisionError::Target {
+            kind: ErrorKind::InvalidAttributeValue,
+            detail: e.to_string(),
+        })
     }
 
     /// Settles every pending record of `connector` (writes whose outcome is unknown, left by a
@@ -286,7 +309,15 @@ impl Provisioner {
             else {
                 continue;
             };
-            let values = target.handle.mapping.to_target(&record.resource);
+            let resource = record.resource.clone();
+            let values = match self.target_values(target, &record.app, &resource).await {
+                Ok(values) => values,
+                Err(e) => {
+                    tracing::warn!(connector, id = %record.id, error = %e, "pending write cannot be mapped; dropped");
+                    self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                    continue;
+                }
+            };
             match self.reconcile_create(target, &mut record, &values).await? {
                 Some(_) => {
                     tracing::info!(connector, id = %record.id, "pending write found in the target; confirmed")
@@ -328,8 +359,8 @@ impl Provisioner {
             return Err(ProvisionError::Conflict);
         }
         let before = record.target_values();
-        let after = target.handle.mapping.to_target(&resource);
-        let changes = Mapping::update_changes(&before, &after);
+        let after = self.target_values(target, &record.app, &resource).await?;
+        let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
         if !changes.is_empty() {
             target.handle.session()?;
             self.export_update(target, &record, changes).await?;

@@ -69,18 +69,32 @@ pub struct Record {
 impl Record {
     /// The attribute values last exported, by name.
     pub fn target_values(&self) -> TargetValues {
-        self.target.attributes.iter().map(|a| (a.name.clone(), a.values.first().cloned())).collect()
+        entry_values(&self.target)
     }
 
     /// Records `values` as the exported attribute values.
     pub fn set_target_values(&mut self, values: &TargetValues) {
         self.target.attributes = values
             .iter()
-            .filter_map(|(name, v)| {
-                v.as_ref().map(|v| v1::AttributeValues { name: name.clone(), values: vec![v.clone()] })
-            })
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(name, v)| v1::AttributeValues { name: name.clone(), values: v.clone() })
             .collect();
     }
+
+    /// What a reference to this object carries: its DN when it has one, else its anchor.
+    pub fn reference(&self) -> Option<v1::Value> {
+        let text = if self.target.dn.is_empty() {
+            self.target.anchors.first()?.value.as_ref()?.as_text()?
+        } else {
+            self.target.dn.clone()
+        };
+        Some(v1::Value { kind: Some(v1::value::Kind::ReferenceValue(text)) })
+    }
+}
+
+/// An entry's attribute values, by name.
+pub fn entry_values(entry: &v1::Entry) -> TargetValues {
+    entry.attributes.iter().map(|a| (a.name.clone(), a.values.clone())).collect()
 }
 
 /// The embedded connector space.
@@ -170,6 +184,13 @@ impl Store {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
+        row.as_ref().map(Self::record).transpose()
+    }
+
+    /// The present record with this id in any resource type of the app (for references).
+    pub async fn find(&self, app: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND id = ?2 AND state = 'present'");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(Self::record).transpose()
     }
 

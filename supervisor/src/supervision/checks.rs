@@ -87,6 +87,8 @@ pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<(), No
         )));
     }
 
+    handle.set_shape(crate::mapping::Shape::of(object_type));
+
     let partitions = session
         .call(
             "GetPartitions",

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::config::ConnectorConfig;
-use crate::mapping::Mapping;
+use crate::mapping::{Mapping, Shape};
 pub use client::{CallError, Session};
 
 /// How many output lines of a child are kept for its crash report.
@@ -84,6 +84,8 @@ pub struct ConnectorHandle {
     pub name: String,
     pub config: Arc<ConnectorConfig>,
     pub mapping: Mapping,
+    /// How the connector's schema declares the mapped attributes (from GetSchema at start-up).
+    shape: std::sync::RwLock<Shape>,
     phase: watch::Sender<Phase>,
     status: Mutex<Status>,
     /// Asks the lifecycle task to kill the child of the incarnation in `kill_incarnation`.
@@ -101,12 +103,22 @@ impl ConnectorHandle {
             name,
             config: Arc::new(config),
             mapping,
+            shape: std::sync::RwLock::new(Shape::default()),
             phase: watch::Sender::new(Phase::Starting),
             status: Mutex::new(Status::default()),
             kill: Notify::new(),
             kill_incarnation: std::sync::atomic::AtomicU64::new(0),
             reset: Notify::new(),
         })
+    }
+
+    /// How the connector declares the mapped attributes (multi-valued, references).
+    pub fn shape(&self) -> Shape {
+        self.shape.read().expect("shape lock").clone()
+    }
+
+    pub(crate) fn set_shape(&self, shape: Shape) {
+        *self.shape.write().expect("shape lock") = shape;
     }
 
     /// The current phase.
