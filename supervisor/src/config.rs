@@ -147,6 +147,8 @@ fn default_shutdown_timeout() -> Duration {
 pub struct AppConfig {
     /// Connector that holds this app's Users.
     pub users: String,
+    /// Connector that holds this app's Groups (the app has no /Groups without it).
+    pub groups: Option<String>,
     /// Environment variable holding the bearer token.
     pub token_env: Option<String>,
     /// File holding the bearer token (trailing whitespace ignored).
@@ -386,14 +388,23 @@ impl Config {
                     "app names may hold letters, digits, '-' and '_' only".into(),
                 );
             }
-            if !self.connectors.contains_key(&app.users) {
+            for (key, connector) in [("users", Some(&app.users)), ("groups", app.groups.as_ref())] {
+                if let Some(connector) = connector
+                    && !self.connectors.contains_key(connector)
+                {
+                    problem(
+                        format!("apps.{name}.{key}"),
+                        format!(
+                            "no connector named {connector:?}; configured connectors: {:?}",
+                            self.connectors.keys().collect::<Vec<_>>()
+                        ),
+                    );
+                }
+            }
+            if app.groups.as_ref() == Some(&app.users) {
                 problem(
-                    format!("apps.{name}.users"),
-                    format!(
-                        "no connector named {:?}; configured connectors: {:?}",
-                        app.users,
-                        self.connectors.keys().collect::<Vec<_>>()
-                    ),
+                    format!("apps.{name}.groups"),
+                    "users and groups need a connector each (one object type per connector)".into(),
                 );
             }
             if app.token_env.is_none() && app.token_file.is_none() && app.insecure_default_token.is_none() {
@@ -424,12 +435,11 @@ impl Config {
                     problem(format!("connectors.{name}.attributes.{target}"), format!("{path:?}: {e}"));
                 }
             }
-            let has_user_name = connector.attributes.values().any(|p| p.eq_ignore_ascii_case("userName"));
-            if connector.match_attribute.is_none() && !has_user_name {
+            if connector.match_attribute().is_none() {
                 problem(
                     format!("connectors.{name}.attributes"),
-                    "map userName to a connector attribute, or set match_attribute, so that a write \
-                     whose outcome is unknown can be found again"
+                    "map userName (users) or displayName (groups) to a connector attribute, or set \
+                     match_attribute, so that a write whose outcome is unknown can be found again"
                         .into(),
                 );
             }
@@ -469,14 +479,16 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl ConnectorConfig {
-    /// The connector attribute used to find an object again (see `match_attribute`).
+    /// The connector attribute used to find an object again (see `match_attribute`): the one
+    /// mapped from `userName`, else from `displayName`.
     pub fn match_attribute(&self) -> Option<&str> {
-        self.match_attribute.as_deref().or_else(|| {
-            self.attributes
-                .iter()
-                .find(|(_, path)| path.eq_ignore_ascii_case("userName"))
-                .map(|(t, _)| t.as_str())
-        })
+        let mapped_from = |scim: &str| {
+            self.attributes.iter().find(|(_, path)| path.eq_ignore_ascii_case(scim)).map(|(t, _)| t.as_str())
+        };
+        self.match_attribute
+            .as_deref()
+            .or_else(|| mapped_from("userName"))
+            .or_else(|| mapped_from("displayName"))
     }
 
     /// Parameters in their text form, as the protocol carries them.

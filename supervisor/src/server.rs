@@ -112,7 +112,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
             App {
                 name: name.clone(),
                 users: app.users.clone(),
-                groups: None,
+                groups: app.groups.clone(),
                 tokens: resolve_tokens(name, app)?,
             },
         );

@@ -519,7 +519,8 @@ pub fn faulty_config(fault: &str, fault_file: &Path, extra: &str) -> String {
          call_timeout = \"2s\"\nhealth_interval = \"500ms\"",
         fault_file.display()
     );
-    format!("{}\n{extra}\n", quickstart_config().replace("executable = \"connector-sql\"", &connector))
+    // Only the users' connector is faulty.
+    format!("{}\n{extra}\n", quickstart_config().replacen("executable = \"connector-sql\"", &connector, 1))
 }
 
 /// Sends a signal to a process.

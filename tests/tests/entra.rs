@@ -149,3 +149,107 @@ fn entra_user_lifecycle() {
     let left: Vec<Value> = sqlite_rows(&s.data_dir.join("demo.db"), "SELECT user_name FROM users");
     assert_eq!(left, [json!({"user_name": "the-manager"})]);
 }
+
+fn group_patch(s: &Supervisor, id: &str, operations: Value) -> e2e::Response {
+    let body =
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations});
+    s.scim("PATCH", &format!("/scim/demo/Groups/{id}"), Some(&body.to_string()))
+}
+
+/// (member anchors) of the group row named `display_name`.
+fn member_anchors(s: &Supervisor, display_name: &str) -> Vec<String> {
+    let db = s.data_dir.join("demo.db");
+    let group = sqlite_rows(&db, "SELECT id, display_name FROM groups")
+        .into_iter()
+        .find(|g| g["display_name"] == display_name)
+        .unwrap_or_else(|| panic!("no group row {display_name}"));
+    sqlite_rows(&db, "SELECT owner, value FROM groups_members ORDER BY value")
+        .into_iter()
+        .filter(|m| m["owner"] == group["id"])
+        .map(|m| m["value"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn user_anchor(s: &Supervisor, user_name: &str) -> String {
+    row(s, user_name)["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn entra_group_lifecycle() {
+    let dir = TempDir::new("entra-groups");
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    let u1 = s.scim("POST", "/scim/demo/Users", Some(&e2e::user_body("member-one"))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let u2 = s.scim("POST", "/scim/demo/Users", Some(&e2e::user_body("member-two"))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a1, a2) = (user_anchor(&s, "member-one"), user_anchor(&s, "member-two"));
+
+    // Matched by displayName first; then created with the ADSCIM schema Entra adds.
+    let r = s.scim("GET", "/scim/demo/Groups?filter=displayName+eq+%22Group1DisplayName%22", None);
+    assert_eq!(r.json()["totalResults"], 0);
+    let create = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group", "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+        "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+        "displayName": "Group1DisplayName",
+        "meta": {"resourceType": "Group"},
+        "members": []
+    });
+    let r = s.scim("POST", "/scim/demo/Groups", Some(&create.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let group = r.json();
+    let gid = group["id"].as_str().unwrap().to_string();
+    assert_eq!(group["meta"]["resourceType"], "Group");
+    assert!(r.header("location").unwrap().ends_with(&format!("/scim/demo/Groups/{gid}")));
+    assert!(member_anchors(&s, "Group1DisplayName").is_empty());
+    assert_eq!(
+        s.scim("POST", "/scim/demo/Groups", Some(&create.to_string())).status,
+        409,
+        "displayName is unique"
+    );
+
+    // Members added one at a time: the target gets the users' anchors.
+    let r = group_patch(&s, &gid, json!([{"op": "Add", "path": "members", "value": [{"value": u1}]}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["members"], json!([{"value": u1}]));
+    assert_eq!(member_anchors(&s, "Group1DisplayName"), [a1.clone()]);
+    group_patch(&s, &gid, json!([{"op": "Add", "path": "members", "value": [{"value": u2}, {"value": u1}]}]));
+    let mut both = vec![a1.clone(), a2.clone()];
+    both.sort();
+    assert_eq!(member_anchors(&s, "Group1DisplayName"), both);
+
+    // A member that does not exist is refused, and nothing changes.
+    let r = group_patch(
+        &s,
+        &gid,
+        json!([{"op": "Add", "path": "members", "value": [{"value": "no-such-user"}]}]),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(member_anchors(&s, "Group1DisplayName"), both);
+
+    // Removed in both forms Entra and others use.
+    let r = group_patch(&s, &gid, json!([{"op": "Remove", "path": "members", "value": [{"value": u1}]}]));
+    assert_eq!(r.json()["members"], json!([{"value": u2}]));
+    assert_eq!(member_anchors(&s, "Group1DisplayName"), [a2.clone()]);
+    group_patch(&s, &gid, json!([{"op": "remove", "path": format!("members[value eq \"{u2}\"]")}]));
+    assert!(member_anchors(&s, "Group1DisplayName").is_empty());
+
+    // Renamed, found by its new name.
+    let r = group_patch(&s, &gid, json!([{"op": "Replace", "path": "displayName", "value": "Renamed"}]));
+    assert_eq!(r.status, 200);
+    let r = s.scim("GET", "/scim/demo/Groups?filter=displayName+eq+%22renamed%22", None);
+    assert_eq!(r.json()["Resources"][0]["id"], gid.as_str());
+    assert!(member_anchors(&s, "Renamed").is_empty());
+
+    // Deleted, with its membership rows; the users stay.
+    group_patch(&s, &gid, json!([{"op": "add", "path": "members", "value": [{"value": u1}]}]));
+    assert_eq!(s.scim("DELETE", &format!("/scim/demo/Groups/{gid}"), None).status, 204);
+    assert_eq!(s.scim("GET", &format!("/scim/demo/Groups/{gid}"), None).status, 404);
+    let db = s.data_dir.join("demo.db");
+    assert!(sqlite_rows(&db, "SELECT * FROM groups").is_empty());
+    assert!(sqlite_rows(&db, "SELECT * FROM groups_members").is_empty());
+    assert_eq!(sqlite_rows(&db, "SELECT * FROM users").len(), 2);
+}

@@ -142,7 +142,9 @@ fn wrong_protocol_version_is_refused_and_not_restarted() {
     assert_eq!(s.connector("demo-users")["restarts"], 0);
     let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("x")));
     assert_eq!(r.status, 503);
-    assert!(!dir.path().join("demo.db").exists(), "the connector never reached its target");
+    let users_table =
+        sqlite_rows(&dir.path().join("demo.db"), "SELECT name FROM sqlite_master WHERE name = 'users'");
+    assert!(users_table.is_empty(), "the users' connector never reached its target");
 }
 
 #[test]
@@ -177,8 +179,10 @@ fn two_apps(fault: &str, fault_file: &Path) -> String {
         .replace("[apps.demo]", "[apps.flaky]")
         .replace("demo-users", "flaky-users")
         .replace("/demo.db", "/flaky.db");
-    // Only its app and connector sections: the [server] section is the healthy config's.
+    // Only its app and users' connector: the [server] section and groups are the healthy config's.
     let flaky = &flaky[flaky.find("[apps.flaky]").expect("an app section")..];
+    let flaky = &flaky[..flaky.find("\n# Groups:").unwrap_or(flaky.len())];
+    let flaky = flaky.replace("groups = \"demo-groups\"\n", "");
     format!(
         "{healthy}\n{flaky}\n[connectors.flaky-users.restart]\ninitial_backoff = \"20ms\"\nmax_restarts = 3\n\
          window = \"60s\"\nquarantine_probe = \"1h\"\n"

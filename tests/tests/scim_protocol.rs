@@ -32,8 +32,9 @@ fn discovery_tells_what_is_supported_and_is_read_only() {
     assert_eq!(spc["authenticationSchemes"][0]["type"], "oauthbearertoken");
 
     let types = s.scim("GET", "/scim/demo/ResourceTypes", None).json();
-    assert_eq!(types["totalResults"], 1, "no Groups connector in the quickstart's demo app");
+    assert_eq!(types["totalResults"], 2);
     assert_eq!(types["Resources"][0]["endpoint"], "/Users");
+    assert_eq!(types["Resources"][1]["endpoint"], "/Groups");
     assert_eq!(
         s.scim("GET", "/scim/demo/ResourceTypes/User", None).json()["schema"],
         "urn:ietf:params:scim:schemas:core:2.0:User"

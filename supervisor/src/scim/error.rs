@@ -67,9 +67,11 @@ impl From<ProvisionError> for ScimError {
                 detail: format!("the connector is not available ({reason}); retry later"),
                 retry_after: Some(retry_after),
             },
-            ProvisionError::Conflict => {
-                Self::new(StatusCode::CONFLICT, Some("uniqueness"), "userName is already in use")
-            }
+            ProvisionError::Conflict => Self::new(
+                StatusCode::CONFLICT,
+                Some("uniqueness"),
+                "another resource has this userName (or, for a group, displayName)",
+            ),
             ProvisionError::NotFound => Self::not_found("resource not found"),
             ProvisionError::PreconditionFailed => Self::new(
                 StatusCode::PRECONDITION_FAILED,

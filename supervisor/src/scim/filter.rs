@@ -376,12 +376,14 @@ impl Filter {
         }
     }
 
-    /// The `userName` value when the filter is exactly `userName eq "..."`: the store answers it
-    /// from an index.
-    pub fn user_name_eq(&self) -> Option<&str> {
+    /// The value when the filter is exactly `<attribute> eq "..."` on a core attribute: the store
+    /// answers `userName` and `displayName` (groups) from an index.
+    pub fn eq_on(&self, attribute: &str) -> Option<&str> {
         match self {
             Filter::Compare(p, CompareOp::Eq, Value::String(s))
-                if p.attr.eq_ignore_ascii_case("userName") && p.sub.is_none() =>
+                if p.attr.eq_ignore_ascii_case(attribute)
+                    && p.sub.is_none()
+                    && p.urn.as_deref().is_none_or(is_core_urn) =>
             {
                 Some(s)
             }
@@ -569,8 +571,9 @@ mod tests {
 
     #[test]
     fn user_name_index_shortcut() {
-        assert_eq!(Filter::parse(r#"userName eq "a\"b""#).unwrap().user_name_eq(), Some("a\"b"));
-        assert_eq!(Filter::parse(r#"userName co "a""#).unwrap().user_name_eq(), None);
+        assert_eq!(Filter::parse(r#"userName eq "a\"b""#).unwrap().eq_on("userName"), Some("a\"b"));
+        assert_eq!(Filter::parse(r#"userName co "a""#).unwrap().eq_on("userName"), None);
+        assert_eq!(Filter::parse(r#"displayName eq "G""#).unwrap().eq_on("displayName"), Some("G"));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`patch`]: the PATCH engine.
 //! - [`resource`]: validating and building resources.
 //! - [`error`]: SCIM error bodies and the error-kind to status mapping.
-//! - [`users`]: the `/Users` handlers.
+//! - [`resources`]: the `/Users` and `/Groups` handlers.
+//! - [`discovery`]: `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`.
+//! - [`query`]: list queries (sorting, paging, projection, `.search`).
 
 pub mod discovery;
 pub mod error;
@@ -14,7 +16,7 @@ pub mod filter;
 pub mod patch;
 pub mod query;
 pub mod resource;
-pub mod users;
+pub mod resources;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use subtle::ConstantTimeEq;
 
 use crate::provision::Provisioner;
 use error::ScimError;
+use resource::{GroupKind, UserKind};
+use resources::{create, delete, get as get_one, list, patch, replace, search};
 
 #[cfg(test)]
 mod tests {
@@ -129,8 +133,24 @@ pub(crate) fn scim_json(status: StatusCode, body: &serde_json::Value) -> axum::r
 /// The SCIM router.
 pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/scim/{app}/Users", get(users::list).post(users::create))
-        .route("/scim/{app}/Users/.search", post(users::search))
+        .route("/scim/{app}/Users", get(list::<UserKind>).post(create::<UserKind>))
+        .route("/scim/{app}/Users/.search", post(search::<UserKind>))
+        .route(
+            "/scim/{app}/Users/{id}",
+            get(get_one::<UserKind>)
+                .put(replace::<UserKind>)
+                .patch(patch::<UserKind>)
+                .delete(delete::<UserKind>),
+        )
+        .route("/scim/{app}/Groups", get(list::<GroupKind>).post(create::<GroupKind>))
+        .route("/scim/{app}/Groups/.search", post(search::<GroupKind>))
+        .route(
+            "/scim/{app}/Groups/{id}",
+            get(get_one::<GroupKind>)
+                .put(replace::<GroupKind>)
+                .patch(patch::<GroupKind>)
+                .delete(delete::<GroupKind>),
+        )
         .route(
             "/scim/{app}/ServiceProviderConfig",
             get(discovery::service_provider_config).fallback(discovery::method_not_allowed),
@@ -145,10 +165,6 @@ pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
         )
         .route("/scim/{app}/Schemas", get(discovery::list_schemas).fallback(discovery::method_not_allowed))
         .route("/scim/{app}/Schemas/{id}", get(discovery::get_schema).fallback(discovery::method_not_allowed))
-        .route(
-            "/scim/{app}/Users/{id}",
-            get(users::get).put(users::replace).patch(users::patch).delete(users::delete),
-        )
         .fallback(|| async { ScimError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

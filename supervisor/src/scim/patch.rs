@@ -75,6 +75,19 @@ pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
     Ok(())
 }
 
+/// Whether two values of a multi-valued attribute are the same: equal `value`s for complex
+/// values (a member added twice is one member), equality otherwise.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (get_value(a), get_value(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn get_value(v: &Value) -> Option<&Value> {
+    v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v)
+}
+
 /// Whether a URN key names an attribute (`urn:...:User:department`) rather than a schema
 /// (`urn:...:User`): schema URNs end with a capitalised resource name.
 fn key_names_attribute(key: &str) -> bool {
@@ -130,6 +143,20 @@ fn apply_path(resource: &mut Value, op: Op, path: &ValuePath, value: Value) -> R
         return apply_filtered(container, &key, op, filter, path.sub_after_filter.as_deref(), value);
     }
     match (&attr.sub, op) {
+        // `{"op": "Remove", "path": "members", "value": [{"value": id}]}` (Entra): remove those
+        // values, not the whole attribute.
+        (None, Op::Remove) if value.is_array() || value.is_object() => {
+            let gone: Vec<Value> = match value {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            if let Some(Value::Array(existing)) = container.get_mut(&key) {
+                existing.retain(|item| !gone.iter().any(|g| same_value(g, item)));
+                if existing.is_empty() {
+                    container.remove(&key);
+                }
+            }
+        }
         (None, Op::Remove) => {
             container.remove(&key);
         }
@@ -139,7 +166,7 @@ fn apply_path(resource: &mut Value, op: Op, path: &ValuePath, value: Value) -> R
         (None, Op::Add) => match (container.get_mut(&key), value) {
             (Some(Value::Array(existing)), Value::Array(new)) => {
                 for v in new {
-                    if !existing.contains(&v) {
+                    if !existing.iter().any(|e| same_value(e, &v)) {
                         existing.push(v);
                     }
                 }
@@ -309,6 +336,23 @@ mod tests {
         let mut u = user();
         patch(&mut u, json!([{"op": "add", "path": "emails", "value": [{"value": "h@x", "type": "home"}, {"value": "o@x"}]}])).unwrap();
         assert_eq!(u["emails"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn group_members_one_by_one_in_both_forms() {
+        let mut g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "g",
+                           "members": [{"value": "u1"}]});
+        patch(&mut g, json!([{"op": "Add", "path": "members", "value": [{"value": "u2"}, {"value": "u1", "display": "x"}]}])).unwrap();
+        assert_eq!(g["members"], json!([{"value": "u1"}, {"value": "u2"}]), "added once");
+        patch(&mut g, json!([{"op": "Remove", "path": "members", "value": [{"value": "u1"}]}])).unwrap();
+        assert_eq!(g["members"], json!([{"value": "u2"}]));
+        patch(&mut g, json!([{"op": "remove", "path": "members[value eq \"u2\"]"}])).unwrap();
+        assert!(g.get("members").is_none());
+        patch(&mut g, json!([{"op": "add", "path": "members", "value": [{"value": "u3"}]}])).unwrap();
+        patch(&mut g, json!([{"op": "replace", "path": "members", "value": [{"value": "u4"}]}])).unwrap();
+        assert_eq!(g["members"], json!([{"value": "u4"}]));
+        patch(&mut g, json!([{"op": "remove", "path": "members"}])).unwrap();
+        assert!(g.get("members").is_none(), "remove without a value empties it");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::App;
 use super::discovery::ENTERPRISE_USER_SCHEMA;
 use super::error::ScimError;
 use super::filter::get_ci;
@@ -162,8 +163,116 @@ fn coerce_boolean(key: &str, value: &Value) -> Result<Value, ScimError> {
     }
 }
 
+/// A kind of resource: its names, its unique attribute, its validation, its connector.
+pub trait Kind: Send + Sync + 'static {
+    /// `meta.resourceType`, and the connector space's resource type.
+    const NAME: &'static str;
+    /// The endpoint (`/Users`).
+    const ENDPOINT: &'static str;
+    /// The attribute that is unique per app and that clients match on.
+    const UNIQUE: &'static str;
+    /// Checks and normalises a resource sent by a client; returns it and its unique name.
+    fn validate(resource: Value) -> Result<(Value, String), ScimError>;
+    /// The connector that holds this kind for `app`, if the app has this kind.
+    fn connector(app: &App) -> Option<&str>;
+}
+
+/// Users.
+pub struct UserKind;
+/// Groups.
+pub struct GroupKind;
+
+impl Kind for UserKind {
+    const NAME: &'static str = "User";
+    const ENDPOINT: &'static str = "Users";
+    const UNIQUE: &'static str = "userName";
+    fn validate(resource: Value) -> Result<(Value, String), ScimError> {
+        validate_user(resource)
+    }
+    fn connector(app: &App) -> Option<&str> {
+        Some(&app.users)
+    }
+}
+
+impl Kind for GroupKind {
+    const NAME: &'static str = "Group";
+    const ENDPOINT: &'static str = "Groups";
+    const UNIQUE: &'static str = "displayName";
+    fn validate(resource: Value) -> Result<(Value, String), ScimError> {
+        validate_group(resource)
+    }
+    fn connector(app: &App) -> Option<&str> {
+        app.groups.as_deref()
+    }
+}
+
+/// The schema Entra ID puts beside the core Group schema on group creates.
+pub const ADSCIM_GROUP_SCHEMA: &str =
+    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+
+/// Checks and normalises a Group; returns it and its displayName. Members are `{value, type,
+/// display}` objects, each value once.
+pub fn validate_group(mut group: Value) -> Result<(Value, String), ScimError> {
+    if !lists_schema(&group, GROUP_SCHEMA) && !lists_schema(&group, ADSCIM_GROUP_SCHEMA) {
+        return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {GROUP_SCHEMA}")));
+    }
+    remove_nulls(&mut group);
+    let object = group
+        .as_object_mut()
+        .ok_or_else(|| ScimError::bad_request("invalidSyntax", "a Group is a JSON object"))?;
+    object.retain(|k, _| !READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(k)));
+    // Answer with the core schema whatever the client listed.
+    if let Some(Value::Array(schemas)) = object.get_mut("schemas") {
+        schemas.retain(|s| !s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(ADSCIM_GROUP_SCHEMA)));
+        if !schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(GROUP_SCHEMA))) {
+            schemas.insert(0, json!(GROUP_SCHEMA));
+        }
+    }
+    if let Some(key) = object.keys().find(|k| k.eq_ignore_ascii_case("members")).cloned() {
+        let members = match object.remove(&key) {
+            Some(Value::Array(items)) => items,
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => return Err(ScimError::bad_request("invalidValue", "members must be a list")),
+        };
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for member in members {
+            let Value::Object(m) = member else {
+                return Err(ScimError::bad_request("invalidValue", "each member is an object with a value"));
+            };
+            let value = match m.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v) {
+                Some(Value::String(v)) if !v.is_empty() => v.clone(),
+                _ => return Err(ScimError::bad_request("invalidValue", "each member needs a string value")),
+            };
+            if seen.contains(&value) {
+                continue;
+            }
+            seen.push(value.clone());
+            let mut kept = Map::new();
+            kept.insert("value".into(), Value::String(value));
+            for (k, v) in m {
+                if ["type", "display"].iter().any(|a| a.eq_ignore_ascii_case(&k)) {
+                    kept.insert(k.to_ascii_lowercase(), v);
+                }
+            }
+            out.push(Value::Object(kept));
+        }
+        if !out.is_empty() {
+            object.insert("members".into(), Value::Array(out));
+        }
+    }
+    let name = match get_ci(&group, "displayName") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => {
+            return Err(ScimError::bad_request("invalidValue", "displayName must be a non-empty string"));
+        }
+        None => return Err(ScimError::bad_request("invalidValue", "displayName is required")),
+    };
+    Ok((group, name))
+}
+
 /// The resource as we answer it: stored attributes, `id`, and `meta`.
-pub fn user_response(record: &Record, base_url: &str) -> Value {
+pub fn to_response<K: Kind>(record: &Record, base_url: &str) -> Value {
     let mut out = match &record.resource {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
@@ -172,19 +281,19 @@ pub fn user_response(record: &Record, base_url: &str) -> Value {
     out.insert(
         "meta".into(),
         json!({
-            "resourceType": "User",
+            "resourceType": K::NAME,
             "created": record.created,
             "lastModified": record.modified,
-            "location": location(base_url, &record.app, &record.id),
+            "location": location::<K>(base_url, &record.app, &record.id),
             "version": etag(record),
         }),
     );
     Value::Object(out)
 }
 
-/// The URL of a User.
-pub fn location(base_url: &str, app: &str, id: &str) -> String {
-    format!("{base_url}/scim/{app}/Users/{id}")
+/// The URL of a resource.
+pub fn location<K: Kind>(base_url: &str, app: &str, id: &str) -> String {
+    format!("{base_url}/scim/{app}/{}/{id}", K::ENDPOINT)
 }
 
 /// The weak ETag of a record's version.
@@ -260,6 +369,31 @@ mod tests {
         .unwrap();
         assert_eq!(user["emails"], json!([{"value": "a@x", "primary": true}]));
         assert!(user.get("password").is_none(), "never stored");
+    }
+
+    #[test]
+    fn groups_as_entra_sends_them() {
+        let (group, name) = validate_group(json!({
+            "schemas": [GROUP_SCHEMA, ADSCIM_GROUP_SCHEMA],
+            "externalId": "8aa1a0c0", "displayName": "Group1DisplayName", "meta": {"resourceType": "Group"},
+            "members": [{"value": "u1", "$ref": null}, {"value": "u1"}, {"value": "u2", "type": "User"}]
+        }))
+        .unwrap();
+        assert_eq!(name, "Group1DisplayName");
+        assert_eq!(group["schemas"], json!([GROUP_SCHEMA]));
+        assert_eq!(group["members"], json!([{"value": "u1"}, {"value": "u2", "type": "User"}]));
+        assert!(group.get("meta").is_none());
+        let (only_adscim, _) =
+            validate_group(json!({"schemas": [ADSCIM_GROUP_SCHEMA], "displayName": "g", "members": []}))
+                .unwrap();
+        assert_eq!(only_adscim["schemas"], json!([GROUP_SCHEMA]));
+        assert!(validate_group(json!({"schemas": [GROUP_SCHEMA]})).is_err());
+        assert!(
+            validate_group(
+                json!({"schemas": [GROUP_SCHEMA], "displayName": "g", "members": [{"type": "User"}]})
+            )
+            .is_err()
+        );
     }
 
     #[test]

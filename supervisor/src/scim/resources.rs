@@ -1,4 +1,5 @@
-//! `/scim/{app}/Users`: create, read, list with filter, replace, patch, delete.
+//! `/scim/{app}/Users` and `/scim/{app}/Groups`: create, read, list and search, replace, patch,
+//! delete; one set of handlers, generic over the resource [`Kind`].
 
 use std::sync::Arc;
 
@@ -8,68 +9,77 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::ScimError;
-use super::filter::Filter;
 use super::query::{Projection, Query as ListQuery, RawQuery};
-use super::resource::{self, list_response, parse_body, user_response, validate_user};
+use super::resource::{self, Kind, list_response, parse_body, to_response};
 use super::{Authorized, ScimBody, ScimState, scim_json};
 use crate::store::{Record, RecordState};
 
-const RESOURCE_TYPE: &str = "User";
-
-fn user_reply(status: StatusCode, record: &Record, base_url: &str) -> Response {
-    let mut response = scim_json(status, &user_response(record, base_url));
+fn reply<K: Kind>(status: StatusCode, record: &Record, base_url: &str) -> Response {
+    let mut response = scim_json(status, &to_response::<K>(record, base_url));
     if let Ok(etag) = HeaderValue::from_str(&resource::etag(record)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
 }
 
-async fn present(state: &ScimState, app: &str, id: &str) -> Result<Record, ScimError> {
+async fn present<K: Kind>(state: &ScimState, app: &str, id: &str) -> Result<Record, ScimError> {
     state
         .provisioner
         .store
-        .get(app, RESOURCE_TYPE, id)
+        .get(app, K::NAME, id)
         .await
         .map_err(|e| ScimError::from(crate::provision::ProvisionError::Store(e)))?
         .filter(|r| r.state == RecordState::Present)
-        .ok_or_else(|| ScimError::not_found(format!("no User with id {id:?}")))
+        .ok_or_else(|| ScimError::not_found(format!("no {} with id {id:?}", K::NAME)))
+}
+
+/// The connector holding this kind of resource for the app, or a SCIM 404.
+fn connector<K: Kind>(auth: &Authorized) -> Result<&str, ScimError> {
+    K::connector(&auth.app)
+        .ok_or_else(|| ScimError::not_found(format!("app {:?} has no {}", auth.app.name, K::ENDPOINT)))
 }
 
 /// `GET /Users[?filter=...&sortBy=...&startIndex=...&count=...&attributes=...]`, answered from
 /// the connector space.
-pub async fn list(
+pub async fn list<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Query(raw): Query<RawQuery>,
 ) -> Result<Response, ScimError> {
-    search_with(&state, &auth, raw.parse()?).await
+    search_with::<K>(&state, &auth, raw.parse()?).await
 }
 
 /// `POST /Users/.search`: the same query in a SearchRequest body.
-pub async fn search(
+pub async fn search<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let query = RawQuery::from_search_body(&parse_body(&body)?)?.parse()?;
-    search_with(&state, &auth, query).await
+    search_with::<K>(&state, &auth, query).await
 }
 
-async fn search_with(state: &ScimState, auth: &Authorized, query: ListQuery) -> Result<Response, ScimError> {
+async fn search_with<K: Kind>(
+    state: &ScimState,
+    auth: &Authorized,
+    query: ListQuery,
+) -> Result<Response, ScimError> {
+    connector::<K>(auth)?;
     let store = &state.provisioner.store;
     let store_error = |e| ScimError::from(crate::provision::ProvisionError::Store(e));
-    // `userName eq "..."` (how Entra matches before it creates) is answered from an index.
-    let records = match query.filter.as_ref().and_then(Filter::user_name_eq) {
+    // `userName eq "..."` (`displayName eq` for groups), how Entra matches before it creates, is
+    // answered from an index.
+    let records = match query.filter.as_ref().and_then(|f| f.eq_on(K::UNIQUE)) {
         Some(name) => store
-            .by_user_name(&auth.app.name, RESOURCE_TYPE, name)
+            .by_user_name(&auth.app.name, K::NAME, name)
             .await
             .map_err(store_error)?
             .filter(|r| r.state == RecordState::Present)
             .into_iter()
             .collect(),
-        None => store.list(&auth.app.name, RESOURCE_TYPE).await.map_err(store_error)?,
+        None => store.list(&auth.app.name, K::NAME).await.map_err(store_error)?,
     };
-    let resources = records.iter().map(|r| user_response(r, &auth.base_url)).collect();
+    let resources = records.iter().map(|r| to_response::<K>(r, &auth.base_url)).collect();
     let (page, total) = query.apply(resources);
     Ok(scim_json(StatusCode::OK, &list_response(page, total, query.start_index)))
 }
@@ -104,16 +114,17 @@ pub struct ProjectionQuery {
 }
 
 /// `POST /Users`.
-pub async fn create(
+pub async fn create<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let (user, user_name) = validate_user(parse_body(&body)?)?;
-    let record =
-        state.provisioner.create(&auth.app.name, RESOURCE_TYPE, &auth.app.users, &user_name, user).await?;
-    let mut response = user_reply(StatusCode::CREATED, &record, &auth.base_url);
-    if let Ok(location) = HeaderValue::from_str(&resource::location(&auth.base_url, &record.app, &record.id))
+    let connector = connector::<K>(&auth)?;
+    let (resource, name) = K::validate(parse_body(&body)?)?;
+    let record = state.provisioner.create(&auth.app.name, K::NAME, connector, &name, resource).await?;
+    let mut response = reply::<K>(StatusCode::CREATED, &record, &auth.base_url);
+    if let Ok(location) =
+        HeaderValue::from_str(&resource::location::<K>(&auth.base_url, &record.app, &record.id))
     {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -121,7 +132,7 @@ pub async fn create(
 }
 
 /// `GET /Users/{id}`.
-pub async fn get(
+pub async fn get<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
@@ -129,8 +140,10 @@ pub async fn get(
 ) -> Result<Response, ScimError> {
     let projection =
         Projection::parse(projection.attributes.as_deref(), projection.excluded_attributes.as_deref())?;
-    let record = present(&state, &auth.app.name, &id).await?;
-    let mut response = scim_json(StatusCode::OK, &projection.apply(user_response(&record, &auth.base_url)));
+    connector::<K>(&auth)?;
+    let record = present::<K>(&state, &auth.app.name, &id).await?;
+    let mut response =
+        scim_json(StatusCode::OK, &projection.apply(to_response::<K>(&record, &auth.base_url)));
     if let Ok(etag) = HeaderValue::from_str(&resource::etag(&record)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -138,46 +151,49 @@ pub async fn get(
 }
 
 /// `PUT /Users/{id}`.
-pub async fn replace(
+pub async fn replace<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let existing = present(&state, &auth.app.name, &id).await?;
-    let (user, user_name) = validate_user(parse_body(&body)?)?;
+    connector::<K>(&auth)?;
+    let existing = present::<K>(&state, &auth.app.name, &id).await?;
+    let (resource, name) = K::validate(parse_body(&body)?)?;
     let if_match = IfMatch::from_headers(&headers);
-    let record = state.provisioner.replace(existing, &user_name, user, &|r| if_match.holds(r)).await?;
-    Ok(user_reply(StatusCode::OK, &record, &auth.base_url))
+    let record = state.provisioner.replace(existing, &name, resource, &|r| if_match.holds(r)).await?;
+    Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
 }
 
 /// `PATCH /Users/{id}`: the patch is applied to a copy; nothing changes unless all of it applies.
-pub async fn patch(
+pub async fn patch<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let existing = present(&state, &auth.app.name, &id).await?;
+    connector::<K>(&auth)?;
+    let existing = present::<K>(&state, &auth.app.name, &id).await?;
     let request = parse_body(&body)?;
     let mut patched = existing.resource.clone();
     super::patch::apply(&mut patched, &request)?;
-    let (user, user_name) = validate_user(patched)?;
+    let (resource, name) = K::validate(patched)?;
     let if_match = IfMatch::from_headers(&headers);
-    let record = state.provisioner.replace(existing, &user_name, user, &|r| if_match.holds(r)).await?;
-    Ok(user_reply(StatusCode::OK, &record, &auth.base_url))
+    let record = state.provisioner.replace(existing, &name, resource, &|r| if_match.holds(r)).await?;
+    Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
 }
 
 /// `DELETE /Users/{id}`.
-pub async fn delete(
+pub async fn delete<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
     Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
-    let existing = present(&state, &auth.app.name, &id).await?;
+    connector::<K>(&auth)?;
+    let existing = present::<K>(&state, &auth.app.name, &id).await?;
     let if_match = IfMatch::from_headers(&headers);
     state.provisioner.delete(existing, &|r| if_match.holds(r)).await?;
     Ok(StatusCode::NO_CONTENT)
