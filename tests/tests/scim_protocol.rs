@@ -48,7 +48,8 @@ fn discovery_tells_what_is_supported_and_is_read_only() {
         schema_ids,
         [
             "urn:ietf:params:scim:schemas:core:2.0:User",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            "urn:ietf:params:scim:schemas:core:2.0:Group"
         ]
     );
     let user = s.scim("GET", "/scim/demo/Schemas/urn:ietf:params:scim:schemas:core:2.0:User", None);
