@@ -203,6 +203,9 @@ pub struct ConnectorConfig {
     /// Restart policy.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// What DELETE and `active: false` do to the target object.
+    #[serde(default)]
+    pub deprovision: DeprovisionConfig,
     /// Most entries per PutExportEntries batch (also bounded by the connector's own limit).
     #[serde(default = "default_batch_size")]
     pub export_batch_size: usize,
@@ -219,6 +222,50 @@ fn default_health_interval() -> Duration {
 }
 fn default_batch_size() -> usize {
     100
+}
+
+/// What happens to a target object when its SCIM resource is deleted or disabled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeprovisionAction {
+    /// Delete the target object.
+    Delete,
+    /// Set the attribute values in `set` (e.g. a status column, a disabled flag).
+    Set,
+    /// Leave the target object as it is.
+    #[default]
+    None,
+}
+
+/// `[connectors.<name>.deprovision]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeprovisionConfig {
+    /// On DELETE (default `delete`). With `set` or `none` the object stays in the target and a
+    /// later create with the same name takes it up again.
+    #[serde(default = "default_on_delete")]
+    pub on_delete: DeprovisionAction,
+    /// On `active: false` (default `none`: only the mapped attributes change). With `delete` the
+    /// object comes back when the resource is enabled again.
+    #[serde(default)]
+    pub on_disable: DeprovisionAction,
+    /// Connector attribute values for the `set` action.
+    #[serde(default)]
+    pub set: BTreeMap<String, toml::Value>,
+}
+
+fn default_on_delete() -> DeprovisionAction {
+    DeprovisionAction::Delete
+}
+
+impl Default for DeprovisionConfig {
+    fn default() -> Self {
+        Self {
+            on_delete: DeprovisionAction::Delete,
+            on_disable: DeprovisionAction::None,
+            set: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[connectors.<name>.restart]`: exponential backoff with jitter.
@@ -442,6 +489,23 @@ impl Config {
                      match_attribute, so that a write whose outcome is unknown can be found again"
                         .into(),
                 );
+            }
+            let d = &connector.deprovision;
+            let uses_set = d.on_delete == DeprovisionAction::Set || d.on_disable == DeprovisionAction::Set;
+            if uses_set && d.set.is_empty() {
+                problem(
+                    format!("connectors.{name}.deprovision.set"),
+                    "the \"set\" action needs attribute values here, e.g. set = { status = \"disabled\" }"
+                        .into(),
+                );
+            }
+            for (key, value) in &d.set {
+                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)) {
+                    problem(
+                        format!("connectors.{name}.deprovision.set.{key}"),
+                        "must be a string, integer or boolean".into(),
+                    );
+                }
             }
             if let Some(m) = &connector.match_attribute
                 && !connector.attributes.contains_key(m)

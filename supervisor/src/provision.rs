@@ -16,6 +16,7 @@ use ecma_proto::v1::{self, CsEntryChange, ErrorKind, ObjectModificationType};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::config::{DeprovisionAction, DeprovisionConfig};
 use crate::export::ExportQueue;
 use crate::mapping::{Mapping, TargetValues};
 use crate::store::{Record, RecordState, Store, StoreError};
@@ -55,6 +56,28 @@ impl From<CallError> for ProvisionError {
 
 /// A client's condition on the current record (an `If-Match`), checked under the object's lock.
 pub type Precondition<'a> = dyn Fn(&Record) -> bool + Send + Sync + 'a;
+
+/// Whether a resource is active (`active` absent means active).
+fn is_active(resource: &Value) -> bool {
+    crate::scim::filter::get_ci(resource, "active") != Some(&Value::Bool(false))
+}
+
+/// The connector attribute values of the `set` deprovisioning action.
+fn set_values(policy: &DeprovisionConfig) -> TargetValues {
+    policy
+        .set
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                toml::Value::Boolean(b) => v1::Value::boolean(*b),
+                toml::Value::Integer(i) => v1::Value::integer(*i),
+                toml::Value::String(s) => v1::Value::string(s.clone()),
+                other => v1::Value::string(other.to_string()),
+            };
+            (name.clone(), vec![value])
+        })
+        .collect()
+}
 
 /// One connector as the write path uses it.
 #[derive(Clone)]
@@ -119,8 +142,12 @@ impl Provisioner {
         let mut record = match self.store.by_user_name(app, resource_type, user_name).await? {
             Some(r) if r.state == RecordState::Present => return Err(ProvisionError::Conflict),
             Some(mut pending) => {
-                // An earlier attempt's outcome is unknown: find out before writing again.
-                tracing::info!(app, id = %pending.id, "reconciling an earlier create whose outcome was unknown");
+                // An earlier attempt's outcome is unknown, or the name belongs to a deprovisioned
+                // object that was kept in the target: find it before writing again.
+                tracing::info!(app, id = %pending.id, state = ?pending.state, "looking for an earlier object with this name");
+                if pending.state == RecordState::Deprovisioned {
+                    pending.version += 1;
+                }
                 pending.resource = resource;
                 pending.user_name = user_name.to_string();
                 pending.modified = now();
@@ -359,13 +386,47 @@ impl Provisioner {
             return Err(ProvisionError::Conflict);
         }
         let before = record.target_values();
-        let after = self.target_values(target, &record.app, &resource).await?;
+        let mut after = self.target_values(target, &record.app, &resource).await?;
+        let policy = &target.handle.config.deprovision;
+        let active = is_active(&resource);
+        match policy.on_disable {
+            DeprovisionAction::Set if !active => after.extend(set_values(policy)),
+            DeprovisionAction::Delete if !active => {
+                // Disabled: the target object goes; the SCIM resource stays, without anchors.
+                if !record.target.anchors.is_empty() {
+                    target.handle.session()?;
+                    self.export_delete(target, &record).await?;
+                    record.target = v1::Entry::default();
+                }
+                return self.store_replaced(record, user_name, resource).await;
+            }
+            DeprovisionAction::Delete if record.target.anchors.is_empty() => {
+                // Enabled again after a delete-on-disable: the object comes back.
+                target.handle.session()?;
+                record.resource = resource;
+                let added = self.add_again(target, record, &after).await?;
+                let resource = added.resource.clone();
+                return self.store_replaced(added, user_name, resource).await;
+            }
+            _ => {}
+        }
         let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
         if !changes.is_empty() {
             target.handle.session()?;
             self.export_update(target, &record, changes).await?;
         }
         record.set_target_values(&after);
+        self.store_replaced(record, user_name, resource).await
+    }
+
+    /// Records a replaced resource as the new version.
+    async fn store_replaced(
+        &self,
+        mut record: Record,
+        user_name: &str,
+        resource: Value,
+    ) -> Result<Record, ProvisionError> {
+        record.state = RecordState::Present;
         record.resource = resource;
         record.user_name = user_name.to_string();
         record.version += 1;
@@ -421,22 +482,90 @@ impl Provisioner {
         if !precondition(&existing) {
             return Err(ProvisionError::PreconditionFailed);
         }
-        target.handle.session()?;
+        let policy = &target.handle.config.deprovision;
+        // A resource whose object was already removed on disable has nothing left to remove.
+        if existing.target.anchors.is_empty() {
+            self.store.delete(&existing.app, &existing.resource_type, &existing.id).await?;
+            return Ok(());
+        }
+        match policy.on_delete {
+            DeprovisionAction::Delete => {
+                target.handle.session()?;
+                self.export_delete(target, &existing).await?;
+                self.store.delete(&existing.app, &existing.resource_type, &existing.id).await?;
+            }
+            DeprovisionAction::Set | DeprovisionAction::None => {
+                let mut kept = existing;
+                if policy.on_delete == DeprovisionAction::Set {
+                    target.handle.session()?;
+                    let before = kept.target_values();
+                    let mut after = before.clone();
+                    after.extend(set_values(policy));
+                    let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
+                    match self.export_update(target, &kept, changes).await {
+                        // Gone from the target already: nothing to keep.
+                        Err(ProvisionError::NotFound) => return Ok(()),
+                        other => other?,
+                    }
+                    kept.set_target_values(&after);
+                }
+                kept.state = RecordState::Deprovisioned;
+                kept.modified = now();
+                self.store.update(&kept).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a DELETE; an object that is already gone is what was wanted.
+    async fn export_delete(&self, target: &Target, record: &Record) -> Result<(), ProvisionError> {
         let change = CsEntryChange {
-            identifier: existing.id.clone(),
+            identifier: record.id.clone(),
             object_type: target.handle.config.object_type.clone(),
             modification_type: ObjectModificationType::Delete as i32,
-            anchors: existing.target.anchors.clone(),
-            dn: existing.target.dn.clone(),
+            anchors: record.target.anchors.clone(),
+            dn: record.target.dn.clone(),
             attribute_changes: vec![],
         };
         let result = self.export_idempotent(target, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
-            // Already gone is what we wanted.
-            ErrorKind::None | ErrorKind::NoSuchObject => {
-                self.store.delete(&existing.app, &existing.resource_type, &existing.id).await?;
-                Ok(())
+            ErrorKind::None | ErrorKind::NoSuchObject => Ok(()),
+            kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
+        }
+    }
+
+    /// Adds the object of an existing record again (re-enabled after a delete-on-disable). An
+    /// unknown outcome is reconciled, never blindly repeated.
+    async fn add_again(
+        &self,
+        target: &Target,
+        mut record: Record,
+        values: &TargetValues,
+    ) -> Result<Record, ProvisionError> {
+        let change = CsEntryChange {
+            identifier: record.id.clone(),
+            object_type: target.handle.config.object_type.clone(),
+            modification_type: ObjectModificationType::Add as i32,
+            anchors: vec![],
+            dn: String::new(),
+            attribute_changes: Mapping::add_changes(values),
+        };
+        let result = match target.queue.export(change.clone()).await {
+            Err(CallError::Lost { .. }) => {
+                if let Some(found) = self.reconcile_create(target, &mut record, values).await? {
+                    return Ok(found);
+                }
+                target.queue.export(change).await?
             }
+            other => other?,
+        };
+        match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
+            ErrorKind::None => {
+                record.target.anchors = result.anchors;
+                record.set_target_values(values);
+                Ok(record)
+            }
+            ErrorKind::AlreadyExists => Err(ProvisionError::Conflict),
             kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
         }
     }

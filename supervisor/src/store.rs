@@ -36,6 +36,9 @@ pub enum RecordState {
     Pending,
     /// Confirmed by the connector.
     Present,
+    /// Deleted from SCIM while its target object was kept (deprovisioned by setting values, or
+    /// left alone): not served, and taken up again by a create with the same name.
+    Deprovisioned,
 }
 
 impl RecordState {
@@ -43,6 +46,7 @@ impl RecordState {
         match self {
             RecordState::Pending => "pending",
             RecordState::Present => "present",
+            RecordState::Deprovisioned => "deprovisioned",
         }
     }
 }
@@ -147,6 +151,7 @@ impl Store {
         let state = match row.get::<String, _>("state").as_str() {
             "pending" => RecordState::Pending,
             "present" => RecordState::Present,
+            "deprovisioned" => RecordState::Deprovisioned,
             other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
         };
         let resource = serde_json::from_str(&row.get::<String, _>("resource"))

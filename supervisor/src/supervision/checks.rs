@@ -87,6 +87,18 @@ pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<(), No
         )));
     }
 
+    let unknown: Vec<_> = handle
+        .config
+        .deprovision
+        .set
+        .keys()
+        .filter(|t| !object_type.attributes.iter().any(|a| &a.name == *t))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(NotReady::BadConfig(format!(
+            "connectors.{name}.deprovision.set: {unknown:?} are not attributes of {wanted:?}"
+        )));
+    }
     handle.set_shape(crate::mapping::Shape::of(object_type));
 
     let partitions = session
