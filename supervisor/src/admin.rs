@@ -18,6 +18,7 @@ pub struct AdminState {
     pub connectors: Vec<Arc<ConnectorHandle>>,
     pub metrics: PrometheusHandle,
     pub store: crate::store::Store,
+    pub imports: Arc<crate::import::Imports>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -27,10 +28,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/connectors", get(connectors))
         .route("/admin/connectors/{name}/reset", post(reset))
+        .route("/admin/connectors/{name}/import", post(import))
         .with_state(state)
 }
 
-fn describe(handle: &ConnectorHandle, pending_writes: Option<i64>) -> Value {
+fn describe(
+    handle: &ConnectorHandle,
+    pending_writes: Option<i64>,
+    last_import: Option<crate::import::Report>,
+) -> Value {
     let phase = handle.phase();
     let status = handle.status();
     let reason = match &phase {
@@ -54,6 +60,7 @@ fn describe(handle: &ConnectorHandle, pending_writes: Option<i64>) -> Value {
         "protocol_version": status.protocol_version,
         "connector_version": status.connector_version,
         "pending_writes": pending_writes,
+        "last_import": last_import,
         "object_type": handle.config.object_type,
         "partition": handle.config.partition,
         "recent_output": status.recent_output.iter().rev().take(10).rev().collect::<Vec<_>>(),
@@ -105,10 +112,49 @@ async fn reset(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct ImportQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// Runs an import now and answers its report: `?type=full` (default) or `?type=delta` (full
+/// where the connector has no delta).
+async fn import(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ImportQuery>,
+) -> (StatusCode, Json<Value>) {
+    use crate::import::{ImportError, NotRun};
+    let kind = match query.kind.as_deref().unwrap_or("full") {
+        "full" => ecma_proto::v1::ImportType::Full,
+        "delta" => ecma_proto::v1::ImportType::Delta,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("type {other:?} is neither full nor delta")})),
+            );
+        }
+    };
+    match state.imports.run(&name, kind).await {
+        Ok(report) => (StatusCode::OK, Json(json!(report))),
+        Err(e @ NotRun::Unknown(_)) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))),
+        Err(e @ NotRun::Unbound(_)) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))),
+        Err(e @ NotRun::Failed(ImportError::Connector(_))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()})))
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    }
+}
+
 async fn connectors(State(state): State<Arc<AdminState>>) -> Json<Value> {
     let mut described = Vec::with_capacity(state.connectors.len());
     for c in &state.connectors {
-        described.push(describe(c, state.store.count_pending(&c.name).await.ok()));
+        described.push(describe(
+            c,
+            state.store.count_pending(&c.name).await.ok(),
+            state.imports.last(&c.name),
+        ));
     }
     Json(json!({ "connectors": described }))
 }

@@ -203,6 +203,9 @@ pub struct ConnectorConfig {
     /// Restart policy.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// When imports run.
+    #[serde(default)]
+    pub import: ImportConfig,
     /// What DELETE and `active: false` do to the target object.
     #[serde(default)]
     pub deprovision: DeprovisionConfig,
@@ -222,6 +225,41 @@ fn default_health_interval() -> Duration {
 }
 fn default_batch_size() -> usize {
     100
+}
+
+/// `[connectors.<name>.import]`: when the connector space is brought in step with the target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// A full import each time the connector becomes ready after starting (default true).
+    #[serde(default = "default_true")]
+    pub on_start: bool,
+    /// A full import at this interval (any length; none by default).
+    #[serde(default, with = "optional_duration")]
+    pub full_interval: Option<Duration>,
+    /// A delta import at this interval, where the connector supports delta (full otherwise).
+    #[serde(default, with = "optional_duration")]
+    pub delta_interval: Option<Duration>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        Self { on_start: true, full_interval: None, delta_interval: None }
+    }
+}
+
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
 }
 
 /// What happens to a target object when its SCIM resource is deleted or disabled.
@@ -444,6 +482,19 @@ impl Config {
                         format!(
                             "no connector named {connector:?}; configured connectors: {:?}",
                             self.connectors.keys().collect::<Vec<_>>()
+                        ),
+                    );
+                }
+            }
+            for (other_name, other) in &self.apps {
+                if other_name != name
+                    && (other.users == app.users || other.groups.as_ref() == Some(&app.users))
+                {
+                    problem(
+                        format!("apps.{name}.users"),
+                        format!(
+                            "connector {:?} already serves app {other_name:?}; give each app its own",
+                            app.users
                         ),
                     );
                 }

@@ -191,6 +191,187 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Writes target values back into a SCIM resource (for imports): each mapped path is set
+    /// from its attribute, or removed when the attribute has no value. References are turned
+    /// back into SCIM ids through `ids` (a reference the connector space does not know is left
+    /// out). Attributes the mapping does not cover are left as they are.
+    pub fn from_target(
+        &self,
+        resource: &mut Value,
+        values: &TargetValues,
+        shape: &Shape,
+        ids: &HashMap<String, String>,
+    ) {
+        for (target, path) in &self.entries {
+            let mut json: Vec<Value> =
+                values.get(target).map(|vs| vs.iter().map(value_to_json).collect()).unwrap_or_default();
+            if shape.references.contains(target) {
+                json = json
+                    .iter()
+                    .filter_map(|v| v.as_str().and_then(|a| ids.get(a)).map(|id| Value::String(id.clone())))
+                    .collect();
+            }
+            set_path(resource, path, json, shape.is_multi(target));
+        }
+    }
+}
+
+/// A protocol value as JSON.
+pub fn value_to_json(v: &v1::Value) -> Value {
+    use v1::value::Kind;
+    match &v.kind {
+        Some(Kind::StringValue(s)) | Some(Kind::ReferenceValue(s)) => Value::String(s.clone()),
+        Some(Kind::IntegerValue(i)) => Value::from(*i),
+        Some(Kind::BooleanValue(b)) => Value::Bool(*b),
+        Some(Kind::BinaryValue(b)) => Value::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+        None => Value::Null,
+    }
+}
+
+/// The `attr eq value` comparisons of a value filter, to build an element that matches it.
+fn filter_fields(filter: &crate::scim::filter::Filter, out: &mut serde_json::Map<String, Value>) {
+    use crate::scim::filter::{CompareOp, Filter};
+    match filter {
+        Filter::Compare(p, CompareOp::Eq, v) => {
+            out.insert(p.attr.clone(), v.clone());
+        }
+        Filter::And(a, b) => {
+            filter_fields(a, out);
+            filter_fields(b, out);
+        }
+        _ => {}
+    }
+}
+
+/// Sets the values a path reaches (see [`Mapping::from_target`]).
+fn set_path(resource: &mut Value, path: &ValuePath, values: Vec<Value>, multi: bool) {
+    use crate::scim::filter::is_core_urn;
+    let Some(root) = resource.as_object_mut() else { return };
+    let container = match &path.path.urn {
+        Some(urn) if !is_core_urn(urn) => {
+            let key =
+                root.keys().find(|k| k.eq_ignore_ascii_case(urn)).cloned().unwrap_or_else(|| urn.clone());
+            if values.is_empty() && !root.contains_key(&key) {
+                return;
+            }
+            let entry = root.entry(key).or_insert_with(|| Value::Object(serde_json::Map::new()));
+            match entry.as_object_mut() {
+                Some(m) => m,
+                None => return,
+            }
+        }
+        _ => root,
+    };
+    let key = container
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(&path.path.attr))
+        .cloned()
+        .unwrap_or_else(|| path.path.attr.clone());
+    let sub = path.sub_after_filter.as_deref().or(path.path.sub.as_deref());
+    if let Some(filter) = &path.filter {
+        // One element of a multi-valued attribute, chosen by the filter.
+        let items = container.entry(key.clone()).or_insert_with(|| Value::Array(vec![]));
+        let Value::Array(items) = items else { return };
+        let at = items.iter().position(|e| filter.matches(e));
+        match (at, values.into_iter().next(), sub) {
+            (Some(i), Some(v), Some(sub)) => {
+                if let Some(o) = items[i].as_object_mut() {
+                    o.insert(sub.to_string(), v);
+                }
+            }
+            (Some(i), None, _) => {
+                items.remove(i);
+            }
+            (None, Some(v), Some(sub)) => {
+                let mut element = serde_json::Map::new();
+                filter_fields(filter, &mut element);
+                element.insert(sub.to_string(), v);
+                items.push(Value::Object(element));
+            }
+            _ => {}
+        }
+        if items.is_empty() {
+            container.remove(&key);
+        }
+        return;
+    }
+    match (sub, multi) {
+        (None, _) if values.is_empty() => {
+            container.remove(&key);
+        }
+        (None, true) => {
+            container.insert(key, Value::Array(values));
+        }
+        (None, false) => {
+            container.insert(key, values.into_iter().next().unwrap_or(Value::Null));
+        }
+        (Some(sub), true) => {
+            // `members.value`: keep the elements whose value stays (with their other
+            // sub-attributes), add the new ones.
+            let existing = match container.remove(&key) {
+                Some(Value::Array(items)) => items,
+                _ => vec![],
+            };
+            let mut kept: Vec<Value> =
+                existing.into_iter().filter(|e| get_ci(e, sub).is_some_and(|v| values.contains(v))).collect();
+            for v in values {
+                if !kept.iter().any(|e| get_ci(e, sub) == Some(&v)) {
+                    kept.push(serde_json::json!({ sub: v }));
+                }
+            }
+            if !kept.is_empty() {
+                container.insert(key, Value::Array(kept));
+            }
+        }
+        (Some(sub), false) => {
+            let value = values.into_iter().next();
+            match container.get_mut(&key) {
+                // `emails.value` on a multi-valued attribute: the primary (else first) element.
+                Some(Value::Array(items)) => {
+                    let i = items
+                        .iter()
+                        .position(|e| get_ci(e, "primary") == Some(&Value::Bool(true)))
+                        .or(if items.is_empty() { None } else { Some(0) });
+                    match (i, value) {
+                        (Some(i), Some(v)) => {
+                            if let Some(o) = items[i].as_object_mut() {
+                                o.insert(sub.to_string(), v);
+                            }
+                        }
+                        (Some(i), None) => {
+                            items.remove(i);
+                        }
+                        (None, Some(v)) => items.push(serde_json::json!({ sub: v, "primary": true })),
+                        (None, None) => {}
+                    }
+                    if items.is_empty() {
+                        container.remove(&key);
+                    }
+                }
+                Some(Value::Object(o)) => {
+                    match value {
+                        Some(v) => {
+                            o.insert(sub.to_string(), v);
+                        }
+                        None => {
+                            o.retain(|k, _| !k.eq_ignore_ascii_case(sub));
+                        }
+                    }
+                    if o.is_empty() {
+                        container.remove(&key);
+                    }
+                }
+                _ => {
+                    if let Some(v) = value {
+                        container.insert(key, serde_json::json!({ sub: v }));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The one value `path` gives in `resource`.
 fn pick<'a>(path: &ValuePath, resource: &'a Value) -> Option<&'a Value> {
     if path.filter.is_some() {
@@ -287,6 +468,61 @@ mod tests {
         assert_eq!(v["members"], [v1::Value::string("a1"), v1::Value::string("a2")], "no value twice");
         let unknown = m.to_target(&json!({"members": [{"value": "nobody"}]}), &s, &anchors).unwrap_err();
         assert_eq!(unknown.id, "nobody");
+    }
+
+    #[test]
+    fn target_values_write_back_into_resources() {
+        let m = mapping(&[
+            ("user_name", "userName"),
+            ("given", "name.givenName"),
+            ("mail", r#"emails[type eq "work"].value"#),
+            ("active", "active"),
+            ("dept", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+        ]);
+        let s = Shape::default();
+        let values: TargetValues = [
+            ("user_name", v1::Value::string("imported")),
+            ("given", v1::Value::string("Ada")),
+            ("mail", v1::Value::string("ada@x")),
+            ("active", v1::Value::boolean(true)),
+            ("dept", v1::Value::string("Eng")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), vec![v]))
+        .collect();
+        let mut user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "title": "kept"});
+        m.from_target(&mut user, &values, &s, &HashMap::new());
+        assert_eq!(user["userName"], "imported");
+        assert_eq!(user["name"]["givenName"], "Ada");
+        assert_eq!(user["emails"], json!([{"type": "work", "value": "ada@x"}]));
+        assert_eq!(user["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], "Eng");
+        assert_eq!(user["title"], "kept", "unmapped attributes stay");
+        // And the round trip gives the same target values.
+        assert_eq!(m.to_target(&user, &s, &HashMap::new()).unwrap(), values);
+        // Values that went away are removed.
+        let mut fewer = values.clone();
+        fewer.insert("mail".into(), vec![]);
+        fewer.insert("given".into(), vec![]);
+        m.from_target(&mut user, &fewer, &s, &HashMap::new());
+        assert!(user.get("emails").is_none() && user.get("name").is_none(), "{user}");
+    }
+
+    #[test]
+    fn members_write_back_as_scim_ids() {
+        let m = mapping(&[("members", "members.value")]);
+        let s = shape(&["members"], &["members"]);
+        let ids: HashMap<String, String> =
+            [("a1", "u1"), ("a2", "u2")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let values: TargetValues = [(
+            "members".to_string(),
+            vec![v1::Value::string("a1"), v1::Value::string("a2"), v1::Value::string("unknown")],
+        )]
+        .into_iter()
+        .collect();
+        let mut group =
+            json!({"displayName": "g", "members": [{"value": "u1", "display": "One"}, {"value": "gone"}]});
+        m.from_target(&mut group, &values, &s, &ids);
+        assert_eq!(group["members"], json!([{"value": "u1", "display": "One"}, {"value": "u2"}]));
     }
 
     #[test]

@@ -115,7 +115,12 @@ impl Provisioner {
         Self { store, targets, stripes: Stripes((0..64).map(|_| Mutex::new(())).collect()) }
     }
 
-    fn target(&self, connector: &str) -> &Target {
+    /// The lock that serialises writes to one object (by app, resource type, and id or name).
+    pub(crate) fn lock(&self, parts: &[&str]) -> &Mutex<()> {
+        self.stripes.lock_for(parts)
+    }
+
+    pub(crate) fn target(&self, connector: &str) -> &Target {
         self.targets.get(connector).expect("apps name only configured connectors (checked at load)")
     }
 

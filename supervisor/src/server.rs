@@ -13,12 +13,14 @@ use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
 use crate::export::ExportQueue;
+use crate::import::{Binding, Imports};
 use crate::provision::{Provisioner, Target};
 use crate::scim::{App, ScimState, Tokens};
 use crate::store::Store;
 use crate::supervision::lifecycle::{self, Context as LifecycleContext};
 use crate::supervision::spawn::Spawner;
 use crate::supervision::{ConnectorHandle, Phase};
+use ecma_proto::v1::ImportType;
 
 /// Longest Unix socket path we create (the kernel's limit is 107 bytes).
 const MAX_SOCKET_PATH: usize = 100;
@@ -157,8 +159,13 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     .await;
 
     let provisioner = Arc::new(Provisioner::new(store.clone(), targets));
+    let imports = Arc::new(Imports::new(
+        provisioner.clone(),
+        bindings(&config),
+        &config.connectors.keys().cloned().collect::<Vec<_>>(),
+    ));
     for handle in &handles {
-        tokio::spawn(settle_pending_when_ready(handle.clone(), provisioner.clone()));
+        tokio::spawn(when_ready(handle.clone(), provisioner.clone(), imports.clone()));
     }
     let scim = crate::scim::router(
         Arc::new(ScimState {
@@ -173,6 +180,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         connectors: handles.clone(),
         metrics,
         store: store.clone(),
+        imports: imports.clone(),
     }));
 
     let tls = match &config.server.tls {
@@ -248,21 +256,91 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each time the connector becomes ready, settles the writes whose outcome is unknown.
-async fn settle_pending_when_ready(handle: Arc<ConnectorHandle>, provisioner: Arc<Provisioner>) {
+/// Where each connector's imported objects go: the app and resource kind it serves.
+fn bindings(config: &Config) -> HashMap<String, Binding> {
+    use crate::scim::resource::{GROUP_SCHEMA, USER_SCHEMA};
+    let mut bindings = HashMap::new();
+    for (app, a) in &config.apps {
+        bindings.insert(
+            a.users.clone(),
+            Binding { app: app.clone(), resource_type: "User", unique: "userName", schema: USER_SCHEMA },
+        );
+        if let Some(groups) = &a.groups {
+            bindings.insert(
+                groups.clone(),
+                Binding {
+                    app: app.clone(),
+                    resource_type: "Group",
+                    unique: "displayName",
+                    schema: GROUP_SCHEMA,
+                },
+            );
+        }
+    }
+    bindings
+}
+
+/// The work a connector's readiness starts: each time it becomes ready, the writes whose outcome
+/// is unknown are settled, then (the first time, if configured) a full import runs; full and
+/// delta imports then run on their schedules while it is ready.
+async fn when_ready(handle: Arc<ConnectorHandle>, provisioner: Arc<Provisioner>, imports: Arc<Imports>) {
+    let schedule = handle.config.import.clone();
+    let name = handle.name.clone();
     let mut phases = handle.subscribe();
+    let mut first = true;
+    let tick = |every: Option<Duration>| async move {
+        match every {
+            Some(every) => tokio::time::sleep(every).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut next_full = Box::pin(tick(schedule.full_interval));
+    let mut next_delta = Box::pin(tick(schedule.delta_interval));
+    // The phase may already be ready when this task starts.
+    let mut check_now = true;
     loop {
-        if matches!(*phases.borrow_and_update(), Phase::Ready(_)) {
-            match provisioner.reconcile_pending(&handle.name).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(connector = %handle.name, settled = n, "pending writes settled"),
-                Err(e) => {
-                    tracing::warn!(connector = %handle.name, error = %e, "could not settle pending writes yet")
+        let mut import = None;
+        let became_ready = if check_now {
+            check_now = false;
+            matches!(*phases.borrow_and_update(), Phase::Ready(_))
+        } else {
+            tokio::select! {
+                changed = phases.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    matches!(*phases.borrow_and_update(), Phase::Ready(_))
+                }
+                _ = &mut next_full => {
+                    next_full = Box::pin(tick(schedule.full_interval));
+                    import = Some(ImportType::Full);
+                    false
+                }
+                _ = &mut next_delta => {
+                    next_delta = Box::pin(tick(schedule.delta_interval));
+                    import = Some(ImportType::Delta);
+                    false
                 }
             }
+        };
+        if became_ready {
+            match provisioner.reconcile_pending(&name).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(connector = %name, settled = n, "pending writes settled"),
+                Err(e) => {
+                    tracing::warn!(connector = %name, error = %e, "could not settle pending writes yet")
+                }
+            }
+            if first && schedule.on_start {
+                import = Some(ImportType::Full);
+            }
+            first = false;
         }
-        if phases.changed().await.is_err() {
-            return;
+        if let Some(kind) = import
+            && matches!(handle.phase(), Phase::Ready(_))
+            && let Err(e) = imports.run(&name, kind).await
+        {
+            tracing::debug!(connector = %name, error = %e, "scheduled import not run");
         }
     }
 }

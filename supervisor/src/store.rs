@@ -284,6 +284,49 @@ impl Store {
         Ok(sqlx::query("SELECT COUNT(*) FROM objects").fetch_one(&self.pool).await?.get(0))
     }
 
+    /// Every record of a connector, whatever its state (for imports).
+    pub async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM objects WHERE connector = ?1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::record).collect()
+    }
+
+    /// Reference text (DN or anchor) → SCIM id, for every present record of an app.
+    pub async fn reference_ids(
+        &self,
+        app: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND state = 'present'");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app).fetch_all(&self.pool).await?;
+        let mut ids = std::collections::HashMap::new();
+        for row in &rows {
+            let record = Self::record(row)?;
+            if let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text) {
+                ids.insert(text, record.id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The import watermark last committed for a connector.
+    pub async fn watermark(&self, connector: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query("SELECT watermark FROM watermarks WHERE connector = ?1")
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.get(0)))
+    }
+
+    /// Commits an import watermark (call only once the entries it covers are stored).
+    pub async fn set_watermark(&self, connector: &str, watermark: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("REPLACE INTO watermarks (connector, watermark) VALUES (?1, ?2)")
+            .bind(connector)
+            .bind(watermark)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The pending records of a connector: writes whose outcome is not known yet.
     pub async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!(

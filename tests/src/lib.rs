@@ -527,3 +527,18 @@ pub fn faulty_config(fault: &str, fault_file: &Path, extra: &str) -> String {
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
 }
+
+/// Runs one statement on a SQLite file, with string binds (for arranging a target or a store).
+pub fn sqlite_exec(db: &Path, sql: &'static str, binds: &[&str]) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::ConnectOptions;
+        let mut conn =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(db).connect().await.expect("open sqlite");
+        let mut query = sqlx::query(sql);
+        for b in binds {
+            query = query.bind(*b);
+        }
+        query.execute(&mut conn).await.expect("execute");
+    });
+}

@@ -499,20 +499,7 @@ fn a_second_sigterm_stops_at_once() {
 
 /// Runs one statement on the connector space of a stopped supervisor, with string binds.
 fn store_exec(data_dir: &Path, sql: &'static str, binds: &[&str]) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(data_dir.join("connector-space.db"))
-            .connect()
-            .await
-            .unwrap();
-        let mut query = sqlx::query(sql);
-        for b in binds {
-            query = query.bind(*b);
-        }
-        query.execute(&mut conn).await.unwrap();
-    });
+    e2e::sqlite_exec(&data_dir.join("connector-space.db"), sql, binds);
 }
 
 /// Writes a pending record into the connector space, as a supervisor crash between recording a

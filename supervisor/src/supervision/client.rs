@@ -40,6 +40,8 @@ impl std::fmt::Display for CallError {
     }
 }
 
+impl std::error::Error for CallError {}
+
 /// Adds the per-spawn token to every call.
 #[derive(Clone)]
 pub struct TokenInterceptor(AsciiMetadataValue);

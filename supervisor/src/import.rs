@@ -1,0 +1,354 @@
+//! The import path: a connector's import session, page by page, into the connector space.
+//!
+//! Target objects whose anchor the connector space knows update their records (only the mapped
+//! attributes of the SCIM resource change); unknown ones become new resources, so that a SCIM
+//! client matching by `userName` (or `displayName`) finds them before it creates a duplicate. A
+//! full import ends by removing the records whose objects are no longer in the target. A delta
+//! import starts from the stored watermark, and each page's watermark is committed only after
+//! the page is stored.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use ecma_proto::v1::{self, ImportType, ObjectModificationType};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::provision::{ProvisionError, Provisioner};
+use crate::store::{Record, RecordState, entry_values};
+use crate::supervision::{CallError, rfc3339};
+
+/// Entries asked for per page.
+const PAGE_SIZE: u32 = 500;
+
+/// Where an import's objects go: the app and resource kind the connector serves.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub app: String,
+    /// `User` or `Group`.
+    pub resource_type: &'static str,
+    /// The SCIM attribute that is unique (`userName`, `displayName`).
+    pub unique: &'static str,
+    /// The core schema of new resources.
+    pub schema: &'static str,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub connector: String,
+    pub import_type: &'static str,
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    /// Entries of another object type or partition (never stored).
+    pub rejected: u64,
+    /// Entries whose name belongs to another resource, or that have no name or anchor.
+    pub skipped: u64,
+    /// Entries the connector reported as failed.
+    pub errors: u64,
+    pub pages: u64,
+    pub duration_ms: u64,
+    pub finished_at: String,
+}
+
+/// Why an import stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the connector is not ready: {0}")]
+    Connector(#[from] CallError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+fn anchor_text(anchors: &[v1::Anchor]) -> Option<String> {
+    anchors.first()?.value.as_ref()?.as_text()
+}
+
+/// Runs one import of `connector` into `binding`'s resources.
+pub async fn run(
+    provisioner: &Provisioner,
+    connector: &str,
+    binding: &Binding,
+    requested: ImportType,
+) -> Result<Report, ImportError> {
+    let started = Instant::now();
+    let target = provisioner.target(connector);
+    let handle = &target.handle;
+    let session = handle.session()?;
+    let store = &provisioner.store;
+    // Delta only where the connector supports it and a watermark exists; full otherwise.
+    let watermark = store.watermark(connector).await?;
+    let delta = requested == ImportType::Delta && session.capabilities.delta_import && watermark.is_some();
+    let import_type = if delta { ImportType::Delta } else { ImportType::Full };
+    let mut report = Report {
+        connector: connector.to_string(),
+        import_type: if delta { "delta" } else { "full" },
+        ..Default::default()
+    };
+
+    let open = v1::OpenImportConnectionRequest {
+        config: Some(session.config.clone()),
+        import_type: import_type as i32,
+        object_type: handle.config.object_type.clone(),
+        partition_id: handle.config.partition.clone(),
+        page_size: PAGE_SIZE,
+        watermark: if delta { watermark.unwrap_or_default() } else { vec![] },
+    };
+    let session_id = session
+        .call("OpenImportConnection", session.client().open_import_connection(session.request(open)))
+        .await?
+        .session_id;
+
+    let shape = handle.shape();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut known: HashMap<String, Record> = store
+        .by_connector(connector)
+        .await?
+        .into_iter()
+        .filter(|r| r.resource_type == binding.resource_type)
+        .filter_map(|r| anchor_text(&r.target.anchors).map(|a| (a, r)))
+        .collect();
+    loop {
+        let page = session
+            .call(
+                "GetImportEntries",
+                session.client().get_import_entries(
+                    session.request(v1::GetImportEntriesRequest { session_id: session_id.clone() }),
+                ),
+            )
+            .await?;
+        report.pages += 1;
+        // References (group members) resolve against what the connector space knows now.
+        let ids = store.reference_ids(&binding.app).await?;
+        for item in page.entries {
+            if item.error.is_some() {
+                report.errors += 1;
+                continue;
+            }
+            let Some(entry) = item.entry else { continue };
+            let config = &handle.config;
+            let foreign = (!entry.object_type.is_empty() && entry.object_type != config.object_type)
+                || (!entry.partition_id.is_empty() && entry.partition_id != config.partition);
+            if foreign {
+                handle.reject_entries(1, "GetImportEntries");
+                report.rejected += 1;
+                continue;
+            }
+            let Some(anchor) = anchor_text(&entry.anchors) else {
+                report.skipped += 1;
+                continue;
+            };
+            seen.insert(anchor.clone());
+            let kind = ObjectModificationType::try_from(item.modification_type)
+                .unwrap_or(ObjectModificationType::Add);
+            if kind == ObjectModificationType::Delete {
+                if let Some(record) = known.remove(&anchor)
+                    && record.state == RecordState::Present
+                {
+                    let _guard =
+                        provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
+                    store.delete(&record.app, &record.resource_type, &record.id).await?;
+                    report.deleted += 1;
+                }
+                continue;
+            }
+            let values = entry_values(&entry);
+            match known.get(&anchor) {
+                // A deprovisioned object kept in the target stays out of SCIM.
+                Some(record) if record.state == RecordState::Deprovisioned => report.unchanged += 1,
+                Some(record) => {
+                    let _guard =
+                        provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
+                    // Re-read under the lock: a SCIM write may have changed it meanwhile.
+                    let Some(mut current) = store.get(&record.app, &record.resource_type, &record.id).await?
+                    else {
+                        continue;
+                    };
+                    let mut merged = current.target_values();
+                    if kind == ObjectModificationType::Update {
+                        merged.extend(values);
+                    } else {
+                        merged = values;
+                    }
+                    let mut resource = current.resource.clone();
+                    handle.mapping.from_target(&mut resource, &merged, &shape, &ids);
+                    let name = resource_name(&resource, binding);
+                    if resource == current.resource && current.state == RecordState::Present {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    match name {
+                        Some(name) => current.user_name = name,
+                        None => {
+                            report.skipped += 1;
+                            continue;
+                        }
+                    }
+                    current.resource = resource;
+                    current.set_target_values(&merged);
+                    current.target.anchors = entry.anchors.clone();
+                    current.target.dn = entry.dn.clone();
+                    current.state = RecordState::Present;
+                    current.version += 1;
+                    current.modified = rfc3339(SystemTime::now());
+                    match store.update(&current).await {
+                        Ok(()) => report.updated += 1,
+                        Err(crate::store::StoreError::Conflict) => report.skipped += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {
+                    let mut resource = json!({ "schemas": [binding.schema] });
+                    handle.mapping.from_target(&mut resource, &values, &shape, &ids);
+                    let Some(name) = resource_name(&resource, binding) else {
+                        report.skipped += 1;
+                        continue;
+                    };
+                    let _guard = provisioner.lock(&[&binding.app, binding.resource_type, &name]).lock().await;
+                    let at = rfc3339(SystemTime::now());
+                    let mut record = Record {
+                        app: binding.app.clone(),
+                        resource_type: binding.resource_type.to_string(),
+                        id: uuid::Uuid::new_v4().to_string(),
+                        connector: connector.to_string(),
+                        state: RecordState::Present,
+                        user_name: name,
+                        resource,
+                        target: v1::Entry {
+                            anchors: entry.anchors.clone(),
+                            dn: entry.dn.clone(),
+                            ..Default::default()
+                        },
+                        version: 1,
+                        created: at.clone(),
+                        modified: at,
+                    };
+                    record.set_target_values(&values);
+                    match store.insert(&record).await {
+                        Ok(()) => {
+                            report.added += 1;
+                            known.insert(anchor, record);
+                        }
+                        // Another resource has this name (perhaps a pending write of it).
+                        Err(crate::store::StoreError::Conflict) => report.skipped += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        if !page.watermark.is_empty() {
+            store.set_watermark(connector, &page.watermark).await?;
+        }
+        if !page.more_to_import {
+            break;
+        }
+    }
+    let closed = session
+        .call(
+            "CloseImportConnection",
+            session
+                .client()
+                .close_import_connection(session.request(v1::CloseImportConnectionRequest { session_id })),
+        )
+        .await?;
+    if !closed.watermark.is_empty() {
+        store.set_watermark(connector, &closed.watermark).await?;
+    }
+
+    if !delta {
+        // Objects gone from the target leave the connector space.
+        for (anchor, record) in known {
+            if seen.contains(&anchor) || record.state != RecordState::Present {
+                continue;
+            }
+            let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
+            if let Some(current) = store.get(&record.app, &record.resource_type, &record.id).await?
+                && current.state == RecordState::Present
+                && anchor_text(&current.target.anchors).as_deref() == Some(anchor.as_str())
+            {
+                store.delete(&record.app, &record.resource_type, &record.id).await?;
+                report.deleted += 1;
+            }
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.finished_at = rfc3339(SystemTime::now());
+    metrics::counter!("import_objects_total", "connector" => connector.to_string(), "result" => "added")
+        .increment(report.added);
+    metrics::counter!("import_objects_total", "connector" => connector.to_string(), "result" => "updated")
+        .increment(report.updated);
+    metrics::counter!("import_objects_total", "connector" => connector.to_string(), "result" => "deleted")
+        .increment(report.deleted);
+    metrics::histogram!("import_duration_seconds", "connector" => connector.to_string())
+        .record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        connector,
+        import = report.import_type,
+        added = report.added,
+        updated = report.updated,
+        deleted = report.deleted,
+        skipped = report.skipped,
+        rejected = report.rejected,
+        "import finished"
+    );
+    Ok(report)
+}
+
+fn resource_name(resource: &Value, binding: &Binding) -> Option<String> {
+    crate::scim::filter::get_ci(resource, binding.unique)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Imports of every connector: one at a time per connector, and the last report of each.
+pub struct Imports {
+    provisioner: std::sync::Arc<Provisioner>,
+    bindings: HashMap<String, Binding>,
+    running: HashMap<String, tokio::sync::Mutex<()>>,
+    reports: std::sync::Mutex<HashMap<String, Report>>,
+}
+
+/// Why an import was not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRun {
+    #[error("no connector named {0:?}")]
+    Unknown(String),
+    #[error("connector {0:?} serves no app, so its objects have nowhere to go")]
+    Unbound(String),
+    #[error(transparent)]
+    Failed(#[from] ImportError),
+}
+
+impl Imports {
+    pub fn new(
+        provisioner: std::sync::Arc<Provisioner>,
+        bindings: HashMap<String, Binding>,
+        connectors: &[String],
+    ) -> Self {
+        let running = connectors.iter().map(|c| (c.clone(), tokio::sync::Mutex::new(()))).collect();
+        Self { provisioner, bindings, running, reports: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Runs an import of `connector` now (waiting for one already running to finish).
+    pub async fn run(&self, connector: &str, requested: ImportType) -> Result<Report, NotRun> {
+        let lock = self.running.get(connector).ok_or_else(|| NotRun::Unknown(connector.to_string()))?;
+        let binding = self.bindings.get(connector).ok_or_else(|| NotRun::Unbound(connector.to_string()))?;
+        let _one_at_a_time = lock.lock().await;
+        let report = run(&self.provisioner, connector, binding, requested).await.map_err(|e| {
+            tracing::warn!(connector, error = %e, "import failed");
+            e
+        })?;
+        self.reports.lock().expect("reports lock").insert(connector.to_string(), report.clone());
+        Ok(report)
+    }
+
+    /// The last report of a connector's imports.
+    pub fn last(&self, connector: &str) -> Option<Report> {
+        self.reports.lock().expect("reports lock").get(connector).cloned()
+    }
+}

@@ -1,0 +1,101 @@
+//! Imports: objects already in the target become SCIM resources (so that clients match them
+//! instead of creating duplicates), changes and deletions made in the target reach the
+//! connector space, and group members come back as SCIM ids.
+
+use std::time::Duration;
+
+use e2e::{Supervisor, TempDir, quickstart_config, request, sqlite_exec};
+use serde_json::Value;
+
+fn import(s: &Supervisor, connector: &str) -> Value {
+    let r = request(s.admin, "POST", &format!("/admin/connectors/{connector}/import?type=full"), None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn find(s: &Supervisor, endpoint: &str, filter: &str) -> Value {
+    let r = s.scim("GET", &format!("/scim/demo/{endpoint}?filter={filter}"), None);
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+#[test]
+fn objects_in_the_target_are_imported_updated_and_removed() {
+    let dir = TempDir::new("import");
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    let db = dir.path().join("demo.db");
+    sqlite_exec(
+        &db,
+        "INSERT INTO users (id, user_name, display_name, given_name, email, active) VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+        &["ext-1", "preexisting", "Pre Existing", "Pre", "pre@example.com"],
+    );
+
+    let report = import(&s, "demo-users");
+    assert_eq!(
+        (report["added"].as_u64(), report["import_type"].as_str()),
+        (Some(1), Some("full")),
+        "{report}"
+    );
+    let found = find(&s, "Users", "userName+eq+%22preexisting%22");
+    assert_eq!(found["totalResults"], 1, "Entra's match-before-create finds it");
+    let user = &found["Resources"][0];
+    let id = user["id"].as_str().unwrap().to_string();
+    assert_eq!(user["displayName"], "Pre Existing");
+    assert_eq!(user["name"]["givenName"], "Pre");
+    assert_eq!(user["emails"][0]["value"], "pre@example.com");
+    assert_eq!(user["emails"][0]["type"], "work");
+    assert_eq!(user["active"], true);
+    // A create now meets the imported object instead of duplicating it.
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&e2e::user_body("preexisting"))).status, 409);
+    // SCIM writes reach the imported object through its anchor.
+    let patch = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":"kept"}]}"#;
+    assert_eq!(s.scim("PATCH", &format!("/scim/demo/Users/{id}"), Some(patch)).status, 200);
+
+    // Changed in the target: the next import updates the mapped attributes only.
+    sqlite_exec(&db, "UPDATE users SET display_name = ?1 WHERE id = ?2", &["Changed Outside", "ext-1"]);
+    let report = import(&s, "demo-users");
+    assert_eq!(report["updated"], 1, "{report}");
+    let user = s.scim("GET", &format!("/scim/demo/Users/{id}"), None).json();
+    assert_eq!(
+        (user["displayName"].as_str(), user["title"].as_str()),
+        (Some("Changed Outside"), Some("kept"))
+    );
+    let again = import(&s, "demo-users");
+    assert_eq!((again["updated"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(1)), "{again}");
+
+    // Groups: members come back as the SCIM ids of the users.
+    sqlite_exec(&db, "INSERT INTO groups (id, display_name) VALUES (?1, ?2)", &["g-ext", "Imported Group"]);
+    sqlite_exec(&db, "INSERT INTO groups_members (owner, value) VALUES (?1, ?2)", &["g-ext", "ext-1"]);
+    assert_eq!(import(&s, "demo-groups")["added"], 1);
+    let groups = find(&s, "Groups", "displayName+eq+%22imported+group%22");
+    assert_eq!(groups["Resources"][0]["members"][0]["value"], id.as_str(), "{groups}");
+
+    // Deleted in the target: the next full import removes it from the connector space.
+    sqlite_exec(&db, "DELETE FROM users WHERE id = ?1", &["ext-1"]);
+    let report = import(&s, "demo-users");
+    assert_eq!(report["deleted"], 1, "{report}");
+    assert_eq!(s.scim("GET", &format!("/scim/demo/Users/{id}"), None).status, 404);
+
+    let c = s.connector("demo-users");
+    assert_eq!(c["last_import"]["deleted"], 1, "{c}");
+    assert_eq!(request(s.admin, "POST", "/admin/connectors/nobody/import", None, None).status, 404);
+    assert_eq!(
+        request(s.admin, "POST", "/admin/connectors/demo-users/import?type=sideways", None, None).status,
+        400
+    );
+}
+
+#[test]
+fn a_full_import_runs_when_the_connector_starts() {
+    let dir = TempDir::new("import-on-start");
+    let mut s = Supervisor::start(&quickstart_config(), dir.path());
+    assert!(s.stop().success());
+    sqlite_exec(
+        &dir.path().join("demo.db"),
+        "INSERT INTO users (id, user_name, active) VALUES (?1, ?2, 1)",
+        &["ext-2", "found-at-start"],
+    );
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    s.wait_connector("demo-users", Duration::from_secs(10), |c| !c["last_import"].is_null());
+    assert_eq!(find(&s, "Users", "userName+eq+%22found-at-start%22")["totalResults"], 1);
+}
