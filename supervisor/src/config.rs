@@ -149,6 +149,10 @@ pub struct AppConfig {
     pub users: String,
     /// Connector that holds this app's Groups (the app has no /Groups without it).
     pub groups: Option<String>,
+    /// Custom extension schemas, by URN: listed in /Schemas and /ResourceTypes, their values
+    /// type-checked, and mappable like any attribute (`"<urn>:<attribute>"`).
+    #[serde(default)]
+    pub extensions: BTreeMap<String, ExtensionConfig>,
     /// Environment variable holding the bearer token.
     pub token_env: Option<String>,
     /// File holding the bearer token (trailing whitespace ignored).
@@ -156,6 +160,54 @@ pub struct AppConfig {
     /// Token used when the variable is unset and there is no file: for trying things out only; a
     /// warning is logged when it is in use.
     pub insecure_default_token: Option<String>,
+}
+
+/// `[apps.<name>.extensions."<urn>"]`: a custom extension schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionConfig {
+    /// The resource it extends: `User` or `Group`.
+    pub resource: ExtensionResource,
+    #[serde(default)]
+    pub description: String,
+    /// Attribute name = type (`string`, `integer`, `decimal`, `boolean`, `dateTime`,
+    /// `reference`, `binary`).
+    pub attributes: BTreeMap<String, AttributeKind>,
+}
+
+/// The resource an extension extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ExtensionResource {
+    User,
+    Group,
+}
+
+/// The SCIM type of an extension attribute (RFC 7643 §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AttributeKind {
+    String,
+    Integer,
+    Decimal,
+    Boolean,
+    DateTime,
+    Reference,
+    Binary,
+}
+
+impl AttributeKind {
+    /// The name in a SCIM schema.
+    pub fn scim_name(self) -> &'static str {
+        match self {
+            AttributeKind::String => "string",
+            AttributeKind::Integer => "integer",
+            AttributeKind::Decimal => "decimal",
+            AttributeKind::Boolean => "boolean",
+            AttributeKind::DateTime => "dateTime",
+            AttributeKind::Reference => "reference",
+            AttributeKind::Binary => "binary",
+        }
+    }
 }
 
 /// `[connectors.<name>]`: one connector child process.
@@ -504,6 +556,23 @@ impl Config {
                     format!("apps.{name}.groups"),
                     "users and groups need a connector each (one object type per connector)".into(),
                 );
+            }
+            for (urn, extension) in &app.extensions {
+                let key = format!("apps.{name}.extensions.\"{urn}\"");
+                if !urn.to_ascii_lowercase().starts_with("urn:") || urn.ends_with(':') {
+                    problem(key.clone(), "an extension schema is named by a URN, e.g. urn:example:scim:schemas:extension:acme:2.0:User".into());
+                }
+                if extension.resource == ExtensionResource::Group && app.groups.is_none() {
+                    problem(key.clone(), "extends Group, but the app has no groups connector".into());
+                }
+                for attribute in extension.attributes.keys() {
+                    if crate::scim::filter::AttrPath::parse(attribute)
+                        .map(|p| p.sub.is_some())
+                        .unwrap_or(true)
+                    {
+                        problem(format!("{key}.attributes.{attribute}"), "not an attribute name".into());
+                    }
+                }
             }
             if app.token_env.is_none() && app.token_file.is_none() && app.insecure_default_token.is_none() {
                 problem(

@@ -115,6 +115,19 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
                 name: name.clone(),
                 users: app.users.clone(),
                 groups: app.groups.clone(),
+                extensions: app
+                    .extensions
+                    .iter()
+                    .map(|(urn, e)| crate::scim::Extension {
+                        urn: urn.clone(),
+                        resource: match e.resource {
+                            crate::config::ExtensionResource::User => "User",
+                            crate::config::ExtensionResource::Group => "Group",
+                        },
+                        description: e.description.clone(),
+                        attributes: e.attributes.iter().map(|(n, k)| (n.clone(), *k)).collect(),
+                    })
+                    .collect(),
                 tokens: resolve_tokens(name, app)?,
             },
         );

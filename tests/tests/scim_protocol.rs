@@ -127,3 +127,41 @@ fn filters_sorting_paging_and_projection() {
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
 }
+
+#[test]
+fn custom_extension_schemas_are_declared_checked_and_mapped() {
+    const ACME: &str = "urn:example:scim:schemas:extension:acme:2.0:User";
+    let dir = TempDir::new("extensions");
+    let config = quickstart_config()
+        .replace("active boolean\"", "active boolean, badge\"")
+        .replace("active = \"active\"", &format!("active = \"active\"\nbadge = \"{ACME}:badge\""))
+        .replace(
+            "insecure_default_token = \"quickstart-token\"",
+            &format!(
+                "insecure_default_token = \"quickstart-token\"\n[apps.demo.extensions.\"{ACME}\"]\nresource = \"User\"\n\
+                 description = \"Acme badges\"\nattributes = {{ badge = \"string\", clearance = \"integer\" }}"
+            ),
+        );
+    let s = Supervisor::start(&config, dir.path());
+
+    let schema = s.scim("GET", &format!("/scim/demo/Schemas/{ACME}"), None);
+    assert_eq!(schema.status, 200, "{}", schema.body);
+    let schema = schema.json();
+    let names: Vec<&str> =
+        schema["attributes"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["badge", "clearance"]);
+    let user_type = s.scim("GET", "/scim/demo/ResourceTypes/User", None).json();
+    assert!(user_type["schemaExtensions"].as_array().unwrap().iter().any(|e| e["schema"] == ACME));
+
+    let mut user: Value = serde_json::from_str(&user_body("acme")).unwrap();
+    user[ACME] = json!({"badge": "B-42", "clearance": "high"});
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user.to_string()));
+    assert_eq!((r.status, r.json()["scimType"].as_str()), (400, Some("invalidValue")), "{}", r.body);
+    user[ACME] = json!({"badge": "B-42", "clearance": 3});
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rows = e2e::sqlite_rows(&dir.path().join("demo.db"), "SELECT badge FROM users");
+    assert_eq!(rows, [json!({"badge": "B-42"})]);
+    let found = s.scim("GET", &format!("/scim/demo/Users?filter={ACME}:clearance+ge+2"), None).json();
+    assert_eq!(found["totalResults"], 1);
+}

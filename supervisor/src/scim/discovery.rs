@@ -187,7 +187,17 @@ pub fn all_schemas(base: &str) -> Vec<Value> {
         .collect()
 }
 
-fn resource_types(base: &str, groups: bool) -> Vec<Value> {
+fn resource_types(app: &App) -> Vec<Value> {
+    let (base, groups) = (app.base.as_str(), app.groups);
+    let extensions_of = |resource: &str| -> Vec<Value> {
+        app.extensions
+            .iter()
+            .filter(|e| e.resource == resource)
+            .map(|e| json!({"schema": e.urn, "required": false}))
+            .collect()
+    };
+    let mut user_extensions = vec![json!({"schema": ENTERPRISE_USER_SCHEMA, "required": false})];
+    user_extensions.extend(extensions_of("User"));
     let mut types = vec![json!({
         "schemas": [RESOURCE_TYPE_SCHEMA],
         "id": "User",
@@ -195,7 +205,7 @@ fn resource_types(base: &str, groups: bool) -> Vec<Value> {
         "endpoint": "/Users",
         "description": "User Account",
         "schema": USER_SCHEMA,
-        "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
+        "schemaExtensions": user_extensions,
         "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},
     })];
     if groups {
@@ -206,6 +216,7 @@ fn resource_types(base: &str, groups: bool) -> Vec<Value> {
             "endpoint": "/Groups",
             "description": "Group",
             "schema": GROUP_SCHEMA,
+            "schemaExtensions": extensions_of("Group"),
             "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")},
         }));
     }
@@ -226,6 +237,7 @@ fn list(resources: Vec<Value>) -> Value {
 pub struct App {
     base: String,
     groups: bool,
+    extensions: Vec<super::Extension>,
 }
 
 fn app(
@@ -235,7 +247,11 @@ fn app(
     uri: &axum::http::Uri,
 ) -> Result<App, ScimError> {
     let app = state.apps.get(name).ok_or_else(|| ScimError::not_found(format!("no app named {name:?}")))?;
-    Ok(App { base: format!("{}/scim/{name}", state.base_url(headers, uri)), groups: app.groups.is_some() })
+    Ok(App {
+        base: format!("{}/scim/{name}", state.base_url(headers, uri)),
+        groups: app.groups.is_some(),
+        extensions: app.extensions.clone(),
+    })
 }
 
 pub async fn service_provider_config(
@@ -273,7 +289,7 @@ pub async fn list_resource_types(
     uri: axum::http::Uri,
 ) -> Result<Response, ScimError> {
     let app = app(&state, &name, &headers, &uri)?;
-    Ok(scim_json(StatusCode::OK, &list(resource_types(&app.base, app.groups))))
+    Ok(scim_json(StatusCode::OK, &list(resource_types(&app))))
 }
 
 pub async fn get_resource_type(
@@ -283,7 +299,7 @@ pub async fn get_resource_type(
     uri: axum::http::Uri,
 ) -> Result<Response, ScimError> {
     let app = app(&state, &name, &headers, &uri)?;
-    resource_types(&app.base, app.groups)
+    resource_types(&app)
         .into_iter()
         .find(|t| t["id"] == id.as_str())
         .map(|t| scim_json(StatusCode::OK, &t))
@@ -291,7 +307,17 @@ pub async fn get_resource_type(
 }
 
 fn app_schemas(app: &App) -> Vec<Value> {
-    all_schemas(&app.base).into_iter().filter(|s| app.groups || s["id"] != GROUP_SCHEMA).collect()
+    let mut schemas: Vec<Value> =
+        all_schemas(&app.base).into_iter().filter(|s| app.groups || s["id"] != GROUP_SCHEMA).collect();
+    for e in &app.extensions {
+        let attributes = e.attributes.iter().map(|(name, kind)| attr(name, kind.scim_name())).collect();
+        let mut schema =
+            schema(&e.urn, e.urn.rsplit(':').next().unwrap_or("Extension"), &e.description, attributes);
+        schema["meta"] =
+            json!({"resourceType": "Schema", "location": format!("{}/Schemas/{}", app.base, e.urn)});
+        schemas.push(schema);
+    }
+    schemas
 }
 
 pub async fn list_schemas(

@@ -92,6 +92,56 @@ pub struct App {
     /// Connector holding this app's Groups, if it has Groups.
     pub groups: Option<String>,
     pub tokens: Tokens,
+    /// Custom extension schemas.
+    pub extensions: Vec<Extension>,
+}
+
+/// A custom extension schema of an app.
+#[derive(Debug, Clone)]
+pub struct Extension {
+    pub urn: String,
+    /// `User` or `Group`.
+    pub resource: &'static str,
+    pub description: String,
+    pub attributes: Vec<(String, crate::config::AttributeKind)>,
+}
+
+impl Extension {
+    /// Checks the types of the values a resource carries for this extension.
+    pub fn check(&self, resource: &serde_json::Value) -> Result<(), ScimError> {
+        use crate::config::AttributeKind as K;
+        use serde_json::Value;
+        let Some(values) = filter::get_ci(resource, &self.urn) else { return Ok(()) };
+        let Value::Object(values) = values else {
+            return Err(ScimError::bad_request("invalidSyntax", format!("{} must be an object", self.urn)));
+        };
+        for (name, value) in values {
+            let Some((_, kind)) = self.attributes.iter().find(|(a, _)| a.eq_ignore_ascii_case(name)) else {
+                return Err(ScimError::bad_request(
+                    "invalidPath",
+                    format!("{}:{name} is not an attribute of this extension", self.urn),
+                ));
+            };
+            let fits = match (kind, value) {
+                (K::String | K::Reference | K::Binary | K::DateTime, Value::String(_)) => true,
+                (K::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+                (K::Decimal, Value::Number(_)) => true,
+                (K::Boolean, Value::Bool(_)) => true,
+                _ => false,
+            };
+            let date_ok = *kind != K::DateTime
+                || value.as_str().is_some_and(|s| {
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+                });
+            if !fits || !date_ok {
+                return Err(ScimError::bad_request(
+                    "invalidValue",
+                    format!("{}:{name} must be of type {}", self.urn, kind.scim_name()),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the SCIM handlers share.

@@ -33,6 +33,18 @@ async fn present<K: Kind>(state: &ScimState, app: &str, id: &str) -> Result<Reco
         .ok_or_else(|| ScimError::not_found(format!("no {} with id {id:?}", K::NAME)))
 }
 
+/// A resource checked by its kind and by the app's extension schemas.
+fn validated<K: Kind>(
+    auth: &Authorized,
+    resource: serde_json::Value,
+) -> Result<(serde_json::Value, String), ScimError> {
+    let (resource, name) = K::validate(resource)?;
+    for extension in auth.app.extensions.iter().filter(|e| e.resource == K::NAME) {
+        extension.check(&resource)?;
+    }
+    Ok((resource, name))
+}
+
 /// The connector holding this kind of resource for the app, or a SCIM 404.
 fn connector<K: Kind>(auth: &Authorized) -> Result<&str, ScimError> {
     K::connector(&auth.app)
@@ -120,7 +132,7 @@ pub async fn create<K: Kind>(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let connector = connector::<K>(&auth)?;
-    let (resource, name) = K::validate(parse_body(&body)?)?;
+    let (resource, name) = validated::<K>(&auth, parse_body(&body)?)?;
     let record = state.provisioner.create(&auth.app.name, K::NAME, connector, &name, resource).await?;
     let mut response = reply::<K>(StatusCode::CREATED, &record, &auth.base_url);
     if let Ok(location) =
@@ -160,7 +172,7 @@ pub async fn replace<K: Kind>(
 ) -> Result<Response, ScimError> {
     connector::<K>(&auth)?;
     let existing = present::<K>(&state, &auth.app.name, &id).await?;
-    let (resource, name) = K::validate(parse_body(&body)?)?;
+    let (resource, name) = validated::<K>(&auth, parse_body(&body)?)?;
     let if_match = IfMatch::from_headers(&headers);
     let record = state.provisioner.replace(existing, &name, resource, &|r| if_match.holds(r)).await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
@@ -179,7 +191,7 @@ pub async fn patch<K: Kind>(
     let request = parse_body(&body)?;
     let mut patched = existing.resource.clone();
     super::patch::apply(&mut patched, &request)?;
-    let (resource, name) = K::validate(patched)?;
+    let (resource, name) = validated::<K>(&auth, patched)?;
     let if_match = IfMatch::from_headers(&headers);
     let record = state.provisioner.replace(existing, &name, resource, &|r| if_match.holds(r)).await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
