@@ -244,6 +244,13 @@ fn entra_group_lifecycle() {
     assert_eq!(r.json()["Resources"][0]["id"], gid.as_str());
     assert!(member_anchors(&s, "Renamed").is_empty());
 
+    // A deleted user leaves its groups, in SCIM and in the target.
+    group_patch(&s, &gid, json!([{"op": "add", "path": "members", "value": [{"value": u2}]}]));
+    assert_eq!(s.scim("DELETE", &format!("/scim/demo/Users/{u2}"), None).status, 204);
+    let group = s.scim("GET", &format!("/scim/demo/Groups/{gid}"), None).json();
+    assert!(group.get("members").is_none(), "{group}");
+    assert!(member_anchors(&s, "Renamed").is_empty());
+
     // Deleted, with its membership rows; the users stay.
     group_patch(&s, &gid, json!([{"op": "add", "path": "members", "value": [{"value": u1}]}]));
     assert_eq!(s.scim("DELETE", &format!("/scim/demo/Groups/{gid}"), None).status, 204);
@@ -251,5 +258,5 @@ fn entra_group_lifecycle() {
     let db = s.data_dir.join("demo.db");
     assert!(sqlite_rows(&db, "SELECT * FROM groups").is_empty());
     assert!(sqlite_rows(&db, "SELECT * FROM groups_members").is_empty());
-    assert_eq!(sqlite_rows(&db, "SELECT * FROM users").len(), 2);
+    assert_eq!(sqlite_rows(&db, "SELECT * FROM users").len(), 1);
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::error::ScimError;
 use super::query::{Projection, Query as ListQuery, RawQuery};
-use super::resource::{self, Kind, list_response, parse_body, to_response};
+use super::resource::{self, GroupKind, Kind, list_response, parse_body, to_response};
 use super::{Authorized, ScimBody, ScimState, scim_json};
 use crate::store::{Record, RecordState};
 
@@ -207,6 +207,38 @@ pub async fn delete<K: Kind>(
     connector::<K>(&auth)?;
     let existing = present::<K>(&state, &auth.app.name, &id).await?;
     let if_match = IfMatch::from_headers(&headers);
+    if !if_match.holds(&existing) {
+        return Err(crate::provision::ProvisionError::PreconditionFailed.into());
+    }
+    // A deleted resource is no member of any group any more: leave the groups first, so that a
+    // failure leaves both as they were and the client's retry finishes the job.
+    leave_groups(&state, &auth, &id).await?;
     state.provisioner.delete(existing, &|r| if_match.holds(r)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes `member` from every group of the app that lists it.
+async fn leave_groups(state: &ScimState, auth: &Authorized, member: &str) -> Result<(), ScimError> {
+    if auth.app.groups.is_none() {
+        return Ok(());
+    }
+    let store_error = |e| ScimError::from(crate::provision::ProvisionError::Store(e));
+    let groups = state.provisioner.store.list(&auth.app.name, GroupKind::NAME).await.map_err(store_error)?;
+    for group in groups {
+        let Some(serde_json::Value::Array(members)) = group.resource.get("members") else { continue };
+        if !members.iter().any(|m| m.get("value").and_then(serde_json::Value::as_str) == Some(member)) {
+            continue;
+        }
+        let mut resource = group.resource.clone();
+        if let Some(serde_json::Value::Array(members)) = resource.get_mut("members") {
+            members.retain(|m| m.get("value").and_then(serde_json::Value::as_str) != Some(member));
+            if members.is_empty() {
+                resource.as_object_mut().map(|o| o.remove("members"));
+            }
+        }
+        let name = group.user_name.clone();
+        tracing::info!(group = %group.id, member, "removing a deleted member from its group");
+        state.provisioner.replace(group, &name, resource, &|_| true).await?;
+    }
+    Ok(())
 }
