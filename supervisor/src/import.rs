@@ -123,7 +123,8 @@ pub async fn run(
             .await?;
         report.pages += 1;
         // References (group members) resolve against what the connector space knows now.
-        let ids = store.reference_ids(&binding.app).await?;
+        let ids =
+            if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
         for item in page.entries {
             if item.error.is_some() {
                 report.errors += 1;

@@ -47,6 +47,11 @@ impl Shape {
     fn is_multi(&self, name: &str) -> bool {
         self.multi.contains(name)
     }
+
+    /// Whether any attribute is a reference (and so needs resolution through the store).
+    pub fn has_references(&self) -> bool {
+        !self.references.is_empty()
+    }
 }
 
 /// A SCIM id that a reference attribute names but the connector space does not know.

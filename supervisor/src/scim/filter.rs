@@ -133,7 +133,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
 impl AttrPath {
     /// Parses `[urn:...:]attr[.sub]`.
     pub fn parse(text: &str) -> Result<Self, FilterError> {
-        let (urn, rest) = if text.len() > 4 && text[..4].eq_ignore_ascii_case("urn:") {
+        let (urn, rest) = if text.len() > 4 && text.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
             let at = text.rfind(':').expect("urn: has a colon");
             (Some(text[..at].to_string()), &text[at + 1..])
         } else {
@@ -570,10 +570,92 @@ mod tests {
     }
 
     #[test]
+    fn multibyte_text_is_refused_not_a_panic() {
+        // Found by the fuzzer: slicing "urn:" off a path cut a character in two.
+        for text in ["$\u{70a}\u{70a} ", "\u{e9}\u{e9}\u{e9} pr", "ur\u{e9}:x eq 1", "u\u{1f600} eq \"a\""] {
+            let _ = Filter::parse(text);
+            let _ = ValuePath::parse(text);
+            let _ = AttrPath::parse(text);
+        }
+        assert!(AttrPath::parse("\u{e9}\u{e9}\u{e9}").is_err());
+    }
+
+    #[test]
     fn user_name_index_shortcut() {
         assert_eq!(Filter::parse(r#"userName eq "a\"b""#).unwrap().eq_on("userName"), Some("a\"b"));
         assert_eq!(Filter::parse(r#"userName co "a""#).unwrap().eq_on("userName"), None);
         assert_eq!(Filter::parse(r#"displayName eq "G""#).unwrap().eq_on("displayName"), Some("G"));
+    }
+
+    /// A random filter from the grammar, sometimes corrupted by a stray token.
+    fn random_filter(rng: &mut rand::rngs::StdRng, depth: u32) -> String {
+        use rand::{Rng, seq::IndexedRandom};
+        let attrs = [
+            "userName",
+            "name.givenName",
+            "emails",
+            "emails.value",
+            "active",
+            "meta.lastModified",
+            "title",
+            "ID",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        ];
+        let ops = ["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "EQ"];
+        let values =
+            ["\"bjensen\"", "\"B\"", "\"\"", "true", "false", "null", "7", "1.5", "\"x\\\"y\"", "\"\u{e9}\""];
+        let choice = if depth == 0 { 0 } else { rng.random_range(0..6) };
+        match choice {
+            0 | 1 => {
+                let attr = attrs.choose(rng).unwrap();
+                if rng.random_bool(0.15) {
+                    format!("{attr} pr")
+                } else {
+                    format!("{attr} {} {}", ops.choose(rng).unwrap(), values.choose(rng).unwrap())
+                }
+            }
+            2 => format!("({})", random_filter(rng, depth - 1)),
+            3 => format!(
+                "{} {} {}",
+                random_filter(rng, depth - 1),
+                ["and", "or", "AND"].choose(rng).unwrap(),
+                random_filter(rng, depth - 1)
+            ),
+            4 => format!("not ({})", random_filter(rng, depth - 1)),
+            _ => {
+                format!("emails[{}]", random_filter(rng, 0).replace("emails.", "").replace("emails", "value"))
+            }
+        }
+    }
+
+    /// Random filter texts (seeded, so that a failure repeats): parsing never panics, and every
+    /// filter that parses obeys the logic it claims (`not`, `and`, `or`).
+    #[test]
+    fn random_filters_obey_boolean_logic() {
+        use rand::{Rng, SeedableRng, seq::IndexedRandom};
+        let junk = ["(", ")", "[", "]", "\"", "and", "not", "eq", "\\", ".", "pr"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let resource = user();
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let mut text = random_filter(&mut rng, 3);
+            if rng.random_bool(0.2) {
+                let at = rng.random_range(0..=text.len());
+                if text.is_char_boundary(at) {
+                    text.insert_str(at, junk.choose(&mut rng).unwrap());
+                }
+            }
+            let Ok(filter) = Filter::parse(&text) else { continue };
+            parsed += 1;
+            let m = filter.matches(&resource);
+            let negated = Filter::parse(&format!("not ({text})")).expect("a parsed filter negates");
+            assert_eq!(negated.matches(&resource), !m, "{text}");
+            let both = Filter::parse(&format!("({text}) and ({text})")).unwrap();
+            assert_eq!(both.matches(&resource), m, "{text}");
+            let always = Filter::parse(&format!("({text}) or not ({text})")).unwrap();
+            assert!(always.matches(&resource), "{text}");
+        }
+        assert!(parsed > 10_000, "the generator should mostly produce valid filters ({parsed})");
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
                 };
                 for (key, v) in map {
                     if key.len() > 4
-                        && key[..4].eq_ignore_ascii_case("urn:")
+                        && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
                         && !is_core_urn(&key)
                         && v.is_object()
                         && !key_names_attribute(&key)
@@ -353,6 +353,70 @@ mod tests {
         assert_eq!(g["members"], json!([{"value": "u4"}]));
         patch(&mut g, json!([{"op": "remove", "path": "members"}])).unwrap();
         assert!(g.get("members").is_none(), "remove without a value empties it");
+    }
+
+    /// Random operations (seeded): the engine never panics, and every refusal is a SCIM 400
+    /// with one of the RFC 7644 `scimType`s.
+    #[test]
+    fn random_patches_apply_or_are_refused_cleanly() {
+        use rand::{Rng, SeedableRng, seq::IndexedRandom};
+        let ops = [json!("add"), json!("Replace"), json!("remove"), json!("REMOVE"), json!("move"), json!(1)];
+        let paths = [
+            json!("displayName"),
+            json!("name.givenName"),
+            json!("emails"),
+            json!("emails[type eq \"work\"].value"),
+            json!("emails[type eq \"nope\"]"),
+            json!("members"),
+            json!("members[value eq \"u1\"]"),
+            json!("id"),
+            json!("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"),
+            json!("emails[type"),
+            json!(""),
+            json!(7),
+            serde_json::Value::Null,
+        ];
+        let values = [
+            json!("x"),
+            json!(true),
+            json!({"value": "u2"}),
+            json!([{"value": "u1"}, {"value": "u3"}]),
+            json!({"name.familyName": "F", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "D"}),
+            json!(null),
+            json!([]),
+            json!({}),
+        ];
+        let scim_types = ["invalidSyntax", "invalidPath", "invalidValue", "noTarget", "mutability"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (mut applied, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let n = rng.random_range(1..4);
+            let operations: Vec<Value> = (0..n)
+                .map(|_| {
+                    let mut op = serde_json::Map::new();
+                    op.insert("op".into(), ops.choose(&mut rng).unwrap().clone());
+                    if rng.random_bool(0.8) {
+                        op.insert("path".into(), paths.choose(&mut rng).unwrap().clone());
+                    }
+                    op.insert("value".into(), values.choose(&mut rng).unwrap().clone());
+                    Value::Object(op)
+                })
+                .collect();
+            let mut u = user();
+            u["members"] = json!([{"value": "u1"}]);
+            match patch(&mut u, Value::Array(operations.clone())) {
+                Ok(()) => {
+                    applied += 1;
+                    assert!(u.is_object(), "{operations:?}");
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert_eq!(e.status.as_u16(), 400, "{operations:?}");
+                    assert!(e.scim_type.is_some_and(|t| scim_types.contains(&t)), "{operations:?}: {e:?}");
+                }
+            }
+        }
+        assert!(applied > 1000 && refused > 1000, "both outcomes exercised ({applied}, {refused})");
     }
 
     #[test]
