@@ -5,8 +5,11 @@
 //! one SQLite file (WAL mode). A record is written `pending` before its export and made `present`
 //! after, so that a write whose outcome is unknown can be reconciled instead of repeated.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ecma_proto::v1;
@@ -105,6 +108,61 @@ pub fn entry_values(entry: &v1::Entry) -> TargetValues {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    cache: Arc<RwLock<Cache>>,
+    /// Bumped around every write, so that a read that overlapped a write does not fill the
+    /// cache with what it read.
+    generation: Arc<AtomicU64>,
+}
+
+/// Records read by id or name, kept for the next read (SCIM reads are most of the traffic).
+/// Filled on reads, emptied of what a write touches; the database stays the truth.
+#[derive(Debug, Default)]
+struct Cache {
+    by_id: HashMap<(String, String, String), Arc<Record>>,
+    /// (app, resource type, name folded like SQLite's NOCASE) → id.
+    by_name: HashMap<(String, String, String), String>,
+}
+
+/// Beyond this many cached records the cache starts over (a bound, not an LRU).
+const CACHE_LIMIT: usize = 250_000;
+
+fn id_key(app: &str, resource_type: &str, id: &str) -> (String, String, String) {
+    (app.to_string(), resource_type.to_string(), id.to_string())
+}
+
+fn name_key(app: &str, resource_type: &str, name: &str) -> (String, String, String) {
+    (app.to_string(), resource_type.to_string(), name.to_ascii_lowercase())
+}
+
+impl Cache {
+    fn get(&self, app: &str, resource_type: &str, id: &str) -> Option<Record> {
+        self.by_id.get(&id_key(app, resource_type, id)).map(|r| Record::clone(r))
+    }
+
+    fn by_name(&self, app: &str, resource_type: &str, name: &str) -> Option<Record> {
+        let id = self.by_name.get(&name_key(app, resource_type, name))?;
+        self.get(app, resource_type, id)
+    }
+
+    fn put(&mut self, record: &Record) {
+        if self.by_id.len() >= CACHE_LIMIT {
+            self.by_id.clear();
+            self.by_name.clear();
+        }
+        self.by_name
+            .insert(name_key(&record.app, &record.resource_type, &record.user_name), record.id.clone());
+        self.by_id.insert(id_key(&record.app, &record.resource_type, &record.id), Arc::new(record.clone()));
+    }
+
+    /// Forgets the record with this id, and whatever a name maps to.
+    fn forget(&mut self, app: &str, resource_type: &str, id: &str, name: Option<&str>) {
+        if let Some(old) = self.by_id.remove(&id_key(app, resource_type, id)) {
+            self.by_name.remove(&name_key(app, resource_type, &old.user_name));
+        }
+        if let Some(name) = name {
+            self.by_name.remove(&name_key(app, resource_type, name));
+        }
+    }
 }
 
 const SCHEMA: &[&str] = &[
@@ -144,7 +202,7 @@ impl Store {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&pool).await?;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, cache: Arc::default(), generation: Arc::default() })
     }
 
     fn record(row: &sqlx::sqlite::SqliteRow) -> Result<Record, StoreError> {
@@ -201,7 +259,40 @@ impl Store {
 
     /// The record with this id, pending or present.
     pub async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
-        self.one("id = ?3", app, resource_type, id).await
+        if let Some(record) = self.cache.read().expect("cache lock").get(app, resource_type, id) {
+            return Ok(Some(record));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let record = self.one("id = ?3", app, resource_type, id).await?;
+        self.remember(&record, generation);
+        Ok(record)
+    }
+
+    /// Caches what a read found, unless a write happened meanwhile.
+    fn remember(&self, record: &Option<Record>, generation: u64) {
+        if let Some(record) = record {
+            let mut cache = self.cache.write().expect("cache lock");
+            if self.generation.load(Ordering::SeqCst) == generation {
+                cache.put(record);
+            }
+        }
+    }
+
+    /// Runs a write, keeping the cache honest: what it touches is forgotten, and reads that
+    /// overlap it do not cache.
+    async fn write<T>(
+        &self,
+        keys: (&str, &str, &str, Option<&str>),
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let result = write.await;
+        {
+            let mut cache = self.cache.write().expect("cache lock");
+            cache.forget(keys.0, keys.1, keys.2, keys.3);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        result
     }
 
     /// The record with this userName (case-insensitive), pending or present.
@@ -211,7 +302,13 @@ impl Store {
         resource_type: &str,
         name: &str,
     ) -> Result<Option<Record>, StoreError> {
-        self.one("user_name = ?3", app, resource_type, name).await
+        if let Some(record) = self.cache.read().expect("cache lock").by_name(app, resource_type, name) {
+            return Ok(Some(record));
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let record = self.one("user_name = ?3", app, resource_type, name).await?;
+        self.remember(&record, generation);
+        Ok(record)
     }
 
     /// Every present record of an app's resource type, in creation order.
@@ -229,7 +326,13 @@ impl Store {
     pub async fn insert(&self, record: &Record) -> Result<(), StoreError> {
         let sql =
             format!("INSERT INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-        self.bind_all(&sql, record).await
+        let keys = (
+            record.app.as_str(),
+            record.resource_type.as_str(),
+            record.id.as_str(),
+            Some(record.user_name.as_str()),
+        );
+        self.write(keys, self.bind_all(&sql, record)).await
     }
 
     /// Replaces a record (same app, type and id); [`StoreError::Conflict`] when its new userName
@@ -243,7 +346,13 @@ impl Store {
         {
             return Err(StoreError::Conflict);
         }
-        self.bind_all(&sql, record).await
+        let keys = (
+            record.app.as_str(),
+            record.resource_type.as_str(),
+            record.id.as_str(),
+            Some(record.user_name.as_str()),
+        );
+        self.write(keys, self.bind_all(&sql, record)).await
     }
 
     async fn bind_all(&self, sql: &str, r: &Record) -> Result<(), StoreError> {
@@ -270,13 +379,16 @@ impl Store {
 
     /// Removes a record.
     pub async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
-            .bind(app)
-            .bind(resource_type)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let delete = async {
+            sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
+                .bind(app)
+                .bind(resource_type)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        };
+        self.write((app, resource_type, id, None), delete).await
     }
 
     /// Number of records.
@@ -397,8 +509,19 @@ mod tests {
         assert!(matches!(store.update(&bob).await, Err(StoreError::Conflict)), "rename onto a taken name");
         assert_eq!(store.count().await.unwrap(), 2);
 
+        // Reads are cached; writes and deletes are seen at once all the same.
+        assert_eq!(store.get("demo", "User", "2").await.unwrap().unwrap().user_name, "bob");
+        bob.user_name = "robert".into();
+        store.update(&bob).await.unwrap();
+        assert_eq!(store.get("demo", "User", "2").await.unwrap().unwrap().user_name, "robert");
+        assert!(
+            store.by_user_name("demo", "User", "bob").await.unwrap().is_none(),
+            "the old name is forgotten"
+        );
+        assert_eq!(store.by_user_name("demo", "User", "ROBERT").await.unwrap().unwrap().id, "2");
         store.delete("demo", "User", "1").await.unwrap();
         assert!(store.get("demo", "User", "1").await.unwrap().is_none());
+        assert!(store.by_user_name("demo", "User", "alice").await.unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -111,6 +111,16 @@ fn measure(
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The baseline server process, stopped however the benchmark ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -164,10 +174,12 @@ fn main() {
     assert_eq!(ids.len() as u64, users);
 
     let fixed_addr = e2e::free_addr();
-    let mut fixed = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("BENCH_FIXED_SERVER", fixed_addr.to_string())
-        .spawn()
-        .unwrap();
+    let _fixed = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_FIXED_SERVER", fixed_addr.to_string())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(fixed_addr).is_err() {
         assert!(Instant::now() < deadline, "the baseline server did not start");
@@ -181,7 +193,8 @@ fn main() {
         Arc::new(move |n| format!("/scim/demo/Users/{}", ids[(n % ids.len() as u64) as usize]))
     };
     let fixed_path: Arc<dyn Fn(u64) -> String + Send + Sync> = Arc::new(|_| "/scim/demo/Users/x".to_string());
-    let found_one = |b: &[u8]| b.windows(17).any(|w| w == b"\"totalResults\":1,");
+    let found_one =
+        |b: &[u8]| b.windows(17).any(|w| w == b"\"totalResults\":1}" || w == b"\"totalResults\":1,");
     let is_user = |b: &[u8]| b.windows(10).any(|w| w == b"\"userName\"");
 
     let (mut ceiling, mut filter, mut get) = (vec![], vec![], vec![]);
@@ -190,8 +203,6 @@ fn main() {
         filter.push(measure(s.scim, by_filter.clone(), found_one));
         get.push(measure(s.scim, by_id.clone(), is_user));
     }
-    let _ = fixed.kill();
-    let _ = fixed.wait();
     let (c, f, g) = (median(ceiling.clone()), median(filter.clone()), median(get.clone()));
     println!(
         "scim_reads benchmark: {users} users, {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {ROUND:?}, alternating"
