@@ -66,6 +66,12 @@ fn discovery_tells_what_is_supported_and_is_read_only() {
         assert_eq!(r.status, 405, "{method} {path}");
         assert_eq!(r.json()["status"], "405");
     }
+    for (method, path) in
+        [("PUT", "/scim/demo/Users"), ("POST", "/scim/demo/Users/some-id"), ("DELETE", "/scim/demo/Groups")]
+    {
+        let r = s.scim(method, path, Some("{}"));
+        assert_eq!((r.status, r.json()["status"].as_str()), (405, Some("405")), "{method} {path}");
+    }
     let r = s.scim("GET", "/scim/demo/NoSuchThing", None);
     assert_eq!((r.status, r.json()["status"].as_str()), (404, Some("404")));
     assert_eq!(request(s.scim, "GET", "/elsewhere", None, None).status, 404);

@@ -123,12 +123,8 @@ fn user_schema() -> Value {
             s("type").canonical(&["work", "home", "other"]),
             attr("primary", "boolean"),
         ]),
-        attr("groups", "complex").multi().read_only().subs(vec![
-            s("value").read_only(),
-            attr("$ref", "reference").refs(&["User", "Group"]).read_only(),
-            s("display").read_only(),
-            s("type").canonical(&["direct", "indirect"]).read_only(),
-        ]),
+        // `groups` is not listed: Users are not answered with their groups (see the Groups'
+        // members instead), and this schema only says what the service does.
         multi_valued("entitlements", &[], s("value")),
         multi_valued("roles", &[], s("value")),
         multi_valued("x509Certificates", &[], attr("value", "binary")),

@@ -216,6 +216,9 @@ pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
         .route("/scim/{app}/Schemas", get(discovery::list_schemas).fallback(discovery::method_not_allowed))
         .route("/scim/{app}/Schemas/{id}", get(discovery::get_schema).fallback(discovery::method_not_allowed))
         .fallback(|| async { ScimError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ScimError::new(StatusCode::METHOD_NOT_ALLOWED, None, "this method is not supported here")
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
