@@ -21,10 +21,14 @@ fn patch(s: &Supervisor, id: &str, operations: Value) -> e2e::Response {
 fn entra_user_lifecycle() {
     let dir = TempDir::new("entra-users");
     // The quickstart, plus a department column mapped from the enterprise extension.
-    let config = quickstart_config().replace("active boolean\"", "active boolean, department\"").replace(
-        "active = \"active\"",
-        &format!("active = \"active\"\ndepartment = \"{ENTERPRISE}:department\""),
-    );
+    // The quickstart, plus a department column mapped from the enterprise extension and a
+    // manager column that holds the manager's anchor (a reference).
+    let config = quickstart_config()
+        .replace("active boolean\"", "active boolean, department, manager_id\"\nreferences = \"manager_id\"")
+        .replace(
+            "active = \"active\"",
+            &format!("active = \"active\"\ndepartment = \"{ENTERPRISE}:department\"\nmanager_id = \"{ENTERPRISE}:manager.value\""),
+        );
     let s = Supervisor::start(&config, dir.path());
 
     // 1. Entra first looks the user up by its matching attribute.
@@ -111,6 +115,12 @@ fn entra_user_lifecycle() {
         patch(&s, &id, json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": manager_id}]));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()[ENTERPRISE]["manager"], json!({"value": manager_id}));
+    let manager_anchor = row(&s, "the-manager")["id"].clone();
+    assert_eq!(
+        row(&s, "Test_User_ab6490ee")["manager_id"],
+        manager_anchor,
+        "the target holds the manager's anchor"
+    );
     let r = patch(
         &s,
         &id,
@@ -119,6 +129,13 @@ fn entra_user_lifecycle() {
     assert_eq!(r.json()[ENTERPRISE]["manager"]["value"], manager_id);
     let r = patch(&s, &id, json!([{"op": "Remove", "path": format!("{ENTERPRISE}:manager")}]));
     assert!(r.json()[ENTERPRISE].get("manager").is_none(), "{}", r.body);
+    assert_eq!(row(&s, "Test_User_ab6490ee")["manager_id"], Value::Null);
+    let r = patch(
+        &s,
+        &id,
+        json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": "no-such-user"}]),
+    );
+    assert_eq!(r.status, 400, "an unknown manager is refused: {}", r.body);
 
     // 7. Rename (userName is a single-valued property too).
     let r = patch(&s, &id, json!([{"op": "Replace", "path": "userName", "value": "renamed@testuser.com"}]));
