@@ -210,8 +210,9 @@ impl AttributeKind {
     }
 }
 
-/// `[connectors.<name>]`: one connector child process.
-#[derive(Debug, Clone, Deserialize)]
+/// `[connectors.<name>]`: one connector child process. (`Debug` is written by hand: parameters
+/// and environment may hold secrets.)
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorConfig {
     /// Executable: a path, or a bare name looked up next to the supervisor binary, then on PATH.
@@ -594,6 +595,19 @@ impl Config {
                     "must name the connector's executable".into(),
                 );
             }
+            for (key, value) in [
+                ("startup_timeout", connector.startup_timeout),
+                ("call_timeout", connector.call_timeout),
+                ("health_interval", connector.health_interval),
+                ("import.full_interval", connector.import.full_interval.unwrap_or(Duration::MAX)),
+                ("import.delta_interval", connector.import.delta_interval.unwrap_or(Duration::MAX)),
+                ("restart.window", connector.restart.window),
+                ("restart.quarantine_probe", connector.restart.quarantine_probe),
+            ] {
+                if value.is_zero() {
+                    problem(format!("connectors.{name}.{key}"), "must be longer than zero".into());
+                }
+            }
             if connector.export_batch_size == 0 {
                 problem(format!("connectors.{name}.export_batch_size"), "must be at least 1".into());
             }
@@ -660,6 +674,18 @@ impl Config {
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("executable", &self.executable)
+            .field("object_type", &self.object_type)
+            .field("partition", &self.partition)
+            .field("parameters", &self.parameters.keys().collect::<Vec<_>>())
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectorConfig {
@@ -856,6 +882,21 @@ mod tests {
             MINIMAL.replace("plain_http = true", "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"");
         let config = parse(&text).unwrap();
         assert_eq!(config.server.tls.unwrap().reload_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        let text =
+            MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nhealth_interval = \"0s\"");
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems[0].key, "connectors.people.health_interval");
+    }
+
+    #[test]
+    fn debug_output_holds_no_parameter_values() {
+        let config = parse(MINIMAL).unwrap();
+        let shown = format!("{:?}", config.connectors["people"]);
+        assert!(shown.contains("connection_string") && !shown.contains("demo.db"), "{shown}");
     }
 
     #[test]

@@ -70,9 +70,10 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
                         .iter()
                         .position(|r| r.identifier == job.change.identifier)
                         .map(|i| results.swap_remove(i))
-                        .ok_or_else(|| CallError::Failed {
-                            kind: v1::ErrorKind::Internal,
-                            message: "the connector returned no result for this entry".into(),
+                        // The batch went through but says nothing of this entry: its outcome is
+                        // unknown, to be reconciled, not taken for a failure.
+                        .ok_or_else(|| CallError::Lost {
+                            detail: "the connector returned no result for this entry".into(),
                         });
                     let _ = job.reply.send(result);
                 }

@@ -165,7 +165,12 @@ pub async fn run(
                     let _guard =
                         provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
                     // Re-read under the lock: a SCIM write may have changed it meanwhile.
-                    let Some(mut current) = store.get(&record.app, &record.resource_type, &record.id).await?
+                    // Only a present record is refreshed: one deleted or deprovisioned meanwhile
+                    // stays as the SCIM client left it.
+                    let Some(mut current) = store
+                        .get(&record.app, &record.resource_type, &record.id)
+                        .await?
+                        .filter(|r| r.state == RecordState::Present)
                     else {
                         continue;
                     };
@@ -241,7 +246,9 @@ pub async fn run(
                 }
             }
         }
-        if !page.watermark.is_empty() {
+        // A delta import commits each page's watermark once the page is stored; a full import
+        // only the final one, so that an interrupted full import never passes for a base.
+        if delta && !page.watermark.is_empty() {
             store.set_watermark(connector, &page.watermark).await?;
         }
         if !page.more_to_import {

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use ecma_proto::v1::{self, CsEntryChange, ErrorKind, ObjectModificationType};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{DeprovisionAction, DeprovisionConfig};
 use crate::export::ExportQueue;
@@ -37,7 +37,20 @@ pub enum ProvisionError {
     #[error("{detail}")]
     Target { kind: ErrorKind, detail: String },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The resource changed between the read a change was computed from and its write.
+    #[error("the resource changed meanwhile")]
+    Changed,
+}
+
+impl From<StoreError> for ProvisionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // A name clash found by the store's unique index is the client's 409, not a 500.
+            StoreError::Conflict => ProvisionError::Conflict,
+            other => ProvisionError::Store(other),
+        }
+    }
 }
 
 impl From<CallError> for ProvisionError {
@@ -90,12 +103,26 @@ pub struct Target {
 struct Stripes(Vec<Mutex<()>>);
 
 impl Stripes {
-    fn lock_for(&self, parts: &[&str]) -> &Mutex<()> {
+    fn index(&self, parts: &[&str]) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for p in parts {
             p.to_lowercase().hash(&mut h);
         }
-        &self.0[(h.finish() as usize) % self.0.len()]
+        (h.finish() as usize) % self.0.len()
+    }
+
+    fn lock_for(&self, parts: &[&str]) -> &Mutex<()> {
+        &self.0[self.index(parts)]
+    }
+
+    /// Locks two keys (an object and a name it takes), in index order so that two callers never
+    /// wait for each other, and once when both fall on the same stripe.
+    async fn lock_both(&self, a: &[&str], b: &[&str]) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
+        let (i, j) = (self.index(a), self.index(b));
+        let (first, second) = (i.min(j), i.max(j));
+        let first = self.0[first].lock().await;
+        let second = if second != i.min(j) { Some(self.0[second].lock().await) } else { None };
+        (first, second)
     }
 }
 
@@ -113,6 +140,11 @@ fn now() -> String {
 impl Provisioner {
     pub fn new(store: Store, targets: HashMap<String, Target>) -> Self {
         Self { store, targets, stripes: Stripes((0..64).map(|_| Mutex::new(())).collect()) }
+    }
+
+    /// Whether the connector can take writes now (503 with Retry-After otherwise).
+    pub fn ready(&self, connector: &str) -> Result<(), ProvisionError> {
+        self.target(connector).handle.session().map(|_| ()).map_err(ProvisionError::from)
     }
 
     /// The lock that serialises writes to one object (by app, resource type, and id or name).
@@ -284,6 +316,7 @@ impl Provisioner {
         tracing::info!(id = %record.id, "the earlier create had reached the target; confirming it");
         let actual = crate::store::entry_values(&entry);
         record.target.anchors = entry.anchors;
+        record.target.dn = entry.dn;
         record.state = RecordState::Present;
         record.set_target_values(&actual);
         let changes = Mapping::update_changes(&actual, values, &handle.shape());
@@ -373,8 +406,14 @@ impl Provisioner {
         precondition: &Precondition<'_>,
     ) -> Result<Record, ProvisionError> {
         let target = self.target(&existing.connector);
-        let _guard =
-            self.stripes.lock_for(&[&existing.app, &existing.resource_type, &existing.id]).lock().await;
+        // The object, and the name it takes: a create of that name waits (and then meets it).
+        let _guards = self
+            .stripes
+            .lock_both(
+                &[&existing.app, &existing.resource_type, &existing.id],
+                &[&existing.app, &existing.resource_type, user_name],
+            )
+            .await;
         // Re-read under the lock: a concurrent write may have changed it.
         let mut record = self
             .store
@@ -384,6 +423,11 @@ impl Provisioner {
             .ok_or(ProvisionError::NotFound)?;
         if !precondition(&record) {
             return Err(ProvisionError::PreconditionFailed);
+        }
+        // The new content was computed from `existing`; if another write came between, the
+        // caller computes it again from the current record (no lost update).
+        if record.version != existing.version {
+            return Err(ProvisionError::Changed);
         }
         if let Some(other) = self.store.by_user_name(&record.app, &record.resource_type, user_name).await?
             && other.id != record.id
@@ -418,7 +462,23 @@ impl Provisioner {
         let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
         if !changes.is_empty() {
             target.handle.session()?;
-            self.export_update(target, &record, changes).await?;
+            match self.export_update(target, &record, changes).await {
+                // Deleted on disable, but the record never learnt it (the supervisor died between
+                // the two): the resource is active, so the object comes back.
+                Err(ProvisionError::NotFound) if policy.on_disable == DeprovisionAction::Delete => {
+                    record.target = v1::Entry::default();
+                    record.resource = resource;
+                    let added = self.add_again(target, record, &after).await?;
+                    let resource = added.resource.clone();
+                    return self.store_replaced(added, user_name, resource).await;
+                }
+                // The target lost the object: so does the connector space.
+                Err(ProvisionError::NotFound) => {
+                    self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                    return Err(ProvisionError::NotFound);
+                }
+                other => other?,
+            }
         }
         record.set_target_values(&after);
         self.store_replaced(record, user_name, resource).await
@@ -459,11 +519,8 @@ impl Provisioner {
         let result = self.export_idempotent(target, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None => Ok(()),
-            ErrorKind::NoSuchObject => {
-                // The target lost the object: so does the connector space.
-                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
-                Err(ProvisionError::NotFound)
-            }
+            // The target lost the object; the caller decides what the record becomes.
+            ErrorKind::NoSuchObject => Err(ProvisionError::NotFound),
             ErrorKind::AlreadyExists => Err(ProvisionError::Conflict),
             kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
         }
@@ -509,7 +566,10 @@ impl Provisioner {
                     let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
                     match self.export_update(target, &kept, changes).await {
                         // Gone from the target already: nothing to keep.
-                        Err(ProvisionError::NotFound) => return Ok(()),
+                        Err(ProvisionError::NotFound) => {
+                            self.store.delete(&kept.app, &kept.resource_type, &kept.id).await?;
+                            return Ok(());
+                        }
                         other => other?,
                     }
                     kept.set_target_values(&after);

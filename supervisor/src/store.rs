@@ -278,21 +278,33 @@ impl Store {
         }
     }
 
-    /// Runs a write, keeping the cache honest: what it touches is forgotten, and reads that
-    /// overlap it do not cache.
-    async fn write<T>(
-        &self,
-        keys: (&str, &str, &str, Option<&str>),
-        write: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        let result = write.await;
-        {
-            let mut cache = self.cache.write().expect("cache lock");
-            cache.forget(keys.0, keys.1, keys.2, keys.3);
-            self.generation.fetch_add(1, Ordering::SeqCst);
-        }
-        result
+    /// Writes a record (`sql` inserts or upserts it) or deletes one (`sql` is `None`), keeping the
+    /// cache honest: what the write touches is forgotten, and reads that overlap it do not cache.
+    /// The write runs in a task of its own, so that it finishes, and the cache learns of it, even
+    /// if the request that asked for it is dropped midway (a client that hangs up).
+    async fn write(&self, record: &Record, sql: Option<String>) -> Result<(), StoreError> {
+        let store = self.clone();
+        let record = record.clone();
+        let task = tokio::spawn(async move {
+            store.generation.fetch_add(1, Ordering::SeqCst);
+            let result = match &sql {
+                Some(sql) => store.bind_all(sql, &record).await,
+                None => sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
+                    .bind(&record.app)
+                    .bind(&record.resource_type)
+                    .bind(&record.id)
+                    .execute(&store.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from),
+            };
+            let mut cache = store.cache.write().expect("cache lock");
+            let name = sql.as_ref().map(|_| record.user_name.as_str());
+            cache.forget(&record.app, &record.resource_type, &record.id, name);
+            store.generation.fetch_add(1, Ordering::SeqCst);
+            result
+        });
+        task.await.unwrap_or_else(|e| Err(StoreError::Corrupt(format!("a store write failed: {e}"))))
     }
 
     /// The record with this userName (case-insensitive), pending or present.
@@ -326,33 +338,21 @@ impl Store {
     pub async fn insert(&self, record: &Record) -> Result<(), StoreError> {
         let sql =
             format!("INSERT INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-        let keys = (
-            record.app.as_str(),
-            record.resource_type.as_str(),
-            record.id.as_str(),
-            Some(record.user_name.as_str()),
-        );
-        self.write(keys, self.bind_all(&sql, record)).await
+        self.write(record, Some(sql)).await
     }
 
     /// Replaces a record (same app, type and id); [`StoreError::Conflict`] when its new userName
-    /// belongs to another record.
+    /// belongs to another record. (An upsert on the id: unlike `REPLACE`, a clash on the name
+    /// index fails instead of deleting the other record.)
     pub async fn update(&self, record: &Record) -> Result<(), StoreError> {
-        let sql =
-            format!("REPLACE INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-        // REPLACE would also silently delete another row holding the same userName; check first.
-        if let Some(other) = self.by_user_name(&record.app, &record.resource_type, &record.user_name).await?
-            && other.id != record.id
-        {
-            return Err(StoreError::Conflict);
-        }
-        let keys = (
-            record.app.as_str(),
-            record.resource_type.as_str(),
-            record.id.as_str(),
-            Some(record.user_name.as_str()),
+        let sql = format!(
+            "INSERT INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
+             state = excluded.state, user_name = excluded.user_name, resource = excluded.resource, \
+             target = excluded.target, version = excluded.version, created = excluded.created, \
+             modified = excluded.modified"
         );
-        self.write(keys, self.bind_all(&sql, record)).await
+        self.write(record, Some(sql)).await
     }
 
     async fn bind_all(&self, sql: &str, r: &Record) -> Result<(), StoreError> {
@@ -379,16 +379,20 @@ impl Store {
 
     /// Removes a record.
     pub async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
-        let delete = async {
-            sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
-                .bind(app)
-                .bind(resource_type)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
+        let key = Record {
+            app: app.to_string(),
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            connector: String::new(),
+            state: RecordState::Pending,
+            user_name: String::new(),
+            resource: Value::Null,
+            target: v1::Entry::default(),
+            version: 0,
+            created: String::new(),
+            modified: String::new(),
         };
-        self.write((app, resource_type, id, None), delete).await
+        self.write(&key, None).await
     }
 
     /// Number of records.

@@ -32,6 +32,9 @@ impl ScimError {
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, None, detail)
     }
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, None, detail)
+    }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, None, "a valid bearer token is required")
     }
@@ -73,6 +76,11 @@ impl From<ProvisionError> for ScimError {
                 "another resource has this userName (or, for a group, displayName)",
             ),
             ProvisionError::NotFound => Self::not_found("resource not found"),
+            ProvisionError::Changed => Self::new(
+                StatusCode::CONFLICT,
+                None,
+                "the resource changed while this request was applied; retry it",
+            ),
             ProvisionError::PreconditionFailed => Self::new(
                 StatusCode::PRECONDITION_FAILED,
                 None,

@@ -11,8 +11,10 @@ use serde::Deserialize;
 use super::error::ScimError;
 use super::query::{Projection, Query as ListQuery, RawQuery};
 use super::resource::{self, GroupKind, Kind, list_response, parse_body, to_response};
-use super::{Authorized, ScimBody, ScimState, scim_json};
+use super::{App, Authorized, ScimBody, ScimState, scim_json};
+use crate::provision::ProvisionError;
 use crate::store::{Record, RecordState};
+use serde_json::Value;
 
 fn reply<K: Kind>(status: StatusCode, record: &Record, base_url: &str) -> Response {
     let mut response = scim_json(status, &to_response::<K>(record, base_url));
@@ -34,12 +36,9 @@ async fn present<K: Kind>(state: &ScimState, app: &str, id: &str) -> Result<Reco
 }
 
 /// A resource checked by its kind and by the app's extension schemas.
-fn validated<K: Kind>(
-    auth: &Authorized,
-    resource: serde_json::Value,
-) -> Result<(serde_json::Value, String), ScimError> {
+fn validated<K: Kind>(app: &App, resource: Value) -> Result<(Value, String), ScimError> {
     let (resource, name) = K::validate(resource)?;
-    for extension in auth.app.extensions.iter().filter(|e| e.resource == K::NAME) {
+    for extension in app.extensions.iter().filter(|e| e.resource == K::NAME) {
         extension.check(&resource)?;
     }
     Ok((resource, name))
@@ -97,9 +96,15 @@ async fn search_with<K: Kind>(
 }
 
 /// An `If-Match` header: the versions (ETags) the client's change applies to.
+#[derive(Debug, Clone)]
 pub struct IfMatch(Option<Vec<String>>);
 
 impl IfMatch {
+    /// No condition.
+    pub fn any() -> Self {
+        Self(None)
+    }
+
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let tags = headers.get_all(header::IF_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| {
             v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect::<Vec<_>>()
@@ -132,8 +137,14 @@ pub async fn create<K: Kind>(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let connector = connector::<K>(&auth)?;
-    let (resource, name) = validated::<K>(&auth, parse_body(&body)?)?;
-    let record = state.provisioner.create(&auth.app.name, K::NAME, connector, &name, resource).await?;
+    let (resource, name) = validated::<K>(&auth.app, parse_body(&body)?)?;
+    // In a task of its own: a create goes through even if the client hangs up midway.
+    let (provisioner, app, connector) =
+        (state.provisioner.clone(), auth.app.name.clone(), connector.to_string());
+    let record =
+        tokio::spawn(async move { provisioner.create(&app, K::NAME, &connector, &name, resource).await })
+            .await
+            .map_err(|e| ScimError::internal(format!("the create failed: {e}")))??;
     let mut response = reply::<K>(StatusCode::CREATED, &record, &auth.base_url);
     if let Ok(location) =
         HeaderValue::from_str(&resource::location::<K>(&auth.base_url, &record.app, &record.id))
@@ -162,6 +173,42 @@ pub async fn get<K: Kind>(
     Ok(response)
 }
 
+/// How often a change computed from a record is computed again when concurrent writes keep
+/// changing the record first.
+const CHANGED_RETRIES: usize = 32;
+
+/// Writes a new version of a resource, computed from its current record by `compute`; computes
+/// it again when a concurrent write changed the record meanwhile. The write runs in a task of
+/// its own, so that it finishes even if the client hangs up midway.
+async fn update_resource<K: Kind>(
+    state: &ScimState,
+    app: &App,
+    id: &str,
+    if_match: &IfMatch,
+    compute: impl Fn(&Record) -> Result<(Value, String), ScimError>,
+) -> Result<Record, ScimError> {
+    for _ in 0..CHANGED_RETRIES {
+        let existing = present::<K>(state, &app.name, id).await?;
+        let (resource, name) = compute(&existing)?;
+        let provisioner = state.provisioner.clone();
+        let if_match = if_match.clone();
+        let write = tokio::spawn(async move {
+            let check = move |r: &Record| if_match.holds(r);
+            provisioner.replace(existing, &name, resource, &check).await
+        });
+        match write.await.map_err(|e| ScimError::internal(format!("the write failed: {e}")))? {
+            Err(ProvisionError::Changed) => {
+                // Let the writer that won go first; a little jitter keeps the losers apart.
+                let pause = rand::random_range(1..5u64);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                continue;
+            }
+            result => return Ok(result?),
+        }
+    }
+    Err(ProvisionError::Changed.into())
+}
+
 /// `PUT /Users/{id}`.
 pub async fn replace<K: Kind>(
     State(state): State<Arc<ScimState>>,
@@ -171,14 +218,16 @@ pub async fn replace<K: Kind>(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     connector::<K>(&auth)?;
-    let existing = present::<K>(&state, &auth.app.name, &id).await?;
-    let (resource, name) = validated::<K>(&auth, parse_body(&body)?)?;
+    let (resource, name) = validated::<K>(&auth.app, parse_body(&body)?)?;
     let if_match = IfMatch::from_headers(&headers);
-    let record = state.provisioner.replace(existing, &name, resource, &|r| if_match.holds(r)).await?;
+    let record =
+        update_resource::<K>(&state, &auth.app, &id, &if_match, |_| Ok((resource.clone(), name.clone())))
+            .await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
 }
 
-/// `PATCH /Users/{id}`: the patch is applied to a copy; nothing changes unless all of it applies.
+/// `PATCH /Users/{id}`: the patch is applied to a copy of the current record; nothing changes
+/// unless all of it applies.
 pub async fn patch<K: Kind>(
     State(state): State<Arc<ScimState>>,
     auth: Authorized,
@@ -187,13 +236,14 @@ pub async fn patch<K: Kind>(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     connector::<K>(&auth)?;
-    let existing = present::<K>(&state, &auth.app.name, &id).await?;
     let request = parse_body(&body)?;
-    let mut patched = existing.resource.clone();
-    super::patch::apply(&mut patched, &request)?;
-    let (resource, name) = validated::<K>(&auth, patched)?;
     let if_match = IfMatch::from_headers(&headers);
-    let record = state.provisioner.replace(existing, &name, resource, &|r| if_match.holds(r)).await?;
+    let record = update_resource::<K>(&state, &auth.app, &id, &if_match, |existing| {
+        let mut patched = existing.resource.clone();
+        super::patch::apply(&mut patched, &request)?;
+        validated::<K>(&auth.app, patched)
+    })
+    .await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
 }
 
@@ -204,41 +254,72 @@ pub async fn delete<K: Kind>(
     Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
-    connector::<K>(&auth)?;
+    let connector = connector::<K>(&auth)?.to_string();
     let existing = present::<K>(&state, &auth.app.name, &id).await?;
     let if_match = IfMatch::from_headers(&headers);
     if !if_match.holds(&existing) {
-        return Err(crate::provision::ProvisionError::PreconditionFailed.into());
+        return Err(ProvisionError::PreconditionFailed.into());
     }
-    // A deleted resource is no member of any group any more: leave the groups first, so that a
-    // failure leaves both as they were and the client's retry finishes the job.
-    leave_groups(&state, &auth, &id).await?;
-    state.provisioner.delete(existing, &|r| if_match.holds(r)).await?;
+    // A deleted resource is no member of any group any more. The groups are left first, once the
+    // resource's own connector can take the delete, so that the delete rarely fails after them;
+    // if it does, the memberships are put back.
+    state.provisioner.ready(&connector)?;
+    let left = leave_groups(&state, &auth.app, &id).await?;
+    let provisioner = state.provisioner.clone();
+    let write = tokio::spawn(async move {
+        let check = move |r: &Record| if_match.holds(r);
+        provisioner.delete(existing, &check).await
+    });
+    let deleted = write.await.map_err(|e| ScimError::internal(format!("the delete failed: {e}")))?;
+    if let Err(error) = deleted {
+        for group in left {
+            let any = IfMatch::any();
+            let rejoin = update_resource::<GroupKind>(&state, &auth.app, &group, &any, |g| {
+                let mut resource = g.resource.clone();
+                let members = resource
+                    .as_object_mut()
+                    .map(|o| o.entry("members").or_insert_with(|| Value::Array(vec![])));
+                if let Some(Value::Array(members)) = members {
+                    members.push(serde_json::json!({ "value": id }));
+                }
+                GroupKind::validate(resource)
+            });
+            if let Err(e) = rejoin.await {
+                tracing::warn!(group, member = %id, error = ?e, "could not put a membership back after a failed delete");
+            }
+        }
+        return Err(error.into());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Removes `member` from every group of the app that lists it.
-async fn leave_groups(state: &ScimState, auth: &Authorized, member: &str) -> Result<(), ScimError> {
-    if auth.app.groups.is_none() {
-        return Ok(());
+/// Removes `member` from every group of the app that lists it; returns those groups' ids.
+async fn leave_groups(state: &ScimState, app: &App, member: &str) -> Result<Vec<String>, ScimError> {
+    if app.groups.is_none() {
+        return Ok(vec![]);
     }
-    let store_error = |e| ScimError::from(crate::provision::ProvisionError::Store(e));
-    let groups = state.provisioner.store.list(&auth.app.name, GroupKind::NAME).await.map_err(store_error)?;
+    let is_member = |m: &Value| m.get("value").and_then(Value::as_str) == Some(member);
+    let groups =
+        state.provisioner.store.list(&app.name, GroupKind::NAME).await.map_err(ProvisionError::from)?;
+    let mut left = Vec::new();
     for group in groups {
-        let Some(serde_json::Value::Array(members)) = group.resource.get("members") else { continue };
-        if !members.iter().any(|m| m.get("value").and_then(serde_json::Value::as_str) == Some(member)) {
+        let Some(Value::Array(members)) = group.resource.get("members") else { continue };
+        if !members.iter().any(is_member) {
             continue;
         }
-        let mut resource = group.resource.clone();
-        if let Some(serde_json::Value::Array(members)) = resource.get_mut("members") {
-            members.retain(|m| m.get("value").and_then(serde_json::Value::as_str) != Some(member));
-            if members.is_empty() {
-                resource.as_object_mut().map(|o| o.remove("members"));
-            }
-        }
-        let name = group.user_name.clone();
         tracing::info!(group = %group.id, member, "removing a deleted member from its group");
-        state.provisioner.replace(group, &name, resource, &|_| true).await?;
+        update_resource::<GroupKind>(state, app, &group.id, &IfMatch::any(), |g| {
+            let mut resource = g.resource.clone();
+            if let Some(Value::Array(members)) = resource.get_mut("members") {
+                members.retain(|m| !is_member(m));
+                if members.is_empty() {
+                    resource.as_object_mut().map(|o| o.remove("members"));
+                }
+            }
+            GroupKind::validate(resource)
+        })
+        .await?;
+        left.push(group.id);
     }
-    Ok(())
+    Ok(left)
 }
