@@ -612,7 +612,7 @@ impl Config {
                 problem(format!("connectors.{name}.export_batch_size"), "must be at least 1".into());
             }
             for (target, path) in &connector.attributes {
-                if let Err(e) = crate::scim::filter::ValuePath::parse(path) {
+                if let Err(e) = crate::mapping::parse_source(path) {
                     problem(format!("connectors.{name}.attributes.{target}"), format!("{path:?}: {e}"));
                 }
             }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod expression;
 pub mod import;
 pub mod mapping;
 pub mod provision;

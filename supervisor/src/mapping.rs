@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ecma_proto::v1::{self, AttributeChange, AttributeModificationType, AttributeType};
 use serde_json::Value;
 
+use crate::expression::{Expr, is_expression};
 use crate::scim::filter::{FilterError, ValuePath, get_ci};
 
 /// Connector attribute values computed from a resource; an empty list means absent.
@@ -62,36 +63,74 @@ pub struct UnknownReference {
     pub id: String,
 }
 
+/// Where a connector attribute's value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A SCIM attribute path.
+    Path(ValuePath),
+    /// An expression (see [`crate::expression`]); not written back by imports.
+    Expr(Expr),
+}
+
+/// The target that names the object's DN rather than an attribute (DN-style connectors).
+pub const DN_TARGET: &str = "dn";
+
 /// The mapping of one connector.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    entries: Vec<(String, ValuePath)>,
+    entries: Vec<(String, Source)>,
+}
+
+/// Parses one mapping value: an expression, or a SCIM path.
+pub fn parse_source(text: &str) -> Result<(), String> {
+    if is_expression(text) {
+        Expr::parse(text).map(|_| ())
+    } else {
+        ValuePath::parse(text).map(|_| ()).map_err(|e| e.to_string())
+    }
 }
 
 impl Mapping {
     /// Builds the mapping from the configuration's `attributes` table.
-    pub fn new(attributes: &BTreeMap<String, String>) -> Result<Self, FilterError> {
+    pub fn new(attributes: &BTreeMap<String, String>) -> Result<Self, String> {
         let entries = attributes
             .iter()
-            .map(|(target, path)| Ok((target.clone(), ValuePath::parse(path)?)))
-            .collect::<Result<_, FilterError>>()?;
+            .map(|(target, text)| {
+                let source = if is_expression(text) {
+                    Source::Expr(Expr::parse(text)?)
+                } else {
+                    Source::Path(ValuePath::parse(text).map_err(|e: FilterError| e.to_string())?)
+                };
+                Ok((target.clone(), source))
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Self { entries })
     }
 
-    /// Names of the connector attributes this mapping writes.
+    /// The DN a resource's object gets, when the mapping has a `dn` target.
+    pub fn dn(values: &TargetValues) -> Option<String> {
+        values.get(DN_TARGET)?.first()?.as_text()
+    }
+
+    /// Names of the connector attributes this mapping writes (not the `dn` target).
     pub fn targets(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(t, _)| t.as_str())
+        self.entries.iter().map(|(t, _)| t.as_str()).filter(|t| !t.eq_ignore_ascii_case(DN_TARGET))
     }
 
     /// The JSON values each mapped attribute takes from `resource`.
-    fn raw<'a>(&self, resource: &'a Value, shape: &Shape) -> Vec<(&str, Vec<&'a Value>)> {
+    fn raw(&self, resource: &Value, shape: &Shape) -> Vec<(&str, Vec<Value>)> {
         self.entries
             .iter()
-            .map(|(target, path)| {
-                let values = if shape.is_multi(target) {
-                    path.resolve(resource)
-                } else {
-                    pick(path, resource).into_iter().collect()
+            .map(|(target, source)| {
+                let values: Vec<Value> = match source {
+                    Source::Path(path) if shape.is_multi(target) => {
+                        path.resolve(resource).into_iter().cloned().collect()
+                    }
+                    Source::Path(path) => pick(path, resource).into_iter().cloned().collect(),
+                    // In the DN, values from the resource are escaped as DN values.
+                    Source::Expr(expr) => {
+                        expr.eval(resource, target.eq_ignore_ascii_case(DN_TARGET)).into_iter().collect()
+                    }
                 };
                 (target.as_str(), values.into_iter().filter(|v| to_value(v).is_some()).collect())
             })
@@ -126,7 +165,7 @@ impl Mapping {
                         id: id.to_string(),
                     })?;
                     converted.push(reference);
-                } else if let Some(value) = to_value(v) {
+                } else if let Some(value) = to_value(&v) {
                     converted.push(value);
                 }
             }
@@ -148,7 +187,7 @@ impl Mapping {
     pub fn add_changes(values: &TargetValues) -> Vec<AttributeChange> {
         values
             .iter()
-            .filter(|(_, v)| !v.is_empty())
+            .filter(|(name, v)| !v.is_empty() && !name.eq_ignore_ascii_case(DN_TARGET))
             .map(|(name, v)| AttributeChange {
                 name: name.clone(),
                 modification_type: AttributeModificationType::Add as i32,
@@ -167,7 +206,7 @@ impl Mapping {
         shape: &Shape,
     ) -> Vec<AttributeChange> {
         let mut changes = Vec::new();
-        for (name, new) in after {
+        for (name, new) in after.iter().filter(|(name, _)| !name.eq_ignore_ascii_case(DN_TARGET)) {
             let old = before.get(name).cloned().unwrap_or_default();
             if old == *new {
                 continue;
@@ -208,7 +247,9 @@ impl Mapping {
         shape: &Shape,
         ids: &HashMap<String, String>,
     ) {
-        for (target, path) in &self.entries {
+        for (target, source) in &self.entries {
+            // Expressions are not inverted: an import leaves what they computed alone.
+            let Source::Path(path) = source else { continue };
             let mut json: Vec<Value> =
                 values.get(target).map(|vs| vs.iter().map(value_to_json).collect()).unwrap_or_default();
             if shape.references.contains(target) {
@@ -528,6 +569,35 @@ mod tests {
             json!({"displayName": "g", "members": [{"value": "u1", "display": "One"}, {"value": "gone"}]});
         m.from_target(&mut group, &values, &s, &ids);
         assert_eq!(group["members"], json!([{"value": "u1", "display": "One"}, {"value": "u2"}]));
+    }
+
+    #[test]
+    fn expressions_and_the_dn_target() {
+        let m = mapping(&[
+            (
+                "dn",
+                r#"Join("", "uid=", [userName], ",", Switch([title], "ou=Staff", "Boss", "ou=Bosses"), ",dc=example,dc=com")"#,
+            ),
+            ("cn", r#"Join(" ", [name.givenName], ToUpper([name.familyName]))"#),
+            ("uid", "userName"),
+        ]);
+        let s = Shape::default();
+        let user = json!({"userName": "a,b", "name": {"givenName": "Ada", "familyName": "Lovelace"}, "title": "Boss"});
+        let v = m.to_target(&user, &s, &HashMap::new()).unwrap();
+        assert_eq!(
+            Mapping::dn(&v).as_deref(),
+            Some("uid=a\\,b,ou=Bosses,dc=example,dc=com"),
+            "the DN escapes what it takes"
+        );
+        assert_eq!(one(&v, "cn"), Some(v1::Value::string("Ada LOVELACE")));
+        assert_eq!(one(&v, "uid"), Some(v1::Value::string("a,b")), "only the DN is escaped");
+        assert_eq!(m.targets().collect::<Vec<_>>(), ["cn", "uid"], "the DN is not an attribute");
+        assert!(Mapping::add_changes(&v).iter().all(|c| c.name != "dn"));
+        // Imports leave expressions alone.
+        let mut back = json!({"userName": "x"});
+        m.from_target(&mut back, &v, &s, &HashMap::new());
+        assert!(back.get("cn").is_none() && back["userName"] == "a,b");
+        assert!(Mapping::new(&[("cn".to_string(), "Join(".to_string())].into_iter().collect()).is_err());
     }
 
     #[test]

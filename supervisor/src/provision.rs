@@ -229,12 +229,13 @@ impl Provisioner {
             object_type: target.handle.config.object_type.clone(),
             modification_type: ObjectModificationType::Add as i32,
             anchors: vec![],
-            dn: String::new(),
+            dn: Mapping::dn(values).unwrap_or_default(),
             attribute_changes: Mapping::add_changes(values),
         };
         match target.queue.export(change).await {
             Ok(result) if result.error_kind == ErrorKind::None as i32 => {
                 record.target.anchors = result.anchors;
+                record.target.dn = Mapping::dn(values).unwrap_or_default();
                 record.state = RecordState::Present;
                 self.store.update(&record).await?;
                 Ok(record)
@@ -460,8 +461,13 @@ impl Provisioner {
             _ => {}
         }
         let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
-        if !changes.is_empty() {
+        // A new DN (a changed naming attribute) is a rename: it goes with the update, even alone.
+        let renamed = Mapping::dn(&after).filter(|dn| *dn != record.target.dn);
+        if !changes.is_empty() || renamed.is_some() {
             target.handle.session()?;
+            if let Some(dn) = renamed {
+                record.target.dn = dn;
+            }
             match self.export_update(target, &record, changes).await {
                 // Deleted on disable, but the record never learnt it (the supervisor died between
                 // the two): the resource is active, so the object comes back.
@@ -612,7 +618,7 @@ impl Provisioner {
             object_type: target.handle.config.object_type.clone(),
             modification_type: ObjectModificationType::Add as i32,
             anchors: vec![],
-            dn: String::new(),
+            dn: Mapping::dn(values).unwrap_or_default(),
             attribute_changes: Mapping::add_changes(values),
         };
         let result = match target.queue.export(change.clone()).await {
@@ -627,6 +633,7 @@ impl Provisioner {
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None => {
                 record.target.anchors = result.anchors;
+                record.target.dn = Mapping::dn(values).unwrap_or_default();
                 record.set_target_values(values);
                 Ok(record)
             }

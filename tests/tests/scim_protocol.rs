@@ -171,3 +171,34 @@ fn custom_extension_schemas_are_declared_checked_and_mapped() {
     let found = s.scim("GET", &format!("/scim/demo/Users?filter={ACME}:clearance+ge+2"), None).json();
     assert_eq!(found["totalResults"], 1);
 }
+
+#[test]
+fn mapping_expressions_compute_target_values() {
+    let dir = TempDir::new("expressions");
+    let config = quickstart_config().replacen(
+        "display_name = \"displayName\"",
+        "display_name = 'IIF(IsPresent([displayName]), [displayName], Join(\" \", [name.givenName], ToUpper([name.familyName])))'",
+        1,
+    );
+    let s = Supervisor::start(&config, dir.path());
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("ada")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let rows = e2e::sqlite_rows(&dir.path().join("demo.db"), "SELECT display_name FROM users");
+    assert_eq!(rows, [json!({"display_name": "Test ADA"})]);
+    let patch = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"displayName","value":"Countess"}]}"#;
+    assert_eq!(s.scim("PATCH", &format!("/scim/demo/Users/{id}"), Some(patch)).status, 200);
+    let rows = e2e::sqlite_rows(&dir.path().join("demo.db"), "SELECT display_name FROM users");
+    assert_eq!(rows, [json!({"display_name": "Countess"})]);
+
+    // A malformed expression is a configuration error naming the key.
+    let bad = quickstart_config().replacen(
+        "display_name = \"displayName\"",
+        "display_name = 'Join(\"\", [displayName'",
+        1,
+    );
+    let bad_dir = TempDir::new("bad-expression");
+    let mut s = Supervisor::spawn(&bad, bad_dir.path());
+    assert_eq!(s.wait_exit(std::time::Duration::from_secs(10)).code(), Some(64));
+    assert!(s.log().contains("connectors.demo-users.attributes.display_name"), "{}", s.log());
+}

@@ -98,7 +98,8 @@ pub struct ConnectorHandle {
 impl ConnectorHandle {
     /// A handle for a connector that has not started yet.
     pub fn new(name: String, config: ConnectorConfig) -> anyhow::Result<Self> {
-        let mapping = Mapping::new(&config.attributes)?;
+        let mapping = Mapping::new(&config.attributes)
+            .map_err(|e| anyhow::anyhow!("connectors.{name}.attributes: {e}"))?;
         Ok(Self {
             name,
             config: Arc::new(config),
