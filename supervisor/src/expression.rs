@@ -18,7 +18,7 @@
 
 use serde_json::Value;
 
-use crate::scim::filter::{ValuePath, get_ci};
+use crate::scim::filter::{ValuePath, get_ci, is_present as present};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,21 +297,11 @@ impl Expr {
                         Some(Value::String(escape_dn_value(&value)))
                     }
                     Function::Coalesce => {
-                        args.iter().find_map(|a| a.eval(resource, escape_dn).filter(present))
+                        args.iter().find_map(|a| a.eval(resource, escape_dn).filter(|v| present(v)))
                     }
                 }
             }
         }
-    }
-}
-
-fn present(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-        _ => true,
     }
 }
 

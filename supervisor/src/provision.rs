@@ -70,6 +70,18 @@ impl From<CallError> for ProvisionError {
 /// A client's condition on the current record (an `If-Match`), checked under the object's lock.
 pub type Precondition<'a> = dyn Fn(&Record) -> bool + Send + Sync + 'a;
 
+/// The ADD of a record's object with `values`.
+fn add_change(target: &Target, record: &Record, values: &TargetValues) -> CsEntryChange {
+    CsEntryChange {
+        identifier: record.id.clone(),
+        object_type: target.handle.config.object_type.clone(),
+        modification_type: ObjectModificationType::Add as i32,
+        anchors: vec![],
+        dn: Mapping::dn(values).unwrap_or_default(),
+        attribute_changes: Mapping::add_changes(values),
+    }
+}
+
 /// Whether a resource is active (`active` absent means active).
 fn is_active(resource: &Value) -> bool {
     crate::scim::filter::get_ci(resource, "active") != Some(&Value::Bool(false))
@@ -224,14 +236,7 @@ impl Provisioner {
         values: &TargetValues,
         may_retry: bool,
     ) -> Result<Record, ProvisionError> {
-        let change = CsEntryChange {
-            identifier: record.id.clone(),
-            object_type: target.handle.config.object_type.clone(),
-            modification_type: ObjectModificationType::Add as i32,
-            anchors: vec![],
-            dn: Mapping::dn(values).unwrap_or_default(),
-            attribute_changes: Mapping::add_changes(values),
-        };
+        let change = add_change(target, &record, values);
         match target.queue.export(change).await {
             Ok(result) if result.error_kind == ErrorKind::None as i32 => {
                 record.target.anchors = result.anchors;
@@ -613,14 +618,7 @@ impl Provisioner {
         mut record: Record,
         values: &TargetValues,
     ) -> Result<Record, ProvisionError> {
-        let change = CsEntryChange {
-            identifier: record.id.clone(),
-            object_type: target.handle.config.object_type.clone(),
-            modification_type: ObjectModificationType::Add as i32,
-            anchors: vec![],
-            dn: Mapping::dn(values).unwrap_or_default(),
-            attribute_changes: Mapping::add_changes(values),
-        };
+        let change = add_change(target, &record, values);
         let result = match target.queue.export(change.clone()).await {
             Err(CallError::Lost { .. }) => {
                 if let Some(found) = self.reconcile_create(target, &mut record, values).await? {

@@ -392,7 +392,8 @@ impl Filter {
     }
 }
 
-fn is_present(v: &Value) -> bool {
+/// Whether a value counts as present (`pr`): not null, and not an empty string, list or object.
+pub(crate) fn is_present(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::String(s) => !s.is_empty(),
