@@ -297,7 +297,7 @@ impl Expr {
                         Some(Value::String(escape_dn_value(&value)))
                     }
                     Function::Coalesce => {
-                        args.iter().find_map(|a| a.eval(resource, escape_dn).filter(|v| present(v)))
+                        args.iter().find_map(|a| a.eval(resource, escape_dn).filter(present))
                     }
                 }
             }

@@ -61,9 +61,22 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound, then released: a small race that tests tolerate).
+/// A free loopback port, never the same twice in this process. Ports come from 10000-31999,
+/// below the kernel's ephemeral range (so that no outgoing connection takes one meanwhile), from
+/// a counter (so that two tests running at once never pick the same one), and each is checked
+/// free by binding it.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another; the process id spreads concurrent runs apart.
+    let base = (std::process::id() % 1000) * 22;
+    loop {
+        let port = 10_000 + (base + NEXT.fetch_add(1, Ordering::SeqCst)) % 22_000;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// The quickstart configuration, as shipped.
