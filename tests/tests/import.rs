@@ -99,3 +99,61 @@ fn a_full_import_runs_when_the_connector_starts() {
     s.wait_connector("demo-users", Duration::from_secs(10), |c| !c["last_import"].is_null());
     assert_eq!(find(&s, "Users", "userName+eq+%22found-at-start%22")["totalResults"], 1);
 }
+
+fn append(file: &std::path::Path, line: Value) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(file).unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+fn delta(s: &Supervisor) -> Value {
+    let r = request(s.admin, "POST", "/admin/connectors/demo-users/import?type=delta", None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!(report["import_type"], "delta", "{report}");
+    report
+}
+
+#[test]
+fn delta_imports_start_from_the_watermark_and_apply_each_change() {
+    use serde_json::json;
+    let dir = TempDir::new("delta");
+    let changes = dir.path().join("changes.jsonl");
+    std::fs::write(&changes, "").unwrap();
+    // connector-faulty without a fault, offering delta imports from a change file.
+    let config = e2e::faulty_config("none", &dir.path().join("unused"), "")
+        .replace("FAULT_FILE =", &format!("DELTA_FILE = \"{}\", FAULT_FILE =", changes.display()));
+    let s = Supervisor::start(&config, dir.path());
+    // The full import at start is the base: its watermark covers the (empty) file.
+    s.wait_connector("demo-users", Duration::from_secs(10), |c| c["last_import"]["import_type"] == "full");
+
+    append(
+        &changes,
+        json!({"op": "add", "anchor": "d-1", "attributes": {"user_name": "delta-user", "display_name": "Delta"}}),
+    );
+    let report = delta(&s);
+    assert_eq!(report["added"], 1, "{report}");
+    let found = find(&s, "Users", "userName+eq+%22delta-user%22");
+    assert_eq!(found["Resources"][0]["displayName"], "Delta");
+    let id = found["Resources"][0]["id"].as_str().unwrap().to_string();
+
+    // Only what came after the stored watermark is delivered: the add is not replayed.
+    append(&changes, json!({"op": "update", "anchor": "d-1", "attributes": {"display_name": "Changed"}}));
+    let report = delta(&s);
+    assert_eq!((report["added"].as_u64(), report["updated"].as_u64()), (Some(0), Some(1)), "{report}");
+    let user = s.scim("GET", &format!("/scim/demo/Users/{id}"), None).json();
+    assert_eq!(
+        (user["displayName"].as_str(), user["userName"].as_str()),
+        (Some("Changed"), Some("delta-user"))
+    );
+
+    append(&changes, json!({"op": "delete", "anchor": "d-1"}));
+    assert_eq!(delta(&s)["deleted"], 1);
+    assert_eq!(s.scim("GET", &format!("/scim/demo/Users/{id}"), None).status, 404);
+    // Nothing new: an empty delta.
+    let report = delta(&s);
+    assert_eq!(
+        (report["added"].as_u64(), report["updated"].as_u64(), report["deleted"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
+}

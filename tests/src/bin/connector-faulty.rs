@@ -12,12 +12,18 @@
 //! | `wrong-protocol` | answers Hello with protocol version 999 |
 //! | `exit-config` | exits 78 (EX_CONFIG) before serving |
 //! | `flap` | serves, then exits 1 after `FAULT_FLAP_MS` milliseconds (default 300) |
+//! | `none` | no fault (for the delta import below) |
 //!
 //! With `FAULT_FILE` set, the fault is active only while that file exists; the faults inside a
 //! call (`crash-mid-export`, `hang-export`) remove it when they fire, so they fire once.
 //!
 //! With `FOREIGN_LOOKUP=1`, LookupEntries also returns an entry of another object type and
 //! partition, which the supervisor must reject.
+//!
+//! With `DELTA_FILE` set, the connector offers delta imports: the file holds one change per line
+//! (`{"op": "add"|"update"|"delete", "anchor": "...", "attributes": {"column": "value"}}`), the
+//! watermark is the number of lines already delivered, and a delta import returns the lines
+//! after it. A full import ends with the watermark of the whole file.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +54,7 @@ impl Fault {
             "wrong-protocol" => Fault::WrongProtocol,
             "exit-config" => Fault::ExitConfig,
             "flap" => Fault::Flap,
+            "none" => return None,
             other => panic!("unknown FAULT {other:?}"),
         };
         Some(fault)
@@ -77,6 +84,61 @@ fn fire_once() -> bool {
 struct Faulty {
     inner: SqlConnector,
     fault: Option<Fault>,
+    /// The open delta import: its entries and the watermark it ends with.
+    delta: std::sync::Mutex<Option<(Vec<v1::ImportEntry>, usize)>>,
+}
+
+fn delta_file() -> Option<PathBuf> {
+    std::env::var_os("DELTA_FILE").map(PathBuf::from)
+}
+
+fn delta_lines(file: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// One line of the delta file as an import entry.
+fn delta_entry(line: &str) -> Result<v1::ImportEntry, Status> {
+    let change: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Status::invalid_argument(format!("delta line {line:?}: {e}")))?;
+    let modification = match change["op"].as_str() {
+        Some("add") => v1::ObjectModificationType::Add,
+        Some("update") => v1::ObjectModificationType::Update,
+        Some("delete") => v1::ObjectModificationType::Delete,
+        other => return Err(Status::invalid_argument(format!("delta op {other:?}"))),
+    };
+    let attributes = change["attributes"]
+        .as_object()
+        .map(|a| {
+            a.iter()
+                .map(|(name, value)| v1::AttributeValues {
+                    name: name.clone(),
+                    values: vec![match value {
+                        serde_json::Value::Bool(b) => v1::Value::boolean(*b),
+                        other => v1::Value::string(other.as_str().unwrap_or_default()),
+                    }],
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(v1::ImportEntry {
+        modification_type: modification as i32,
+        entry: Some(v1::Entry {
+            object_type: "user".into(),
+            anchors: vec![v1::Anchor {
+                name: "id".into(),
+                value: Some(v1::Value::string(change["anchor"].as_str().unwrap_or_default())),
+            }],
+            dn: String::new(),
+            attributes,
+            partition_id: "default".into(),
+        }),
+        error: None,
+    })
 }
 
 #[tonic::async_trait]
@@ -85,6 +147,11 @@ impl Connector for Faulty {
         let mut response = self.inner.hello(request).await?;
         if self.fault == Some(Fault::WrongProtocol) && armed() {
             response.get_mut().protocol_version = 999;
+        }
+        if delta_file().is_some()
+            && let Some(capabilities) = response.get_mut().capabilities.as_mut()
+        {
+            capabilities.delta_import = true;
         }
         Ok(response)
     }
@@ -155,13 +222,32 @@ impl Connector for Faulty {
         &self,
         request: Request<v1::OpenImportConnectionRequest>,
     ) -> Result<Response<v1::OpenImportConnectionResponse>, Status> {
-        self.inner.open_import_connection(request).await
+        let request = request.into_inner();
+        if request.import_type == v1::ImportType::Delta as i32
+            && let Some(file) = delta_file()
+        {
+            let seen: usize = String::from_utf8_lossy(&request.watermark).parse().unwrap_or(0);
+            let lines = delta_lines(&file);
+            let entries =
+                lines.iter().skip(seen).map(|line| delta_entry(line)).collect::<Result<Vec<_>, _>>()?;
+            *self.delta.lock().unwrap() = Some((entries, lines.len()));
+            return Ok(Response::new(v1::OpenImportConnectionResponse { session_id: "delta".into() }));
+        }
+        self.inner.open_import_connection(Request::new(request)).await
     }
 
     async fn get_import_entries(
         &self,
         request: Request<v1::GetImportEntriesRequest>,
     ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
+        if request.get_ref().session_id == "delta" {
+            let (entries, total) = self.delta.lock().unwrap().take().unwrap_or_default();
+            return Ok(Response::new(v1::GetImportEntriesResponse {
+                entries,
+                more_to_import: false,
+                watermark: total.to_string().into_bytes(),
+            }));
+        }
         self.inner.get_import_entries(request).await
     }
 
@@ -169,7 +255,17 @@ impl Connector for Faulty {
         &self,
         request: Request<v1::CloseImportConnectionRequest>,
     ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        self.inner.close_import_connection(request).await
+        let delta = request.get_ref().session_id == "delta";
+        let mut response = if delta {
+            Response::new(v1::CloseImportConnectionResponse::default())
+        } else {
+            self.inner.close_import_connection(request).await?
+        };
+        // A full import is a base for the next delta: the whole file so far.
+        if !delta && let Some(file) = delta_file() {
+            response.get_mut().watermark = delta_lines(&file).len().to_string().into_bytes();
+        }
+        Ok(response)
     }
 
     async fn lookup_entries(
@@ -216,5 +312,5 @@ fn main() -> anyhow::Result<()> {
             _ => {}
         }
     }
-    ecma_connector_sdk::run(Faulty { inner: SqlConnector::default(), fault })
+    ecma_connector_sdk::run(Faulty { inner: SqlConnector::default(), fault, delta: Default::default() })
 }
