@@ -157,17 +157,30 @@ impl Table {
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                error_status(
-                    ErrorKind::ConnectionFailed,
-                    format!("cannot open the database: {}", redact(&e.to_string(), url)),
-                )
-            })?;
+        // Switching a database to WAL takes an exclusive lock, and SQLite answers "database is
+        // locked" at once (busy_timeout does not cover it) when another process, such as a second
+        // connector on the same file starting at the same moment, holds it: try again briefly.
+        let mut attempts = 0;
+        let pool = loop {
+            let connected = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+                .await;
+            match connected {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20 + 10 * attempts)).await;
+                }
+                Err(e) => {
+                    return Err(error_status(
+                        ErrorKind::ConnectionFailed,
+                        format!("cannot open the database: {}", redact(&e.to_string(), url)),
+                    ));
+                }
+            }
+        };
 
         if create {
             let columns = parse_column_definitions(config.get("columns").unwrap_or(""))?;

@@ -10,7 +10,7 @@ use super::{CallError, ConnectorHandle, Session};
 pub enum NotReady {
     /// Its target is unreachable: keep the child, answer 503, check again later.
     Degraded(String),
-    /// Its configuration is wrong (every problem listed): do not restart it until it changes.
+    /// Its configuration is wrong (every problem listed): do not restart it until an operator resets it.
     BadConfig(String),
 }
 

@@ -41,7 +41,7 @@ pub struct Context {
 enum Ended {
     /// The child exited (or was killed) and should be restarted.
     Exited(String),
-    /// The child refused its configuration: no restart until it changes.
+    /// The child refused its configuration: no restart until an operator resets it.
     BadConfig(String),
     /// Shutdown was asked for.
     Shutdown,
@@ -111,7 +111,7 @@ pub async fn run(handle: Arc<ConnectorHandle>, ctx: Context, mut shutdown: watch
                 return;
             }
             Ended::BadConfig(reason) => {
-                tracing::error!(connector = %name, %reason, "connector refused its configuration; not restarting it until the configuration changes or an operator resets it");
+                tracing::error!(connector = %name, %reason, "connector refused its configuration; not restarting it until an operator resets it (POST /admin/connectors/<name>/reset)");
                 handle.update_status(|s| {
                     s.pid = None;
                     s.last_error = Some(reason.clone());

@@ -39,8 +39,8 @@ pub enum Phase {
     Backoff { until: Instant },
     /// Restarted too often: tried again only at `until`, or when an operator resets it.
     Quarantined { until: Instant, reason: String },
-    /// Refused its configuration (or exited with EX_CONFIG): not restarted until it changes
-    /// (or an operator resets it).
+    /// Refused its configuration (or exited with EX_CONFIG): not restarted until an operator
+    /// resets it.
     FailedConfig { reason: String },
     /// Stopped by shutdown.
     Stopped,
