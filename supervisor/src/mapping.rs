@@ -275,21 +275,6 @@ pub fn value_to_json(v: &v1::Value) -> Value {
     }
 }
 
-/// The `attr eq value` comparisons of a value filter, to build an element that matches it.
-fn filter_fields(filter: &crate::scim::filter::Filter, out: &mut serde_json::Map<String, Value>) {
-    use crate::scim::filter::{CompareOp, Filter};
-    match filter {
-        Filter::Compare(p, CompareOp::Eq, v) => {
-            out.insert(p.attr.clone(), v.clone());
-        }
-        Filter::And(a, b) => {
-            filter_fields(a, out);
-            filter_fields(b, out);
-        }
-        _ => {}
-    }
-}
-
 /// Sets the values a path reaches (see [`Mapping::from_target`]).
 fn set_path(resource: &mut Value, path: &ValuePath, values: Vec<Value>, multi: bool) {
     use crate::scim::filter::is_core_urn;
@@ -330,10 +315,10 @@ fn set_path(resource: &mut Value, path: &ValuePath, values: Vec<Value>, multi: b
                 items.remove(i);
             }
             (None, Some(v), Some(sub)) => {
-                let mut element = serde_json::Map::new();
-                filter_fields(filter, &mut element);
-                element.insert(sub.to_string(), v);
-                items.push(Value::Object(element));
+                if let Some(mut element) = filter.eq_fields() {
+                    element.insert(sub.to_string(), v);
+                    items.push(Value::Object(element));
+                }
             }
             _ => {}
         }

@@ -83,6 +83,15 @@ fn entra_user_lifecycle() {
         (Some("updatedEmail@microsoft.com"), Some("updatedFamilyName"))
     );
 
+    // 4b. A first value for a filtered path: created, not refused.
+    let r = patch(
+        &s,
+        &id,
+        json!([{"op": "Add", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555 0100"}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["phoneNumbers"], json!([{"type": "mobile", "value": "+1 555 0100"}]));
+
     // 5. One path-less replace with dotted and URN-prefixed keys, booleans as strings.
     let r = patch(
         &s,

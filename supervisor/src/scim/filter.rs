@@ -376,6 +376,24 @@ impl Filter {
         }
     }
 
+    /// The fields of an element that would match the filter, when it is only `attr eq value`
+    /// comparisons joined by `and` (`type eq "work"`): used to create a value a filtered path
+    /// names but that does not exist yet.
+    pub fn eq_fields(&self) -> Option<serde_json::Map<String, Value>> {
+        let mut fields = serde_json::Map::new();
+        fn collect(f: &Filter, out: &mut serde_json::Map<String, Value>) -> bool {
+            match f {
+                Filter::Compare(p, CompareOp::Eq, v) if p.sub.is_none() && p.urn.is_none() => {
+                    out.insert(p.attr.clone(), v.clone());
+                    true
+                }
+                Filter::And(a, b) => collect(a, out) && collect(b, out),
+                _ => false,
+            }
+        }
+        collect(self, &mut fields).then_some(fields)
+    }
+
     /// The value when the filter is exactly `<attribute> eq "..."` on a core attribute: the store
     /// answers `userName` and `displayName` (groups) from an index.
     pub fn eq_on(&self, attribute: &str) -> Option<&str> {

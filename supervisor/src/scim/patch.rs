@@ -226,14 +226,36 @@ fn apply_filtered(
     sub: Option<&str>,
     value: Value,
 ) -> Result<(), ScimError> {
-    let items = match container.get_mut(key) {
-        Some(Value::Array(items)) => items,
-        _ if op == Op::Remove => return Ok(()),
-        _ => return Err(ScimError::bad_request("noTarget", format!("no {key} value matches the filter"))),
-    };
+    if op == Op::Remove && !matches!(container.get(key), Some(Value::Array(_))) {
+        return Ok(());
+    }
+    let no_target = || ScimError::bad_request("noTarget", format!("no {key} value matches the filter"));
+    if !matches!(container.get(key), Some(Value::Array(_))) {
+        container.insert(key.to_string(), Value::Array(vec![]));
+    }
+    let Some(Value::Array(items)) = container.get_mut(key) else { return Err(no_target()) };
     let matching: Vec<usize> = (0..items.len()).filter(|i| filter.matches(&items[*i])).collect();
     if matching.is_empty() && op != Op::Remove {
-        return Err(ScimError::bad_request("noTarget", format!("no {key} value matches the filter")));
+        // `emails[type eq "work"].value` for a user without a work email (Entra sends this when
+        // an attribute gets its first value): the value is created, as `add` does for a path
+        // that has no value yet (RFC 7644 §3.5.2.1).
+        let created = match (sub, filter.eq_fields()) {
+            (Some(sub), Some(mut element)) if !value.is_null() => {
+                element.insert(sub.to_string(), value);
+                Some(Value::Object(element))
+            }
+            _ => None,
+        };
+        match created {
+            Some(element) => items.push(element),
+            None => {
+                if items.is_empty() {
+                    container.remove(key);
+                }
+                return Err(no_target());
+            }
+        }
+        return Ok(());
     }
     match (op, sub) {
         (Op::Remove, None) => {
@@ -339,6 +361,26 @@ mod tests {
     }
 
     #[test]
+    fn a_filtered_path_without_a_match_creates_the_value() {
+        let mut u = user();
+        patch(
+            &mut u,
+            json!([
+                {"op": "Add", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"},
+                {"op": "Replace", "path": "emails[type eq \"home\"].value", "value": "h@x"},
+            ]),
+        )
+        .unwrap();
+        assert_eq!(u["phoneNumbers"], json!([{"type": "mobile", "value": "+1 555"}]));
+        assert_eq!(u["emails"][1], json!({"type": "home", "value": "h@x"}));
+        // Only when the filter says what the new value is.
+        let e = patch(&mut u, json!([{"op": "add", "path": "ims[type ne \"x\"].value", "value": "a"}]))
+            .unwrap_err();
+        assert_eq!(e.scim_type, Some("noTarget"));
+        assert!(u.get("ims").is_none(), "nothing left behind");
+    }
+
+    #[test]
     fn group_members_one_by_one_in_both_forms() {
         let mut g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "g",
                            "members": [{"value": "u1"}]});
@@ -429,7 +471,7 @@ mod tests {
         let e = patch(&mut u, json!([{"op": "replace", "path": "id", "value": "x"}])).unwrap_err();
         assert_eq!(e.scim_type, Some("mutability"));
         let e =
-            patch(&mut u, json!([{"op": "replace", "path": "emails[type eq \"fax\"].value", "value": "x"}]))
+            patch(&mut u, json!([{"op": "replace", "path": "emails[type eq \"fax\" or primary eq true].value", "value": "x"}]))
                 .unwrap_err();
         assert_eq!(e.scim_type, Some("noTarget"));
         let e =
