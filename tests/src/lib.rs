@@ -32,7 +32,52 @@ pub fn binary(name: &str) -> PathBuf {
         "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test-all.sh does)",
         path.display()
     );
+    // `cargo test` does not rebuild other packages' binaries: refuse to test a stale one.
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).expect("binary mtime");
+    if let Some(newer) = newest_source().filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace --bins` first (scripts/test-all.sh does)",
+            path.display(),
+            newer.1.display()
+        );
+    }
     path
+}
+
+/// The most recently modified source file of the crates the binaries are built from.
+fn newest_source() -> Option<(std::time::SystemTime, PathBuf)> {
+    fn walk(dir: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "proto")
+                && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+            {
+                *newest = Some((modified, path));
+            }
+        }
+    }
+    static NEWEST: std::sync::OnceLock<Option<(std::time::SystemTime, PathBuf)>> = std::sync::OnceLock::new();
+    NEWEST
+        .get_or_init(|| {
+            let mut newest = None;
+            for dir in [
+                "proto",
+                "connector-sdk/src",
+                "supervisor/src",
+                "connector-sql/src",
+                "connector-ldap/src",
+                "connector-shell/src",
+                "tests/src/bin",
+            ] {
+                walk(&workspace().join(dir), &mut newest);
+            }
+            newest
+        })
+        .clone()
 }
 
 /// A directory removed on drop.
