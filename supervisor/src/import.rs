@@ -319,6 +319,8 @@ pub struct Imports {
     bindings: HashMap<String, Binding>,
     running: HashMap<String, tokio::sync::Mutex<()>>,
     reports: std::sync::Mutex<HashMap<String, Report>>,
+    /// Connectors that import when they start (the ones worth waiting for).
+    on_start: HashSet<String>,
 }
 
 /// Why an import was not run.
@@ -333,13 +335,15 @@ pub enum NotRun {
 }
 
 impl Imports {
+    /// `connectors`: every connector, and whether it imports when it starts.
     pub fn new(
         provisioner: std::sync::Arc<Provisioner>,
         bindings: HashMap<String, Binding>,
-        connectors: &[String],
+        connectors: &[(String, bool)],
     ) -> Self {
-        let running = connectors.iter().map(|c| (c.clone(), tokio::sync::Mutex::new(()))).collect();
-        Self { provisioner, bindings, running, reports: std::sync::Mutex::new(HashMap::new()) }
+        let running = connectors.iter().map(|(c, _)| (c.clone(), tokio::sync::Mutex::new(()))).collect();
+        let on_start = connectors.iter().filter(|(_, on)| *on).map(|(c, _)| c.clone()).collect();
+        Self { provisioner, bindings, running, reports: std::sync::Mutex::new(HashMap::new()), on_start }
     }
 
     /// Runs an import of `connector` now (waiting for one already running to finish).
@@ -358,5 +362,22 @@ impl Imports {
     /// The last report of a connector's imports.
     pub fn last(&self, connector: &str) -> Option<Report> {
         self.reports.lock().expect("reports lock").get(connector).cloned()
+    }
+
+    /// Waits (up to `timeout`) until every other connector of `connector`'s app has finished an
+    /// import: a connector whose attributes reference other objects (group members) imports
+    /// after them, so that its references resolve to the SCIM ids they have by then.
+    pub async fn wait_for_peers(&self, connector: &str, timeout: std::time::Duration) {
+        let Some(app) = self.bindings.get(connector).map(|b| b.app.clone()) else { return };
+        let peers: Vec<String> = self
+            .bindings
+            .iter()
+            .filter(|(c, b)| b.app == app && *c != connector && self.on_start.contains(*c))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && !peers.iter().all(|p| self.last(p).is_some()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

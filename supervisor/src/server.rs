@@ -175,7 +175,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let imports = Arc::new(Imports::new(
         provisioner.clone(),
         bindings(&config),
-        &config.connectors.keys().cloned().collect::<Vec<_>>(),
+        &config.connectors.iter().map(|(name, c)| (name.clone(), c.import.on_start)).collect::<Vec<_>>(),
     ));
     for handle in &handles {
         tokio::spawn(when_ready(handle.clone(), provisioner.clone(), imports.clone()));
@@ -346,6 +346,9 @@ async fn when_ready(handle: Arc<ConnectorHandle>, provisioner: Arc<Provisioner>,
             }
             if first && schedule.on_start {
                 import = Some(ImportType::Full);
+                if handle.shape().has_references() {
+                    imports.wait_for_peers(&name, handle.config.startup_timeout * 2).await;
+                }
             }
             first = false;
         }

@@ -23,6 +23,10 @@ fn find(s: &Supervisor, endpoint: &str, filter: &str) -> Value {
 fn objects_in_the_target_are_imported_updated_and_removed() {
     let dir = TempDir::new("import");
     let s = Supervisor::start(&quickstart_config(), dir.path());
+    // The imports every connector runs at start are over before the target is changed here.
+    for connector in ["demo-users", "demo-groups"] {
+        s.wait_connector(connector, Duration::from_secs(20), |c| !c["last_import"].is_null());
+    }
     let db = dir.path().join("demo.db");
     sqlite_exec(
         &db,
@@ -156,4 +160,23 @@ fn delta_imports_start_from_the_watermark_and_apply_each_change() {
         (report["added"].as_u64(), report["updated"].as_u64(), report["deleted"].as_u64()),
         (Some(0), Some(0), Some(0))
     );
+}
+
+#[test]
+fn at_start_groups_import_after_the_users_they_reference() {
+    let dir = TempDir::new("import-order");
+    let mut s = Supervisor::start(&quickstart_config(), dir.path());
+    assert!(s.stop().success());
+    let db = dir.path().join("demo.db");
+    for i in 0..50 {
+        let (anchor, name) = (format!("u-{i}"), format!("user-{i}"));
+        sqlite_exec(&db, "INSERT INTO users (id, user_name, active) VALUES (?1, ?2, 1)", &[&anchor, &name]);
+        sqlite_exec(&db, "INSERT INTO groups_members (owner, value) VALUES (?1, ?2)", &["g-1", &anchor]);
+    }
+    sqlite_exec(&db, "INSERT INTO groups (id, display_name) VALUES (?1, ?2)", &["g-1", "everyone"]);
+
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    s.wait_connector("demo-groups", Duration::from_secs(20), |c| !c["last_import"].is_null());
+    let group = find(&s, "Groups", "displayName+eq+%22everyone%22");
+    assert_eq!(group["Resources"][0]["members"].as_array().map(Vec::len), Some(50), "every member resolved");
 }
