@@ -164,14 +164,16 @@ pub async fn run(
                 Some(record) => {
                     let _guard =
                         provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
-                    // Re-read under the lock: a SCIM write may have changed it meanwhile.
-                    // Only a present record is refreshed: one deleted or deprovisioned meanwhile
-                    // stays as the SCIM client left it.
+                    // Re-read under the lock. A record that a SCIM write changed since this import
+                    // began is left alone: the page may have been read before that write reached
+                    // the target, and must not undo it (the next import sees the target as it is).
+                    // Likewise one deleted or deprovisioned meanwhile stays as the client left it.
                     let Some(mut current) = store
                         .get(&record.app, &record.resource_type, &record.id)
                         .await?
-                        .filter(|r| r.state == RecordState::Present)
+                        .filter(|r| r.state == RecordState::Present && r.version == record.version)
                     else {
+                        report.skipped += 1;
                         continue;
                     };
                     let mut merged = current.target_values();
@@ -276,6 +278,7 @@ pub async fn run(
             let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
             if let Some(current) = store.get(&record.app, &record.resource_type, &record.id).await?
                 && current.state == RecordState::Present
+                && current.version == record.version
                 && anchor_text(&current.target.anchors).as_deref() == Some(anchor.as_str())
             {
                 store.delete(&record.app, &record.resource_type, &record.id).await?;
