@@ -356,7 +356,7 @@ pub fn request_with_headers(
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    exchange_with(&mut stream, &addr.to_string(), method, path, Some(TOKEN), None, &extra).expect("request")
+    exchange(&mut stream, &addr.to_string(), method, path, Some(TOKEN), None, &extra).expect("request")
 }
 
 /// One HTTP/1.1 request; panics on a transport error.
@@ -380,7 +380,7 @@ pub fn try_request(
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    exchange(&mut stream, &addr.to_string(), method, path, token, body)
+    exchange(&mut stream, &addr.to_string(), method, path, token, body, "")
 }
 
 /// One HTTP/1.1 request over TLS, trusting only `ca_pem`, with the given protocol versions.
@@ -411,7 +411,7 @@ pub fn tls_request(
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut stream = rustls::StreamOwned::new(connection, tcp);
     let response =
-        exchange(&mut stream, &format!("{server_name}:{}", addr.port()), "GET", path, token, None)?;
+        exchange(&mut stream, &format!("{server_name}:{}", addr.port()), "GET", path, token, None, "")?;
     let negotiated = stream.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
     Ok(Response {
         headers: [response.headers, vec![("x-test-tls-version".into(), negotiated)]].concat(),
@@ -426,17 +426,6 @@ fn rustls_pki_types_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'
 }
 
 fn exchange(
-    stream: &mut (impl Read + Write),
-    host: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> std::io::Result<Response> {
-    exchange_with(stream, host, method, path, token, body, "")
-}
-
-fn exchange_with(
     stream: &mut (impl Read + Write),
     host: &str,
     method: &str,
@@ -542,6 +531,11 @@ pub fn user_body(name: &str) -> String {
     .to_string()
 }
 
+/// `POST /scim/<app>/Users` of a test user, once (the transport error is the caller's to judge).
+pub fn post_user(scim: SocketAddr, app: &str, name: &str) -> std::io::Result<Response> {
+    try_request(scim, "POST", &format!("/scim/{app}/Users"), Some(TOKEN), Some(&user_body(name)))
+}
+
 /// How a create ended for a client that retries on 503 (as Entra does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -555,9 +549,8 @@ pub enum Created {
 /// supervisor may be restarting) until `timeout`.
 pub fn create_retrying(scim: SocketAddr, app: &str, name: &str, timeout: Duration) -> Created {
     let deadline = Instant::now() + timeout;
-    let path = format!("/scim/{app}/Users");
     loop {
-        match try_request(scim, "POST", &path, Some(TOKEN), Some(&user_body(name))) {
+        match post_user(scim, app, name) {
             Ok(r) if r.status == 201 => return Created::Id(r.json()["id"].as_str().expect("id").to_string()),
             Ok(r) if r.status == 409 => return Created::Conflict,
             Ok(r) if r.status == 503 => assert!(r.header("retry-after").is_some(), "503 without Retry-After"),

@@ -290,13 +290,7 @@ fn supervisor_kill_9_and_restart_leaves_no_orphans_and_no_duplicates() {
         let mut done = Vec::new();
         for i in 0..1000 {
             let name = format!("early-{i}");
-            match e2e::try_request(
-                scim,
-                "POST",
-                "/scim/demo/Users",
-                Some(e2e::TOKEN),
-                Some(&user_body(&name)),
-            ) {
+            match e2e::post_user(scim, "demo", &name) {
                 Ok(r) if r.status == 201 => done.push(name),
                 _ => return (done, name),
             }
@@ -331,13 +325,7 @@ fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_child() {
                 let mut succeeded = Vec::new();
                 for i in 0.. {
                     let name = format!("w{w}-{i}");
-                    match e2e::try_request(
-                        scim,
-                        "POST",
-                        "/scim/demo/Users",
-                        Some(e2e::TOKEN),
-                        Some(&user_body(&name)),
-                    ) {
+                    match e2e::post_user(scim, "demo", &name) {
                         Ok(r) if r.status == 201 => succeeded.push(name),
                         Ok(r) => panic!("during shutdown a request got {}: {}", r.status, r.body),
                         Err(_) => break, // the listener is closed

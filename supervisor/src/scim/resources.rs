@@ -275,14 +275,7 @@ pub async fn delete<K: Kind>(
         for group in left {
             let any = IfMatch::any();
             let rejoin = update_resource::<GroupKind>(&state, &auth.app, &group, &any, |g| {
-                let mut resource = g.resource.clone();
-                let members = resource
-                    .as_object_mut()
-                    .map(|o| o.entry("members").or_insert_with(|| Value::Array(vec![])));
-                if let Some(Value::Array(members)) = members {
-                    members.push(serde_json::json!({ "value": id }));
-                }
-                GroupKind::validate(resource)
+                GroupKind::validate(with_member(&g.resource, &id, true))
             });
             if let Err(e) = rejoin.await {
                 tracing::warn!(group, member = %id, error = ?e, "could not put a membership back after a failed delete");
@@ -291,6 +284,23 @@ pub async fn delete<K: Kind>(
         return Err(error.into());
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A copy of a group resource with `member` in its members (`wanted`) or not.
+fn with_member(group: &Value, member: &str, wanted: bool) -> Value {
+    let mut group = group.clone();
+    let Some(object) = group.as_object_mut() else { return group };
+    let members = object.entry("members").or_insert_with(|| Value::Array(vec![]));
+    if let Value::Array(members) = members {
+        members.retain(|m| m.get("value").and_then(Value::as_str) != Some(member));
+        if wanted {
+            members.push(serde_json::json!({ "value": member }));
+        }
+    }
+    if object.get("members").is_some_and(|m| m.as_array().is_some_and(Vec::is_empty)) {
+        object.remove("members");
+    }
+    group
 }
 
 /// Removes `member` from every group of the app that lists it; returns those groups' ids.
@@ -309,14 +319,7 @@ async fn leave_groups(state: &ScimState, app: &App, member: &str) -> Result<Vec<
         }
         tracing::info!(group = %group.id, member, "removing a deleted member from its group");
         update_resource::<GroupKind>(state, app, &group.id, &IfMatch::any(), |g| {
-            let mut resource = g.resource.clone();
-            if let Some(Value::Array(members)) = resource.get_mut("members") {
-                members.retain(|m| !is_member(m));
-                if members.is_empty() {
-                    resource.as_object_mut().map(|o| o.remove("members"));
-                }
-            }
-            GroupKind::validate(resource)
+            GroupKind::validate(with_member(&g.resource, member, false))
         })
         .await?;
         left.push(group.id);
