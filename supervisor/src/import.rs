@@ -368,14 +368,22 @@ impl Imports {
     }
 
     /// Waits (up to `timeout`) until every other connector of `connector`'s app has finished an
-    /// import: a connector whose attributes reference other objects (group members) imports
-    /// after them, so that its references resolve to the SCIM ids they have by then.
+    /// import: a groups connector (whose members reference users) imports after the users'
+    /// connector, so that its references resolve to the SCIM ids they have by then. A users'
+    /// connector with references (a manager) never waits: its references are users too, and
+    /// two connectors waiting for each other would only delay both.
     pub async fn wait_for_peers(&self, connector: &str, timeout: std::time::Duration) {
-        let Some(app) = self.bindings.get(connector).map(|b| b.app.clone()) else { return };
+        let Some(binding) = self.bindings.get(connector) else { return };
+        if binding.resource_type != "Group" {
+            return;
+        }
+        let app = binding.app.clone();
         let peers: Vec<String> = self
             .bindings
             .iter()
-            .filter(|(c, b)| b.app == app && *c != connector && self.on_start.contains(*c))
+            .filter(|(c, b)| {
+                b.app == app && *c != connector && b.resource_type != "Group" && self.on_start.contains(*c)
+            })
             .map(|(c, _)| c.clone())
             .collect();
         let deadline = Instant::now() + timeout;

@@ -258,9 +258,35 @@ impl Mapping {
                     .filter_map(|v| v.as_str().and_then(|a| ids.get(a)).map(|id| Value::String(id.clone())))
                     .collect();
             }
-            set_path(resource, path, json, shape.is_multi(target));
+            set_path(resource, path, json, shape.is_multi(target) && scim_multi_valued(path));
         }
     }
+}
+
+/// Whether the SCIM attribute a path names is multi-valued. A multi-valued connector attribute
+/// (most LDAP attributes are) mapped to a single-valued SCIM attribute gives it its first value.
+/// Attributes of custom extension schemas follow the connector's schema.
+fn scim_multi_valued(path: &ValuePath) -> bool {
+    const MULTI: &[&str] = &[
+        "emails",
+        "phoneNumbers",
+        "ims",
+        "photos",
+        "addresses",
+        "groups",
+        "entitlements",
+        "roles",
+        "x509Certificates",
+        "members",
+    ];
+    let core = match &path.path.urn {
+        None => true,
+        Some(urn) => {
+            crate::scim::filter::is_core_urn(urn)
+                || urn.eq_ignore_ascii_case("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")
+        }
+    };
+    !core || MULTI.iter().any(|m| m.eq_ignore_ascii_case(&path.path.attr))
 }
 
 /// A protocol value as JSON.
@@ -499,6 +525,37 @@ mod tests {
         assert_eq!(v["members"], [v1::Value::string("a1"), v1::Value::string("a2")], "no value twice");
         let unknown = m.to_target(&json!({"members": [{"value": "nobody"}]}), &s, &anchors).unwrap_err();
         assert_eq!(unknown.id, "nobody");
+    }
+
+    #[test]
+    fn multi_valued_connector_attributes_fill_single_valued_scim_attributes_with_one_value() {
+        // LDAP's uid, givenName and departmentNumber are multi-valued; SCIM's are not.
+        let m = mapping(&[
+            ("uid", "userName"),
+            ("givenName", "name.givenName"),
+            ("departmentNumber", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+            ("mail", "emails.value"),
+        ]);
+        let s = shape(&["uid", "givenName", "departmentNumber", "mail"], &[]);
+        let values: TargetValues = [
+            ("uid", vec![v1::Value::string("ada"), v1::Value::string("ada2")]),
+            ("givenName", vec![v1::Value::string("Ada")]),
+            ("departmentNumber", vec![v1::Value::string("R&D")]),
+            ("mail", vec![v1::Value::string("a@x"), v1::Value::string("b@x")]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let mut r = json!({});
+        m.from_target(&mut r, &values, &s, &HashMap::new());
+        assert_eq!(r["userName"], "ada");
+        assert_eq!(r["name"], json!({"givenName": "Ada"}));
+        assert_eq!(r["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], "R&D");
+        assert_eq!(
+            r["emails"],
+            json!([{"value": "a@x"}, {"value": "b@x"}]),
+            "a multi-valued SCIM attribute keeps all"
+        );
     }
 
     #[test]

@@ -82,6 +82,18 @@ fn add_change(target: &Target, record: &Record, values: &TargetValues) -> CsEntr
     }
 }
 
+/// The DN a connector reports for the object it wrote (a DN it built itself when the mapping
+/// gave none), as the confirmed attribute `dn`.
+fn confirmed_dn(result: &v1::CsEntryChangeResult) -> Option<String> {
+    result
+        .confirmed_attributes
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case(crate::mapping::DN_TARGET))
+        .and_then(|a| a.values.first())
+        .and_then(v1::Value::as_text)
+        .filter(|dn| !dn.is_empty())
+}
+
 /// Whether a resource is active (`active` absent means active).
 fn is_active(resource: &Value) -> bool {
     crate::scim::filter::get_ci(resource, "active") != Some(&Value::Bool(false))
@@ -239,8 +251,8 @@ impl Provisioner {
         let change = add_change(target, &record, values);
         match target.queue.export(change).await {
             Ok(result) if result.error_kind == ErrorKind::None as i32 => {
+                record.target.dn = confirmed_dn(&result).or_else(|| Mapping::dn(values)).unwrap_or_default();
                 record.target.anchors = result.anchors;
-                record.target.dn = Mapping::dn(values).unwrap_or_default();
                 record.state = RecordState::Present;
                 self.store.update(&record).await?;
                 Ok(record)
@@ -326,8 +338,10 @@ impl Provisioner {
         record.state = RecordState::Present;
         record.set_target_values(&actual);
         let changes = Mapping::update_changes(&actual, values, &handle.shape());
-        if !changes.is_empty() {
-            self.export_update(target, record, changes).await?;
+        if !changes.is_empty()
+            && let Some(dn) = self.export_update(target, record, changes).await?
+        {
+            record.target.dn = dn;
         }
         record.set_target_values(values);
         self.store.update(record).await?;
@@ -488,7 +502,11 @@ impl Provisioner {
                     self.store.delete(&record.app, &record.resource_type, &record.id).await?;
                     return Err(ProvisionError::NotFound);
                 }
-                other => other?,
+                // The connector may have renamed the object itself (a new naming value).
+                Ok(Some(dn)) => record.target.dn = dn,
+                other => {
+                    other?;
+                }
             }
         }
         record.set_target_values(&after);
@@ -518,7 +536,7 @@ impl Provisioner {
         target: &Target,
         record: &Record,
         changes: Vec<v1::AttributeChange>,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<Option<String>, ProvisionError> {
         let change = CsEntryChange {
             identifier: record.id.clone(),
             object_type: target.handle.config.object_type.clone(),
@@ -529,7 +547,7 @@ impl Provisioner {
         };
         let result = self.export_idempotent(target, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
-            ErrorKind::None => Ok(()),
+            ErrorKind::None => Ok(confirmed_dn(&result)),
             // The target lost the object; the caller decides what the record becomes.
             ErrorKind::NoSuchObject => Err(ProvisionError::NotFound),
             ErrorKind::AlreadyExists => Err(ProvisionError::Conflict),
@@ -581,7 +599,9 @@ impl Provisioner {
                             self.store.delete(&kept.app, &kept.resource_type, &kept.id).await?;
                             return Ok(());
                         }
-                        other => other?,
+                        other => {
+                            other?;
+                        }
                     }
                     kept.set_target_values(&after);
                 }
@@ -630,8 +650,8 @@ impl Provisioner {
         };
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None => {
+                record.target.dn = confirmed_dn(&result).or_else(|| Mapping::dn(values)).unwrap_or_default();
                 record.target.anchors = result.anchors;
-                record.target.dn = Mapping::dn(values).unwrap_or_default();
                 record.set_target_values(values);
                 Ok(record)
             }

@@ -4,6 +4,8 @@
 //! The binaries are those of the same build (`target/<profile>/`); `scripts/test-all.sh` builds
 //! them before running the tests.
 
+pub mod slapd;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -34,7 +36,7 @@ pub fn binary(name: &str) -> PathBuf {
     );
     // `cargo test` does not rebuild other packages' binaries: refuse to test a stale one.
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).expect("binary mtime");
-    if let Some(newer) = newest_source().filter(|(t, _)| *t > built) {
+    if let Some(newer) = newest_source(name).filter(|(t, _)| *t > built) {
         panic!(
             "{} is older than {}: run `cargo build --workspace --bins` first (scripts/test-all.sh does)",
             path.display(),
@@ -44,8 +46,20 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The most recently modified source file of the crates the binaries are built from.
-fn newest_source() -> Option<(std::time::SystemTime, PathBuf)> {
+/// The most recently modified source file of the crates binary `name` is built from.
+fn newest_source(name: &str) -> Option<(std::time::SystemTime, PathBuf)> {
+    let own = match name {
+        "supervisor" => "supervisor/src",
+        "connector-faulty" => "tests/src/bin",
+        other => match other.strip_prefix("connector-") {
+            Some(_) => return newest_in(&["proto", "connector-sdk/src", &format!("{other}/src")]),
+            None => return newest_in(&["proto", "connector-sdk/src", "supervisor/src"]),
+        },
+    };
+    newest_in(&["proto", "connector-sdk/src", own])
+}
+
+fn newest_in(dirs: &[&str]) -> Option<(std::time::SystemTime, PathBuf)> {
     fn walk(dir: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
@@ -60,24 +74,11 @@ fn newest_source() -> Option<(std::time::SystemTime, PathBuf)> {
             }
         }
     }
-    static NEWEST: std::sync::OnceLock<Option<(std::time::SystemTime, PathBuf)>> = std::sync::OnceLock::new();
-    NEWEST
-        .get_or_init(|| {
-            let mut newest = None;
-            for dir in [
-                "proto",
-                "connector-sdk/src",
-                "supervisor/src",
-                "connector-sql/src",
-                "connector-ldap/src",
-                "connector-shell/src",
-                "tests/src/bin",
-            ] {
-                walk(&workspace().join(dir), &mut newest);
-            }
-            newest
-        })
-        .clone()
+    let mut newest = None;
+    for dir in dirs {
+        walk(&workspace().join(dir), &mut newest);
+    }
+    newest
 }
 
 /// A directory removed on drop.

@@ -1,0 +1,354 @@
+//! The connector's parameters, as declared to the supervisor and parsed from its configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ecma_connector_sdk::{ConfigExt, error_status, parameter};
+use ecma_proto::v1::{ConfigParameterDefinition, ConfigParameterType as T, ConfigParameters, ErrorKind};
+use tonic::Status;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// `ldap://` upgraded with the StartTLS extended operation (the default for `ldap://`).
+    StartTls,
+    /// `ldaps://`: TLS from the first byte.
+    Ldaps,
+    /// `ldap://` in clear: only when `security = "none"` says so.
+    Plain,
+}
+
+/// How the connector authenticates.
+#[derive(Clone)]
+pub enum Bind {
+    Anonymous,
+    Simple {
+        dn: String,
+        password: String,
+    },
+    /// SASL EXTERNAL: the identity is the TLS client certificate.
+    External,
+}
+
+impl std::fmt::Debug for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bind::Anonymous => f.write_str("Anonymous"),
+            Bind::Simple { dn, .. } => f.debug_struct("Simple").field("dn", dn).finish_non_exhaustive(),
+            Bind::External => f.write_str("External"),
+        }
+    }
+}
+
+/// Where delta imports read changes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaMethod {
+    /// RFC 4533 content synchronisation when the server offers it, else `modifyTimestamp`.
+    Auto,
+    /// RFC 4533 refreshOnly with a cookie (OpenLDAP syncprov, 389 DS content sync plug-in).
+    Sync,
+    /// Entries whose `modifyTimestamp` moved; deletes are seen only by full imports.
+    Timestamp,
+}
+
+/// Group membership style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStyle {
+    GroupOfNames,
+    GroupOfUniqueNames,
+}
+
+/// Everything the connector needs to reach and write the directory.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub security: Security,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub bind: Bind,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub object_class: String,
+    pub auxiliary_classes: Vec<String>,
+    pub anchor: String,
+    /// Subtree the objects live in (defaults to the partition).
+    pub container: Option<String>,
+    /// Naming attribute of a DN built when the mapping gives none.
+    pub rdn_attribute: String,
+    pub create_containers: bool,
+    pub page_size: i32,
+    pub delta: DeltaMethod,
+    /// Placeholder member of a group that has no other member.
+    pub empty_member: Option<String>,
+}
+
+impl Settings {
+    /// Whether the configured class is a group class (members are DN references).
+    pub fn group_style(&self) -> Option<GroupStyle> {
+        if self.object_class.eq_ignore_ascii_case("groupOfNames") {
+            Some(GroupStyle::GroupOfNames)
+        } else if self.object_class.eq_ignore_ascii_case("groupOfUniqueNames") {
+            Some(GroupStyle::GroupOfUniqueNames)
+        } else {
+            None
+        }
+    }
+
+    /// All object classes an entry of this type carries.
+    pub fn classes(&self) -> Vec<String> {
+        std::iter::once(self.object_class.clone()).chain(self.auxiliary_classes.iter().cloned()).collect()
+    }
+
+    pub fn parse(config: &Option<ConfigParameters>) -> Result<Self, Status> {
+        let bad = |message: String| error_status(ErrorKind::InvalidConfiguration, message);
+        let url = config.require("url")?.trim().to_string();
+        let ldaps = if url.starts_with("ldaps://") {
+            true
+        } else if url.starts_with("ldap://") {
+            false
+        } else {
+            return Err(bad(format!(
+                "url: {url:?} must start with ldap:// or ldaps:// (e.g. ldaps://dir.example.com)"
+            )));
+        };
+        if url
+            .trim_start_matches("ldaps://")
+            .trim_start_matches("ldap://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("")
+            .is_empty()
+        {
+            return Err(bad(format!("url: {url:?} names no host")));
+        }
+        let security = match (config.get("security").unwrap_or("").to_ascii_lowercase().as_str(), ldaps) {
+            (_, true) => Security::Ldaps,
+            ("" | "starttls", false) => Security::StartTls,
+            ("none" | "plain", false) => Security::Plain,
+            (other, false) => {
+                return Err(bad(format!(
+                    "security: {other:?} is not one of \"starttls\" (the default) or \"none\" (clear text, loopback only)"
+                )));
+            }
+        };
+        let path = |name: &str| config.get(name).filter(|s| !s.is_empty()).map(PathBuf::from);
+        let bind_method = config.get("bind_method").unwrap_or("").to_ascii_lowercase();
+        let bind_dn = config.get("bind_dn").unwrap_or("").to_string();
+        let bind = match bind_method.as_str() {
+            "" if bind_dn.is_empty() => Bind::Anonymous,
+            "" | "simple" => {
+                if bind_dn.is_empty() {
+                    return Err(bad("bind_dn: bind_method \"simple\" needs a bind_dn".into()));
+                }
+                let password = config.get("bind_password").unwrap_or("").to_string();
+                if password.is_empty() {
+                    // An empty password makes a simple bind anonymous (RFC 4513 5.1.2): refuse it.
+                    return Err(bad(
+                        "bind_password: a simple bind needs a password (set it from env or file)".into(),
+                    ));
+                }
+                Bind::Simple { dn: bind_dn, password }
+            }
+            "anonymous" => Bind::Anonymous,
+            "sasl_external" | "external" => {
+                if path("client_cert_file").is_none() || path("client_key_file").is_none() {
+                    return Err(bad(
+                        "client_cert_file: bind_method \"sasl_external\" needs client_cert_file and client_key_file".into(),
+                    ));
+                }
+                if security == Security::Plain {
+                    return Err(bad("security: SASL EXTERNAL needs TLS (StartTLS or ldaps://)".into()));
+                }
+                Bind::External
+            }
+            other => {
+                return Err(bad(format!(
+                    "bind_method: {other:?} is not one of \"simple\", \"sasl_external\" or \"anonymous\""
+                )));
+            }
+        };
+        let seconds = |name: &str, default: u64| -> Result<Duration, Status> {
+            match config.get(name).filter(|s| !s.is_empty()) {
+                None => Ok(Duration::from_secs(default)),
+                Some(s) => match s.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                    _ => Err(bad(format!("{name}: {s:?} is not a positive number of seconds"))),
+                },
+            }
+        };
+        let object_class =
+            config.get("object_class").filter(|s| !s.is_empty()).unwrap_or("inetOrgPerson").to_string();
+        let list = |name: &str| -> Vec<String> {
+            config
+                .get(name)
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let page_size = match config.get("page_size").filter(|s| !s.is_empty()) {
+            None => 500,
+            Some(s) => match s.parse::<i32>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(bad(format!("page_size: {s:?} is not a positive number"))),
+            },
+        };
+        let delta = match config.get("delta_method").unwrap_or("auto").to_ascii_lowercase().as_str() {
+            "" | "auto" => DeltaMethod::Auto,
+            "sync" => DeltaMethod::Sync,
+            "timestamp" | "modifytimestamp" => DeltaMethod::Timestamp,
+            other => {
+                return Err(bad(format!(
+                    "delta_method: {other:?} is not one of \"auto\", \"sync\" or \"timestamp\""
+                )));
+            }
+        };
+        let default_rdn = if object_class.to_ascii_lowercase().contains("group") { "cn" } else { "uid" };
+        Ok(Settings {
+            url,
+            security,
+            ca_file: path("ca_file"),
+            client_cert_file: path("client_cert_file"),
+            client_key_file: path("client_key_file"),
+            bind,
+            connect_timeout: seconds("connect_timeout_seconds", 10)?,
+            operation_timeout: seconds("timeout_seconds", 30)?,
+            auxiliary_classes: list("auxiliary_classes"),
+            anchor: config
+                .get("anchor_attribute")
+                .filter(|s| !s.is_empty())
+                .unwrap_or("entryUUID")
+                .to_string(),
+            container: config.get("container").filter(|s| !s.is_empty()).map(String::from),
+            rdn_attribute: config
+                .get("rdn_attribute")
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default_rdn)
+                .to_string(),
+            create_containers: config.boolean("create_containers", false)?,
+            page_size,
+            delta,
+            empty_member: config.get("empty_group_member").filter(|s| !s.is_empty()).map(String::from),
+            object_class,
+        })
+    }
+}
+
+/// The parameters the connector declares.
+pub fn parameters() -> Vec<ConfigParameterDefinition> {
+    vec![
+        parameter(
+            "url",
+            T::String,
+            true,
+            false,
+            "",
+            "ldap://host[:port] (StartTLS unless security = \"none\") or ldaps://host[:port]",
+        ),
+        parameter(
+            "security",
+            T::String,
+            false,
+            false,
+            "starttls",
+            "For ldap:// URLs: \"starttls\" or \"none\" (clear text)",
+        ),
+        parameter(
+            "ca_file",
+            T::String,
+            false,
+            false,
+            "",
+            "PEM bundle of the CAs to trust; the system's roots when empty",
+        ),
+        parameter(
+            "bind_method",
+            T::String,
+            false,
+            false,
+            "simple",
+            "\"simple\", \"sasl_external\" (TLS client certificate) or \"anonymous\"",
+        ),
+        parameter("bind_dn", T::String, false, false, "", "DN to bind as (simple bind)"),
+        parameter("bind_password", T::EncryptedString, false, true, "", "Password of bind_dn"),
+        parameter("client_cert_file", T::String, false, false, "", "PEM client certificate (SASL EXTERNAL)"),
+        parameter("client_key_file", T::String, false, false, "", "PEM private key of client_cert_file"),
+        parameter(
+            "connect_timeout_seconds",
+            T::Integer,
+            false,
+            false,
+            "10",
+            "Time allowed to connect, secure and bind",
+        ),
+        parameter("timeout_seconds", T::Integer, false, false, "30", "Time allowed for one LDAP operation"),
+        parameter(
+            "object_class",
+            T::String,
+            false,
+            false,
+            "inetOrgPerson",
+            "Structural object class (the object type)",
+        ),
+        parameter(
+            "auxiliary_classes",
+            T::Text,
+            false,
+            false,
+            "",
+            "Comma-separated auxiliary classes added to every new entry",
+        ),
+        parameter(
+            "anchor_attribute",
+            T::String,
+            false,
+            false,
+            "entryUUID",
+            "Operational attribute that identifies an entry: entryUUID, or objectGUID on AD LDS",
+        ),
+        parameter(
+            "container",
+            T::String,
+            false,
+            false,
+            "",
+            "Subtree the objects live in (default: the partition)",
+        ),
+        parameter(
+            "rdn_attribute",
+            T::String,
+            false,
+            false,
+            "uid (cn for groups)",
+            "Naming attribute when the mapping gives no dn",
+        ),
+        parameter(
+            "create_containers",
+            T::Boolean,
+            false,
+            false,
+            "false",
+            "Create missing parent entries (as organizationalUnit) of a new DN",
+        ),
+        parameter("page_size", T::Integer, false, false, "500", "Paged-results page size for imports"),
+        parameter(
+            "empty_group_member",
+            T::String,
+            false,
+            false,
+            "cn=nobody",
+            "Placeholder member of a group with no other member (groupOfNames requires one); never imported",
+        ),
+        parameter(
+            "delta_method",
+            T::String,
+            false,
+            false,
+            "auto",
+            "\"auto\", \"sync\" (RFC 4533) or \"timestamp\" (modifyTimestamp; deletes seen by full imports only)",
+        ),
+    ]
+}

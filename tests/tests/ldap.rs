@@ -1,0 +1,488 @@
+//! connector-ldap against a real OpenLDAP slapd (started by the test), driven through the
+//! supervisor's SCIM front with `deploy/examples/ldap.toml`; the directory is inspected with
+//! `ldapsearch`.
+
+use std::time::Duration;
+
+use e2e::slapd::Slapd;
+use e2e::{Supervisor, TempDir, request, workspace};
+use serde_json::{Value, json};
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+fn example() -> String {
+    std::fs::read_to_string(workspace().join("deploy/examples/ldap.toml")).expect("read ldap.toml")
+}
+
+/// A supervisor on the shipped example, pointed at `slapd` over StartTLS with its CA.
+fn start(slapd: &Slapd, dir: &TempDir, config: &str) -> Supervisor {
+    let ca = slapd.ca_file().display().to_string();
+    let s = Supervisor::spawn_with_env(
+        config,
+        dir.path(),
+        &[
+            ("LDAP_URL", &slapd.url()),
+            ("LDAP_BIND_DN", &slapd.admin_dn()),
+            ("LDAP_BIND_PASSWORD", slapd.admin_password()),
+            ("LDAP_BASE_DN", slapd.suffix()),
+            ("LDAP_CA_FILE", &ca),
+        ],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    s
+}
+
+fn post(s: &Supervisor, endpoint: &str, body: &Value) -> Value {
+    let r = s.scim("POST", &format!("/scim/directory/{endpoint}"), Some(&body.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+fn patch(s: &Supervisor, path: &str, ops: Value) -> e2e::Response {
+    let body = json!({"schemas": [PATCH], "Operations": ops});
+    s.scim("PATCH", &format!("/scim/directory/{path}"), Some(&body.to_string()))
+}
+
+fn user(name: &str, display: &str) -> Value {
+    json!({"schemas": [USER], "userName": name, "displayName": display,
+           "name": {"givenName": "Given", "familyName": format!("Family {name}")},
+           "emails": [{"type": "work", "value": format!("{name}@example.com"), "primary": true}]})
+}
+
+/// `attribute: value` lines of one entry (the DN line first), from `ldapsearch -LLL`.
+fn entry(slapd: &Slapd, base: &str, filter: &str) -> Vec<String> {
+    let out = slapd.ldapsearch(base, filter, &["*"]);
+    out.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+fn dns(slapd: &Slapd, base: &str, filter: &str) -> Vec<String> {
+    let out = slapd.ldapsearch(base, filter, &["1.1"]);
+    let mut dns: Vec<String> =
+        out.lines().filter_map(|l| l.strip_prefix("dn: ")).map(|d| d.to_ascii_lowercase()).collect();
+    dns.sort();
+    dns
+}
+
+fn values(lines: &[String], attribute: &str) -> Vec<String> {
+    let prefix = format!("{attribute}: ");
+    let mut v: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix(&prefix)).map(String::from).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn users_and_groups_are_provisioned_modified_renamed_and_deleted() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-users");
+    let s = start(&slapd, &dir, &example());
+    let base = slapd.suffix().to_string();
+    let people = format!("ou=People,{base}");
+
+    let alice = post(&s, "Users", &user("alice", "Alice A"));
+    let bob = post(&s, "Users", &user("bob", "Bob B"));
+    let carol = post(&s, "Users", &user("carol", "Carol C"));
+    let e = entry(&slapd, &people, "(uid=alice)");
+    assert_eq!(e[0], format!("dn: uid=alice,{people}"));
+    assert_eq!(values(&e, "cn"), ["Alice A"]);
+    assert_eq!(values(&e, "sn"), ["Family alice"]);
+    assert_eq!(values(&e, "mail"), ["alice@example.com"]);
+    assert_eq!(values(&e, "objectClass"), ["inetOrgPerson"]);
+    // The SCIM id does not leak into the directory, and the anchor is the entryUUID.
+    let uuid = slapd.ldapsearch(&people, "(uid=alice)", &["entryUUID"]);
+    assert!(uuid.contains("entryUUID: "), "{uuid}");
+
+    // A duplicate is refused by SCIM (409), and the directory keeps one entry.
+    let r = s.scim("POST", "/scim/directory/Users", Some(&user("alice", "again").to_string()));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(dns(&slapd, &base, "(uid=alice)").len(), 1);
+
+    // Modify: replace one attribute, remove another.
+    let id = alice["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Users/{id}"),
+        json!([
+            {"op": "Replace", "path": "displayName", "value": "Alice Anders"},
+            {"op": "Remove", "path": "name.givenName"}
+        ]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e = entry(&slapd, &people, "(uid=alice)");
+    assert_eq!(values(&e, "displayName"), ["Alice Anders"]);
+    assert!(values(&e, "givenName").is_empty(), "{e:?}");
+
+    // Manager: a reference, written as the manager's DN.
+    let r = patch(
+        &s,
+        &format!("Users/{}", bob["id"].as_str().unwrap()),
+        json!([{
+        "op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+        "value": {"value": id}}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(values(&entry(&slapd, &people, "(uid=bob)"), "manager"), [format!("uid=alice,{people}")]);
+
+    // Rename: a new userName is a new DN (ModifyDN), the entry keeps its entryUUID.
+    let r = patch(
+        &s,
+        &format!("Users/{id}"),
+        json!([{"op": "Replace", "path": "userName", "value": "alice.anders"}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(dns(&slapd, &base, "(uid=alice)").is_empty());
+    let renamed = slapd.ldapsearch(&people, "(uid=alice.anders)", &["entryUUID"]);
+    assert_eq!(
+        renamed.lines().find(|l| l.starts_with("entryUUID")),
+        uuid.lines().find(|l| l.starts_with("entryUUID"))
+    );
+
+    // Groups: members are DNs; adding and removing one member changes only that value.
+    let group = post(
+        &s,
+        "Groups",
+        &json!({"schemas": [GROUP], "displayName": "Engineers",
+        "members": [{"value": id}, {"value": bob["id"]}]}),
+    );
+    let groups = format!("ou=Groups,{base}");
+    let members = |slapd: &Slapd| values(&entry(slapd, &groups, "(cn=Engineers)"), "member");
+    assert_eq!(members(&slapd), [format!("uid=alice.anders,{people}"), format!("uid=bob,{people}")]);
+    let gid = group["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "Add", "path": "members", "value": [{"value": carol["id"]}]}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "Remove", "path": format!("members[value eq \"{}\"]", bob["id"].as_str().unwrap())}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(members(&slapd), [format!("uid=alice.anders,{people}"), format!("uid=carol,{people}")]);
+    // The last members go: groupOfNames needs one, so the placeholder stands in; SCIM shows none.
+    let r = patch(&s, &format!("Groups/{gid}"), json!([{"op": "Remove", "path": "members"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(members(&slapd), ["cn=nobody"]);
+    let g = s.scim("GET", &format!("/scim/directory/Groups/{gid}"), None).json();
+    assert!(g["members"].as_array().is_none_or(|m| m.is_empty()), "{g}");
+    // A member again: the placeholder goes.
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "Add", "path": "members", "value": [{"value": bob["id"]}]}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(members(&slapd), [format!("uid=bob,{people}")]);
+
+    // Delete: gone from the directory and from SCIM.
+    assert_eq!(
+        s.scim("DELETE", &format!("/scim/directory/Users/{}", carol["id"].as_str().unwrap()), None).status,
+        204
+    );
+    assert!(dns(&slapd, &base, "(uid=carol)").is_empty());
+    assert_eq!(
+        s.scim("GET", &format!("/scim/directory/Users/{}", carol["id"].as_str().unwrap()), None).status,
+        404
+    );
+}
+
+#[test]
+fn a_group_with_thousands_of_members_takes_one_member_change_at_a_time() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-big-group");
+    let s = start(&slapd, &dir, &example());
+    let base = slapd.suffix().to_string();
+    // Users made in the directory, then imported: quicker than thousands of SCIM creates.
+    let mut ldif = String::new();
+    for i in 0..3000 {
+        ldif.push_str(&format!(
+            "dn: uid=m{i},ou=People,{base}\nobjectClass: inetOrgPerson\nuid: m{i}\ncn: Member {i}\nsn: M\n\n"
+        ));
+    }
+    slapd.ldapmodify(&ldif);
+    let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=full", None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["added"], 3000, "{}", r.body);
+    let list = s.scim("GET", "/scim/directory/Users?count=5000&attributes=userName", None).json();
+    let ids: Vec<String> =
+        list["Resources"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 3000);
+    let members: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
+    let group =
+        post(&s, "Groups", &json!({"schemas": [GROUP], "displayName": "Everyone", "members": members}));
+    let count = |slapd: &Slapd| {
+        slapd
+            .ldapsearch(&format!("ou=Groups,{base}"), "(cn=Everyone)", &["member"])
+            .lines()
+            .filter(|l| l.starts_with("member: "))
+            .count()
+    };
+    assert_eq!(count(&slapd), 3000);
+    let gid = group["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "Remove", "path": format!("members[value eq \"{}\"]", ids[17])}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(count(&slapd), 2999);
+    let e = slapd.ldapsearch(
+        &format!("ou=Groups,{base}"),
+        "(member=uid=m17,ou=People,dc=example,dc=com)",
+        &["cn"],
+    );
+    assert!(!e.contains("cn: Everyone"), "m17 left the group");
+}
+
+#[test]
+fn injection_through_user_names_display_names_and_member_ids_stays_data() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-injection");
+    let s = start(&slapd, &dir, &example());
+    let base = slapd.suffix().to_string();
+    let people = format!("ou=People,{base}");
+    // DN metacharacters and filter metacharacters in the name that makes the DN.
+    let nasty = r#"evil,ou=Groups+cn=x\"<>;#=)(uid=*"#;
+    let display = "*)(objectClass=*))(|(cn=*";
+    let u = post(&s, "Users", &user(nasty, display));
+    let out = slapd.ldapsearch(&base, "(objectClass=inetOrgPerson)", &["uid", "displayName"]);
+    // One entry, under ou=People, whose uid is the name byte for byte.
+    assert_eq!(out.matches("dn: ").count() + out.matches("dn:: ").count(), 1, "{out}");
+    let uid =
+        slapd.ldapsearch(&people, &format!("(uid={})", ldap_filter_escape(nasty)), &["uid", "displayName"]);
+    assert!(uid.contains(&format!("displayName: {display}")), "{uid}");
+    assert!(
+        dns(&slapd, &format!("ou=Groups,{base}"), "(objectClass=*)") == [format!("ou=groups,{base}")],
+        "nothing landed in ou=Groups"
+    );
+    // A lookup by that name over SCIM finds exactly that user.
+    let filter = format!("userName eq \"{}\"", nasty.replace('\\', "\\\\").replace('"', "\\\""));
+    let found = s.scim("GET", &format!("/scim/directory/Users?filter={}", urlencode(&filter)), None).json();
+    assert_eq!(found["totalResults"], 1, "{found}");
+    assert_eq!(found["Resources"][0]["id"], u["id"]);
+    // A member id that is a filter or a DN is not a known SCIM id: refused, nothing written.
+    for bad in ["*", "x)(member=*", &format!("uid=admin,{base}")] {
+        let r = s.scim(
+            "POST",
+            "/scim/directory/Groups",
+            Some(&json!({"schemas": [GROUP], "displayName": "G", "members": [{"value": bad}]}).to_string()),
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    assert!(dns(&slapd, &base, "(objectClass=groupOfNames)").is_empty());
+}
+
+#[test]
+fn imports_see_adds_changes_renames_and_deletes_made_in_the_directory() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-import");
+    let s = start(&slapd, &dir, &example());
+    for c in ["ldap-users", "ldap-groups"] {
+        s.wait_connector(c, Duration::from_secs(20), |c| !c["last_import"].is_null());
+    }
+    let base = slapd.suffix().to_string();
+    slapd.ldapmodify(&format!(
+        "dn: uid=dora,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: dora\ncn: Dora\nsn: D\n\n\
+         dn: uid=ed,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: ed\ncn: Ed\nsn: E\n\n\
+         dn: uid=fay,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: fay\ncn: Fay\nsn: F\n"
+    ));
+    let import = |kind: &str| {
+        let r =
+            request(s.admin, "POST", &format!("/admin/connectors/ldap-users/import?type={kind}"), None, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let report = import("delta");
+    assert_eq!(report["added"], 3, "{report}");
+    let by_name = |name: &str| {
+        s.scim("GET", &format!("/scim/directory/Users?filter=userName+eq+%22{name}%22"), None).json()
+    };
+    assert_eq!(by_name("dora")["totalResults"], 1);
+    // Changes made in the directory: a modify, a rename, a delete.
+    slapd.ldapmodify(&format!(
+        "dn: uid=dora,ou=People,{base}\nchangetype: modify\nreplace: displayName\ndisplayName: Dora Changed\n\n\
+         dn: uid=ed,ou=People,{base}\nchangetype: modrdn\nnewrdn: uid=edward\ndeleteoldrdn: 1\n\n\
+         dn: uid=fay,ou=People,{base}\nchangetype: delete\n"
+    ));
+    let report = import("delta");
+    assert_eq!((report["updated"].as_u64(), report["deleted"].as_u64()), (Some(2), Some(1)), "{report}");
+    assert_eq!(by_name("dora")["Resources"][0]["displayName"], "Dora Changed");
+    assert_eq!(by_name("fay")["totalResults"], 0, "the delete reached SCIM");
+    assert_eq!(by_name("ed")["totalResults"], 0);
+    assert_eq!(by_name("edward")["totalResults"], 1, "the rename reached SCIM");
+    // A second delta without changes finds nothing; a full import agrees with the directory.
+    let report = import("delta");
+    assert_eq!(
+        (report["added"].as_u64(), report["updated"].as_u64(), report["deleted"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{report}"
+    );
+    let report = import("full");
+    assert_eq!(report["errors"], 0, "{report}");
+    let list = s.scim("GET", "/scim/directory/Users", None).json();
+    assert_eq!(list["totalResults"], 2, "{list}");
+}
+
+#[test]
+fn timestamp_deltas_where_the_server_has_no_sync_provider() {
+    let slapd = Slapd::start_with(e2e::slapd::SlapdOptions { syncprov: false, ..Default::default() });
+    let dir = TempDir::new("ldap-timestamp");
+    let s = start(&slapd, &dir, &example());
+    let base = slapd.suffix().to_string();
+    slapd.ldapmodify(&format!(
+        "dn: uid=gus,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: gus\ncn: Gus\nsn: G\n"
+    ));
+    let import = |kind: &str| {
+        let r =
+            request(s.admin, "POST", &format!("/admin/connectors/ldap-users/import?type={kind}"), None, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    assert_eq!(import("full")["added"], 1);
+    // modifyTimestamp has a one-second resolution.
+    std::thread::sleep(Duration::from_millis(1100));
+    slapd.ldapmodify(&format!(
+        "dn: uid=gus,ou=People,{base}\nchangetype: modify\nreplace: displayName\ndisplayName: Gus Two\n"
+    ));
+    let report = import("delta");
+    assert_eq!(report["updated"], 1, "{report}");
+    let gus = s.scim("GET", "/scim/directory/Users?filter=userName+eq+%22gus%22", None).json();
+    assert_eq!(gus["Resources"][0]["displayName"], "Gus Two");
+}
+
+#[test]
+fn connection_problems_are_named_and_sasl_external_over_ldaps_works() {
+    let slapd = Slapd::start();
+    let base = slapd.suffix().to_string();
+    // A wrong password: the connector fails its configuration check with the LDAP reason.
+    let dir = TempDir::new("ldap-badpw");
+    let s = Supervisor::spawn_with_env(
+        &example(),
+        dir.path(),
+        &[
+            ("LDAP_URL", &slapd.url()),
+            ("LDAP_BIND_DN", &slapd.admin_dn()),
+            ("LDAP_BIND_PASSWORD", "wrong-password"),
+            ("LDAP_BASE_DN", &base),
+            ("LDAP_CA_FILE", &slapd.ca_file().display().to_string()),
+        ],
+    );
+    s.wait_admin_up();
+    // Degraded (the target refuses), not a crash loop: the reason names the LDAP result.
+    let c = s.wait_connector("ldap-users", Duration::from_secs(30), |c| c["reason"].is_string());
+    assert_eq!(c["state"], "degraded", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("invalidCredentials (49)"), "{c}");
+    assert!(!s.log().contains("wrong-password"), "the password is never logged");
+    drop(s);
+
+    // A CA that did not sign the server's certificate: a TLS failure, named as such.
+    let dir = TempDir::new("ldap-badca");
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, rcgen_ca_pem()).unwrap();
+    let s = Supervisor::spawn_with_env(
+        &example(),
+        dir.path(),
+        &[
+            ("LDAP_URL", &slapd.url()),
+            ("LDAP_BIND_DN", &slapd.admin_dn()),
+            ("LDAP_BIND_PASSWORD", slapd.admin_password()),
+            ("LDAP_BASE_DN", &base),
+            ("LDAP_CA_FILE", &other_ca.display().to_string()),
+        ],
+    );
+    s.wait_admin_up();
+    let c = s.wait_connector("ldap-users", Duration::from_secs(30), |c| c["reason"].is_string());
+    assert!(c["reason"].as_str().unwrap().contains("TLS failure"), "{c}");
+    drop(s);
+
+    // ldaps:// with a client certificate and SASL EXTERNAL (mapped to the admin by slapd).
+    let (cert, key) = slapd.client_cert();
+    let config = example().replace(
+        "bind_dn = \"${LDAP_BIND_DN}\"\nbind_password = { env = \"LDAP_BIND_PASSWORD\" }",
+        &format!(
+            "bind_method = \"sasl_external\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
+    assert!(config.contains("sasl_external"));
+    let dir = TempDir::new("ldap-external");
+    let s = Supervisor::spawn_with_env(
+        &config,
+        dir.path(),
+        &[
+            ("LDAP_URL", &slapd.ldaps_url()),
+            ("LDAP_BASE_DN", &base),
+            ("LDAP_CA_FILE", &slapd.ca_file().display().to_string()),
+        ],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    post(&s, "Users", &user("ext", "Over EXTERNAL"));
+    assert_eq!(dns(&slapd, &base, "(uid=ext)"), [format!("uid=ext,ou=people,{base}")]);
+}
+
+#[test]
+fn a_slapd_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
+    let mut slapd = Slapd::start();
+    let dir = TempDir::new("ldap-restart");
+    let s = start(&slapd, &dir, &example());
+    let scim = s.scim;
+    let names: Vec<String> = (0..60).map(|i| format!("burst{i}")).collect();
+    let burst = {
+        let names = names.clone();
+        std::thread::spawn(move || {
+            for name in &names {
+                e2e::create_retrying(scim, "directory", name, Duration::from_secs(60));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    slapd.restart();
+    burst.join().expect("the burst finished");
+    let base = slapd.suffix().to_string();
+    for name in &names {
+        assert_eq!(
+            dns(&slapd, &base, &format!("(uid={name})")).len(),
+            1,
+            "{name} exactly once in the directory"
+        );
+    }
+    let list = s.scim("GET", "/scim/directory/Users?count=200", None).json();
+    assert_eq!(list["totalResults"], 60, "{list}");
+    // The connector reconnected without being restarted.
+    assert_eq!(s.connector("ldap-users")["state"], "ready");
+}
+
+fn ldap_filter_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '*' => "\\2a".into(),
+            '(' => "\\28".into(),
+            ')' => "\\29".into(),
+            '\\' => "\\5c".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn rcgen_ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
