@@ -4,7 +4,9 @@
 #   ./scripts/test-all.sh
 #
 # Run as root on a fresh machine, it installs the Debian packages it needs (a C compiler for
-# SQLite, which sqlx builds from source). As another user, it says which ones are missing.
+# SQLite, which sqlx builds from source; OpenLDAP's slapd and ldap-utils, which the LDAP tests
+# start as throwaway servers on free loopback ports). As another user, it says which ones are
+# missing. No system slapd is started or used.
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
 # the binaries that the end-to-end tests run, and runs every test.
 set -euo pipefail
@@ -15,11 +17,16 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- Debian packages -----------------------------------------------------------------------
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] || need+=(slapd)
+command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
+        # slapd's package asks for an admin password unless told not to (DEBIAN_FRONTEND);
+        # where policy-rc.d or the lack of systemd refuses, no system slapd starts: the tests
+        # run their own on other ports either way.
         apt-get install -y -qq --no-install-recommends "${need[@]}"
     else
         echo "missing packages: ${need[*]} (run this script as root, or install them first)" >&2

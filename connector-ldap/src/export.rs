@@ -492,7 +492,10 @@ pub async fn set_password(
         })?,
         None if !dn.is_empty() => dn.to_string(),
         None => {
-            return Err(OpError::new(ErrorKind::NoSuchObject, "the request names neither an anchor nor a dn"));
+            return Err(OpError::new(
+                ErrorKind::NoSuchObject,
+                "the request names neither an anchor nor a dn",
+            ));
         }
     };
     let exop = target.features.password_modify;

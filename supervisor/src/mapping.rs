@@ -112,6 +112,22 @@ impl Mapping {
         values.get(DN_TARGET)?.first()?.as_text()
     }
 
+    /// The connector attribute mapped from the SCIM `password` (which is never stored: it is
+    /// written in the ADD, or by SetPassword later).
+    pub fn password_target(&self) -> Option<&str> {
+        self.entries.iter().find_map(|(t, source)| match source {
+            Source::Path(p)
+                if p.path.attr.eq_ignore_ascii_case("password")
+                    && p.path.sub.is_none()
+                    && p.filter.is_none()
+                    && p.path.urn.as_deref().is_none_or(crate::scim::filter::is_core_urn) =>
+            {
+                Some(t.as_str())
+            }
+            _ => None,
+        })
+    }
+
     /// Names of the connector attributes this mapping writes (not the `dn` target).
     pub fn targets(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(t, _)| t.as_str()).filter(|t| !t.eq_ignore_ascii_case(DN_TARGET))

@@ -71,14 +71,40 @@ impl From<CallError> for ProvisionError {
 pub type Precondition<'a> = dyn Fn(&Record) -> bool + Send + Sync + 'a;
 
 /// The ADD of a record's object with `values`.
-fn add_change(target: &Target, record: &Record, values: &TargetValues) -> CsEntryChange {
+fn add_change(
+    target: &Target,
+    record: &Record,
+    values: &TargetValues,
+    password: Option<&Password>,
+) -> CsEntryChange {
+    let mut attribute_changes = Mapping::add_changes(values);
+    // The initial password goes in the ADD itself, where the mapping names its attribute.
+    if let (Some(password), Some(name)) = (password, target.handle.mapping.password_target()) {
+        attribute_changes.retain(|c| c.name != name);
+        attribute_changes.push(v1::AttributeChange {
+            name: name.to_string(),
+            modification_type: v1::AttributeModificationType::Replace as i32,
+            value_adds: vec![v1::Value::string(password.0.clone())],
+            value_deletes: vec![],
+        });
+    }
     CsEntryChange {
         identifier: record.id.clone(),
         object_type: target.handle.config.object_type.clone(),
         modification_type: ObjectModificationType::Add as i32,
         anchors: vec![],
         dn: Mapping::dn(values).unwrap_or_default(),
-        attribute_changes: Mapping::add_changes(values),
+        attribute_changes,
+    }
+}
+
+/// A password from a SCIM request: passed on to the connector, never stored or logged.
+#[derive(Clone)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
     }
 }
 
@@ -194,6 +220,7 @@ impl Provisioner {
         connector: &str,
         user_name: &str,
         resource: Value,
+        password: Option<Password>,
     ) -> Result<Record, ProvisionError> {
         let target = self.target(connector);
         let _guard = self.stripes.lock_for(&[app, resource_type, user_name]).lock().await;
@@ -213,6 +240,9 @@ impl Provisioner {
                 pending.user_name = user_name.to_string();
                 pending.modified = now();
                 if let Some(record) = self.reconcile_create(target, &mut pending, &values).await? {
+                    if let Some(password) = &password {
+                        self.set_password(target, &record, password).await?;
+                    }
                     return Ok(record);
                 }
                 pending
@@ -237,7 +267,56 @@ impl Provisioner {
             }
         };
         record.set_target_values(&values);
-        self.add(target, record, &values, true).await
+        let record = self.add(target, record, &values, true, password.as_ref()).await?;
+        // Without an attribute for it in the mapping, the password is set on its own.
+        if let Some(password) = &password
+            && target.handle.mapping.password_target().is_none()
+        {
+            self.set_password(target, &record, password).await?;
+        }
+        Ok(record)
+    }
+
+    /// Sets a password: by SetPassword where the connector offers it, else as a replace of the
+    /// attribute the mapping names for it. Without either, the password is not kept anywhere.
+    async fn set_password(
+        &self,
+        target: &Target,
+        record: &Record,
+        password: &Password,
+    ) -> Result<(), ProvisionError> {
+        let handle = &target.handle;
+        let session = handle.session()?;
+        if session.capabilities.supports_password {
+            let request = v1::SetPasswordRequest {
+                config: Some(session.config.clone()),
+                anchors: record.target.anchors.clone(),
+                dn: record.target.dn.clone(),
+                new_password: password.0.clone(),
+                unlock_account: false,
+                force_change_at_logon: false,
+            };
+            let response =
+                session.call("SetPassword", session.client().set_password(session.request(request))).await?;
+            return match response.error {
+                None => Ok(()),
+                Some(e) => Err(ProvisionError::Target {
+                    kind: ErrorKind::try_from(e.kind).unwrap_or(ErrorKind::Internal),
+                    detail: e.message,
+                }),
+            };
+        }
+        let Some(name) = handle.mapping.password_target() else {
+            tracing::debug!(id = %record.id, "a password was sent, but the connector has no way to set it");
+            return Ok(());
+        };
+        let change = v1::AttributeChange {
+            name: name.to_string(),
+            modification_type: v1::AttributeModificationType::Replace as i32,
+            value_adds: vec![v1::Value::string(password.0.clone())],
+            value_deletes: vec![],
+        };
+        self.export_update(target, record, vec![change]).await.map(|_| ())
     }
 
     /// Sends the ADD for a pending record and records its outcome.
@@ -247,8 +326,9 @@ impl Provisioner {
         mut record: Record,
         values: &TargetValues,
         may_retry: bool,
+        password: Option<&Password>,
     ) -> Result<Record, ProvisionError> {
-        let change = add_change(target, &record, values);
+        let change = add_change(target, &record, values, password);
         match target.queue.export(change).await {
             Ok(result) if result.error_kind == ErrorKind::None as i32 => {
                 record.target.dn = confirmed_dn(&result).or_else(|| Mapping::dn(values)).unwrap_or_default();
@@ -278,9 +358,12 @@ impl Provisioner {
             Err(CallError::Lost { detail }) if may_retry => {
                 tracing::warn!(id = %record.id, %detail, "create outcome unknown; reconciling once the connector is back");
                 if let Some(done) = self.reconcile_create(target, &mut record, values).await? {
+                    if let Some(password) = password {
+                        self.set_password(target, &done, password).await?;
+                    }
                     return Ok(done);
                 }
-                Box::pin(self.add(target, record, values, false)).await
+                Box::pin(self.add(target, record, values, false, password)).await
             }
             Err(e @ CallError::Lost { .. }) => Err(e.into()),
         }
@@ -423,6 +506,7 @@ impl Provisioner {
         existing: Record,
         user_name: &str,
         resource: Value,
+        password: Option<Password>,
         precondition: &Precondition<'_>,
     ) -> Result<Record, ProvisionError> {
         let target = self.target(&existing.connector);
@@ -508,6 +592,11 @@ impl Provisioner {
                     other?;
                 }
             }
+        }
+        if let Some(password) = &password
+            && !record.target.anchors.is_empty()
+        {
+            self.set_password(target, &record, password).await?;
         }
         record.set_target_values(&after);
         self.store_replaced(record, user_name, resource).await
@@ -638,7 +727,7 @@ impl Provisioner {
         mut record: Record,
         values: &TargetValues,
     ) -> Result<Record, ProvisionError> {
-        let change = add_change(target, &record, values);
+        let change = add_change(target, &record, values, None);
         let result = match target.queue.export(change.clone()).await {
             Err(CallError::Lost { .. }) => {
                 if let Some(found) = self.reconcile_create(target, &mut record, values).await? {

@@ -179,8 +179,13 @@ impl Slapd {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ldapmodify");
-        child.stdin.take().expect("stdin").write_all(ldif.as_bytes()).expect("write LDIF to ldapmodify");
+        // Written from another thread: ldapmodify reports each entry on stdout while it reads,
+        // and a large LDIF would fill both pipes.
+        let mut stdin = child.stdin.take().expect("stdin");
+        let ldif = ldif.to_string();
+        let writer = std::thread::spawn(move || stdin.write_all(ldif.as_bytes()));
         let output = child.wait_with_output().expect("wait for ldapmodify");
+        writer.join().expect("LDIF writer").expect("write LDIF to ldapmodify");
         check(&output, "ldapmodify");
     }
 

@@ -206,9 +206,19 @@ fn a_group_with_thousands_of_members_takes_one_member_change_at_a_time() {
     let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=full", None, None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["added"], 3000, "{}", r.body);
-    let list = s.scim("GET", "/scim/directory/Users?count=5000&attributes=userName", None).json();
-    let ids: Vec<String> =
-        list["Resources"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < 3000 {
+        let page = s
+            .scim(
+                "GET",
+                &format!("/scim/directory/Users?startIndex={}&count=1000&attributes=userName", ids.len() + 1),
+                None,
+            )
+            .json();
+        let resources = page["Resources"].as_array().unwrap();
+        assert!(!resources.is_empty(), "{page}");
+        ids.extend(resources.iter().map(|u| u["id"].as_str().unwrap().to_string()));
+    }
     assert_eq!(ids.len(), 3000);
     let members: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
     let group =
@@ -485,4 +495,80 @@ fn rcgen_ca_pem() -> String {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.self_signed(&key).unwrap().pem()
+}
+
+#[test]
+fn passwords_are_set_in_the_add_and_changed_on_their_own_and_never_stored() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-password");
+    let s = start(&slapd, &dir, &example());
+    let base = slapd.suffix().to_string();
+    let bind_ok = |dn: &str, password: &str| {
+        std::process::Command::new("ldapwhoami")
+            .env("LDAPNOINIT", "1")
+            .args(["-x", "-H", &slapd.url(), "-D", dn, "-w", password])
+            .output()
+            .expect("ldapwhoami")
+            .status
+            .success()
+    };
+    let mut body = user("pat", "Pat");
+    body["password"] = json!("Initial-Secret-1");
+    let created = post(&s, "Users", &body);
+    assert!(created.get("password").is_none(), "never returned");
+    let dn = format!("uid=pat,ou=People,{base}");
+    assert!(bind_ok(&dn, "Initial-Secret-1"), "the initial password came with the add");
+    // A change by PATCH (as Entra sends it) goes to the directory by the Password Modify
+    // operation; the old one stops working.
+    let id = created["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Users/{id}"),
+        json!([{"op": "replace", "path": "password", "value": "Changed-Secret-2"}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(bind_ok(&dn, "Changed-Secret-2"));
+    assert!(!bind_ok(&dn, "Initial-Secret-1"));
+    // Neither password is in the store, the log, or a SCIM read.
+    let get = s.scim("GET", &format!("/scim/directory/Users/{id}"), None);
+    assert!(!get.body.contains("Secret"), "{}", get.body);
+    let store = std::fs::read(dir.path().join("connector-space.db")).expect("the store");
+    let wal = std::fs::read(dir.path().join("connector-space.db-wal")).unwrap_or_default();
+    for secret in ["Initial-Secret-1", "Changed-Secret-2"] {
+        assert!(!s.log().contains(secret), "{secret} in the log");
+        for bytes in [&store, &wal] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in the store");
+        }
+    }
+}
+
+#[test]
+fn group_of_unique_names_is_configurable() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-unique");
+    let config = example()
+        .replace("object_type = \"groupOfNames\"", "object_type = \"groupOfUniqueNames\"")
+        .replace("object_class = \"groupOfNames\"", "object_class = \"groupOfUniqueNames\"")
+        .replace("member = \"members.value\"", "uniqueMember = \"members.value\"");
+    let s = start(&slapd, &dir, &config);
+    let base = slapd.suffix().to_string();
+    let u = post(&s, "Users", &user("una", "Una"));
+    let g = post(&s, "Groups", &json!({"schemas": [GROUP], "displayName": "Uniques"}));
+    let groups = format!("ou=Groups,{base}");
+    let members = || values(&entry(&slapd, &groups, "(cn=Uniques)"), "uniqueMember");
+    assert_eq!(members(), ["cn=nobody"], "an empty group holds the placeholder");
+    let gid = g["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "Add", "path": "members", "value": [{"value": u["id"]}]}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(members(), [format!("uid=una,ou=People,{base}")]);
+    assert_eq!(values(&entry(&slapd, &groups, "(cn=Uniques)"), "objectClass"), ["groupOfUniqueNames"]);
+    // Imported back, the member is the SCIM user.
+    let r = request(s.admin, "POST", "/admin/connectors/ldap-groups/import?type=full", None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = s.scim("GET", &format!("/scim/directory/Groups/{gid}"), None).json();
+    assert_eq!(got["members"][0]["value"], u["id"], "{got}");
 }

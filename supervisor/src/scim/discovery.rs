@@ -264,7 +264,7 @@ pub async fn service_provider_config(
             "patch": {"supported": true},
             "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
             "filter": {"supported": true, "maxResults": MAX_COUNT},
-            "changePassword": {"supported": false},
+            "changePassword": {"supported": true},
             "sort": {"supported": true},
             "etag": {"supported": true},
             "authenticationSchemes": [{

@@ -47,7 +47,7 @@ pub fn validate_user(mut user: Value) -> Result<(Value, String), ScimError> {
         .as_object_mut()
         .ok_or_else(|| ScimError::bad_request("invalidSyntax", "a User is a JSON object"))?;
     // Read-only attributes are the service's; `password` is write-only and never stored here
-    // (password changes are not supported yet, as ServiceProviderConfig says).
+    // (the request handlers take it first and hand it to the connector).
     object.retain(|k, _| !READ_ONLY.iter().chain(["password"].iter()).any(|r| r.eq_ignore_ascii_case(k)));
     for (key, value) in object.iter_mut() {
         if BOOLEANS.iter().any(|b| b.eq_ignore_ascii_case(key)) {

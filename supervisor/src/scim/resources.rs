@@ -12,7 +12,7 @@ use super::error::ScimError;
 use super::query::{Projection, Query as ListQuery, RawQuery};
 use super::resource::{self, GroupKind, Kind, list_response, parse_body, to_response};
 use super::{App, Authorized, ScimBody, ScimState, scim_json};
-use crate::provision::ProvisionError;
+use crate::provision::{Password, ProvisionError};
 use crate::store::{Record, RecordState};
 use serde_json::Value;
 
@@ -42,6 +42,16 @@ fn validated<K: Kind>(app: &App, resource: Value) -> Result<(Value, String), Sci
         extension.check(&resource)?;
     }
     Ok((resource, name))
+}
+
+/// The write-only `password` of a request body (a User's), if it has one.
+fn password_of(body: &Value) -> Option<Password> {
+    body.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("password"))
+        .and_then(|(_, v)| v.as_str())
+        .filter(|p| !p.is_empty())
+        .map(|p| Password(p.to_string()))
 }
 
 /// The connector holding this kind of resource for the app, or a SCIM 404.
@@ -137,14 +147,17 @@ pub async fn create<K: Kind>(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let connector = connector::<K>(&auth)?;
-    let (resource, name) = validated::<K>(&auth.app, parse_body(&body)?)?;
+    let body = parse_body(&body)?;
+    let password = password_of(&body);
+    let (resource, name) = validated::<K>(&auth.app, body)?;
     // In a task of its own: a create goes through even if the client hangs up midway.
     let (provisioner, app, connector) =
         (state.provisioner.clone(), auth.app.name.clone(), connector.to_string());
-    let record =
-        tokio::spawn(async move { provisioner.create(&app, K::NAME, &connector, &name, resource).await })
-            .await
-            .map_err(|e| ScimError::internal(format!("the create failed: {e}")))??;
+    let record = tokio::spawn(async move {
+        provisioner.create(&app, K::NAME, &connector, &name, resource, password).await
+    })
+    .await
+    .map_err(|e| ScimError::internal(format!("the create failed: {e}")))??;
     let mut response = reply::<K>(StatusCode::CREATED, &record, &auth.base_url);
     if let Ok(location) =
         HeaderValue::from_str(&resource::location::<K>(&auth.base_url, &record.app, &record.id))
@@ -185,16 +198,16 @@ async fn update_resource<K: Kind>(
     app: &App,
     id: &str,
     if_match: &IfMatch,
-    compute: impl Fn(&Record) -> Result<(Value, String), ScimError>,
+    compute: impl Fn(&Record) -> Result<(Value, String, Option<Password>), ScimError>,
 ) -> Result<Record, ScimError> {
     for _ in 0..CHANGED_RETRIES {
         let existing = present::<K>(state, &app.name, id).await?;
-        let (resource, name) = compute(&existing)?;
+        let (resource, name, password) = compute(&existing)?;
         let provisioner = state.provisioner.clone();
         let if_match = if_match.clone();
         let write = tokio::spawn(async move {
             let check = move |r: &Record| if_match.holds(r);
-            provisioner.replace(existing, &name, resource, &check).await
+            provisioner.replace(existing, &name, resource, password, &check).await
         });
         match write.await.map_err(|e| ScimError::internal(format!("the write failed: {e}")))? {
             Err(ProvisionError::Changed) => {
@@ -218,11 +231,14 @@ pub async fn replace<K: Kind>(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     connector::<K>(&auth)?;
-    let (resource, name) = validated::<K>(&auth.app, parse_body(&body)?)?;
+    let body = parse_body(&body)?;
+    let password = password_of(&body);
+    let (resource, name) = validated::<K>(&auth.app, body)?;
     let if_match = IfMatch::from_headers(&headers);
-    let record =
-        update_resource::<K>(&state, &auth.app, &id, &if_match, |_| Ok((resource.clone(), name.clone())))
-            .await?;
+    let record = update_resource::<K>(&state, &auth.app, &id, &if_match, |_| {
+        Ok((resource.clone(), name.clone(), password.clone()))
+    })
+    .await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
 }
 
@@ -241,7 +257,9 @@ pub async fn patch<K: Kind>(
     let record = update_resource::<K>(&state, &auth.app, &id, &if_match, |existing| {
         let mut patched = existing.resource.clone();
         super::patch::apply(&mut patched, &request)?;
-        validated::<K>(&auth.app, patched)
+        let password = password_of(&patched);
+        let (resource, name) = validated::<K>(&auth.app, patched)?;
+        Ok((resource, name, password))
     })
     .await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
@@ -275,7 +293,7 @@ pub async fn delete<K: Kind>(
         for group in left {
             let any = IfMatch::any();
             let rejoin = update_resource::<GroupKind>(&state, &auth.app, &group, &any, |g| {
-                GroupKind::validate(with_member(&g.resource, &id, true))
+                GroupKind::validate(with_member(&g.resource, &id, true)).map(|(r, n)| (r, n, None))
             });
             if let Err(e) = rejoin.await {
                 tracing::warn!(group, member = %id, error = ?e, "could not put a membership back after a failed delete");
@@ -319,7 +337,7 @@ async fn leave_groups(state: &ScimState, app: &App, member: &str) -> Result<Vec<
         }
         tracing::info!(group = %group.id, member, "removing a deleted member from its group");
         update_resource::<GroupKind>(state, app, &group.id, &IfMatch::any(), |g| {
-            GroupKind::validate(with_member(&g.resource, member, false))
+            GroupKind::validate(with_member(&g.resource, member, false)).map(|(r, n)| (r, n, None))
         })
         .await?;
         left.push(group.id);
