@@ -1,6 +1,6 @@
 //! The export queue of one connector: entry changes from concurrent SCIM requests are gathered
-//! into batches and sent in one OpenExportConnection / PutExportEntries / CloseExportConnection
-//! round, one batch at a time (the connector does not declare concurrent operation yet).
+//! into batches, one batch at a time, each one PutExportEntries on an export session that stays
+//! open for the life of the connector's incarnation (opened again after a failed call).
 
 use std::sync::Arc;
 
@@ -38,6 +38,9 @@ impl ExportQueue {
 }
 
 async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>) {
+    // The export session stays open for the life of an incarnation: one PutExportEntries per
+    // batch, not three calls (a new incarnation gets a new session).
+    let mut open: Option<(u64, String)> = None;
     while let Some(first) = receiver.recv().await {
         let session = handle.session();
         let limit = match &session {
@@ -63,7 +66,7 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
             }
         };
         let changes: Vec<CsEntryChange> = batch.iter().map(|j| j.change.clone()).collect();
-        match put_batch(&handle, &session, changes).await {
+        match put_batch(&handle, &session, &mut open, changes).await {
             Ok(mut results) => {
                 for job in batch {
                     let result = results
@@ -90,8 +93,28 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
 async fn put_batch(
     handle: &ConnectorHandle,
     session: &crate::supervision::Session,
+    open: &mut Option<(u64, String)>,
     entries: Vec<CsEntryChange>,
 ) -> Result<Vec<CsEntryChangeResult>, CallError> {
+    let session_id = match open {
+        Some((incarnation, id)) if *incarnation == session.incarnation => id.clone(),
+        _ => {
+            let id = open_session(handle, session).await?;
+            *open = Some((session.incarnation, id.clone()));
+            id
+        }
+    };
+    let put = v1::PutExportEntriesRequest { session_id, entries };
+    let result = session.call("PutExportEntries", session.client().put_export_entries(session.request(put))).await;
+    if result.is_err() {
+        // After a failed call the session is not trusted: the next batch opens another.
+        *open = None;
+    }
+    Ok(result?.results)
+}
+
+/// Opens an export session on the current incarnation.
+async fn open_session(handle: &ConnectorHandle, session: &crate::supervision::Session) -> Result<String, CallError> {
     let open = v1::OpenExportConnectionRequest {
         config: Some(session.config.clone()),
         object_type: handle.config.object_type.clone(),
@@ -103,25 +126,12 @@ async fn put_batch(
         .await;
     // Nothing was written if the session could not be opened; report it as such, unless the
     // transport broke (then the connector may be restarting: still nothing written).
-    let session_id = match opened {
-        Ok(o) => o.session_id,
-        Err(CallError::Lost { .. }) => {
-            return Err(CallError::Unavailable {
-                retry_after: std::time::Duration::from_secs(2),
-                reason: "the connector went away before the export started",
-            });
-        }
-        Err(e) => return Err(e),
-    };
-    let put = v1::PutExportEntriesRequest { session_id: session_id.clone(), entries };
-    let results =
-        session.call("PutExportEntries", session.client().put_export_entries(session.request(put))).await?;
-    let close = v1::CloseExportConnectionRequest { session_id };
-    if let Err(e) = session
-        .call("CloseExportConnection", session.client().close_export_connection(session.request(close)))
-        .await
-    {
-        tracing::warn!(connector = %handle.name, error = %e, "CloseExportConnection failed after a successful put");
+    match opened {
+        Ok(o) => Ok(o.session_id),
+        Err(CallError::Lost { .. }) => Err(CallError::Unavailable {
+            retry_after: std::time::Duration::from_secs(2),
+            reason: "the connector went away before the export started",
+        }),
+        Err(e) => Err(e),
     }
-    Ok(results.results)
 }

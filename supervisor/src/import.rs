@@ -112,6 +112,16 @@ pub async fn run(
         .filter(|r| r.resource_type == binding.resource_type)
         .filter_map(|r| anchor_text(&r.target.anchors).map(|a| (a, r)))
         .collect();
+    // References (group members, managers) resolve against the connector space, read once and
+    // kept current with what this import adds or renames (not read again for every page).
+    let mut ids = if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
+    let learn = |ids: &mut HashMap<String, String>, record: &Record| {
+        if shape.has_references()
+            && let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text)
+        {
+            ids.insert(text, record.id.clone());
+        }
+    };
     loop {
         let page = session
             .call(
@@ -122,9 +132,6 @@ pub async fn run(
             )
             .await?;
         report.pages += 1;
-        // References (group members) resolve against what the connector space knows now.
-        let ids =
-            if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
         for item in page.entries {
             if item.error.is_some() {
                 report.errors += 1;
@@ -204,7 +211,10 @@ pub async fn run(
                     current.version += 1;
                     current.modified = rfc3339(SystemTime::now());
                     match store.update(&current).await {
-                        Ok(()) => report.updated += 1,
+                        Ok(()) => {
+                            report.updated += 1;
+                            learn(&mut ids, &current);
+                        }
                         Err(crate::store::StoreError::Conflict) => report.skipped += 1,
                         Err(e) => return Err(e.into()),
                     }
@@ -239,6 +249,7 @@ pub async fn run(
                     match store.insert(&record).await {
                         Ok(()) => {
                             report.added += 1;
+                            learn(&mut ids, &record);
                             known.insert(anchor, record);
                         }
                         // Another resource has this name (perhaps a pending write of it).

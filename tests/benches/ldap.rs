@@ -1,0 +1,252 @@
+//! Benchmark: SCIM creates through the supervisor into slapd, against direct `ldap3` adds of the
+//! same entries into the same slapd at the same concurrency, alternately in one run; and a full
+//! import of many entries against `ldapsearch` (paged) of the same entries. Goal: creates at
+//! least 0.85 of the direct throughput.
+//!
+//! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench ldap`
+//! (`CREATES=2000` entries per round, `IMPORT=100000` entries for the import part). slapd runs
+//! with `olcDbNoSync` (the fixture's setting), so the figures measure code rather than fsync.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use e2e::slapd::Slapd;
+use e2e::{Supervisor, TOKEN, TempDir, request, workspace};
+use ldap3::{LdapConnAsync, LdapConnSettings};
+
+const CONCURRENCY: usize = 8;
+const ROUNDS: usize = 3;
+
+/// One keep-alive HTTP connection that POSTs SCIM users.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    addr: SocketAddr,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream, addr }
+    }
+
+    fn post(&mut self, path: &str, body: &str) -> (u16, Vec<u8>) {
+        write!(
+            self.writer,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut status = 0;
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
+                status = rest[..3].parse().unwrap();
+            } else if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, body)
+    }
+}
+
+/// The attributes both sides write, as the example's mapping makes them from a SCIM user.
+fn person(name: &str) -> (String, String) {
+    let scim = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name, "displayName": format!("User {name}"),
+        "name": {"givenName": "Bench", "familyName": name},
+        "emails": [{"type": "work", "value": format!("{name}@example.com"), "primary": true}]
+    });
+    (name.to_string(), scim.to_string())
+}
+
+/// Creates `names` through SCIM from CONCURRENCY keep-alive connections; returns entries/s.
+fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
+            scope.spawn(move || {
+                let mut client = Client::connect(scim);
+                for name in chunk {
+                    let (status, body) = client.post("/scim/directory/Users", &person(name).1);
+                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+                }
+            });
+        }
+    });
+    names.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Adds the same entries directly with ldap3, CONCURRENCY connections; returns entries/s.
+fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) -> f64 {
+    let (url, admin, password, base) =
+        (slapd.url(), slapd.admin_dn(), slapd.admin_password().to_string(), slapd.suffix().to_string());
+    runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..CONCURRENCY {
+            let (conn, mut ldap) = LdapConnAsync::with_settings(LdapConnSettings::new(), &url).await.unwrap();
+            ldap3::drive!(conn);
+            ldap.simple_bind(&admin, &password).await.unwrap().success().unwrap();
+            clients.push(ldap);
+        }
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (mut ldap, chunk) in clients.into_iter().zip(names.chunks(names.len().div_ceil(CONCURRENCY))) {
+            let chunk = chunk.to_vec();
+            let base = base.clone();
+            tasks.spawn(async move {
+                for name in chunk {
+                    let dn = format!("uid={},ou=Direct,{base}", ldap3::dn_escape(&name));
+                    let set = |v: String| std::collections::HashSet::from([v]);
+                    let attrs = vec![
+                        ("objectClass".to_string(), set("inetOrgPerson".into())),
+                        ("uid".into(), set(name.clone())),
+                        ("cn".into(), set(format!("User {name}"))),
+                        ("sn".into(), set(name.clone())),
+                        ("givenName".into(), set("Bench".into())),
+                        ("displayName".into(), set(format!("User {name}"))),
+                        ("mail".into(), set(format!("{name}@example.com"))),
+                    ];
+                    ldap.add(&dn, attrs).await.unwrap().success().unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        names.len() as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the supervisor and of the users' connector.
+fn cpu(s: &Supervisor) -> (f64, f64) {
+    let connector = s.connector("ldap-users")["pid"].as_u64().unwrap_or(0) as u32;
+    (cpu_seconds(s.pid()), cpu_seconds(connector))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let creates: usize = std::env::var("CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let import: usize = std::env::var("IMPORT").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let slapd = Slapd::start();
+    let base = slapd.suffix().to_string();
+    slapd.ldapmodify(&format!("dn: ou=Direct,{base}\nobjectClass: organizationalUnit\nou: Direct\n"));
+    let dir = TempDir::new("bench-ldap");
+    let config = std::fs::read_to_string(workspace().join("deploy/examples/ldap.toml"))
+        .unwrap()
+        .replace("[connectors.ldap-users.parameters]", "[connectors.ldap-users.import]\non_start = false\n\n[connectors.ldap-users.parameters]");
+    let s = Supervisor::spawn_with_env(
+        &config,
+        dir.path(),
+        &[
+            ("LDAP_URL", &slapd.url()),
+            ("LDAP_SECURITY", "none"),
+            ("LDAP_BIND_DN", &slapd.admin_dn()),
+            ("LDAP_BIND_PASSWORD", slapd.admin_password()),
+            ("LDAP_BASE_DN", &base),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    // Warm-up: connections, caches, the directory's first pages.
+    let warm: Vec<String> = (0..200).map(|i| format!("warm-s{i}")).collect();
+    through_scim(s.scim, &warm);
+    let warm: Vec<String> = (0..200).map(|i| format!("warm-d{i}")).collect();
+    direct(&runtime, &slapd, &warm);
+
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for round in 0..ROUNDS {
+        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-d{i}")).collect();
+        let d = direct(&runtime, &slapd, &names);
+        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-s{i}")).collect();
+        let before = cpu(&s);
+        let o = through_scim(s.scim, &names);
+        let after = cpu(&s);
+        println!(
+            "         CPU per create: supervisor {:.0} µs, connector-ldap {:.0} µs",
+            (after.0 - before.0) * 1e6 / creates as f64,
+            (after.1 - before.1) * 1e6 / creates as f64
+        );
+        println!("round {round}: direct ldap3 adds {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}", o / d);
+        theirs.push(d);
+        ours.push(o);
+    }
+    let (o, d) = (median(ours), median(theirs));
+    println!("creates, concurrency {CONCURRENCY}, {creates} per round, median of {ROUNDS}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)", o / d);
+
+    // Import: entries made directly, then a full import against a paged ldapsearch of them.
+    let names: Vec<String> = (0..import).map(|i| format!("imp{i}")).collect();
+    let loaded = Instant::now();
+    let ldif: String = names
+        .iter()
+        .map(|n| format!("dn: uid={n},ou=People,{base}\nobjectClass: inetOrgPerson\nuid: {n}\ncn: User {n}\nsn: {n}\nmail: {n}@example.com\n\n"))
+        .collect();
+    slapd.ldapmodify(&ldif);
+    println!("loaded {import} entries with ldapmodify in {:.1} s", loaded.elapsed().as_secs_f64());
+    let total = import + ROUNDS * creates + 200;
+    let mut search_times = vec![];
+    for round in 0..2 {
+        let started = Instant::now();
+        let out = std::process::Command::new("ldapsearch")
+            .env("LDAPNOINIT", "1")
+            .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=500/noprompt", "-H", &slapd.url(), "-D", &slapd.admin_dn(), "-w", slapd.admin_password()])
+            .args(["-b", &format!("ou=People,{base}"), "(objectClass=inetOrgPerson)"])
+            .output()
+            .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        let count = out.stdout.split(|b| *b == b'\n').filter(|l| l.starts_with(b"dn: ")).count();
+        assert_eq!(count, total, "ldapsearch saw every entry");
+        search_times.push(seconds);
+
+        let started = Instant::now();
+        let before = cpu(&s);
+        let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=full", None, None);
+        let after = cpu(&s);
+        println!(
+            "         CPU per imported entry: supervisor {:.0} µs, connector-ldap {:.0} µs",
+            (after.0 - before.0) * 1e6 / total as f64,
+            (after.1 - before.1) * 1e6 / total as f64
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let seconds = started.elapsed().as_secs_f64();
+        let report = r.json();
+        let seen = ["added", "updated", "unchanged"].iter().map(|k| report[k].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(seen as usize, total, "{report}");
+        println!(
+            "import round {round} ({}): ldapsearch -E pr=500 {seconds_search:.2} s ({:.0}/s)   full import into the connector space {seconds:.2} s ({:.0}/s)",
+            if round == 0 { "first: every entry is new" } else { "again: every entry unchanged" },
+            total as f64 / search_times[round],
+            total as f64 / seconds,
+            seconds_search = search_times[round],
+        );
+    }
+}
