@@ -105,7 +105,8 @@ async fn put_batch(
         }
     };
     let put = v1::PutExportEntriesRequest { session_id, entries };
-    let result = session.call("PutExportEntries", session.client().put_export_entries(session.request(put))).await;
+    let result =
+        session.call("PutExportEntries", session.client().put_export_entries(session.request(put))).await;
     if result.is_err() {
         // After a failed call the session is not trusted: the next batch opens another.
         *open = None;
@@ -114,7 +115,10 @@ async fn put_batch(
 }
 
 /// Opens an export session on the current incarnation.
-async fn open_session(handle: &ConnectorHandle, session: &crate::supervision::Session) -> Result<String, CallError> {
+async fn open_session(
+    handle: &ConnectorHandle,
+    session: &crate::supervision::Session,
+) -> Result<String, CallError> {
     let open = v1::OpenExportConnectionRequest {
         config: Some(session.config.clone()),
         object_type: handle.config.object_type.clone(),

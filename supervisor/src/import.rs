@@ -114,7 +114,8 @@ pub async fn run(
         .collect();
     // References (group members, managers) resolve against the connector space, read once and
     // kept current with what this import adds or renames (not read again for every page).
-    let mut ids = if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
+    let mut ids =
+        if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
     let learn = |ids: &mut HashMap<String, String>, record: &Record| {
         if shape.has_references()
             && let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text)

@@ -136,7 +136,8 @@ fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) ->
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -159,9 +160,10 @@ fn main() {
     let base = slapd.suffix().to_string();
     slapd.ldapmodify(&format!("dn: ou=Direct,{base}\nobjectClass: organizationalUnit\nou: Direct\n"));
     let dir = TempDir::new("bench-ldap");
-    let config = std::fs::read_to_string(workspace().join("deploy/examples/ldap.toml"))
-        .unwrap()
-        .replace("[connectors.ldap-users.parameters]", "[connectors.ldap-users.import]\non_start = false\n\n[connectors.ldap-users.parameters]");
+    let config = std::fs::read_to_string(workspace().join("deploy/examples/ldap.toml")).unwrap().replace(
+        "[connectors.ldap-users.parameters]",
+        "[connectors.ldap-users.import]\non_start = false\n\n[connectors.ldap-users.parameters]",
+    );
     let s = Supervisor::spawn_with_env(
         &config,
         dir.path(),
@@ -196,12 +198,18 @@ fn main() {
             (after.0 - before.0) * 1e6 / creates as f64,
             (after.1 - before.1) * 1e6 / creates as f64
         );
-        println!("round {round}: direct ldap3 adds {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}", o / d);
+        println!(
+            "round {round}: direct ldap3 adds {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}",
+            o / d
+        );
         theirs.push(d);
         ours.push(o);
     }
     let (o, d) = (median(ours), median(theirs));
-    println!("creates, concurrency {CONCURRENCY}, {creates} per round, median of {ROUNDS}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)", o / d);
+    println!(
+        "creates, concurrency {CONCURRENCY}, {creates} per round, median of {ROUNDS}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)",
+        o / d
+    );
 
     // Import: entries made directly, then a full import against a paged ldapsearch of them.
     let names: Vec<String> = (0..import).map(|i| format!("imp{i}")).collect();
@@ -218,7 +226,20 @@ fn main() {
         let started = Instant::now();
         let out = std::process::Command::new("ldapsearch")
             .env("LDAPNOINIT", "1")
-            .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=500/noprompt", "-H", &slapd.url(), "-D", &slapd.admin_dn(), "-w", slapd.admin_password()])
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-E",
+                "pr=500/noprompt",
+                "-H",
+                &slapd.url(),
+                "-D",
+                &slapd.admin_dn(),
+                "-w",
+                slapd.admin_password(),
+            ])
             .args(["-b", &format!("ou=People,{base}"), "(objectClass=inetOrgPerson)"])
             .output()
             .unwrap();

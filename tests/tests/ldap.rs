@@ -572,3 +572,67 @@ fn group_of_unique_names_is_configurable() {
     let got = s.scim("GET", &format!("/scim/directory/Groups/{gid}"), None).json();
     assert_eq!(got["members"][0]["value"], u["id"], "{got}");
 }
+
+#[test]
+fn a_dn_expression_places_entries_creates_containers_and_moves_them() {
+    let slapd = Slapd::start();
+    let dir = TempDir::new("ldap-move");
+    // The OU comes from the title: Engineers under ou=Eng, everyone else under ou=Staff; neither
+    // exists yet.
+    let config = example().replace(
+        r#"dn = 'Join("", "uid=", [userName], ",ou=People,${LDAP_BASE_DN}")'"#,
+        r#"dn = 'Join("", "uid=", [userName], ",", Switch([title], "ou=Staff", "Engineer", "ou=Eng"), ",ou=People,${LDAP_BASE_DN}")'"#,
+    );
+    assert!(config.contains("Switch([title]"));
+    let s = start(&slapd, &dir, &config);
+    let base = slapd.suffix().to_string();
+    let mut body = user("hana", "Hana");
+    body["title"] = json!("Engineer");
+    let hana = post(&s, "Users", &body);
+    assert_eq!(dns(&slapd, &base, "(uid=hana)"), [format!("uid=hana,ou=eng,ou=people,{base}")]);
+    assert_eq!(
+        dns(&slapd, &base, "(ou=Eng)"),
+        [format!("ou=eng,ou=people,{base}")],
+        "the container was created"
+    );
+    // A new title moves the entry to the other container (created on the way).
+    let id = hana["id"].as_str().unwrap();
+    let r =
+        patch(&s, &format!("Users/{id}"), json!([{"op": "Replace", "path": "title", "value": "Accountant"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(dns(&slapd, &base, "(uid=hana)"), [format!("uid=hana,ou=staff,ou=people,{base}")]);
+    assert_eq!(values(&entry(&slapd, &base, "(uid=hana)"), "title"), ["Accountant"]);
+    // A group that holds her follows the move (the member value is her DN as the store has it).
+    let g =
+        post(&s, "Groups", &json!({"schemas": [GROUP], "displayName": "Movers", "members": [{"value": id}]}));
+    assert_eq!(
+        values(&entry(&slapd, &format!("ou=Groups,{base}"), "(cn=Movers)"), "member"),
+        [format!("uid=hana,ou=Staff,ou=People,{base}")]
+    );
+    assert!(g["id"].is_string());
+}
+
+#[test]
+fn an_unreachable_directory_is_named() {
+    let dir = TempDir::new("ldap-unreachable");
+    let closed = e2e::free_addr();
+    let s = Supervisor::spawn_with_env(
+        &example(),
+        dir.path(),
+        &[
+            ("LDAP_URL", &format!("ldap://{closed}")),
+            ("LDAP_BIND_DN", "cn=admin,dc=example,dc=com"),
+            ("LDAP_BIND_PASSWORD", "irrelevant-password"),
+            ("LDAP_BASE_DN", "dc=example,dc=com"),
+        ],
+    );
+    s.wait_admin_up();
+    let c = s.wait_connector("ldap-users", Duration::from_secs(30), |c| c["reason"].is_string());
+    assert_eq!(c["state"], "degraded", "{c}");
+    let reason = c["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("connecting to ldap://{closed}")) && reason.contains("refused"), "{c}");
+    // SCIM writes meanwhile get 503 with Retry-After, and nothing is recorded.
+    let r = s.scim("POST", "/scim/directory/Users", Some(&user("nobody", "No One").to_string()));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+}
