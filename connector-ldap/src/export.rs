@@ -575,7 +575,11 @@ pub fn split_dn(dn: &str) -> Vec<String> {
 
 /// An RDN value without its RFC 4514 escapes (`\,` and `\2c` alike).
 pub fn unescape_dn_value(value: &str) -> String {
-    let value = value.trim();
+    // Surrounding spaces are not part of the value, but an escaped one (`\ `) is.
+    let mut value = value.trim_start();
+    while value.ends_with(' ') && !value[..value.len() - 1].ends_with('\\') {
+        value = &value[..value.len() - 1];
+    }
     let mut out = Vec::new();
     let bytes = value.as_bytes();
     let mut i = 0;
