@@ -383,26 +383,16 @@ fn secret_parameters_are_never_logged() {
 
 #[test]
 fn connectors_that_cannot_export_are_refused_for_an_app() {
-    // connector-ldap and connector-shell are first slices: they answer the protocol (Hello,
-    // parameters, schema) but do not export yet, and say so in their capabilities.
+    // connector-shell is a first slice: it answers the protocol (Hello, parameters, schema) but
+    // does not export yet, and says so in its capabilities.
     let dir = TempDir::new("no-export");
     let config = r#"
         [server]
         plain_http = true
 
-        [apps.ldap]
-        users = "ldap-users"
-        token_env = "SCIM_TOKEN"
         [apps.shell]
         users = "shell-users"
         token_env = "SCIM_TOKEN"
-
-        [connectors.ldap-users]
-        executable = "connector-ldap"
-        object_type = "inetOrgPerson"
-        partition = "dc=example,dc=com"
-        parameters = { url = "ldap://127.0.0.1:1", base_dn = "dc=example,dc=com" }
-        attributes = { uid = "userName" }
 
         [connectors.shell-users]
         executable = "connector-shell"
@@ -413,14 +403,12 @@ fn connectors_that_cannot_export_are_refused_for_an_app() {
     "#;
     let s = Supervisor::spawn(config, dir.path());
     s.wait_admin_up();
-    for name in ["ldap-users", "shell-users"] {
-        let c = s.wait_connector(name, Duration::from_secs(20), |c| c["state"] != "starting");
-        assert_eq!(c["state"], "failed_config", "{c}");
-        assert!(c["reason"].as_str().unwrap().contains("does not support export"), "{c}");
-        assert_eq!(c["protocol_version"], 1, "it answered Hello: {c}");
-        assert!(c["connector_version"].as_str().unwrap().starts_with("connector-"), "{c}");
-    }
-    assert_eq!(s.scim("POST", "/scim/ldap/Users", Some(&user_body("x"))).status, 503);
+    let c = s.wait_connector("shell-users", Duration::from_secs(20), |c| c["state"] != "starting");
+    assert_eq!(c["state"], "failed_config", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("does not support export"), "{c}");
+    assert_eq!(c["protocol_version"], 1, "it answered Hello: {c}");
+    assert!(c["connector_version"].as_str().unwrap().starts_with("connector-shell"), "{c}");
+    assert_eq!(s.scim("POST", "/scim/shell/Users", Some(&user_body("x"))).status, 503);
 }
 
 #[test]
