@@ -467,7 +467,63 @@ async fn rename(target: &Target, partition: &str, from: &str, to: &str) -> Resul
             )
             .map(|_| ())
         })
-        .await
+        .await?;
+    if target.settings().update_references {
+        update_references(target, partition, from, to).await?;
+    }
+    Ok(())
+}
+
+/// After a rename, the groups of the partition that name the old DN name the new one (what
+/// OpenLDAP's refint overlay does, for directories without it; harmless with it).
+async fn update_references(target: &Target, partition: &str, from: &str, to: &str) -> Result<(), OpError> {
+    let old = ldap3::ldap_escape(from);
+    let filter = format!("(|(member={old})(uniqueMember={old}))");
+    let base = partition.to_string();
+    let groups = target
+        .dir
+        .read(|mut ldap| {
+            let (base, filter) = (base.clone(), filter.clone());
+            async move {
+                let result = ldap
+                    .search(&base, ldap3::Scope::Subtree, &filter, vec!["member", "uniqueMember"])
+                    .await
+                    .map_err(|e| client_error("finding groups of a renamed entry", &e))?;
+                let (entries, _) =
+                    result.success().map_err(|e| client_error("finding groups of a renamed entry", &e))?;
+                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
+            }
+        })
+        .await?;
+    for group in groups {
+        let mut mods: Vec<Mod<Vec<u8>>> = Vec::new();
+        for (name, values) in &group.attrs {
+            for value in values.iter().filter(|v| dn_eq(v, from)) {
+                mods.push(Mod::Delete(
+                    name.clone().into_bytes(),
+                    [value.clone().into_bytes()].into_iter().collect(),
+                ));
+                mods.push(Mod::Add(
+                    name.clone().into_bytes(),
+                    [to.as_bytes().to_vec()].into_iter().collect(),
+                ));
+            }
+        }
+        if mods.is_empty() {
+            continue;
+        }
+        match modify(target, &group.dn, mods.clone()).await {
+            // The directory did it itself meanwhile (refint), or the new DN was there already.
+            Err(e) if matches!(e.rc, Some(16 | 20)) => {
+                let mods = still_needed(target, &group.dn, mods).await?;
+                if !mods.is_empty() {
+                    modify(target, &group.dn, mods).await?;
+                }
+            }
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 async fn delete(target: &Target, partition: &str, change: &CsEntryChange) -> Result<Applied, OpError> {

@@ -81,6 +81,8 @@ pub struct Settings {
     pub delta: DeltaMethod,
     /// Placeholder member of a group that has no other member.
     pub empty_member: Option<String>,
+    /// After a rename, rewrite the old DN in the partition's groups.
+    pub update_references: bool,
 }
 
 impl Settings {
@@ -231,6 +233,7 @@ impl Settings {
             create_containers: config.boolean("create_containers", false)?,
             page_size,
             delta,
+            update_references: config.boolean("update_group_references", true)?,
             empty_member: config.get("empty_group_member").filter(|s| !s.is_empty()).map(String::from),
             object_class,
         })
@@ -341,6 +344,14 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
             false,
             "cn=nobody",
             "Placeholder member of a group with no other member (groupOfNames requires one); never imported",
+        ),
+        parameter(
+            "update_group_references",
+            T::Boolean,
+            false,
+            false,
+            "true",
+            "After a rename, rewrite the old DN in the groups (member, uniqueMember) of the partition",
         ),
         parameter(
             "delta_method",

@@ -609,7 +609,29 @@ fn a_dn_expression_places_entries_creates_containers_and_moves_them() {
         values(&entry(&slapd, &format!("ou=Groups,{base}"), "(cn=Movers)"), "member"),
         [format!("uid=hana,ou=Staff,ou=People,{base}")]
     );
-    assert!(g["id"].is_string());
+    // Moved again: the group names her new DN without being written through SCIM (the
+    // connector rewrites the references of a renamed entry, as refint would).
+    let r =
+        patch(&s, &format!("Users/{id}"), json!([{"op": "Replace", "path": "title", "value": "Engineer"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let members =
+        |slapd: &Slapd| values(&entry(slapd, &format!("ou=Groups,{base}"), "(cn=Movers)"), "member");
+    assert_eq!(members(&slapd), [format!("uid=hana,ou=Eng,ou=People,{base}")]);
+    // A later change of the group, computed from the old DN, still leaves one right value.
+    let other = post(&s, "Users", &user("ivan", "Ivan"));
+    let gid = g["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "Add", "path": "members", "value": [{"value": other["id"]}]}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        members(&slapd),
+        [format!("uid=hana,ou=Eng,ou=People,{base}"), format!("uid=ivan,ou=Staff,ou=People,{base}")]
+    );
+    let got = s.scim("GET", &format!("/scim/directory/Groups/{gid}"), None).json();
+    assert_eq!(got["members"].as_array().map(Vec::len), Some(2), "{got}");
 }
 
 #[test]
