@@ -21,6 +21,7 @@ use crate::target::{Target, uuid_text};
 
 const SYNC_PREFIX: &[u8] = b"sync:";
 const TIMESTAMP_PREFIX: &[u8] = b"ts:";
+const LOG_PREFIX: &[u8] = b"log:";
 const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
 const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
 
@@ -37,6 +38,8 @@ pub enum Item {
 enum Watermark {
     Sync(Vec<u8>),
     Timestamp(String),
+    /// The `reqStart` of the newest accesslog entry read.
+    Log(String),
     None,
 }
 
@@ -46,6 +49,8 @@ impl Watermark {
             Watermark::Sync(cookie.to_vec())
         } else if let Some(ts) = bytes.strip_prefix(TIMESTAMP_PREFIX) {
             Watermark::Timestamp(String::from_utf8_lossy(ts).into_owned())
+        } else if let Some(ts) = bytes.strip_prefix(LOG_PREFIX) {
+            Watermark::Log(String::from_utf8_lossy(ts).into_owned())
         } else {
             Watermark::None
         }
@@ -55,18 +60,42 @@ impl Watermark {
         match self {
             Watermark::Sync(c) => [SYNC_PREFIX, c].concat(),
             Watermark::Timestamp(t) => [TIMESTAMP_PREFIX, t.as_bytes()].concat(),
+            Watermark::Log(t) => [LOG_PREFIX, t.as_bytes()].concat(),
             Watermark::None => vec![],
         }
     }
 }
 
-/// Whether delta imports use content synchronisation on this server.
-fn uses_sync(target: &Target) -> bool {
-    match target.settings().delta {
-        DeltaMethod::Sync => true,
-        DeltaMethod::Timestamp => false,
-        DeltaMethod::Auto => target.features.sync,
+/// How delta imports read changes on this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Sync,
+    Log,
+    Timestamp,
+}
+
+fn method(target: &Target) -> Method {
+    let s = target.settings();
+    match s.delta {
+        DeltaMethod::Sync => Method::Sync,
+        DeltaMethod::Accesslog => Method::Log,
+        DeltaMethod::Timestamp => Method::Timestamp,
+        DeltaMethod::Auto if target.features.sync => Method::Sync,
+        DeltaMethod::Auto
+            if target
+                .features
+                .naming_contexts
+                .iter()
+                .any(|nc| crate::export::dn_eq(nc, &s.accesslog_base)) =>
+        {
+            Method::Log
+        }
+        DeltaMethod::Auto => Method::Timestamp,
     }
+}
+
+fn uses_sync(target: &Target) -> bool {
+    method(target) == Method::Sync
 }
 
 /// Starts an import run; its items arrive on the returned channel.
@@ -93,8 +122,11 @@ pub fn start(
                 Watermark::Sync(cookie) if uses_sync(&target) => {
                     sync(&target, &partition, Some(cookie), &feeder).await
                 }
-                Watermark::Timestamp(ts) if !uses_sync(&target) => {
+                Watermark::Timestamp(ts) if method(&target) == Method::Timestamp => {
                     timestamp(&target, &partition, &ts, &feeder).await
+                }
+                Watermark::Log(since) if method(&target) == Method::Log => {
+                    accesslog(&target, &partition, &since, &feeder).await
                 }
                 // No usable watermark: a delta is a full run that yields one.
                 _ => full(&target, &partition, &feeder).await,
@@ -128,10 +160,10 @@ pub fn start(
 /// A full import: every object, paged. Returns the watermark for the next delta, taken before
 /// the first page so that no change made during the run is missed.
 async fn full(target: &Target, partition: &str, tx: &mpsc::Sender<Item>) -> Result<Vec<u8>, OpError> {
-    let mut mark = if uses_sync(target) {
-        Watermark::Sync(sync_cookie(target, partition).await?)
-    } else {
-        Watermark::None
+    let mut mark = match method(target) {
+        Method::Sync => Watermark::Sync(sync_cookie(target, partition).await?),
+        Method::Log => Watermark::Log(log_position(target).await?),
+        Method::Timestamp => Watermark::None,
     };
     let base = target.search_base(partition);
     let filter = target.type_filter();
@@ -206,6 +238,124 @@ async fn paged(
         32 => Ok(newest), // the container does not exist yet: nothing to import
         _ => Err(crate::directory::result_error("import search", &result)),
     }
+}
+
+/// Where the accesslog stands: the time of its last write (its `contextCSN`), or the epoch.
+async fn log_position(target: &Target) -> Result<String, OpError> {
+    let base = &target.settings().accesslog_base;
+    let entry = target.dir.read_entry(base, &["contextCSN"]).await?.ok_or_else(|| {
+        OpError::new(
+            ErrorKind::InvalidConfiguration,
+            format!("accesslog_base: {base:?} cannot be read (is the accesslog overlay configured, and may bind_dn read it?)"),
+        )
+    })?;
+    Ok(first(&entry, "contextCSN")
+        .and_then(|csn| csn.split('#').next())
+        .filter(|t| !t.is_empty())
+        .unwrap_or("19700101000000Z")
+        .to_string())
+}
+
+/// Whether `dn` is below `base`.
+fn under(dn: &str, base: &str) -> bool {
+    let (d, b) = (crate::export::split_dn(dn), crate::export::split_dn(base));
+    d.len() > b.len() && crate::export::dn_eq(&d[d.len() - b.len()..].join(","), base)
+}
+
+/// A delta from OpenLDAP's accesslog: the successful writes logged since `since`, reduced to
+/// the last state of each entry (read again by its entryUUID), deletes included.
+async fn accesslog(
+    target: &Target,
+    partition: &str,
+    since: &str,
+    tx: &mpsc::Sender<Item>,
+) -> Result<Vec<u8>, OpError> {
+    if !since.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'Z') {
+        return Err(OpError::new(
+            ErrorKind::InvalidAttributeValue,
+            "the stored watermark is not an accesslog time; run a full import",
+        ));
+    }
+    let s = target.settings();
+    let filter = format!("(&(objectClass=auditWriteObject)(reqResult=0)(reqStart>={since}))");
+    let attrs = vec!["reqStart", "reqType", "reqDN", "reqEntryUUID", "reqNewRDN", "reqNewSuperior"];
+    let mut ldap = target.dir.ldap().await?;
+    let mut adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![Box::new(EntriesOnly::new())];
+    if target.features.paged_results {
+        adapters.push(Box::new(PagedResults::new(s.page_size)));
+    }
+    let mut stream = ldap
+        .streaming_search_with(adapters, &s.accesslog_base, Scope::Subtree, &filter, attrs)
+        .await
+        .map_err(|e| client_error("accesslog search", &e))?;
+    let mut changes = Vec::new();
+    while let Some(raw) = stream.next().await.map_err(|e| client_error("accesslog search", &e))? {
+        changes.push(SearchEntry::construct(raw));
+    }
+    let result = stream.finish().await;
+    if result.rc != 0 {
+        return Err(crate::directory::result_error("accesslog search", &result));
+    }
+    let start = |e: &SearchEntry| first(e, "reqStart").unwrap_or("").to_string();
+    changes.sort_by_key(start);
+    let newest = changes.last().map(start).filter(|t| !t.is_empty()).unwrap_or_else(|| since.to_string());
+    let scope = target.search_base(partition);
+    // The last operation on each entry (by entryUUID), in order of first appearance.
+    let mut order: Vec<String> = Vec::new();
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for change in &changes {
+        let Some(uuid) = first(change, "reqEntryUUID") else { continue };
+        let dn = first(change, "reqDN").unwrap_or("");
+        let new_dn = match (first(change, "reqNewRDN"), first(change, "reqNewSuperior")) {
+            (Some(rdn), Some(sup)) => format!("{rdn},{sup}"),
+            (Some(rdn), None) => {
+                let parts = crate::export::split_dn(dn);
+                format!("{rdn},{}", parts[1.min(parts.len())..].join(","))
+            }
+            _ => String::new(),
+        };
+        if !under(dn, &scope) && !under(&new_dn, &scope) {
+            continue;
+        }
+        if !last.contains_key(uuid) {
+            order.push(uuid.to_string());
+        }
+        last.insert(uuid.to_string(), first(change, "reqType").unwrap_or("").to_ascii_lowercase());
+    }
+    let anchor_name = target.type_schema.anchor_attributes[0].clone();
+    for uuid in order {
+        let found = if last.get(&uuid).is_some_and(|t| t == "delete") {
+            vec![]
+        } else {
+            let filter = format!("(&{}{})", target.type_filter(), target.anchor_filter(&uuid)?);
+            target.search(partition, &filter).await?
+        };
+        let item = match found.first() {
+            Some(entry) => v1::ImportEntry {
+                modification_type: ObjectModificationType::Replace as i32,
+                entry: Some(target.to_entry(entry, partition)),
+                error: None,
+            },
+            // Deleted, moved out of the container, or no longer of this type.
+            None => v1::ImportEntry {
+                modification_type: ObjectModificationType::Delete as i32,
+                entry: Some(v1::Entry {
+                    object_type: target.type_schema.name.clone(),
+                    anchors: vec![v1::Anchor {
+                        name: anchor_name.clone(),
+                        value: Some(v1::Value::string(uuid)),
+                    }],
+                    partition_id: partition.to_string(),
+                    ..Default::default()
+                }),
+                error: None,
+            },
+        };
+        if tx.send(Item::Entry(item)).await.is_err() {
+            return Ok(vec![]);
+        }
+    }
+    Ok(Watermark::Log(newest).encode())
 }
 
 /// The server's current sync cookie (a refresh of a filter that matches nothing).
@@ -350,9 +500,11 @@ mod tests {
 
     #[test]
     fn watermarks_round_trip() {
-        for w in
-            [Watermark::Sync(b"rid=000,csn=2026".to_vec()), Watermark::Timestamp("20261126140000Z".into())]
-        {
+        for w in [
+            Watermark::Sync(b"rid=000,csn=2026".to_vec()),
+            Watermark::Timestamp("20261126140000Z".into()),
+            Watermark::Log("20261126140000.123456Z".into()),
+        ] {
             assert_eq!(Watermark::parse(&w.encode()), w);
         }
         assert_eq!(Watermark::parse(b""), Watermark::None);

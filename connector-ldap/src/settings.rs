@@ -47,6 +47,8 @@ pub enum DeltaMethod {
     Auto,
     /// RFC 4533 refreshOnly with a cookie (OpenLDAP syncprov, 389 DS content sync plug-in).
     Sync,
+    /// OpenLDAP's accesslog overlay: the successful writes logged since the last run.
+    Accesslog,
     /// Entries whose `modifyTimestamp` moved; deletes are seen only by full imports.
     Timestamp,
 }
@@ -83,6 +85,8 @@ pub struct Settings {
     pub empty_member: Option<String>,
     /// After a rename, rewrite the old DN in the partition's groups.
     pub update_references: bool,
+    /// The suffix of OpenLDAP's accesslog database.
+    pub accesslog_base: String,
 }
 
 impl Settings {
@@ -202,9 +206,10 @@ impl Settings {
             "" | "auto" => DeltaMethod::Auto,
             "sync" => DeltaMethod::Sync,
             "timestamp" | "modifytimestamp" => DeltaMethod::Timestamp,
+            "accesslog" => DeltaMethod::Accesslog,
             other => {
                 return Err(bad(format!(
-                    "delta_method: {other:?} is not one of \"auto\", \"sync\" or \"timestamp\""
+                    "delta_method: {other:?} is not one of \"auto\", \"sync\", \"accesslog\" or \"timestamp\""
                 )));
             }
         };
@@ -234,6 +239,11 @@ impl Settings {
             page_size,
             delta,
             update_references: config.boolean("update_group_references", true)?,
+            accesslog_base: config
+                .get("accesslog_base")
+                .filter(|s| !s.is_empty())
+                .unwrap_or("cn=accesslog")
+                .to_string(),
             empty_member: config.get("empty_group_member").filter(|s| !s.is_empty()).map(String::from),
             object_class,
         })
@@ -359,7 +369,15 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
             false,
             false,
             "auto",
-            "\"auto\", \"sync\" (RFC 4533) or \"timestamp\" (modifyTimestamp; deletes seen by full imports only)",
+            "\"auto\" (sync, else accesslog, else timestamp), \"sync\" (RFC 4533), \"accesslog\" (OpenLDAP's accesslog overlay) or \"timestamp\" (modifyTimestamp; deletes seen by full imports only)",
+        ),
+        parameter(
+            "accesslog_base",
+            T::String,
+            false,
+            false,
+            "cn=accesslog",
+            "Suffix of the accesslog database (delta_method \"accesslog\"; bind_dn must be able to read it)",
         ),
     ]
 }

@@ -37,11 +37,19 @@ pub struct SlapdOptions {
     pub syncprov: bool,
     /// `olcSizeLimit`; `None` keeps slapd's default of 500 entries (the root DN has no limit).
     pub size_limit: Option<u32>,
+    /// Whether to log successful writes with the accesslog overlay into `cn=accesslog`.
+    pub accesslog: bool,
 }
 
 impl Default for SlapdOptions {
     fn default() -> Self {
-        Self { suffix: "dc=example,dc=com".into(), tls: true, syncprov: true, size_limit: None }
+        Self {
+            suffix: "dc=example,dc=com".into(),
+            tls: true,
+            syncprov: true,
+            size_limit: None,
+            accesslog: false,
+        }
     }
 }
 
@@ -347,7 +355,25 @@ fn config_ldif(dir: &Path, opts: &SlapdOptions, admin_dn: &str) -> String {
              olcAuthzRegexp: \"^{CLIENT_SUBJECT}$\" \"{admin_dn}\"\n"
         ));
     }
-    let syncprov_module = if opts.syncprov { "olcModuleLoad: syncprov\n" } else { "" };
+    let mut syncprov_module = if opts.syncprov { "olcModuleLoad: syncprov\n" } else { "" }.to_string();
+    if opts.accesslog {
+        syncprov_module.push_str("olcModuleLoad: accesslog\n");
+    }
+    let accesslog = if opts.accesslog {
+        std::fs::create_dir_all(format!("{dir}/accesslog")).expect("create the accesslog directory");
+        format!(
+            "\ndn: olcDatabase={{2}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\n\
+             olcDatabase: {{2}}mdb\nolcSuffix: cn=accesslog\nolcRootDN: {admin_dn}\n\
+             olcDbDirectory: {dir}/accesslog\nolcDbMaxSize: 1073741824\nolcDbNoSync: TRUE\n\
+             olcDbIndex: reqStart eq\nolcAccess: to * by dn.exact=\"{admin_dn}\" read by * none\n\n\
+             dn: olcOverlay={{{overlay}}}accesslog,olcDatabase={{1}}mdb,cn=config\n\
+             objectClass: olcOverlayConfig\nobjectClass: olcAccessLogConfig\nolcOverlay: {{{overlay}}}accesslog\n\
+             olcAccessLogDB: cn=accesslog\nolcAccessLogOps: writes\nolcAccessLogSuccess: TRUE\n",
+            overlay = usize::from(opts.syncprov),
+        )
+    } else {
+        String::new()
+    };
     let schemas: String = ["core", "cosine", "inetorgperson", "nis"]
         .iter()
         .map(|s| format!("include: file://{SCHEMA_DIR}/{s}.ldif\n\n"))
@@ -377,7 +403,7 @@ fn config_ldif(dir: &Path, opts: &SlapdOptions, admin_dn: &str) -> String {
          olcDbDirectory: {dir}/db\nolcDbMaxSize: 4294967296\nolcDbNoSync: TRUE\n{indexes}\
          olcAccess: to attrs=userPassword by self write by anonymous auth by * none\n\
          olcAccess: to * by * read\n\n\
-         {syncprov}",
+         {syncprov}{accesslog}",
         suffix = opts.suffix,
     )
 }

@@ -658,3 +658,46 @@ fn an_unreachable_directory_is_named() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").is_some());
 }
+
+#[test]
+fn accesslog_deltas_where_the_server_has_no_sync_provider_but_logs_writes() {
+    let slapd = Slapd::start_with(e2e::slapd::SlapdOptions {
+        syncprov: false,
+        accesslog: true,
+        ..Default::default()
+    });
+    let dir = TempDir::new("ldap-accesslog");
+    let s = start(&slapd, &dir, &example());
+    s.wait_connector("ldap-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
+    let base = slapd.suffix().to_string();
+    let import = |kind: &str| {
+        let r =
+            request(s.admin, "POST", &format!("/admin/connectors/ldap-users/import?type={kind}"), None, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    slapd.ldapmodify(&format!(
+        "dn: uid=jo,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: jo\ncn: Jo\nsn: J\n\n\
+         dn: uid=kim,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: kim\ncn: Kim\nsn: K\n"
+    ));
+    let report = import("delta");
+    assert_eq!(report["added"], 2, "{report}");
+    slapd.ldapmodify(&format!(
+        "dn: uid=jo,ou=People,{base}\nchangetype: modrdn\nnewrdn: uid=joanna\ndeleteoldrdn: 1\n\n\
+         dn: uid=kim,ou=People,{base}\nchangetype: delete\n"
+    ));
+    let report = import("delta");
+    assert_eq!((report["updated"].as_u64(), report["deleted"].as_u64()), (Some(1), Some(1)), "{report}");
+    let by_name = |name: &str| {
+        s.scim("GET", &format!("/scim/directory/Users?filter=userName+eq+%22{name}%22"), None).json()["totalResults"]
+            .clone()
+    };
+    assert_eq!((by_name("joanna"), by_name("jo"), by_name("kim")), (json!(1), json!(0), json!(0)));
+    // Nothing new: nothing reported (the boundary entry read again changes nothing).
+    let report = import("delta");
+    assert_eq!(
+        (report["added"].as_u64(), report["updated"].as_u64(), report["deleted"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{report}"
+    );
+}

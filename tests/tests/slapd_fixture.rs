@@ -109,7 +109,13 @@ fn serves_tls_external_and_survives_a_restart() {
 
 #[test]
 fn options_suffix_size_limit_no_tls_no_syncprov() {
-    let opts = SlapdOptions { suffix: "o=acme".into(), tls: false, syncprov: false, size_limit: Some(3) };
+    let opts = SlapdOptions {
+        suffix: "o=acme".into(),
+        tls: false,
+        syncprov: false,
+        size_limit: Some(3),
+        accesslog: false,
+    };
     let slapd = Slapd::start_with(opts);
     assert_eq!(slapd.admin_dn(), "cn=admin,o=acme");
     let ldif: String = (0..5)
