@@ -1,6 +1,8 @@
 //! The export queue of one connector: entry changes from concurrent SCIM requests are gathered
-//! into batches, one batch at a time, each one PutExportEntries on an export session that stays
-//! open for the life of the connector's incarnation (opened again after a failed call).
+//! into batches, each one PutExportEntries on an export session that stays open for the life of
+//! the connector's incarnation (opened again after a failed call). One batch at a time, or up to
+//! four at once for a connector that declares concurrent operation. Two changes of one object
+//! are never in flight together: the provisioner holds the object's lock across its export.
 
 use std::sync::Arc;
 
@@ -37,12 +39,22 @@ impl ExportQueue {
     }
 }
 
+/// Batches in flight at once for a connector that declares concurrent operation (one for the
+/// others): while one batch is in the target, the next one forms and goes too.
+const CONCURRENT_BATCHES: usize = 4;
+
+/// The export session of the current incarnation: one for all batches, opened on first use.
+type OpenSession = Arc<tokio::sync::Mutex<Option<(u64, String)>>>;
+
 async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>) {
-    // The export session stays open for the life of an incarnation: one PutExportEntries per
-    // batch, not three calls (a new incarnation gets a new session).
-    let mut open: Option<(u64, String)> = None;
+    let open: OpenSession = Arc::default();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES));
     while let Some(first) = receiver.recv().await {
         let session = handle.session();
+        let concurrent = session.as_ref().is_ok_and(|s| s.capabilities.concurrent_operation);
+        // Without concurrent operation, the next batch waits for the whole of this one.
+        let permits = if concurrent { 1 } else { CONCURRENT_BATCHES as u32 };
+        let Ok(permit) = in_flight.clone().acquire_many_owned(permits).await else { return };
         let limit = match &session {
             Ok(s) if s.capabilities.export_batch_size > 0 => {
                 (s.capabilities.export_batch_size as usize).min(handle.config.export_batch_size)
@@ -65,51 +77,61 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
                 continue;
             }
         };
-        let changes: Vec<CsEntryChange> = batch.iter().map(|j| j.change.clone()).collect();
-        match put_batch(&handle, &session, &mut open, changes).await {
-            Ok(mut results) => {
-                for job in batch {
-                    let result = results
-                        .iter()
-                        .position(|r| r.identifier == job.change.identifier)
-                        .map(|i| results.swap_remove(i))
-                        // The batch went through but says nothing of this entry: its outcome is
-                        // unknown, to be reconciled, not taken for a failure.
-                        .ok_or_else(|| CallError::Lost {
-                            detail: "the connector returned no result for this entry".into(),
-                        });
-                    let _ = job.reply.send(result);
+        let (handle, open) = (handle.clone(), open.clone());
+        tokio::spawn(async move {
+            let changes: Vec<CsEntryChange> = batch.iter().map(|j| j.change.clone()).collect();
+            match put_batch(&handle, &session, &open, changes).await {
+                Ok(mut results) => {
+                    for job in batch {
+                        let result = results
+                            .iter()
+                            .position(|r| r.identifier == job.change.identifier)
+                            .map(|i| results.swap_remove(i))
+                            // The batch went through but says nothing of this entry: its outcome
+                            // is unknown, to be reconciled, not taken for a failure.
+                            .ok_or_else(|| CallError::Lost {
+                                detail: "the connector returned no result for this entry".into(),
+                            });
+                        let _ = job.reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    for job in batch {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
-        }
+            drop(permit);
+        });
     }
 }
 
 async fn put_batch(
     handle: &ConnectorHandle,
     session: &crate::supervision::Session,
-    open: &mut Option<(u64, String)>,
+    open: &OpenSession,
     entries: Vec<CsEntryChange>,
 ) -> Result<Vec<CsEntryChangeResult>, CallError> {
-    let session_id = match open {
-        Some((incarnation, id)) if *incarnation == session.incarnation => id.clone(),
-        _ => {
-            let id = open_session(handle, session).await?;
-            *open = Some((session.incarnation, id.clone()));
-            id
+    let session_id = {
+        let mut open = open.lock().await;
+        match open.as_ref() {
+            Some((incarnation, id)) if *incarnation == session.incarnation => id.clone(),
+            _ => {
+                let id = open_session(handle, session).await?;
+                *open = Some((session.incarnation, id.clone()));
+                id
+            }
         }
     };
-    let put = v1::PutExportEntriesRequest { session_id, entries };
+    let put = v1::PutExportEntriesRequest { session_id: session_id.clone(), entries };
     let result =
         session.call("PutExportEntries", session.client().put_export_entries(session.request(put))).await;
     if result.is_err() {
         // After a failed call the session is not trusted: the next batch opens another.
-        *open = None;
+        let mut open = open.lock().await;
+        if open.as_ref().is_some_and(|(_, id)| *id == session_id) {
+            *open = None;
+        }
     }
     Ok(result?.results)
 }

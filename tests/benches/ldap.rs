@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench ldap`
 //! (`CREATES=2000` entries per round, `IMPORT=100000` entries for the import part). slapd runs
-//! with `olcDbNoSync` (the fixture's setting), so the figures measure code rather than fsync.
+//! with `olcDbNoSync` (the fixture's setting), so the figures measure code rather than fsync;
+//! `DURABLE=1` lets it sync every write, as a directory in service does.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -156,7 +157,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let creates: usize = std::env::var("CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let import: usize = std::env::var("IMPORT").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let slapd = Slapd::start();
+    // DURABLE=1: slapd syncs every write (its default), to see the figure a real directory gives.
+    let durable = std::env::var("DURABLE").is_ok_and(|v| v == "1");
+    let slapd = Slapd::start_with(e2e::slapd::SlapdOptions { durable, ..Default::default() });
     let base = slapd.suffix().to_string();
     slapd.ldapmodify(&format!("dn: ou=Direct,{base}\nobjectClass: organizationalUnit\nou: Direct\n"));
     let dir = TempDir::new("bench-ldap");

@@ -39,6 +39,9 @@ pub struct SlapdOptions {
     pub size_limit: Option<u32>,
     /// Whether to log successful writes with the accesslog overlay into `cn=accesslog`.
     pub accesslog: bool,
+    /// Whether the database syncs its writes to disk (slapd's default); off for tests and for
+    /// benchmarks that measure code rather than the disk.
+    pub durable: bool,
 }
 
 impl Default for SlapdOptions {
@@ -49,6 +52,7 @@ impl Default for SlapdOptions {
             syncprov: true,
             size_limit: None,
             accesslog: false,
+            durable: false,
         }
     }
 }
@@ -400,11 +404,12 @@ fn config_ldif(dir: &Path, opts: &SlapdOptions, admin_dn: &str) -> String {
          dn: olcDatabase={{0}}config,cn=config\nobjectClass: olcDatabaseConfig\nolcDatabase: {{0}}config\n\n\
          dn: olcDatabase={{1}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\n\
          olcDatabase: {{1}}mdb\nolcSuffix: {suffix}\nolcRootDN: {admin_dn}\nolcRootPW: {ADMIN_PASSWORD}\n\
-         olcDbDirectory: {dir}/db\nolcDbMaxSize: 4294967296\nolcDbNoSync: TRUE\n{indexes}\
+         olcDbDirectory: {dir}/db\nolcDbMaxSize: 4294967296\nolcDbNoSync: {no_sync}\n{indexes}\
          olcAccess: to attrs=userPassword by self write by anonymous auth by * none\n\
          olcAccess: to * by * read\n\n\
          {syncprov}{accesslog}",
         suffix = opts.suffix,
+        no_sync = if opts.durable { "FALSE" } else { "TRUE" },
     )
 }
 

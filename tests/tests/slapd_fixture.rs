@@ -115,6 +115,7 @@ fn options_suffix_size_limit_no_tls_no_syncprov() {
         syncprov: false,
         size_limit: Some(3),
         accesslog: false,
+        durable: false,
     };
     let slapd = Slapd::start_with(opts);
     assert_eq!(slapd.admin_dn(), "cn=admin,o=acme");
