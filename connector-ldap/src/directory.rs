@@ -33,6 +33,11 @@ impl OpError {
     pub fn is_connection(&self) -> bool {
         self.rc.is_none() && matches!(self.kind, ErrorKind::ConnectionFailed | ErrorKind::Timeout)
     }
+
+    /// Whether the connection itself broke (a client-side timeout leaves it usable).
+    pub fn is_broken_connection(&self) -> bool {
+        self.rc.is_none() && self.kind == ErrorKind::ConnectionFailed
+    }
 }
 
 impl From<OpError> for Status {
@@ -179,7 +184,14 @@ fn tls_config(settings: &Settings) -> Result<Arc<rustls::ClientConfig>, OpError>
 pub struct Directory {
     pub settings: Settings,
     tls: Option<Arc<rustls::ClientConfig>>,
-    conn: Mutex<Option<Ldap>>,
+    conn: Mutex<Slot>,
+}
+
+/// The current connection, and how many have been opened.
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    ldap: Option<Ldap>,
 }
 
 impl Directory {
@@ -188,7 +200,7 @@ impl Directory {
             Security::Plain => None,
             _ => Some(tls_config(&settings)?),
         };
-        Ok(Self { settings, tls, conn: Mutex::new(None) })
+        Ok(Self { settings, tls, conn: Mutex::new(Slot::default()) })
     }
 
     /// Connects, secures and binds a new connection.
@@ -230,27 +242,37 @@ impl Directory {
 
     /// A live connection: the current one, or a new one when it dropped.
     pub async fn ldap(&self) -> Result<Ldap, OpError> {
+        Ok(self.connection().await?.1)
+    }
+
+    /// A live connection and its generation (which connection of this directory it is).
+    async fn connection(&self) -> Result<(u64, Ldap), OpError> {
         let mut slot = self.conn.lock().await;
-        if let Some(ldap) = slot.as_mut()
+        if let Some(ldap) = slot.ldap.as_mut()
             && !ldap.is_closed()
         {
             let mut ldap = ldap.clone();
             ldap.with_timeout(self.settings.operation_timeout);
-            return Ok(ldap);
+            return Ok((slot.generation, ldap));
         }
-        if slot.is_some() {
+        if slot.ldap.is_some() {
             tracing::info!(url = %self.settings.url, "reconnecting to the directory");
         }
         let ldap = self.connect().await?;
-        *slot = Some(ldap.clone());
+        slot.generation += 1;
+        slot.ldap = Some(ldap.clone());
         let mut ldap = ldap;
         ldap.with_timeout(self.settings.operation_timeout);
-        Ok(ldap)
+        Ok((slot.generation, ldap))
     }
 
-    /// Forgets the current connection after a connection error, so the next call reconnects.
-    pub async fn reset(&self) {
-        if let Some(mut ldap) = self.conn.lock().await.take() {
+    /// Forgets connection `generation` after it failed, so that the next call reconnects; a
+    /// newer connection (opened by a concurrent call meanwhile) is left alone.
+    async fn reset(&self, generation: u64) {
+        let mut slot = self.conn.lock().await;
+        if slot.generation == generation
+            && let Some(mut ldap) = slot.ldap.take()
+        {
             let _ = ldap.unbind().await;
         }
     }
@@ -261,27 +283,29 @@ impl Directory {
         F: Fn(Ldap) -> Fut,
         Fut: std::future::Future<Output = Result<T, OpError>>,
     {
-        match op(self.ldap().await?).await {
-            Err(e) if e.is_connection() => {
-                self.reset().await;
+        let (generation, ldap) = self.connection().await?;
+        match op(ldap).await {
+            Err(e) if e.is_broken_connection() => {
+                self.reset(generation).await;
                 op(self.ldap().await?).await
             }
             other => other,
         }
     }
 
-    /// Runs a write; a connection error drops the connection (the outcome is unknown, so the
-    /// write is not repeated here: the supervisor reconciles it).
+    /// Runs a write; a broken connection is dropped (the outcome is unknown, so the write is
+    /// not repeated here: the supervisor reconciles it).
     pub async fn write<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
         F: FnOnce(Ldap) -> Fut,
         Fut: std::future::Future<Output = Result<T, OpError>>,
     {
-        let result = op(self.ldap().await?).await;
+        let (generation, ldap) = self.connection().await?;
+        let result = op(ldap).await;
         if let Err(e) = &result
-            && e.is_connection()
+            && e.is_broken_connection()
         {
-            self.reset().await;
+            self.reset(generation).await;
         }
         result
     }

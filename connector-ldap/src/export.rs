@@ -173,8 +173,12 @@ async fn add_once(target: &Target, dn: &str, attrs: &[(Vec<u8>, Values)]) -> Res
                 ldap.with_controls(PostRead::new(vec![anchor.as_str()]));
             }
             let result = check(&format!("adding {dn:?}"), ldap.add(dn, attrs).await)?;
-            let read =
-                result.ctrls.iter().find(|c| c.1.ctype == POST_READ_OID).map(|c| c.1.parse::<PostReadResp>());
+            // ldap3's parser panics on a malformed control: then the anchor is read instead.
+            let read = result
+                .ctrls
+                .iter()
+                .find(|c| c.1.ctype == POST_READ_OID && c.1.val.is_some())
+                .and_then(|c| std::panic::catch_unwind(|| c.1.parse::<PostReadResp>()).ok());
             Ok(read.and_then(|r| {
                 let entry = SearchEntry { dn: dn.to_string(), attrs: r.attrs, bin_attrs: r.bin_attrs };
                 target.anchor_of(&entry)
@@ -239,7 +243,10 @@ async fn current_dn(target: &Target, partition: &str, change: &CsEntryChange) ->
         Some(anchor) => target.dn_of_anchor(partition, &anchor).await?.ok_or_else(|| {
             OpError::new(ErrorKind::NoSuchObject, format!("no entry has the anchor {anchor:?}"))
         }),
-        None if !change.dn.is_empty() => Ok(change.dn.clone()),
+        None if !change.dn.is_empty() => {
+            check_in_partition(&change.dn, partition)?;
+            Ok(change.dn.clone())
+        }
         None => Err(OpError::new(ErrorKind::NoSuchObject, "the change names neither an anchor nor a dn")),
     }
 }
@@ -546,7 +553,10 @@ pub async fn set_password(
         Some(anchor) => target.dn_of_anchor(partition, &anchor).await?.ok_or_else(|| {
             OpError::new(ErrorKind::NoSuchObject, format!("no entry has the anchor {anchor:?}"))
         })?,
-        None if !dn.is_empty() => dn.to_string(),
+        None if !dn.is_empty() => {
+            check_in_partition(dn, partition)?;
+            dn.to_string()
+        }
         None => {
             return Err(OpError::new(
                 ErrorKind::NoSuchObject,

@@ -160,19 +160,14 @@ pub fn start(
 /// A full import: every object, paged. Returns the watermark for the next delta, taken before
 /// the first page so that no change made during the run is missed.
 async fn full(target: &Target, partition: &str, tx: &mpsc::Sender<Item>) -> Result<Vec<u8>, OpError> {
-    let mut mark = match method(target) {
+    let mark = match method(target) {
         Method::Sync => Watermark::Sync(sync_cookie(target, partition).await?),
         Method::Log => Watermark::Log(log_position(target).await?),
-        Method::Timestamp => Watermark::None,
+        Method::Timestamp => Watermark::Timestamp(run_start()),
     };
     let base = target.search_base(partition);
     let filter = target.type_filter();
-    let newest = paged(target, partition, &base, &filter, tx).await?;
-    if mark == Watermark::None
-        && let Some(ts) = newest
-    {
-        mark = Watermark::Timestamp(ts);
-    }
+    paged(target, partition, &base, &filter, tx).await?;
     Ok(mark.encode())
 }
 
@@ -190,8 +185,9 @@ async fn timestamp(
         ));
     }
     let filter = format!("(&{}(modifyTimestamp>={since}))", target.type_filter());
-    let newest = paged(target, partition, &target.search_base(partition), &filter, tx).await?;
-    Ok(Watermark::Timestamp(newest.unwrap_or_else(|| since.to_string())).encode())
+    let mark = run_start();
+    paged(target, partition, &target.search_base(partition), &filter, tx).await?;
+    Ok(Watermark::Timestamp(mark).encode())
 }
 
 /// Streams a paged search as import entries; returns the newest `modifyTimestamp` seen.
@@ -240,6 +236,53 @@ async fn paged(
     }
 }
 
+/// How far before a watermark time a delta reads again (changes committed out of order, and
+/// clock differences between this host and the directory for `modifyTimestamp` marks).
+const OVERLAP_SECONDS: i64 = 300;
+
+/// The watermark of a `modifyTimestamp` run: taken before its first read, less the overlap, so
+/// that a change made while the run reads (or committed out of order) is read by the next one.
+fn run_start() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    generalized(now - OVERLAP_SECONDS)
+}
+
+/// Seconds since the epoch as a GeneralizedTime (`YYYYMMDDHHMMSSZ`, UTC).
+fn generalized(epoch: i64) -> String {
+    let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// The seconds since the epoch of a GeneralizedTime (`YYYYMMDDHHMMSS[.fff]Z`).
+fn epoch_of(time: &str) -> Option<i64> {
+    let digits = time.get(..14)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| digits[r].parse::<i64>().ok();
+    let (year, month, day) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + n(8..10)? * 3600 + n(10..12)? * 60 + n(12..14)?)
+}
+
 /// Where the accesslog stands: the time of its last write (its `contextCSN`), or the epoch.
 async fn log_position(target: &Target) -> Result<String, OpError> {
     let base = &target.settings().accesslog_base;
@@ -277,7 +320,11 @@ async fn accesslog(
         ));
     }
     let s = target.settings();
-    let filter = format!("(&(objectClass=auditWriteObject)(reqResult=0)(reqStart>={since}))");
+    // Read again from a while before the last run's newest entry: an operation is logged when
+    // it ends but stamped with its start, so a slow one can appear behind a faster later one.
+    // Entries read twice change nothing (each is read again by its entryUUID).
+    let from = epoch_of(since).map(|t| generalized(t - OVERLAP_SECONDS)).unwrap_or_else(|| since.to_string());
+    let filter = format!("(&(objectClass=auditWriteObject)(reqResult=0)(reqStart>={from}))");
     let attrs = vec!["reqStart", "reqType", "reqDN", "reqEntryUUID", "reqNewRDN", "reqNewSuperior"];
     let mut ldap = target.dir.ldap().await?;
     let mut adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![Box::new(EntriesOnly::new())];
@@ -481,22 +528,34 @@ async fn sync(
         result.ctrls.iter().find(|c| c.1.ctype == SYNC_DONE_OID).map(|c| c.1.parse::<SyncDone>())
     {
         new_cookie = done.cookie.or(new_cookie);
-        if !done.refresh_deletes {
-            present_phase = true;
-        }
     }
     if present_phase {
-        tracing::warn!(
-            "the directory answered the delta with a present phase (its sync session log does not reach back to the last cookie): \
-             deletes since then are seen only by the next full import"
-        );
+        // Entries not named present were deleted, and this run cannot tell which: the cookie
+        // must not move past them. A full import sees them (and yields a new cookie).
+        return Err(OpError::new(
+            ErrorKind::Retryable,
+            "the directory answered the delta with a present phase (its sync session log does not reach back to \
+             the last cookie): run a full import; a larger olcSpSessionlog avoids this",
+        ));
     }
     Ok(new_cookie.map(|c| Watermark::Sync(c).encode()).unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Watermark;
+    use super::{Watermark, epoch_of, generalized};
+
+    #[test]
+    fn generalized_times_round_trip() {
+        assert_eq!(generalized(0), "19700101000000Z");
+        assert_eq!(generalized(1_795_651_200), "20261126000000Z");
+        assert_eq!(generalized(951_782_400), "20000229000000Z");
+        for t in [0, 951_782_400, 1_795_708_800 + 86_399, 4_102_444_800] {
+            assert_eq!(epoch_of(&generalized(t)), Some(t));
+        }
+        assert_eq!(epoch_of("20261126154218.123456Z"), Some(1_795_651_200 + 15 * 3600 + 42 * 60 + 18));
+        assert_eq!(epoch_of("garbage"), None);
+    }
 
     #[test]
     fn watermarks_round_trip() {

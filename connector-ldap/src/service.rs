@@ -289,8 +289,12 @@ impl Connector for LdapConnector {
         }
         let mut results = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let (identifier, outcome, session) = joined
-                .map_err(|e| error_status(ErrorKind::Internal, format!("an export task failed: {e}")))?;
+            // A task that panicked leaves its entry without a result: its outcome is unknown,
+            // and the supervisor reconciles it (a failure would deny a write that may be done).
+            let Ok((identifier, outcome, session)) = joined else {
+                tracing::error!("an export task panicked; its entry's outcome is left unknown");
+                continue;
+            };
             let anchor_name = session.target.type_schema.anchor_attributes[0].clone();
             results.push(match outcome {
                 Ok(applied) => v1::CsEntryChangeResult {

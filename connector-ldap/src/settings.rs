@@ -139,6 +139,22 @@ impl Settings {
             }
         };
         let path = |name: &str| config.get(name).filter(|s| !s.is_empty()).map(PathBuf::from);
+        let host = url
+            .trim_start_matches("ldaps://")
+            .trim_start_matches("ldap://")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let loopback = {
+            let name = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(host.as_str(), |(h, _)| h);
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            name.eq_ignore_ascii_case("localhost")
+                || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
         let bind_method = config.get("bind_method").unwrap_or("").to_ascii_lowercase();
         let bind_dn = config.get("bind_dn").unwrap_or("").to_string();
         let bind = match bind_method.as_str() {
@@ -153,6 +169,11 @@ impl Settings {
                     return Err(bad(
                         "bind_password: a simple bind needs a password (set it from env or file)".into(),
                     ));
+                }
+                if security == Security::Plain && !loopback {
+                    return Err(bad(format!(
+                        "security: \"none\" would send bind_password in clear text to {host}; use StartTLS (the default) or ldaps://"
+                    )));
                 }
                 Bind::Simple { dn: bind_dn, password }
             }
@@ -380,4 +401,43 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
             "Suffix of the accesslog database (delta_method \"accesslog\"; bind_dn must be able to read it)",
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Option<ConfigParameters> {
+        Some(ConfigParameters { values: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() })
+    }
+
+    #[test]
+    fn clear_text_binds_only_to_loopback_and_errors_name_the_parameter() {
+        let simple = [("bind_dn", "cn=admin,dc=x"), ("bind_password", "pw"), ("security", "none")];
+        let with = |url: &str| {
+            let mut pairs = simple.to_vec();
+            pairs.push(("url", url));
+            Settings::parse(&config(&pairs))
+        };
+        assert!(with("ldap://127.0.0.1:389").is_ok());
+        assert!(with("ldap://localhost").is_ok());
+        assert!(with("ldap://[::1]:389").is_ok());
+        let refused = with("ldap://dir.example.com").unwrap_err();
+        assert!(refused.message().starts_with("security:"), "{}", refused.message());
+        assert!(!refused.message().contains("pw\""), "the password is not in the message");
+        // StartTLS is the default for ldap://, ldaps:// is TLS whatever `security` says.
+        let s =
+            Settings::parse(&config(&[("url", "ldap://dir"), ("bind_dn", "cn=a"), ("bind_password", "p")]))
+                .unwrap();
+        assert_eq!(s.security, Security::StartTls);
+        let s = Settings::parse(&config(&[("url", "ldaps://dir"), ("security", "none")])).unwrap();
+        assert_eq!(s.security, Security::Ldaps);
+        assert!(
+            Settings::parse(&config(&[("url", "http://dir")])).unwrap_err().message().starts_with("url:")
+        );
+        let e = Settings::parse(&config(&[("url", "ldap://dir"), ("bind_dn", "cn=a")])).unwrap_err();
+        assert!(e.message().starts_with("bind_password:"), "{}", e.message());
+        let e = Settings::parse(&config(&[("url", "ldap://dir"), ("delta_method", "magic")])).unwrap_err();
+        assert!(e.message().starts_with("delta_method:"), "{}", e.message());
+    }
 }

@@ -317,7 +317,7 @@ pub fn guid_text(bytes: &[u8]) -> Option<String> {
 /// The bytes of a GUID's text, in AD's order.
 pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut raw = [0u8; 16];
