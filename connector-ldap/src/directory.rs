@@ -29,11 +29,6 @@ impl OpError {
         error_status(self.kind, self.detail.clone())
     }
 
-    /// Whether the connection itself failed (the outcome of a write is then unknown).
-    pub fn is_connection(&self) -> bool {
-        self.rc.is_none() && matches!(self.kind, ErrorKind::ConnectionFailed | ErrorKind::Timeout)
-    }
-
     /// Whether the connection itself broke (a client-side timeout leaves it usable).
     pub fn is_broken_connection(&self) -> bool {
         self.rc.is_none() && self.kind == ErrorKind::ConnectionFailed
@@ -312,19 +307,30 @@ impl Directory {
 
     /// Base-scope read of one entry; `None` when it does not exist.
     pub async fn read_entry(&self, dn: &str, attrs: &[&str]) -> Result<Option<SearchEntry>, OpError> {
+        Ok(self.search(dn, Scope::Base, "(objectClass=*)", attrs).await?.into_iter().next())
+    }
+
+    /// A search (not paged: for results known to be small); a missing base finds nothing.
+    pub async fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Vec<SearchEntry>, OpError> {
         let attrs: Vec<String> = attrs.iter().map(|s| s.to_string()).collect();
+        let what = format!("searching {base:?} for {filter}");
         self.read(|mut ldap| {
             let attrs = attrs.clone();
+            let what = &what;
             async move {
-                match ldap.search(dn, Scope::Base, "(objectClass=*)", attrs).await {
-                    Ok(result) if result.1.rc == 32 => Ok(None),
-                    Ok(result) => {
-                        let (entries, _) =
-                            result.success().map_err(|e| client_error(&format!("reading {dn:?}"), &e))?;
-                        Ok(entries.into_iter().next().map(SearchEntry::construct))
-                    }
-                    Err(e) => Err(client_error(&format!("reading {dn:?}"), &e)),
+                let result =
+                    ldap.search(base, scope, filter, attrs).await.map_err(|e| client_error(what, &e))?;
+                if result.1.rc == 32 {
+                    return Ok(vec![]);
                 }
+                let (entries, _) = result.success().map_err(|e| client_error(what, &e))?;
+                Ok(entries.into_iter().map(SearchEntry::construct).collect())
             }
         })
         .await
@@ -379,6 +385,6 @@ mod tests {
             },
         );
         assert_eq!(e.detail, "adding x: entryAlreadyExists (68): exists");
-        assert!(!e.is_connection());
+        assert!(!e.is_broken_connection());
     }
 }

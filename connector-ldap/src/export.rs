@@ -80,13 +80,10 @@ async fn value_set(target: &Target, partition: &str, values: &[v1::Value]) -> Re
 
 /// Whether `name` is the group's member attribute (whose emptiness needs a placeholder).
 fn is_member_attribute(target: &Target, name: &str) -> bool {
-    match target.settings().group_style() {
-        Some(crate::settings::GroupStyle::GroupOfNames) => name.eq_ignore_ascii_case("member"),
-        Some(crate::settings::GroupStyle::GroupOfUniqueNames) => name.eq_ignore_ascii_case("uniqueMember"),
-        None => false,
-    }
+    member_attribute(target).is_some_and(|m| m.eq_ignore_ascii_case(name))
 }
 
+/// The member attribute of the configured group class.
 fn member_attribute(target: &Target) -> Option<&'static str> {
     match target.settings().group_style()? {
         crate::settings::GroupStyle::GroupOfNames => Some("member"),
@@ -486,22 +483,8 @@ async fn rename(target: &Target, partition: &str, from: &str, to: &str) -> Resul
 async fn update_references(target: &Target, partition: &str, from: &str, to: &str) -> Result<(), OpError> {
     let old = ldap3::ldap_escape(from);
     let filter = format!("(|(member={old})(uniqueMember={old}))");
-    let base = partition.to_string();
-    let groups = target
-        .dir
-        .read(|mut ldap| {
-            let (base, filter) = (base.clone(), filter.clone());
-            async move {
-                let result = ldap
-                    .search(&base, ldap3::Scope::Subtree, &filter, vec!["member", "uniqueMember"])
-                    .await
-                    .map_err(|e| client_error("finding groups of a renamed entry", &e))?;
-                let (entries, _) =
-                    result.success().map_err(|e| client_error("finding groups of a renamed entry", &e))?;
-                Ok(entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>())
-            }
-        })
-        .await?;
+    let groups =
+        target.dir.search(partition, ldap3::Scope::Subtree, &filter, &["member", "uniqueMember"]).await?;
     for group in groups {
         let mut mods: Vec<Mod<Vec<u8>>> = Vec::new();
         for (name, values) in &group.attrs {

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use ecma_proto::v1::{self, ErrorKind, ObjectModificationType};
-use ldap3::adapters::{EntriesOnly, PagedResults};
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::{
     EntryState, MakeCritical, RefreshMode, SyncDone, SyncInfo, SyncRequest, SyncState, parse_syncinfo,
 };
-use ldap3::{Scope, SearchEntry};
+use ldap3::{Scope, SearchEntry, SearchStream};
 use tokio::sync::mpsc;
 
 use crate::directory::{OpError, client_error, first};
@@ -94,10 +94,6 @@ fn method(target: &Target) -> Method {
     }
 }
 
-fn uses_sync(target: &Target) -> bool {
-    method(target) == Method::Sync
-}
-
 /// Starts an import run; its items arrive on the returned channel.
 pub fn start(
     target: Arc<Target>,
@@ -119,7 +115,7 @@ pub fn start(
             full(&target, &partition, &feeder).await
         } else {
             match Watermark::parse(&watermark) {
-                Watermark::Sync(cookie) if uses_sync(&target) => {
+                Watermark::Sync(cookie) if method(&target) == Method::Sync => {
                     sync(&target, &partition, Some(cookie), &feeder).await
                 }
                 Watermark::Timestamp(ts) if method(&target) == Method::Timestamp => {
@@ -190,48 +186,48 @@ async fn timestamp(
     Ok(Watermark::Timestamp(mark).encode())
 }
 
-/// Streams a paged search as import entries; returns the newest `modifyTimestamp` seen.
+/// A subtree search of `base`, paged where the server offers it.
+async fn open_paged(
+    target: &Target,
+    base: &str,
+    filter: &str,
+    attrs: Vec<String>,
+) -> Result<SearchStream<'static, String, Vec<String>>, OpError> {
+    let mut adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> =
+        vec![Box::new(EntriesOnly::new())];
+    if target.features.paged_results {
+        adapters.push(Box::new(PagedResults::new(target.settings().page_size)));
+    }
+    let mut ldap = target.dir.ldap().await?;
+    ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
+        .await
+        .map_err(|e| client_error(&format!("searching {base:?}"), &e))
+}
+
+/// Streams a paged search as import entries.
 async fn paged(
     target: &Target,
     partition: &str,
     base: &str,
     filter: &str,
     tx: &mpsc::Sender<Item>,
-) -> Result<Option<String>, OpError> {
-    let mut attrs = target.requested_attributes();
-    attrs.push("modifyTimestamp".into());
-    let mut ldap = target.dir.ldap().await?;
-    let mut adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![Box::new(EntriesOnly::new())];
-    if target.features.paged_results {
-        adapters.push(Box::new(PagedResults::new(target.settings().page_size)));
-    }
-    let mut stream = ldap
-        .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
-        .await
-        .map_err(|e| client_error("import search", &e))?;
-    let mut newest: Option<String> = None;
+) -> Result<(), OpError> {
+    let mut stream = open_paged(target, base, filter, target.requested_attributes()).await?;
     while let Some(raw) = stream.next().await.map_err(|e| client_error("import search", &e))? {
-        let entry = SearchEntry::construct(raw);
-        if let Some(ts) = first(&entry, "modifyTimestamp")
-            && newest.as_deref().is_none_or(|n| ts > n)
-        {
-            newest = Some(ts.to_string());
-        }
-        let mut converted = target.to_entry(&entry, partition);
-        converted.attributes.retain(|a| !a.name.eq_ignore_ascii_case("modifyTimestamp"));
+        let entry = target.to_entry(&SearchEntry::construct(raw), partition);
         let item = v1::ImportEntry {
             modification_type: ObjectModificationType::Add as i32,
-            entry: Some(converted),
+            entry: Some(entry),
             error: None,
         };
         if tx.send(Item::Entry(item)).await.is_err() {
-            return Ok(newest); // the session was closed
+            return Ok(()); // the session was closed
         }
     }
     let result = stream.finish().await;
     match result.rc {
-        0 => Ok(newest),
-        32 => Ok(newest), // the container does not exist yet: nothing to import
+        // 32: the container does not exist yet, so there is nothing to import.
+        0 | 32 => Ok(()),
         _ => Err(crate::directory::result_error("import search", &result)),
     }
 }
@@ -325,16 +321,9 @@ async fn accesslog(
     // Entries read twice change nothing (each is read again by its entryUUID).
     let from = epoch_of(since).map(|t| generalized(t - OVERLAP_SECONDS)).unwrap_or_else(|| since.to_string());
     let filter = format!("(&(objectClass=auditWriteObject)(reqResult=0)(reqStart>={from}))");
-    let attrs = vec!["reqStart", "reqType", "reqDN", "reqEntryUUID", "reqNewRDN", "reqNewSuperior"];
-    let mut ldap = target.dir.ldap().await?;
-    let mut adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![Box::new(EntriesOnly::new())];
-    if target.features.paged_results {
-        adapters.push(Box::new(PagedResults::new(s.page_size)));
-    }
-    let mut stream = ldap
-        .streaming_search_with(adapters, &s.accesslog_base, Scope::Subtree, &filter, attrs)
-        .await
-        .map_err(|e| client_error("accesslog search", &e))?;
+    let attrs = ["reqStart", "reqType", "reqDN", "reqEntryUUID", "reqNewRDN", "reqNewSuperior"];
+    let mut stream =
+        open_paged(target, &s.accesslog_base, &filter, attrs.iter().map(|a| a.to_string()).collect()).await?;
     let mut changes = Vec::new();
     while let Some(raw) = stream.next().await.map_err(|e| client_error("accesslog search", &e))? {
         changes.push(SearchEntry::construct(raw));

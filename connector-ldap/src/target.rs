@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use ecma_proto::v1::{self, AttributeType, ErrorKind, value::Kind};
 use ldap3::{Scope, SearchEntry, dn_escape, ldap_escape};
 
-use crate::directory::{Directory, OpError, client_error, first, values};
+use crate::directory::{Directory, OpError, first, values};
 use crate::schema::DirectorySchema;
 use crate::settings::Settings;
 
@@ -182,48 +182,15 @@ impl Target {
     /// The current DN of the entry with this anchor, searched under the partition.
     pub async fn dn_of_anchor(&self, partition: &str, anchor: &str) -> Result<Option<String>, OpError> {
         let filter = self.anchor_filter(anchor)?;
-        let base = partition.to_string();
-        let found = self
-            .dir
-            .read(|mut ldap| {
-                let (base, filter) = (base.clone(), filter.clone());
-                async move {
-                    let result = ldap
-                        .search(&base, Scope::Subtree, &filter, vec!["1.1"])
-                        .await
-                        .map_err(|e| client_error("finding the entry by its anchor", &e))?;
-                    if result.1.rc == 32 {
-                        return Ok(vec![]);
-                    }
-                    let (entries, _) =
-                        result.success().map_err(|e| client_error("finding the entry by its anchor", &e))?;
-                    Ok(entries.into_iter().map(|e| SearchEntry::construct(e).dn).collect::<Vec<_>>())
-                }
-            })
-            .await?;
-        Ok(found.into_iter().next())
+        let found = self.dir.search(partition, Scope::Subtree, &filter, &["1.1"]).await?;
+        Ok(found.into_iter().next().map(|e| e.dn))
     }
 
     /// Entries under the partition matching `filter`.
     pub async fn search(&self, partition: &str, filter: &str) -> Result<Vec<SearchEntry>, OpError> {
-        let base = self.search_base(partition);
         let attrs = self.requested_attributes();
-        self.dir
-            .read(|mut ldap| {
-                let (base, attrs) = (base.clone(), attrs.clone());
-                async move {
-                    let result = ldap
-                        .search(&base, Scope::Subtree, filter, attrs)
-                        .await
-                        .map_err(|e| client_error("searching", &e))?;
-                    if result.1.rc == 32 {
-                        return Ok(vec![]);
-                    }
-                    let (entries, _) = result.success().map_err(|e| client_error("searching", &e))?;
-                    Ok(entries.into_iter().map(SearchEntry::construct).collect())
-                }
-            })
-            .await
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        self.dir.search(&self.search_base(partition), Scope::Subtree, filter, &attrs).await
     }
 
     /// A directory entry as the protocol's entry.

@@ -8,62 +8,15 @@
 //! with `olcDbNoSync` (the fixture's setting), so the figures measure code rather than fsync;
 //! `DURABLE=1` lets it sync every write, as a directory in service does.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::slapd::Slapd;
-use e2e::{Supervisor, TOKEN, TempDir, request, workspace};
+use e2e::{KeepAlive, Supervisor, TempDir, request, workspace};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 
 const CONCURRENCY: usize = 8;
 const ROUNDS: usize = 3;
-
-/// One keep-alive HTTP connection that POSTs SCIM users.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    addr: SocketAddr,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream, addr }
-    }
-
-    fn post(&mut self, path: &str, body: &str) -> (u16, Vec<u8>) {
-        write!(
-            self.writer,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut status = 0;
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
-                status = rest[..3].parse().unwrap();
-            } else if let Some((k, v)) = l.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        (status, body)
-    }
-}
 
 /// The attributes both sides write, as the example's mapping makes them from a SCIM user.
 fn person(name: &str) -> (String, String) {
@@ -82,9 +35,9 @@ fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
     std::thread::scope(|scope| {
         for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
             scope.spawn(move || {
-                let mut client = Client::connect(scim);
+                let mut client = KeepAlive::connect(scim);
                 for name in chunk {
-                    let (status, body) = client.post("/scim/directory/Users", &person(name).1);
+                    let (status, body) = client.send("POST", "/scim/directory/Users", Some(&person(name).1));
                     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
                 }
             });

@@ -6,13 +6,12 @@
 //! (`USERS=10000` for a quicker run). The data directory is on /dev/shm when there is one, so
 //! that the figure measures code, not the disk.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Supervisor, TOKEN, quickstart_config, request, sqlite_rows};
+use e2e::{KeepAlive, Supervisor, quickstart_config, request, sqlite_rows};
 
 const CONNECTIONS: usize = 8;
 const ROUND: Duration = Duration::from_secs(4);
@@ -33,51 +32,6 @@ fn fixed_server(addr: &str) {
     });
 }
 
-/// One keep-alive connection: sends GETs and reads each response whole.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    addr: SocketAddr,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream, addr }
-    }
-
-    /// Returns the status and the body.
-    fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
-        write!(
-            self.writer,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
-            self.addr
-        )
-        .unwrap();
-        let mut status = 0;
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if status == 0 {
-                status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-            } else if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        (status, body)
-    }
-}
-
 /// Requests per second over `ROUND`, with `CONNECTIONS` connections each asking `path(n)`.
 fn measure(
     addr: SocketAddr,
@@ -90,10 +44,10 @@ fn measure(
         .map(|t| {
             let (stop, done, path) = (stop.clone(), done.clone(), path.clone());
             std::thread::spawn(move || {
-                let mut client = Client::connect(addr);
+                let mut client = KeepAlive::connect(addr);
                 let mut n = t * 7919;
                 while !stop.load(Ordering::Relaxed) {
-                    let (status, body) = client.get(&path(n));
+                    let (status, body) = client.send("GET", &path(n), None);
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                     assert!(check(&body), "unexpected body: {}", String::from_utf8_lossy(&body));
                     done.fetch_add(1, Ordering::Relaxed);

@@ -594,3 +594,53 @@ pub fn sqlite_exec(db: &Path, sql: &'static str, binds: &[&str]) {
         query.execute(&mut conn).await.expect("execute");
     });
 }
+
+/// One keep-alive HTTP/1.1 connection with the fixtures' bearer token, for benchmarks (the
+/// one-request-per-connection helpers above would measure connection set-up).
+pub struct KeepAlive {
+    reader: std::io::BufReader<TcpStream>,
+    writer: TcpStream,
+    addr: SocketAddr,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self { reader: std::io::BufReader::new(stream.try_clone().expect("clone")), writer: stream, addr }
+    }
+
+    /// Sends one request (a SCIM JSON body when given) and returns the status and the body.
+    pub fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
+        use std::io::BufRead;
+        let body = body.unwrap_or("");
+        write!(
+            self.writer,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("write request");
+        let mut status = 0;
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("read response");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            } else if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().expect("content-length");
+            }
+        }
+        let mut response = vec![0; length];
+        self.reader.read_exact(&mut response).expect("read body");
+        (status, response)
+    }
+}

@@ -65,6 +65,14 @@ fn dns(slapd: &Slapd, base: &str, filter: &str) -> Vec<String> {
     dns
 }
 
+/// Runs an import of `kind` (full or delta) on `connector` and returns its report.
+fn import(s: &Supervisor, connector: &str, kind: &str) -> Value {
+    let r =
+        request(s.admin, "POST", &format!("/admin/connectors/{connector}/import?type={kind}"), None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
 fn values(lines: &[String], attribute: &str) -> Vec<String> {
     let prefix = format!("{attribute}: ");
     let mut v: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix(&prefix)).map(String::from).collect();
@@ -203,9 +211,8 @@ fn a_group_with_thousands_of_members_takes_one_member_change_at_a_time() {
         ));
     }
     slapd.ldapmodify(&ldif);
-    let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=full", None, None);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["added"], 3000, "{}", r.body);
+    let report = import(&s, "ldap-users", "full");
+    assert_eq!(report["added"], 3000, "{report}");
     let mut ids: Vec<String> = Vec::new();
     while ids.len() < 3000 {
         let page = s
@@ -299,12 +306,7 @@ fn imports_see_adds_changes_renames_and_deletes_made_in_the_directory() {
          dn: uid=ed,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: ed\ncn: Ed\nsn: E\n\n\
          dn: uid=fay,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: fay\ncn: Fay\nsn: F\n"
     ));
-    let import = |kind: &str| {
-        let r =
-            request(s.admin, "POST", &format!("/admin/connectors/ldap-users/import?type={kind}"), None, None);
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.json()
-    };
+    let import = |kind: &str| import(&s, "ldap-users", kind);
     let report = import("delta");
     assert_eq!(report["added"], 3, "{report}");
     let by_name = |name: &str| {
@@ -345,15 +347,8 @@ fn timestamp_deltas_where_the_server_has_no_sync_provider() {
     slapd.ldapmodify(&format!(
         "dn: uid=gus,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: gus\ncn: Gus\nsn: G\n"
     ));
-    let import = |kind: &str| {
-        let r =
-            request(s.admin, "POST", &format!("/admin/connectors/ldap-users/import?type={kind}"), None, None);
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.json()
-    };
+    let import = |kind: &str| import(&s, "ldap-users", kind);
     assert_eq!(import("full")["added"], 1);
-    // modifyTimestamp has a one-second resolution.
-    std::thread::sleep(Duration::from_millis(1100));
     slapd.ldapmodify(&format!(
         "dn: uid=gus,ou=People,{base}\nchangetype: modify\nreplace: displayName\ndisplayName: Gus Two\n"
     ));
@@ -449,7 +444,12 @@ fn a_slapd_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(150));
+    // The directory goes down once the burst is under way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while slapd.entry_count(&format!("ou=People,{}", slapd.suffix()), "(uid=burst*)") < 5 {
+        assert!(std::time::Instant::now() < deadline, "the burst never started");
+        std::thread::yield_now();
+    }
     slapd.restart();
     burst.join().expect("the burst finished");
     let base = slapd.suffix().to_string();
@@ -567,8 +567,7 @@ fn group_of_unique_names_is_configurable() {
     assert_eq!(members(), [format!("uid=una,ou=People,{base}")]);
     assert_eq!(values(&entry(&slapd, &groups, "(cn=Uniques)"), "objectClass"), ["groupOfUniqueNames"]);
     // Imported back, the member is the SCIM user.
-    let r = request(s.admin, "POST", "/admin/connectors/ldap-groups/import?type=full", None, None);
-    assert_eq!(r.status, 200, "{}", r.body);
+    import(&s, "ldap-groups", "full");
     let got = s.scim("GET", &format!("/scim/directory/Groups/{gid}"), None).json();
     assert_eq!(got["members"][0]["value"], u["id"], "{got}");
 }
@@ -670,12 +669,7 @@ fn accesslog_deltas_where_the_server_has_no_sync_provider_but_logs_writes() {
     let s = start(&slapd, &dir, &example());
     s.wait_connector("ldap-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
     let base = slapd.suffix().to_string();
-    let import = |kind: &str| {
-        let r =
-            request(s.admin, "POST", &format!("/admin/connectors/ldap-users/import?type={kind}"), None, None);
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.json()
-    };
+    let import = |kind: &str| import(&s, "ldap-users", kind);
     slapd.ldapmodify(&format!(
         "dn: uid=jo,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: jo\ncn: Jo\nsn: J\n\n\
          dn: uid=kim,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: kim\ncn: Kim\nsn: K\n"
