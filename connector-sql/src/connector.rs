@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use ecma_connector_sdk::{error_status, negotiate, parameter};
 use ecma_proto::v1::{
-    self, ConfigParameterType as T, ConfigParameters, ErrorKind, connector_server::Connector, value::Kind,
+    self, ConfigParameterType as T, ConfigParameters, ErrorKind, connector_server::Connector,
 };
 use tonic::{Request, Response, Status};
 
@@ -17,6 +17,10 @@ const MAX_PAGE_SIZE: u32 = 5000;
 struct ImportSession {
     table: Arc<Table>,
     after: Option<String>,
+    /// Delta: rows whose watermark column is at or after this mark.
+    since: Option<String>,
+    /// The mark taken when this run started: the next delta starts from it.
+    mark: Option<String>,
     page_size: u32,
     done: bool,
 }
@@ -69,8 +73,9 @@ impl Connector for SqlConnector {
             capabilities: Some(v1::Capabilities {
                 distinguished_name_style: v1::DistinguishedNameStyle::None as i32,
                 object_rename: false,
-                delta_import: false,
-                concurrent_operation: false,
+                delta_import: true,
+                // Batches of a database server run concurrently; SQLite's are serialised inside.
+                concurrent_operation: true,
                 export_type: v1::ExportType::AttributeReplace as i32,
                 full_export: false,
                 supports_lookup: true,
@@ -96,10 +101,20 @@ impl Connector for SqlConnector {
                 parameter(
                     "connection_string",
                     T::EncryptedString,
-                    true,
+                    false,
                     true,
                     "",
-                    "Database URL, e.g. sqlite:///var/lib/app/users.db",
+                    "Database URL: postgres://user:password@host/db, mysql://... (MariaDB too), \
+                     sqlite:///var/lib/app/users.db; add ?sslmode=require (PostgreSQL) or \
+                     ?ssl-mode=required (MySQL) for TLS",
+                ),
+                parameter(
+                    "connection_string_file",
+                    T::String,
+                    false,
+                    false,
+                    "",
+                    "A file whose first line is the database URL (instead of connection_string)",
                 ),
                 parameter("table", T::String, true, false, "", "Table (or view) holding the objects"),
                 parameter("anchor_column", T::String, false, false, "id", "Column that identifies a row"),
@@ -134,6 +149,32 @@ impl Connector for SqlConnector {
                     false,
                     "",
                     "Comma-separated attributes whose values are anchors of other objects (e.g. members)",
+                ),
+                parameter(
+                    "watermark_column",
+                    T::String,
+                    false,
+                    false,
+                    "",
+                    "Column holding each row's last change time: enables delta imports (created \
+                     with the table when create_table is set)",
+                ),
+                parameter(
+                    "watermark_query",
+                    T::Text,
+                    false,
+                    false,
+                    "",
+                    "Query returning the mark a run starts from (default: now less 5 minutes)",
+                ),
+                parameter(
+                    "soft_delete_column",
+                    T::String,
+                    false,
+                    false,
+                    "",
+                    "Boolean column marking deleted rows: left out of full imports, reported as \
+                     deletes by delta imports",
                 ),
                 parameter(
                     "columns",
@@ -195,23 +236,38 @@ impl Connector for SqlConnector {
         request: Request<v1::OpenImportConnectionRequest>,
     ) -> Result<Response<v1::OpenImportConnectionResponse>, Status> {
         let request = request.into_inner();
-        if request.import_type == v1::ImportType::Delta as i32 {
-            return Err(error_status(
-                ErrorKind::Unsupported,
-                "delta import is not supported by this connector yet",
-            ));
-        }
         let table = self.table(&request.config).await?;
         Self::check_type(&table, &request.object_type)?;
+        let delta = request.import_type == v1::ImportType::Delta as i32;
+        if delta && !table.has_watermark() {
+            return Err(error_status(
+                ErrorKind::Unsupported,
+                "delta import needs watermark_column (a column holding each row's last change time)",
+            ));
+        }
+        let since = if delta {
+            let since = String::from_utf8(request.watermark).unwrap_or_default();
+            if since.is_empty() {
+                return Err(error_status(
+                    ErrorKind::InvalidAttributeValue,
+                    "no watermark from an earlier import: run a full import first",
+                ));
+            }
+            Some(since)
+        } else {
+            None
+        };
+        // Taken before the first read: what changes while this run reads is seen again next time.
+        let mark = table.mark().await?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
         let session_id = uuid::Uuid::new_v4().to_string();
-        self.imports
-            .lock()
-            .expect("imports lock")
-            .insert(session_id.clone(), ImportSession { table, after: None, page_size, done: false });
+        self.imports.lock().expect("imports lock").insert(
+            session_id.clone(),
+            ImportSession { table, after: None, since, mark, page_size, done: false },
+        );
         Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
     }
 
@@ -220,38 +276,39 @@ impl Connector for SqlConnector {
         request: Request<v1::GetImportEntriesRequest>,
     ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
         let session_id = request.into_inner().session_id;
-        let (table, after, page_size, done) = {
+        let (table, after, since, mark, page_size, done) = {
             let sessions = self.imports.lock().expect("imports lock");
             let s = sessions.get(&session_id).ok_or_else(|| Status::not_found("no such import session"))?;
-            (s.table.clone(), s.after.clone(), s.page_size, s.done)
+            (s.table.clone(), s.after.clone(), s.since.clone(), s.mark.clone(), s.page_size, s.done)
         };
         if done {
             return Ok(Response::new(v1::GetImportEntriesResponse::default()));
         }
-        let entries = table.page(after.as_deref(), page_size).await?;
-        let last =
-            entries.last().and_then(|e| e.anchors.first()).and_then(|a| a.value.as_ref()).and_then(|v| {
-                match &v.kind {
-                    Some(Kind::StringValue(s)) => Some(s.clone()),
-                    _ => v.as_text(),
-                }
-            });
-        let more = entries.len() as u32 == page_size;
+        let page = table.page(after.as_deref(), since.as_deref(), page_size).await?;
+        let more = page.entries.len() as u32 == page_size;
         if let Some(s) = self.imports.lock().expect("imports lock").get_mut(&session_id) {
-            s.after = last.or(s.after.take());
+            s.after = page.last.or(s.after.take());
             s.done = !more;
         }
+        // A full run adds every row; a delta replaces what changed and deletes what was marked.
+        let changed = if since.is_some() {
+            v1::ObjectModificationType::Replace
+        } else {
+            v1::ObjectModificationType::Add
+        };
         Ok(Response::new(v1::GetImportEntriesResponse {
-            entries: entries
+            entries: page
+                .entries
                 .into_iter()
-                .map(|entry| v1::ImportEntry {
-                    modification_type: v1::ObjectModificationType::Add as i32,
+                .map(|(deleted, entry)| v1::ImportEntry {
+                    modification_type: if deleted { v1::ObjectModificationType::Delete } else { changed }
+                        as i32,
                     entry: Some(entry),
                     error: None,
                 })
                 .collect(),
             more_to_import: more,
-            watermark: vec![],
+            watermark: if more { vec![] } else { mark.unwrap_or_default().into_bytes() },
         }))
     }
 
@@ -287,19 +344,14 @@ impl Connector for SqlConnector {
             .get(&request.session_id)
             .cloned()
             .ok_or_else(|| Status::not_found("no such export session"))?;
-        // One transaction for the batch, one savepoint per entry: a failed entry is rolled back
-        // alone, and the batch becomes durable at once.
-        let mut tx = table.begin().await?;
-        let mut results = Vec::with_capacity(request.entries.len());
-        for change in &request.entries {
-            let result = match table.apply(&mut tx, change).await {
+        let applied = table.export(&request.entries).await?;
+        let mut results = Vec::with_capacity(applied.len());
+        for (change, result) in request.entries.iter().zip(applied) {
+            results.push(match result {
                 Ok(applied) => v1::CsEntryChangeResult {
                     identifier: change.identifier.clone(),
                     error_kind: ErrorKind::None as i32,
-                    anchors: vec![v1::Anchor {
-                        name: table.anchor.name.clone(),
-                        value: Some(applied.anchor),
-                    }],
+                    anchors: vec![v1::Anchor { name: table.anchor.name.clone(), value: Some(applied.anchor) }],
                     ..Default::default()
                 },
                 Err(e) => {
@@ -311,10 +363,8 @@ impl Connector for SqlConnector {
                         ..Default::default()
                     }
                 }
-            };
-            results.push(result);
+            });
         }
-        tx.commit().await.map_err(crate::table::db_status)?;
         Ok(Response::new(v1::PutExportEntriesResponse { results }))
     }
 

@@ -1,7 +1,7 @@
 //! One configured table: its columns as read from the database's catalog, and the parameterised
-//! statements that read and write it.
+//! statements that read and write it, in the dialect of the database behind the connection
+//! string (PostgreSQL, MySQL/MariaDB or SQLite, through sqlx's `Any` driver).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use ecma_connector_sdk::{ConfigExt, error_status};
@@ -9,9 +9,11 @@ use ecma_proto::v1::{
     self, Anchor, AttributeChange, AttributeModificationType, AttributeType, AttributeValues,
     ConfigParameters, CsEntryChange, Entry, ErrorKind, Value, value::Kind,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tonic::Status;
+
+use crate::dialect::Dialect;
 
 /// Partition id: a table has exactly one.
 pub const PARTITION: &str = "default";
@@ -21,20 +23,43 @@ pub const PARTITION: &str = "default";
 pub struct Column {
     pub name: String,
     pub kind: AttributeType,
+    /// The type as the catalog names it (for casts); empty for child-table attributes.
+    pub sql_type: String,
     pub not_null: bool,
     /// Held in the child table `<table>_<name>` (owner, value), one row per value.
     pub multi: bool,
+    /// The database fills it in (identity, serial, default, auto_increment).
+    pub generated: bool,
+}
+
+/// Delta imports by a watermark column.
+#[derive(Debug)]
+struct Watermark {
+    column: Column,
+    /// Returns the mark a run starts from; wrapped in a cast to text.
+    query: String,
+    /// The connector created the column: its own updates keep it current.
+    touch: bool,
 }
 
 /// The configured table, with its columns read from the database.
 #[derive(Debug)]
 pub struct Table {
-    pool: SqlitePool,
+    pool: AnyPool,
+    pub dialect: Dialect,
     pub name: String,
     pub object_type: String,
     pub anchor: Column,
     /// All columns but the anchor.
     pub columns: Vec<Column>,
+    watermark: Option<Watermark>,
+    /// A boolean column marking rows as deleted: such rows are left out of full imports and
+    /// reported as deletes by delta imports.
+    soft_delete: Option<Column>,
+    /// SQLite takes one writer at a time: batches are applied one after the other.
+    writer: tokio::sync::Mutex<()>,
+    /// Export batches may run concurrently (a database server, not SQLite).
+    pub concurrent: bool,
 }
 
 /// The outcome of one entry of an export batch.
@@ -52,6 +77,14 @@ impl EntryError {
     fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Self { kind, detail: detail.into() }
     }
+}
+
+/// One page of an import.
+pub struct Page {
+    /// (deleted, entry): a deleted entry carries its anchor only.
+    pub entries: Vec<(bool, Entry)>,
+    /// The anchor (as text) of the last row, to continue after.
+    pub last: Option<String>,
 }
 
 /// A SQL identifier: letters, digits and underscores, not starting with a digit. Identifiers are
@@ -76,37 +109,38 @@ fn child_table(table: &str, attribute: &str) -> String {
     format!("{table}_{attribute}")
 }
 
-fn quote(name: &str) -> String {
-    format!("\"{name}\"")
-}
-
-fn column_kind(declared: &str) -> AttributeType {
-    let d = declared.to_ascii_uppercase();
-    if d.contains("BOOL") {
-        AttributeType::Boolean
-    } else if d.contains("INT") {
-        AttributeType::Integer
-    } else if d.contains("BLOB") {
-        AttributeType::Binary
-    } else {
-        AttributeType::String
-    }
-}
-
 /// Maps a database error to the protocol's error kinds, naming the constraint's column.
 fn db_error(error: sqlx::Error) -> EntryError {
     match &error {
         sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let kind = match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => ErrorKind::AlreadyExists,
                 sqlx::error::ErrorKind::NotNullViolation
                 | sqlx::error::ErrorKind::ForeignKeyViolation
                 | sqlx::error::ErrorKind::CheckViolation => ErrorKind::ConstraintViolation,
+                // PostgreSQL: connection exceptions (08) and operator intervention (57P: the
+                // server is shutting down or restarting).
+                _ if code.starts_with("08") || code.starts_with("57P") => ErrorKind::ConnectionFailed,
+                // PostgreSQL 42501, MySQL 1142/1143/1044/1045: permission denied.
+                _ if matches!(code.as_str(), "42501" | "1142" | "1143" | "1044" | "1045") => {
+                    ErrorKind::PermissionDenied
+                }
                 _ => ErrorKind::Internal,
             };
-            EntryError::new(kind, db.message().to_string())
+            let mut detail = db.message().to_string();
+            // PostgreSQL names the column in its detail ("Key (user_name)=(...) already exists").
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(more) = pg.detail() {
+                    detail = format!("{detail}: {more}");
+                }
+                if let Some(column) = pg.column() {
+                    detail = format!("{detail} (column {column})");
+                }
+            }
+            EntryError::new(kind, detail)
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
             EntryError::new(ErrorKind::ConnectionFailed, error.to_string())
         }
         _ => EntryError::new(ErrorKind::Internal, error.to_string()),
@@ -119,101 +153,199 @@ pub fn db_status(error: sqlx::Error) -> Status {
     error_status(e.kind, e.detail)
 }
 
+/// Values bound to a statement under construction, in order.
+struct Params {
+    dialect: Dialect,
+    values: Vec<Option<Value>>,
+}
+
+impl Params {
+    fn new(dialect: Dialect) -> Self {
+        Self { dialect, values: Vec::new() }
+    }
+
+    /// Binds `value` for `column` and returns its placeholder (with a cast where needed).
+    fn add(&mut self, column: &Column, value: Option<Value>) -> String {
+        let native = value.as_ref().is_some_and(|v| kind_matches(v, column.kind));
+        self.values.push(value);
+        self.dialect.value_for(self.values.len(), &column.sql_type, native)
+    }
+
+    /// Binds a text value compared with no column (a plain placeholder).
+    fn text(&mut self, value: &str) -> String {
+        self.values.push(Some(Value::string(value.to_string())));
+        self.dialect.placeholder(self.values.len())
+    }
+
+    fn query(self, sql: String) -> Query<'static> {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for value in self.values {
+            query = bind(query, value);
+        }
+        query
+    }
+}
+
+fn kind_matches(value: &Value, kind: AttributeType) -> bool {
+    matches!(
+        (&value.kind, kind),
+        (Some(Kind::StringValue(_)), AttributeType::String)
+            | (Some(Kind::ReferenceValue(_)), AttributeType::Reference | AttributeType::String)
+            | (Some(Kind::IntegerValue(_)), AttributeType::Integer)
+            | (Some(Kind::BooleanValue(_)), AttributeType::Boolean)
+            | (Some(Kind::BinaryValue(_)), AttributeType::Binary)
+    )
+}
+
+/// The connection string: the parameter, or the first line of the file it names.
+fn connection_string(config: &Option<ConfigParameters>) -> Result<String, Status> {
+    if let Some(url) = config.get("connection_string") {
+        return Ok(url.to_string());
+    }
+    if let Some(path) = config.get("connection_string_file") {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            error_status(
+                ErrorKind::InvalidConfiguration,
+                format!("connection_string_file {path:?} cannot be read: {e}"),
+            )
+        })?;
+        return Ok(text.lines().next().unwrap_or_default().trim().to_string());
+    }
+    Err(error_status(
+        ErrorKind::InvalidConfiguration,
+        "parameter connection_string (or connection_string_file) is required",
+    ))
+}
+
+fn list(config: &Option<ConfigParameters>, key: &str) -> Result<Vec<String>, Status> {
+    let names: Vec<String> = config
+        .get(key)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    for n in &names {
+        check_identifier(key, n)?;
+    }
+    Ok(names)
+}
+
+fn identifier(config: &Option<ConfigParameters>, key: &str) -> Result<Option<String>, Status> {
+    match config.get(key) {
+        Some(name) => {
+            check_identifier(key, name)?;
+            Ok(Some(name.to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+async fn connect(dialect: Dialect, url: &str, create: bool) -> Result<AnyPool, Status> {
+    sqlx::any::install_default_drivers();
+    let mut url = url.to_string();
+    if dialect == Dialect::Sqlite && create && !url.contains("mode=") {
+        url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+    }
+    let options = AnyPoolOptions::new()
+        .max_connections(if dialect == Dialect::Sqlite { 4 } else { 8 })
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    sqlx::raw_sql("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL")
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        });
+    // Switching a SQLite database to WAL takes an exclusive lock, and SQLite answers "database is
+    // locked" at once (busy_timeout does not cover it) when another process, such as a second
+    // connector on the same file starting at the same moment, holds it: try again briefly.
+    let mut attempts = 0;
+    loop {
+        match options.clone().connect(&url).await {
+            Ok(pool) => return Ok(pool),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20 + 10 * attempts)).await;
+            }
+            Err(e) => {
+                // A URL the driver cannot use is the configuration's fault; anything else
+                // (refused, unreachable, refused credentials, a file that cannot be opened) is
+                // the target's, and is retried by the supervisor's health checks.
+                let kind = match e {
+                    sqlx::Error::Configuration(_) => ErrorKind::InvalidConfiguration,
+                    _ => ErrorKind::ConnectionFailed,
+                };
+                let detail = db_error(e).detail;
+                return Err(error_status(
+                    kind,
+                    format!("cannot connect to the database: {}", redact(&detail, &url)),
+                ));
+            }
+        }
+    }
+}
+
 impl Table {
     /// Connects, creates the table when configured to, and reads its columns.
     pub async fn open(config: &Option<ConfigParameters>) -> Result<Self, Status> {
-        let url = config.require("connection_string")?;
+        let url = connection_string(config)?;
+        let dialect = Dialect::of_url(&url)?;
         let name = config.require("table")?.to_string();
         check_identifier("table", &name)?;
         let anchor_name = config.get("anchor_column").unwrap_or("id").to_string();
         check_identifier("anchor_column", &anchor_name)?;
         let object_type = config.get("object_type").unwrap_or("user").to_string();
         let create = config.boolean("create_table", false)?;
-        let list = |key: &str| -> Result<Vec<String>, Status> {
-            let names: Vec<String> = config
-                .get(key)
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(String::from)
-                .collect();
-            for n in &names {
-                check_identifier(key, n)?;
-            }
-            Ok(names)
-        };
-        let multi_valued = list("multi_valued")?;
-        let references = list("references")?;
-
-        // The connection string may hold a password (other drivers); it is never echoed.
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| {
-                error_status(
-                    ErrorKind::InvalidConfiguration,
-                    format!("connection_string is not a SQLite URL ({})", redact(&e.to_string(), url)),
-                )
-            })?
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-        // Switching a database to WAL takes an exclusive lock, and SQLite answers "database is
-        // locked" at once (busy_timeout does not cover it) when another process, such as a second
-        // connector on the same file starting at the same moment, holds it: try again briefly.
-        let mut attempts = 0;
-        let pool = loop {
-            let connected = SqlitePoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options.clone())
-                .await;
-            match connected {
-                Ok(pool) => break pool,
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") && attempts < 50 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(20 + 10 * attempts)).await;
-                }
-                Err(e) => {
-                    return Err(error_status(
-                        ErrorKind::ConnectionFailed,
-                        format!("cannot open the database: {}", redact(&e.to_string(), url)),
-                    ));
-                }
-            }
-        };
+        let multi_valued = list(config, "multi_valued")?;
+        let references = list(config, "references")?;
+        let watermark_column = identifier(config, "watermark_column")?;
+        let soft_delete_column = identifier(config, "soft_delete_column")?;
+        let pool = connect(dialect, &url, create).await?;
+        let q = |n: &str| dialect.quote(n);
 
         if create {
             let columns = parse_column_definitions(config.get("columns").unwrap_or(""))?;
             let mut ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {} ({} TEXT PRIMARY KEY NOT NULL",
-                quote(&name),
-                quote(&anchor_name)
+                "CREATE TABLE IF NOT EXISTS {} ({} {} PRIMARY KEY NOT NULL",
+                q(&name),
+                q(&anchor_name),
+                dialect.ddl_type(AttributeType::String, true)
             );
             for (column, kind, unique) in &columns {
                 ddl.push_str(&format!(
                     ", {} {}{}",
-                    quote(column),
-                    kind,
+                    q(column),
+                    dialect.ddl_type(*kind, *unique),
                     if *unique { " UNIQUE" } else { "" }
                 ));
             }
+            if let Some(column) = &soft_delete_column
+                && !columns.iter().any(|(c, _, _)| c == column)
+            {
+                ddl.push_str(&format!(", {} BOOLEAN NOT NULL DEFAULT FALSE", q(column)));
+            }
+            if let Some(column) = &watermark_column {
+                ddl.push_str(&format!(", {} {}", q(column), dialect.ddl_watermark()));
+            }
             ddl.push(')');
             sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await.map_err(db_status)?;
+            let key = dialect.ddl_type(AttributeType::String, true);
             for attribute in &multi_valued {
                 let child = format!(
-                    "CREATE TABLE IF NOT EXISTS {} (owner TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (owner, value))",
-                    quote(&child_table(&name, attribute))
+                    "CREATE TABLE IF NOT EXISTS {} (owner {key} NOT NULL, value {key} NOT NULL, PRIMARY KEY (owner, value))",
+                    q(&child_table(&name, attribute))
                 );
                 sqlx::query(AssertSqlSafe(child)).execute(&pool).await.map_err(db_status)?;
             }
         }
 
-        let rows = sqlx::query("SELECT name, type, \"notnull\" FROM pragma_table_info(?1)")
-            .bind(&name)
-            .fetch_all(&pool)
-            .await
-            .map_err(db_status)?;
-        if rows.is_empty() {
+        let catalog = Self::catalog(&pool, dialect, &name).await?;
+        if catalog.is_empty() {
             return Err(error_status(
                 ErrorKind::InvalidConfiguration,
                 format!("table {name:?} does not exist (set create_table = true to create it)"),
@@ -221,15 +353,13 @@ impl Table {
         }
         let mut anchor = None;
         let mut columns = Vec::new();
-        for row in rows {
-            let name = row.get::<String, _>(0);
-            let kind = if references.contains(&name) {
-                AttributeType::Reference
-            } else {
-                column_kind(&row.get::<String, _>(1))
-            };
-            let column = Column { name, kind, not_null: row.get::<i64, _>(2) != 0, multi: false };
+        for mut column in catalog {
+            if references.contains(&column.name) {
+                column.kind = AttributeType::Reference;
+            }
             if column.name == anchor_name {
+                // Anchors travel as text whatever the column's type.
+                column.kind = AttributeType::String;
                 anchor = Some(column);
             } else {
                 columns.push(column);
@@ -241,15 +371,25 @@ impl Table {
                 format!("anchor_column {anchor_name:?} is not a column of table {name:?}"),
             )
         })?;
+        let find = |key: &str, wanted: &Option<String>| -> Result<Option<Column>, Status> {
+            let Some(wanted) = wanted else { return Ok(None) };
+            columns.iter().find(|c| &c.name == wanted).cloned().map(Some).ok_or_else(|| {
+                error_status(
+                    ErrorKind::InvalidConfiguration,
+                    format!("{key} {wanted:?} is not a column of table {name:?}"),
+                )
+            })
+        };
+        let watermark = find("watermark_column", &watermark_column)?.map(|column| Watermark {
+            column,
+            query: config.get("watermark_query").unwrap_or(dialect.default_watermark_query()).to_string(),
+            touch: create,
+        });
+        let soft_delete = find("soft_delete_column", &soft_delete_column)?;
         for attribute in multi_valued {
             let child = child_table(&name, &attribute);
-            let found: Option<(i64,)> =
-                sqlx::query_as("SELECT 1 FROM pragma_table_info(?1) WHERE name = 'value'")
-                    .bind(&child)
-                    .fetch_optional(&pool)
-                    .await
-                    .map_err(db_status)?;
-            if found.is_none() {
+            let found = Self::catalog(&pool, dialect, &child).await?;
+            if !found.iter().any(|c| c.name == "owner") || !found.iter().any(|c| c.name == "value") {
                 return Err(error_status(
                     ErrorKind::InvalidConfiguration,
                     format!("multi_valued: table {child:?} (owner, value) for {attribute:?} does not exist"),
@@ -260,9 +400,52 @@ impl Table {
             } else {
                 AttributeType::String
             };
-            columns.push(Column { name: attribute, kind, not_null: false, multi: true });
+            columns.push(Column {
+                name: attribute,
+                kind,
+                sql_type: String::new(),
+                not_null: false,
+                multi: true,
+                generated: false,
+            });
         }
-        Ok(Self { pool, name, object_type, anchor, columns })
+        Ok(Self {
+            pool,
+            dialect,
+            name,
+            object_type,
+            anchor,
+            columns,
+            watermark,
+            soft_delete,
+            writer: tokio::sync::Mutex::new(()),
+            concurrent: dialect != Dialect::Sqlite,
+        })
+    }
+
+    /// The columns of `table`, from the catalog.
+    async fn catalog(pool: &AnyPool, dialect: Dialect, table: &str) -> Result<Vec<Column>, Status> {
+        let rows =
+            sqlx::query(dialect.columns_query()).bind(table).fetch_all(pool).await.map_err(db_status)?;
+        let mut columns = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get(0).map_err(db_status)?;
+            let sql_type: String = row.try_get::<String, _>(1).map_err(db_status)?.to_ascii_lowercase();
+            dialect.check_type_name(&sql_type)?;
+            columns.push(Column {
+                kind: dialect.kind_of(&sql_type),
+                name,
+                sql_type,
+                not_null: read_bool(&row, 2).map_err(db_status)?.unwrap_or(false),
+                multi: false,
+                generated: read_bool(&row, 3).map_err(db_status)?.unwrap_or(false),
+            });
+        }
+        Ok(columns)
+    }
+
+    fn q(&self, name: &str) -> String {
+        self.dialect.quote(name)
     }
 
     /// The schema type this table offers.
@@ -279,7 +462,8 @@ impl Table {
             r#type: c.kind as i32,
             multi_valued: c.multi,
             operation: v1::AttributeOperation::ImportExport as i32,
-            required: c.not_null,
+            // A column the database fills in (a default, a watermark) is not required.
+            required: c.not_null && !c.generated,
         }));
         v1::SchemaType {
             name: self.object_type.clone(),
@@ -309,56 +493,90 @@ impl Table {
         )
     }
 
-    /// Starts a transaction for an export batch.
-    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, Status> {
-        self.pool.begin().await.map_err(db_status)
+    /// Applies an export batch in one transaction, one savepoint per entry when there are
+    /// several (a failed entry is rolled back alone while the rest goes on). Returns one result
+    /// per entry, in order; `Err` only when the transaction itself failed.
+    pub async fn export(
+        &self,
+        changes: &[CsEntryChange],
+    ) -> Result<Vec<Result<Applied, EntryError>>, Status> {
+        let _writer = if self.concurrent { None } else { Some(self.writer.lock().await) };
+        let mut tx = self.pool.begin().await.map_err(db_status)?;
+        let mut results = Vec::with_capacity(changes.len());
+        let single = changes.len() == 1;
+        for change in changes {
+            results.push(self.apply(&mut tx, change, !single).await);
+        }
+        if single && results[0].is_err() {
+            tx.rollback().await.map_err(db_status)?;
+        } else {
+            tx.commit().await.map_err(db_status)?;
+        }
+        Ok(results)
     }
 
-    /// Applies one entry change inside `tx` (under a savepoint, so that a failed entry leaves no
-    /// trace while the rest of the batch goes on).
-    pub async fn apply(
+    async fn apply(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'static, Any>,
         change: &CsEntryChange,
+        savepoint: bool,
     ) -> Result<Applied, EntryError> {
-        use v1::ObjectModificationType as M;
         if !change.object_type.is_empty() && change.object_type != self.object_type {
             return Err(EntryError::new(
                 ErrorKind::SchemaViolation,
                 format!("object type {:?} is not {:?}", change.object_type, self.object_type),
             ));
         }
-        let mut savepoint = sqlx::Connection::begin(&mut **tx).await.map_err(db_error)?;
-        let result = match M::try_from(change.modification_type).unwrap_or(M::Unspecified) {
-            M::Add => self.insert(&mut savepoint, change).await,
-            M::Update => self.update(&mut savepoint, change, false).await,
-            M::Replace => self.update(&mut savepoint, change, true).await,
-            M::Delete => self.delete(&mut savepoint, change).await,
-            other => Err(EntryError::new(ErrorKind::Unsupported, format!("modification {other:?}"))),
-        };
+        if !savepoint {
+            return self.apply_one(tx, change).await;
+        }
+        let mut inner = sqlx::Connection::begin(&mut **tx).await.map_err(db_error)?;
+        let result = self.apply_one(&mut inner, change).await;
         match result {
             Ok(applied) => {
-                savepoint.commit().await.map_err(db_error)?;
+                inner.commit().await.map_err(db_error)?;
                 Ok(applied)
             }
             Err(e) => {
-                savepoint.rollback().await.map_err(db_error)?;
+                inner.rollback().await.map_err(db_error)?;
                 Err(e)
             }
         }
     }
 
-    async fn insert(
+    async fn apply_one(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
     ) -> Result<Applied, EntryError> {
-        let anchor = match self.anchor_of(change) {
-            Ok(v) => v,
-            Err(_) => Value::string(uuid::Uuid::new_v4().to_string()),
+        use v1::ObjectModificationType as M;
+        match M::try_from(change.modification_type).unwrap_or(M::Unspecified) {
+            M::Add => self.insert(tx, change).await,
+            M::Update => self.update(tx, change, false).await,
+            M::Replace => self.update(tx, change, true).await,
+            M::Delete => self.delete(tx, change).await,
+            other => Err(EntryError::new(ErrorKind::Unsupported, format!("modification {other:?}"))),
+        }
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        change: &CsEntryChange,
+    ) -> Result<Applied, EntryError> {
+        let given = self.anchor_of(change).ok();
+        let anchor = match given {
+            Some(v) => Some(v),
+            None if self.anchor.generated => None,
+            None => Some(Value::string(uuid::Uuid::new_v4().to_string())),
         };
-        let mut names = vec![quote(&self.anchor.name)];
-        let mut values = vec![Some(anchor.clone())];
+        let mut params = Params::new(self.dialect);
+        let mut names = Vec::new();
+        let mut placeholders = Vec::new();
+        if let Some(anchor) = &anchor {
+            names.push(self.q(&self.anchor.name));
+            placeholders.push(params.add(&self.anchor, Some(anchor.clone())));
+        }
         let mut multi = Vec::new();
         for attr in &change.attribute_changes {
             let column = self.column(&attr.name)?;
@@ -366,16 +584,35 @@ impl Table {
                 multi.push((column, attr));
                 continue;
             }
-            names.push(quote(&column.name));
-            values.push(single_value(attr)?);
+            names.push(self.q(&column.name));
+            placeholders.push(params.add(column, single_value(attr)?));
         }
-        let placeholders = (1..=names.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-        let sql = format!("INSERT INTO {} ({}) VALUES ({placeholders})", quote(&self.name), names.join(", "));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for value in values {
-            query = bind(query, value);
-        }
-        query.execute(&mut **tx).await.map_err(db_error)?;
+        let columns = names.join(", ");
+        let values = placeholders.join(", ");
+        let table = self.q(&self.name);
+        let anchor = match anchor {
+            Some(anchor) => {
+                let sql = format!("INSERT INTO {table} ({columns}) VALUES ({values})");
+                params.query(sql).execute(&mut **tx).await.map_err(db_error)?;
+                anchor
+            }
+            None if self.dialect == Dialect::MySql => {
+                let sql = format!("INSERT INTO {table} ({columns}) VALUES ({values})");
+                let done = params.query(sql).execute(&mut **tx).await.map_err(db_error)?;
+                let id = done.last_insert_id().ok_or_else(|| {
+                    EntryError::new(ErrorKind::Internal, "the database returned no auto_increment id")
+                })?;
+                Value::string(id.to_string())
+            }
+            None => {
+                let sql = format!(
+                    "INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {}",
+                    self.dialect.as_text(&self.q(&self.anchor.name))
+                );
+                let row = params.query(sql).fetch_one(&mut **tx).await.map_err(db_error)?;
+                Value::string(row.try_get::<String, _>(0).map_err(db_error)?)
+            }
+        };
         for (column, attr) in multi {
             self.change_values(tx, column, &anchor, attr, true).await?;
         }
@@ -386,24 +623,29 @@ impl Table {
     /// was just added (nothing to clear).
     async fn change_values(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         column: &Column,
         owner: &Value,
         change: &AttributeChange,
         fresh: bool,
     ) -> Result<(), EntryError> {
         use AttributeModificationType as A;
-        let table = quote(&child_table(&self.name, &column.name));
+        let d = self.dialect;
+        let table = self.q(&child_table(&self.name, &column.name));
         let owner = owner.as_text().unwrap_or_default();
         let kind = A::try_from(change.modification_type).unwrap_or(A::Unspecified);
         if !fresh && matches!(kind, A::Replace | A::Delete) {
-            let sql = format!("DELETE FROM {table} WHERE owner = ?1");
+            let sql = format!("DELETE FROM {table} WHERE owner = {}", d.placeholder(1));
             sqlx::query(AssertSqlSafe(sql)).bind(&owner).execute(&mut **tx).await.map_err(db_error)?;
         }
         if kind == A::Update {
+            let sql = format!(
+                "DELETE FROM {table} WHERE owner = {} AND value = {}",
+                d.placeholder(1),
+                d.placeholder(2)
+            );
             for value in &change.value_deletes {
-                let sql = format!("DELETE FROM {table} WHERE owner = ?1 AND value = ?2");
-                sqlx::query(AssertSqlSafe(sql))
+                sqlx::query(AssertSqlSafe(sql.clone()))
                     .bind(&owner)
                     .bind(value.as_text().unwrap_or_default())
                     .execute(&mut **tx)
@@ -412,10 +654,10 @@ impl Table {
             }
         }
         if kind != A::Delete {
+            // Adding a value that is there already is not an error (set semantics).
+            let sql = d.insert_ignore(&table);
             for value in &change.value_adds {
-                // Adding a value that is there already is not an error (set semantics).
-                let sql = format!("INSERT OR IGNORE INTO {table} (owner, value) VALUES (?1, ?2)");
-                sqlx::query(AssertSqlSafe(sql))
+                sqlx::query(AssertSqlSafe(sql.clone()))
                     .bind(&owner)
                     .bind(value.as_text().unwrap_or_default())
                     .execute(&mut **tx)
@@ -426,50 +668,60 @@ impl Table {
         Ok(())
     }
 
-    /// Values of a multi-valued attribute.
-    async fn values<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
-        &self,
-        executor: E,
-        column: &Column,
-        owner: &str,
-    ) -> Result<Vec<Value>, sqlx::Error> {
+    /// Values of a multi-valued attribute, for each owner of `owners`.
+    async fn values(&self, column: &Column, owners: &[String]) -> Result<Vec<(String, Value)>, sqlx::Error> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (1..=owners.len()).map(|i| self.dialect.placeholder(i)).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT value FROM {} WHERE owner = ?1 ORDER BY value",
-            quote(&child_table(&self.name, &column.name))
+            "SELECT owner, value FROM {} WHERE owner IN ({list}) ORDER BY owner, value",
+            self.q(&child_table(&self.name, &column.name))
         );
-        let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(sql)).bind(owner).fetch_all(executor).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(v,)| match column.kind {
-                AttributeType::Reference => Value { kind: Some(Kind::ReferenceValue(v)) },
-                _ => Value::string(v),
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for owner in owners {
+            query = query.bind(owner.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let owner: String = row.try_get(0)?;
+                let v: String = row.try_get(1)?;
+                let value = match column.kind {
+                    AttributeType::Reference => Value { kind: Some(Kind::ReferenceValue(v)) },
+                    _ => Value::string(v),
+                };
+                Ok((owner, value))
             })
-            .collect())
+            .collect()
     }
 
     async fn update(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
         replace: bool,
     ) -> Result<Applied, EntryError> {
         let anchor = self.anchor_of(change)?;
-        let mut sets: Vec<(String, Option<Value>)> = Vec::new();
+        let mut sets: Vec<(&Column, Option<Value>)> = Vec::new();
         let mut multi = Vec::new();
         for attr in &change.attribute_changes {
             let column = self.column(&attr.name)?;
             if column.multi {
                 multi.push((column, attr.clone()));
             } else {
-                sets.push((column.name.clone(), single_value(attr)?));
+                sets.push((column, single_value(attr)?));
             }
         }
         if replace {
-            // An object Replace clears every attribute it does not name.
+            // An object Replace clears every attribute it does not name (but not the columns
+            // the connector keeps itself).
             for column in &self.columns {
-                let named = sets.iter().any(|(name, _)| *name == column.name)
+                let named = sets.iter().any(|(c, _)| c.name == column.name)
                     || multi.iter().any(|(c, _)| c.name == column.name);
-                if named {
+                let kept = self.watermark.as_ref().is_some_and(|w| w.column.name == column.name)
+                    || self.soft_delete.as_ref().is_some_and(|c| c.name == column.name);
+                if named || kept {
                     continue;
                 }
                 if column.multi {
@@ -480,36 +732,37 @@ impl Table {
                     };
                     multi.push((column, clear));
                 } else {
-                    sets.push((column.name.clone(), None));
+                    sets.push((column, None));
                 }
             }
         }
-        if sets.is_empty() {
-            self.exists(tx, &anchor).await?;
-            for (column, attr) in &multi {
-                self.change_values(tx, column, &anchor, attr, false).await?;
-            }
-            return Ok(Applied { anchor });
+        let mut params = Params::new(self.dialect);
+        let mut assignments = Vec::new();
+        for (column, value) in sets {
+            assignments.push(format!("{} = {}", self.q(&column.name), params.add(column, value)));
         }
-        let assignments = sets
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| format!("{} = ?{}", quote(name), i + 1))
-            .collect::<Vec<_>>();
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {} = ?{}",
-            quote(&self.name),
-            assignments.join(", "),
-            quote(&self.anchor.name),
-            sets.len() + 1
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (_, value) in sets {
-            query = bind(query, value);
+        if let Some(w) = self.watermark.as_ref().filter(|w| w.touch) {
+            assignments.push(format!("{} = {}", self.q(&w.column.name), self.dialect.now()));
         }
-        query = bind(query, Some(anchor.clone()));
-        let done = query.execute(&mut **tx).await.map_err(db_error)?;
-        if done.rows_affected() == 0 {
+        let table = self.q(&self.name);
+        let sql = if assignments.is_empty() {
+            let key = params.add(&self.anchor, Some(anchor.clone()));
+            format!("SELECT 1 FROM {table} WHERE {} = {key}", self.q(&self.anchor.name))
+        } else {
+            let key = params.add(&self.anchor, Some(anchor.clone()));
+            format!(
+                "UPDATE {table} SET {} WHERE {} = {key}",
+                assignments.join(", "),
+                self.q(&self.anchor.name)
+            )
+        };
+        let found = if sql.starts_with("SELECT") {
+            params.query(sql).fetch_optional(&mut **tx).await.map_err(db_error)?.is_some()
+        } else {
+            params.query(sql).execute(&mut **tx).await.map_err(db_error)?.rows_affected() > 0
+                || self.exists(tx, &anchor).await?
+        };
+        if !found {
             return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
         }
         for (column, attr) in &multi {
@@ -518,36 +771,61 @@ impl Table {
         Ok(Applied { anchor })
     }
 
-    async fn exists(&self, tx: &mut Transaction<'_, Sqlite>, anchor: &Value) -> Result<(), EntryError> {
-        let sql = format!("SELECT 1 FROM {} WHERE {} = ?1", quote(&self.name), quote(&self.anchor.name));
-        let found = bind(sqlx::query(AssertSqlSafe(sql)), Some(anchor.clone()))
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        found.map(|_| ()).ok_or_else(|| EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"))
+    /// Whether the row is there (MySQL counts only rows an UPDATE changed, not those it found).
+    async fn exists(&self, tx: &mut Transaction<'_, Any>, anchor: &Value) -> Result<bool, EntryError> {
+        if self.dialect != Dialect::MySql {
+            return Ok(false);
+        }
+        let mut params = Params::new(self.dialect);
+        let key = params.add(&self.anchor, Some(anchor.clone()));
+        let sql = format!("SELECT 1 FROM {} WHERE {} = {key}", self.q(&self.name), self.q(&self.anchor.name));
+        Ok(params.query(sql).fetch_optional(&mut **tx).await.map_err(db_error)?.is_some())
     }
 
     async fn delete(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
     ) -> Result<Applied, EntryError> {
         let anchor = self.anchor_of(change)?;
         let owner = anchor.as_text().unwrap_or_default();
         for column in self.columns.iter().filter(|c| c.multi) {
-            let sql =
-                format!("DELETE FROM {} WHERE owner = ?1", quote(&child_table(&self.name, &column.name)));
+            let sql = format!(
+                "DELETE FROM {} WHERE owner = {}",
+                self.q(&child_table(&self.name, &column.name)),
+                self.dialect.placeholder(1)
+            );
             sqlx::query(AssertSqlSafe(sql)).bind(&owner).execute(&mut **tx).await.map_err(db_error)?;
         }
-        let sql = format!("DELETE FROM {} WHERE {} = ?1", quote(&self.name), quote(&self.anchor.name));
-        let done = bind(sqlx::query(AssertSqlSafe(sql)), Some(anchor.clone()))
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
+        let mut params = Params::new(self.dialect);
+        let key = params.add(&self.anchor, Some(anchor.clone()));
+        let sql = format!("DELETE FROM {} WHERE {} = {key}", self.q(&self.name), self.q(&self.anchor.name));
+        let done = params.query(sql).execute(&mut **tx).await.map_err(db_error)?;
         if done.rows_affected() == 0 {
             return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
         }
         Ok(Applied { anchor })
+    }
+
+    /// The select list: the anchor as text, then every single-valued column (cast to text
+    /// where the driver has no native mapping for its type).
+    fn select_list(&self) -> String {
+        let d = self.dialect;
+        let mut items =
+            vec![format!("{} AS {}", d.as_text(&self.q(&self.anchor.name)), self.q(&self.anchor.name))];
+        for column in self.columns.iter().filter(|c| !c.multi) {
+            items.push(d.select_expr(&self.q(&column.name), column.kind, &column.sql_type));
+        }
+        items.join(", ")
+    }
+
+    /// `column` is not set (for the soft-delete flag).
+    fn not_deleted(&self) -> Option<String> {
+        let column = self.q(&self.soft_delete.as_ref()?.name);
+        Some(match self.dialect {
+            Dialect::Postgres => format!("COALESCE({column}, FALSE) = FALSE"),
+            _ => format!("COALESCE({column}, 0) = 0"),
+        })
     }
 
     /// Rows whose `column` equals `value` (the anchor or any other column).
@@ -560,52 +838,133 @@ impl Table {
         if column.multi {
             return Err(error_status(ErrorKind::Unsupported, "lookup by a multi-valued attribute"));
         }
-        let sql = format!("SELECT * FROM {} WHERE {} = ?1", quote(&self.name), quote(&column.name));
-        let rows = bind(sqlx::query(AssertSqlSafe(sql)), Some(value))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_status)?;
-        self.entries(&rows).await
-    }
-
-    /// One page of a full import, in anchor order, after `after` (keyset paging).
-    pub async fn page(&self, after: Option<&str>, size: u32) -> Result<Vec<Entry>, Status> {
-        let sql = format!(
-            "SELECT * FROM {t} WHERE ?1 IS NULL OR CAST({a} AS TEXT) > ?1 ORDER BY CAST({a} AS TEXT) LIMIT ?2",
-            t = quote(&self.name),
-            a = quote(&self.anchor.name)
+        let mut params = Params::new(self.dialect);
+        let key = params.add(column, Some(value));
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {} = {key}",
+            self.select_list(),
+            self.q(&self.name),
+            self.q(&column.name)
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(after)
-            .bind(i64::from(size))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_status)?;
-        self.entries(&rows).await
+        if let Some(live) = self.not_deleted() {
+            sql.push_str(&format!(" AND {live}"));
+        }
+        let rows = params.query(sql).fetch_all(&self.pool).await.map_err(db_status)?;
+        Ok(self.entries(&rows).await?.into_iter().map(|(_, e)| e).collect())
     }
 
-    async fn entries(&self, rows: &[SqliteRow]) -> Result<Vec<Entry>, Status> {
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut entry = self.entry(row)?;
-            let owner = entry.anchors[0].value.as_ref().and_then(Value::as_text).unwrap_or_default();
-            for column in self.columns.iter().filter(|c| c.multi) {
-                let values = self.values(&self.pool, column, &owner).await.map_err(db_status)?;
-                if !values.is_empty() {
+    /// Whether delta imports are possible (a watermark column is configured).
+    pub fn has_watermark(&self) -> bool {
+        self.watermark.is_some()
+    }
+
+    /// The mark a run starts from (the watermark query's answer, as text); `None` without a
+    /// watermark column.
+    pub async fn mark(&self) -> Result<Option<String>, Status> {
+        let Some(w) = &self.watermark else { return Ok(None) };
+        let sql = format!("SELECT {}", self.dialect.as_text(&format!("({})", w.query)));
+        let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&self.pool).await.map_err(|e| {
+            let e = db_error(e);
+            error_status(ErrorKind::InvalidConfiguration, format!("watermark_query failed: {}", e.detail))
+        })?;
+        Ok(Some(row.try_get::<String, _>(0).map_err(db_status)?))
+    }
+
+    /// One page in anchor order after `after` (keyset paging): of a full import (live rows),
+    /// or, with `since`, of a delta import (rows whose watermark column is at or after the mark,
+    /// deleted ones included and flagged).
+    pub async fn page(&self, after: Option<&str>, since: Option<&str>, size: u32) -> Result<Page, Status> {
+        let mut params = Params::new(self.dialect);
+        let mut conditions = Vec::new();
+        let deleted = self.soft_delete.as_ref().map(|c| self.q(&c.name));
+        match (since, &self.watermark) {
+            (Some(mark), Some(w)) => {
+                let p = params.add(&w.column, Some(Value::string(mark.to_string())));
+                conditions.push(format!("{} >= {p}", self.q(&w.column.name)));
+            }
+            _ => conditions.extend(self.not_deleted()),
+        }
+        if let Some(after) = after {
+            let p = params.add(&self.anchor, Some(Value::string(after.to_string())));
+            conditions.push(format!("{} > {p}", self.q(&self.anchor.name)));
+        }
+        let mut select = self.select_list();
+        if let (Some(_), Some(deleted)) = (since, &deleted) {
+            let flag = match self.dialect {
+                Dialect::Postgres => deleted.clone(),
+                Dialect::MySql => format!("CAST({deleted} AS SIGNED)"),
+                Dialect::Sqlite => format!("CAST({deleted} AS INTEGER)"),
+            };
+            select.push_str(&format!(", {flag} AS ecma_deleted"));
+        }
+        let limit = params.text(&size.to_string());
+        let limit = match self.dialect {
+            // LIMIT takes an integer parameter: cast the text one where the driver would not.
+            Dialect::Postgres => format!("CAST({limit} AS BIGINT)"),
+            _ => limit,
+        };
+        let sql = format!(
+            "SELECT {select} FROM {}{} ORDER BY {} LIMIT {limit}",
+            self.q(&self.name),
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conditions.join(" AND "))
+            },
+            self.q(&self.anchor.name),
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let count = params.values.len();
+        for (i, value) in params.values.into_iter().enumerate() {
+            // The limit is bound as an integer (the last parameter).
+            query = if i + 1 == count { query.bind(i64::from(size)) } else { bind(query, value) };
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(db_status)?;
+        let mut entries = self.entries(&rows).await?;
+        if since.is_some() && deleted.is_some() {
+            for ((flag, entry), row) in entries.iter_mut().zip(&rows) {
+                *flag = read_bool(row, "ecma_deleted").map_err(db_status)?.unwrap_or(false);
+                if *flag {
+                    entry.attributes.clear();
+                }
+            }
+        }
+        let last = rows.last().map(|row| row.try_get::<String, _>(0)).transpose().map_err(db_status)?;
+        Ok(Page { entries, last })
+    }
+
+    /// Entries of rows (with their multi-valued attributes, one query per attribute).
+    async fn entries(&self, rows: &[AnyRow]) -> Result<Vec<(bool, Entry)>, Status> {
+        let mut entries =
+            rows.iter().map(|row| self.entry(row).map(|e| (false, e))).collect::<Result<Vec<_>, _>>()?;
+        let owners: Vec<String> = entries
+            .iter()
+            .map(|(_, e)| e.anchors[0].value.as_ref().and_then(Value::as_text).unwrap_or_default())
+            .collect();
+        for column in self.columns.iter().filter(|c| c.multi) {
+            let mut values = self.values(column, &owners).await.map_err(db_status)?.into_iter().peekable();
+            // Both lists are in owner order only by chance; match by owner.
+            let mut by_owner: std::collections::HashMap<String, Vec<Value>> =
+                std::collections::HashMap::new();
+            for (owner, value) in values.by_ref() {
+                by_owner.entry(owner).or_default().push(value);
+            }
+            for ((_, entry), owner) in entries.iter_mut().zip(&owners) {
+                if let Some(values) = by_owner.remove(owner) {
                     entry.attributes.push(AttributeValues { name: column.name.clone(), values });
                 }
             }
-            entries.push(entry);
         }
         Ok(entries)
     }
 
     /// The single-valued attributes of a row.
-    fn entry(&self, row: &SqliteRow) -> Result<Entry, Status> {
+    fn entry(&self, row: &AnyRow) -> Result<Entry, Status> {
         let read = |column: &Column| -> Result<Option<Value>, Status> {
             let name = column.name.as_str();
+            // The select list has cast every column to what its kind reads (select_expr).
             let value = match column.kind {
-                AttributeType::Boolean => row.try_get::<Option<bool>, _>(name).map(|v| v.map(Value::boolean)),
+                AttributeType::Boolean => read_bool(row, name).map(|v| v.map(Value::boolean)),
                 AttributeType::Integer => row.try_get::<Option<i64>, _>(name).map(|v| v.map(Value::integer)),
                 AttributeType::Binary => row
                     .try_get::<Option<Vec<u8>>, _>(name)
@@ -617,8 +976,10 @@ impl Table {
             };
             value.map_err(db_status)
         };
-        let anchor =
-            read(&self.anchor)?.ok_or_else(|| error_status(ErrorKind::Internal, "row without anchor"))?;
+        let anchor = row
+            .try_get::<Option<String>, _>(0)
+            .map_err(db_status)?
+            .ok_or_else(|| error_status(ErrorKind::Internal, "row without anchor"))?;
         let mut attributes = Vec::new();
         for column in self.columns.iter().filter(|c| !c.multi) {
             if let Some(value) = read(column)? {
@@ -627,7 +988,7 @@ impl Table {
         }
         Ok(Entry {
             object_type: self.object_type.clone(),
-            anchors: vec![Anchor { name: self.anchor.name.clone(), value: Some(anchor) }],
+            anchors: vec![Anchor { name: self.anchor.name.clone(), value: Some(Value::string(anchor)) }],
             dn: String::new(),
             attributes,
             partition_id: PARTITION.to_string(),
@@ -637,6 +998,17 @@ impl Table {
     /// Runs a trivial statement, to prove the database answers.
     pub async fn ping(&self) -> Result<(), Status> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db_status)
+    }
+}
+
+/// A boolean as the driver gives it: a boolean (PostgreSQL) or an integer (MySQL, SQLite).
+fn read_bool<I: sqlx::ColumnIndex<AnyRow> + Copy>(
+    row: &AnyRow,
+    index: I,
+) -> Result<Option<bool>, sqlx::Error> {
+    match row.try_get::<Option<bool>, _>(index) {
+        Ok(v) => Ok(v),
+        Err(_) => row.try_get::<Option<i64>, _>(index).map(|v| v.map(|i| i != 0)),
     }
 }
 
@@ -663,7 +1035,7 @@ fn single_value(change: &AttributeChange) -> Result<Option<Value>, EntryError> {
     }
 }
 
-type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
 
 fn bind(query: Query<'_>, value: Option<Value>) -> Query<'_> {
     match value.and_then(|v| v.kind) {
@@ -676,21 +1048,21 @@ fn bind(query: Query<'_>, value: Option<Value>) -> Query<'_> {
 }
 
 /// Parses `create_table`'s column list: `name [text|integer|boolean|blob] [unique]`, comma
-/// separated. Returns (name, SQL type, unique).
-fn parse_column_definitions(text: &str) -> Result<Vec<(String, &'static str, bool)>, Status> {
+/// separated. Returns (name, type, unique).
+fn parse_column_definitions(text: &str) -> Result<Vec<(String, AttributeType, bool)>, Status> {
     let mut columns = Vec::new();
     for definition in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let mut words = definition.split_whitespace();
         let name = words.next().unwrap_or_default().to_string();
         check_identifier("column", &name)?;
-        let mut kind = "TEXT";
+        let mut kind = AttributeType::String;
         let mut unique = false;
         for word in words {
             match word.to_ascii_lowercase().as_str() {
-                "text" | "string" => kind = "TEXT",
-                "integer" | "int" => kind = "INTEGER",
-                "boolean" | "bool" => kind = "BOOLEAN",
-                "blob" | "binary" => kind = "BLOB",
+                "text" | "string" => kind = AttributeType::String,
+                "integer" | "int" => kind = AttributeType::Integer,
+                "boolean" | "bool" => kind = AttributeType::Boolean,
+                "blob" | "binary" => kind = AttributeType::Binary,
                 "unique" => unique = true,
                 other => {
                     return Err(error_status(
@@ -707,9 +1079,25 @@ fn parse_column_definitions(text: &str) -> Result<Vec<(String, &'static str, boo
     Ok(columns)
 }
 
-/// Removes the connection string from an error message, in case the driver quoted it.
-fn redact(message: &str, secret: &str) -> String {
-    if secret.is_empty() { message.to_string() } else { message.replace(secret, "<connection_string>") }
+/// Removes the connection string (and its password) from an error message, in case the driver
+/// quoted it.
+fn redact(message: &str, url: &str) -> String {
+    let mut out =
+        if url.is_empty() { message.to_string() } else { message.replace(url, "<connection_string>") };
+    if let Some(password) = url_password(url)
+        && !password.is_empty()
+    {
+        out = out.replace(&password, "<password>");
+    }
+    out
+}
+
+/// The password in a `scheme://user:password@host/...` URL.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    Some(userinfo.split_once(':')?.1.to_string())
 }
 
 #[cfg(test)]
@@ -732,9 +1120,9 @@ mod tests {
         assert_eq!(
             cols,
             vec![
-                ("user_name".to_string(), "TEXT", true),
-                ("active".to_string(), "BOOLEAN", false),
-                ("age".to_string(), "INTEGER", false),
+                ("user_name".to_string(), AttributeType::String, true),
+                ("active".to_string(), AttributeType::Boolean, false),
+                ("age".to_string(), AttributeType::Integer, false),
             ]
         );
         assert!(parse_column_definitions("name varchar(10)").is_err());
@@ -744,5 +1132,8 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         assert_eq!(redact("failed: sqlite://secret@x", "sqlite://secret@x"), "failed: <connection_string>");
+        let url = "postgres://app:s3cr%21t@db.example/app";
+        assert_eq!(redact("password s3cr%21t rejected", url), "password <password> rejected");
+        assert_eq!(url_password("mysql://u@h/db"), None);
     }
 }

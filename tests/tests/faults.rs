@@ -423,7 +423,7 @@ fn unreachable_target_degrades_without_restarts_and_recovers() {
     s.wait_admin_up();
     let c = s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] != "starting");
     assert_eq!(c["state"], "degraded", "{c}");
-    assert!(c["reason"].as_str().unwrap().contains("cannot open the database"), "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("cannot connect to the database"), "{c}");
     let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("ritchie")));
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").is_some());
