@@ -4,9 +4,11 @@
 #   ./scripts/test-all.sh
 #
 # Run as root on a fresh machine, it installs the Debian packages it needs (a C compiler for
-# SQLite, which sqlx builds from source; OpenLDAP's slapd and ldap-utils, which the LDAP tests
-# start as throwaway servers on free loopback ports). As another user, it says which ones are
-# missing. No system slapd is started or used.
+# SQLite, which sqlx builds from source; OpenLDAP's slapd and ldap-utils, PostgreSQL and
+# MariaDB, which the tests start as throwaway servers of their own on free loopback ports, with
+# data directories under the temp directory). As another user, it says which ones are missing.
+# No system server is started or used (where installing a package starts one, as with systemd,
+# it is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
 # the binaries that the end-to-end tests run, and runs every test.
 set -euo pipefail
@@ -19,13 +21,15 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] || need+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         # slapd's package asks for an admin password unless told not to (DEBIAN_FRONTEND);
-        # where policy-rc.d or the lack of systemd refuses, no system slapd starts: the tests
+        # where policy-rc.d or the lack of systemd refuses, no system server starts: the tests
         # run their own on other ports either way.
         apt-get install -y -qq --no-install-recommends "${need[@]}"
     else

@@ -101,20 +101,12 @@ impl Connector for SqlConnector {
                 parameter(
                     "connection_string",
                     T::EncryptedString,
-                    false,
+                    true,
                     true,
                     "",
                     "Database URL: postgres://user:password@host/db, mysql://... (MariaDB too), \
                      sqlite:///var/lib/app/users.db; add ?sslmode=require (PostgreSQL) or \
                      ?ssl-mode=required (MySQL) for TLS",
-                ),
-                parameter(
-                    "connection_string_file",
-                    T::String,
-                    false,
-                    false,
-                    "",
-                    "A file whose first line is the database URL (instead of connection_string)",
                 ),
                 parameter("table", T::String, true, false, "", "Table (or view) holding the objects"),
                 parameter("anchor_column", T::String, false, false, "id", "Column that identifies a row"),
@@ -316,8 +308,10 @@ impl Connector for SqlConnector {
         &self,
         request: Request<v1::CloseImportConnectionRequest>,
     ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        self.imports.lock().expect("imports lock").remove(&request.into_inner().session_id);
-        Ok(Response::new(v1::CloseImportConnectionResponse::default()))
+        let session = self.imports.lock().expect("imports lock").remove(&request.into_inner().session_id);
+        // The run's mark, for the next delta (a full run's is stored only now that it ended).
+        let watermark = session.filter(|s| s.done).and_then(|s| s.mark).unwrap_or_default().into_bytes();
+        Ok(Response::new(v1::CloseImportConnectionResponse { watermark }))
     }
 
     async fn open_export_connection(

@@ -197,26 +197,6 @@ fn kind_matches(value: &Value, kind: AttributeType) -> bool {
     )
 }
 
-/// The connection string: the parameter, or the first line of the file it names.
-fn connection_string(config: &Option<ConfigParameters>) -> Result<String, Status> {
-    if let Some(url) = config.get("connection_string") {
-        return Ok(url.to_string());
-    }
-    if let Some(path) = config.get("connection_string_file") {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            error_status(
-                ErrorKind::InvalidConfiguration,
-                format!("connection_string_file {path:?} cannot be read: {e}"),
-            )
-        })?;
-        return Ok(text.lines().next().unwrap_or_default().trim().to_string());
-    }
-    Err(error_status(
-        ErrorKind::InvalidConfiguration,
-        "parameter connection_string (or connection_string_file) is required",
-    ))
-}
-
 fn list(config: &Option<ConfigParameters>, key: &str) -> Result<Vec<String>, Status> {
     let names: Vec<String> = config
         .get(key)
@@ -293,7 +273,7 @@ async fn connect(dialect: Dialect, url: &str, create: bool) -> Result<AnyPool, S
 impl Table {
     /// Connects, creates the table when configured to, and reads its columns.
     pub async fn open(config: &Option<ConfigParameters>) -> Result<Self, Status> {
-        let url = connection_string(config)?;
+        let url = config.require("connection_string")?.to_string();
         let dialect = Dialect::of_url(&url)?;
         let name = config.require("table")?.to_string();
         check_identifier("table", &name)?;

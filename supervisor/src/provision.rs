@@ -340,10 +340,8 @@ impl Provisioner {
             Ok(result) => {
                 // A definite failure: nothing was written.
                 self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                // AlreadyExists included: a 409 whose detail says what the target found.
                 let kind = ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal);
-                if kind == ErrorKind::AlreadyExists {
-                    return Err(ProvisionError::Conflict);
-                }
                 Err(ProvisionError::Target { kind, detail: result.error_detail })
             }
             Err(CallError::Unavailable { retry_after, reason }) => {
@@ -639,7 +637,8 @@ impl Provisioner {
             ErrorKind::None => Ok(confirmed_dn(&result)),
             // The target lost the object; the caller decides what the record becomes.
             ErrorKind::NoSuchObject => Err(ProvisionError::NotFound),
-            ErrorKind::AlreadyExists => Err(ProvisionError::Conflict),
+            // AlreadyExists too: a 409 whose detail says what the target found (the column,
+            // the DN).
             kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
         }
     }
@@ -744,7 +743,6 @@ impl Provisioner {
                 record.set_target_values(values);
                 Ok(record)
             }
-            ErrorKind::AlreadyExists => Err(ProvisionError::Conflict),
             kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
         }
     }

@@ -4,6 +4,7 @@
 //! The binaries are those of the same build (`target/<profile>/`); `scripts/test-all.sh` builds
 //! them before running the tests.
 
+pub mod databases;
 pub mod slapd;
 
 use std::io::{Read, Write};

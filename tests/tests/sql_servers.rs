@@ -1,0 +1,282 @@
+//! connector-sql against a real PostgreSQL and a real MariaDB (throwaway servers started by the
+//! tests), driven through the supervisor's SCIM front with the shipped examples
+//! `deploy/examples/postgres.toml` and `deploy/examples/mariadb.toml`; the tables are inspected
+//! with plain SQL.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use e2e::databases::{MariaDb, Postgres, execute, query};
+use e2e::{Supervisor, TempDir, request, workspace};
+use serde_json::{Value, json};
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Db {
+    Postgres,
+    MariaDb,
+}
+
+impl Db {
+    fn example(self) -> String {
+        let file = match self {
+            Db::Postgres => "deploy/examples/postgres.toml",
+            Db::MariaDb => "deploy/examples/mariadb.toml",
+        };
+        std::fs::read_to_string(workspace().join(file)).expect("read example")
+    }
+
+    /// A positional parameter in this database's SQL.
+    fn p(self, n: usize) -> String {
+        match self {
+            Db::Postgres => format!("${n}"),
+            Db::MariaDb => "?".to_string(),
+        }
+    }
+
+    /// Sets the watermark column the way any writer to the table must (MariaDB's column moves
+    /// by itself: ON UPDATE CURRENT_TIMESTAMP).
+    fn touch(self) -> &'static str {
+        match self {
+            Db::Postgres => ", updated_at = now()",
+            Db::MariaDb => "",
+        }
+    }
+}
+
+fn start(db: Db, url: &str, dir: &TempDir) -> Supervisor {
+    let s = Supervisor::spawn_with_env(&db.example(), dir.path(), &[("DATABASE_URL", url)]);
+    s.wait_ready(Duration::from_secs(30));
+    s
+}
+
+fn post(s: &Supervisor, endpoint: &str, body: &Value) -> Value {
+    let r = s.scim("POST", &format!("/scim/sql/{endpoint}"), Some(&body.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+fn patch(s: &Supervisor, path: &str, ops: Value) -> e2e::Response {
+    let body = json!({"schemas": [PATCH], "Operations": ops});
+    s.scim("PATCH", &format!("/scim/sql/{path}"), Some(&body.to_string()))
+}
+
+fn user(name: &str, display: &str) -> Value {
+    json!({"schemas": [USER], "userName": name, "displayName": display, "active": true,
+           "name": {"givenName": "Given", "familyName": format!("Family {name}")},
+           "emails": [{"type": "work", "value": format!("{name}@example.com"), "primary": true}]})
+}
+
+/// A boolean column, selected as 0 or 1.
+fn truthy(v: &Value) -> bool {
+    v.as_i64().expect("a boolean column as 0/1") != 0
+}
+
+fn user_row(db: Db, url: &str, user_name: &str) -> Option<Value> {
+    let sql = format!(
+        "SELECT id, user_name, display_name, email, CASE WHEN active THEN 1 ELSE 0 END AS active \
+         FROM users WHERE user_name = {}",
+        db.p(1)
+    );
+    query(url, &sql, &[user_name]).into_iter().next()
+}
+
+fn members(url: &str, group_id: &str, db: Db) -> BTreeSet<String> {
+    let sql = format!("SELECT value FROM groups_members WHERE owner = {}", db.p(1));
+    query(url, &sql, &[group_id]).iter().map(|r| r["value"].as_str().unwrap().to_string()).collect()
+}
+
+fn import(s: &Supervisor, connector: &str, kind: &str) -> Value {
+    let r =
+        request(s.admin, "POST", &format!("/admin/connectors/{connector}/import?type={kind}"), None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn find_users(s: &Supervisor, user_name: &str) -> Value {
+    let r = s.scim("GET", &format!("/scim/sql/Users?filter=userName+eq+%22{user_name}%22"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Users and groups through SCIM into tables the connector created: the rows, their updates,
+/// group members by anchor, one member added and one removed, a unique violation naming the
+/// column, deletes, and values that try SQL injection landing as plain strings.
+fn provisions_users_and_groups(db: Db, url: &str) {
+    let dir = TempDir::new("sql-server");
+    let s = start(db, url, &dir);
+
+    let injection = "'; DROP TABLE users; --";
+    let alice = post(&s, "Users", &user("alice", injection));
+    let row = user_row(db, url, "alice").expect("alice's row");
+    assert_eq!(row["display_name"], injection, "{row}");
+    assert_eq!(row["email"], "alice@example.com");
+    assert!(truthy(&row["active"]));
+    let alice_anchor = row["id"].as_str().unwrap().to_string();
+    let tricky = "o'brien\"; DROP TABLE groups; --\\";
+    post(&s, "Users", &user(tricky, "Tricky"));
+    assert_eq!(user_row(db, url, tricky).expect("tricky row")["user_name"], tricky);
+
+    let alice_id = alice["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Users/{alice_id}"),
+        json!([{"op": "Replace", "path": "displayName", "value": "Alice L."},
+               {"op": "Replace", "path": "active", "value": "False"}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let row = user_row(db, url, "alice").unwrap();
+    assert_eq!(row["display_name"], "Alice L.");
+    assert!(!truthy(&row["active"]), "{row}");
+
+    // Groups: members are the users' anchors; one added and one removed by a PATCH each.
+    let bob = post(&s, "Users", &user("bob", "Bob"));
+    let bob_anchor = user_row(db, url, "bob").unwrap()["id"].as_str().unwrap().to_string();
+    let group = post(
+        &s,
+        "Groups",
+        &json!({"schemas": [GROUP], "displayName": "Staff", "members": [{"value": alice_id}]}),
+    );
+    let group_row = query(url, "SELECT id, display_name FROM groups", &[]);
+    assert_eq!(group_row.len(), 1, "{group_row:?}");
+    let group_anchor = group_row[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(members(url, &group_anchor, db), BTreeSet::from([alice_anchor.clone()]));
+    let gid = group["id"].as_str().unwrap();
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "add", "path": "members", "value": [{"value": bob["id"]}]}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(members(url, &group_anchor, db), BTreeSet::from([alice_anchor.clone(), bob_anchor.clone()]));
+    let r = patch(
+        &s,
+        &format!("Groups/{gid}"),
+        json!([{"op": "remove", "path": format!("members[value eq \"{alice_id}\"]")}]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(members(url, &group_anchor, db), BTreeSet::from([bob_anchor.clone()]));
+
+    // A row the supervisor does not know holds the name: the unique constraint answers, and
+    // the error names the column.
+    execute(
+        url,
+        &format!("INSERT INTO users (id, user_name, active) VALUES ({}, {}, TRUE)", db.p(1), db.p(2)),
+        &["outside-1", "taken"],
+    );
+    let r = s.scim("POST", "/scim/sql/Users", Some(&user("taken", "Taken").to_string()));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("user_name"), "the column is named: {}", r.body);
+
+    // Deleting a user deletes its row; the group keeps its other member.
+    assert_eq!(s.scim("DELETE", &format!("/scim/sql/Users/{alice_id}"), None).status, 204);
+    assert!(user_row(db, url, "alice").is_none());
+    assert_eq!(members(url, &group_anchor, db), BTreeSet::from([bob_anchor]));
+    assert_eq!(s.scim("DELETE", &format!("/scim/sql/Groups/{gid}"), None).status, 204);
+    assert!(query(url, "SELECT id FROM groups", &[]).is_empty());
+    assert!(query(url, "SELECT owner FROM groups_members", &[]).is_empty());
+    // Every table is still there: tricky, bob and the outside row.
+    assert_eq!(query(url, "SELECT COUNT(*) AS n FROM users", &[])[0]["n"], 3);
+}
+
+/// Rows inserted, changed and soft-deleted in the database by another writer reach SCIM through
+/// delta imports, which read only what moved since the last run.
+fn delta_imports_follow_the_database(db: Db, url: &str) {
+    let dir = TempDir::new("sql-delta");
+    let s = start(db, url, &dir);
+    for connector in ["sql-users", "sql-groups"] {
+        s.wait_connector(connector, Duration::from_secs(20), |c| !c["last_import"].is_null());
+    }
+    post(&s, "Users", &user("carol", "Carol"));
+    import(&s, "sql-users", "full");
+
+    execute(
+        url,
+        &format!(
+            "INSERT INTO users (id, user_name, display_name, active) VALUES ({}, {}, {}, TRUE)",
+            db.p(1),
+            db.p(2),
+            db.p(3)
+        ),
+        &["dave-1", "dave", "Dave Outside"],
+    );
+    let report = import(&s, "sql-users", "delta");
+    assert_eq!(report["import_type"], "delta", "{report}");
+    assert_eq!(report["added"], 1, "{report}");
+    let found = find_users(&s, "dave");
+    assert_eq!(found["totalResults"], 1, "{found}");
+    let dave_id = found["Resources"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(found["Resources"][0]["displayName"], "Dave Outside");
+
+    execute(
+        url,
+        &format!("UPDATE users SET display_name = {}{} WHERE id = {}", db.p(1), db.touch(), db.p(2)),
+        &["Dave Renamed", "dave-1"],
+    );
+    let report = import(&s, "sql-users", "delta");
+    assert_eq!(report["updated"], 1, "{report}");
+    let dave = s.scim("GET", &format!("/scim/sql/Users/{dave_id}"), None).json();
+    assert_eq!(dave["displayName"], "Dave Renamed");
+
+    execute(
+        url,
+        &format!("UPDATE users SET deleted = TRUE{} WHERE id = {}", db.touch(), db.p(1)),
+        &["dave-1"],
+    );
+    let report = import(&s, "sql-users", "delta");
+    assert_eq!(report["deleted"], 1, "{report}");
+    assert_eq!(s.scim("GET", &format!("/scim/sql/Users/{dave_id}"), None).status, 404);
+    // A full import leaves soft-deleted rows out too; carol is still there.
+    let report = import(&s, "sql-users", "full");
+    assert_eq!(report["deleted"], 0, "{report}");
+    assert_eq!(find_users(&s, "carol")["totalResults"], 1);
+    assert_eq!(find_users(&s, "dave")["totalResults"], 0);
+}
+
+#[test]
+fn postgres_example_provisions_users_and_groups() {
+    let pg = Postgres::start();
+    provisions_users_and_groups(Db::Postgres, &pg.database());
+}
+
+#[test]
+fn mariadb_example_provisions_users_and_groups() {
+    let my = MariaDb::start();
+    provisions_users_and_groups(Db::MariaDb, &my.database());
+}
+
+#[test]
+fn postgres_delta_imports_follow_the_database() {
+    let pg = Postgres::start();
+    delta_imports_follow_the_database(Db::Postgres, &pg.database());
+}
+
+#[test]
+fn mariadb_delta_imports_follow_the_database() {
+    let my = MariaDb::start();
+    delta_imports_follow_the_database(Db::MariaDb, &my.database());
+}
+
+/// The connector's pooled connections survive a database restart: writes during the outage get
+/// 503 with Retry-After (never a half-written row), and the first write after it succeeds
+/// without restarting the connector.
+#[test]
+fn postgres_restart_is_survived_without_restarting_the_connector() {
+    let mut pg = Postgres::start();
+    let url = pg.database();
+    let dir = TempDir::new("sql-restart");
+    let s = start(Db::Postgres, &url, &dir);
+    post(&s, "Users", &user("before", "Before"));
+    pg.stop();
+    let r = s.scim("POST", "/scim/sql/Users", Some(&user("during", "During").to_string()));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    pg.restart();
+    let created = e2e::create_retrying(s.scim, "sql", "after", Duration::from_secs(30));
+    assert!(matches!(created, e2e::Created::Id(_)), "{created:?}");
+    assert!(user_row(Db::Postgres, &url, "after").is_some());
+    assert_eq!(s.connector("sql-users")["restarts"], 0, "the connector was not restarted");
+}
