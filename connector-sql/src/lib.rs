@@ -10,6 +10,7 @@
 
 pub mod connector;
 pub mod dialect;
+pub mod statements;
 pub mod table;
 
 pub use connector::SqlConnector;

@@ -2,6 +2,7 @@
 //! statements that read and write it, in the dialect of the database behind the connection
 //! string (PostgreSQL, MySQL/MariaDB or SQLite, through sqlx's `Any` driver).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use ecma_connector_sdk::{ConfigExt, error_status};
@@ -14,6 +15,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tonic::Status;
 
 use crate::dialect::Dialect;
+use crate::statements::{Custom, Operation, Statement};
 
 /// Partition id: a table has exactly one.
 pub const PARTITION: &str = "default";
@@ -60,6 +62,9 @@ pub struct Table {
     writer: tokio::sync::Mutex<()>,
     /// Export batches may run concurrently (a database server, not SQLite).
     pub concurrent: bool,
+    /// Statements or stored procedures the admin configured, by operation (others are
+    /// generated from the catalog).
+    custom: Custom,
 }
 
 /// The outcome of one entry of an export batch.
@@ -166,7 +171,8 @@ impl Params {
 
     /// Binds `value` for `column` and returns its placeholder (with a cast where needed).
     fn add(&mut self, column: &Column, value: Option<Value>) -> String {
-        let native = value.as_ref().is_some_and(|v| kind_matches(v, column.kind));
+        // The catalog's type decides (an anchor travels as text whatever its column's type).
+        let native = value.as_ref().is_some_and(|v| kind_matches(v, self.dialect.kind_of(&column.sql_type)));
         self.values.push(value);
         self.dialect.value_for(self.values.len(), &column.sql_type, native)
     }
@@ -366,6 +372,8 @@ impl Table {
             touch: create,
         });
         let soft_delete = find("soft_delete_column", &soft_delete_column)?;
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let custom = Custom::load(config, dialect, &anchor.name, &names)?;
         for attribute in multi_valued {
             let child = child_table(&name, &attribute);
             let found = Self::catalog(&pool, dialect, &child).await?;
@@ -400,6 +408,7 @@ impl Table {
             soft_delete,
             writer: tokio::sync::Mutex::new(()),
             concurrent: dialect != Dialect::Sqlite,
+            custom,
         })
     }
 
@@ -550,6 +559,38 @@ impl Table {
             None if self.anchor.generated => None,
             None => Some(Value::string(uuid::Uuid::new_v4().to_string())),
         };
+        if let Some(statement) = self.custom.get(Operation::Add) {
+            let mut values = HashMap::new();
+            let mut multi = Vec::new();
+            for attr in &change.attribute_changes {
+                let column = self.column(&attr.name)?;
+                if column.multi {
+                    multi.push((column, attr));
+                } else {
+                    values.insert(column.name.clone(), single_value(attr)?);
+                }
+            }
+            values.insert(self.anchor.name.clone(), anchor.clone());
+            let row = self.run(tx, statement, &values, anchor.clone()).await?;
+            let anchor = match (row.as_ref().map(|r| any_text(r, 0)).transpose()?, anchor) {
+                (Some(returned), _) => Value::string(returned),
+                (None, Some(anchor)) => anchor,
+                (None, None) => {
+                    return Err(EntryError::new(
+                        ErrorKind::Internal,
+                        format!(
+                            "{} returned no row: the database assigns {:?}, so the statement must return it \
+                             (e.g. RETURNING {})",
+                            statement.key, self.anchor.name, self.anchor.name
+                        ),
+                    ));
+                }
+            };
+            for (column, attr) in multi {
+                self.change_values(tx, column, &anchor, attr, true).await?;
+            }
+            return Ok(Applied { anchor });
+        }
         let mut params = Params::new(self.dialect);
         let mut names = Vec::new();
         let mut placeholders = Vec::new();
@@ -716,6 +757,19 @@ impl Table {
                 }
             }
         }
+        if let Some(statement) = self.custom.get(Operation::Update) {
+            // The statement sets whole rows: what the change does not name keeps its value.
+            let mut values = self.current(tx, &anchor).await?;
+            for (column, value) in sets {
+                values.insert(column.name.clone(), value);
+            }
+            values.insert(self.anchor.name.clone(), Some(anchor.clone()));
+            self.run(tx, statement, &values, Some(anchor.clone())).await?;
+            for (column, attr) in &multi {
+                self.change_values(tx, column, &anchor, attr, false).await?;
+            }
+            return Ok(Applied { anchor });
+        }
         let mut params = Params::new(self.dialect);
         let mut assignments = Vec::new();
         for (column, value) in sets {
@@ -777,6 +831,11 @@ impl Table {
             );
             sqlx::query(AssertSqlSafe(sql)).bind(&owner).execute(&mut **tx).await.map_err(db_error)?;
         }
+        if let Some(statement) = self.custom.get(Operation::Delete) {
+            let values = HashMap::from([(self.anchor.name.clone(), Some(anchor.clone()))]);
+            self.run(tx, statement, &values, Some(anchor.clone())).await?;
+            return Ok(Applied { anchor });
+        }
         let mut params = Params::new(self.dialect);
         let key = params.add(&self.anchor, Some(anchor.clone()));
         let sql = format!("DELETE FROM {} WHERE {} = {key}", self.q(&self.name), self.q(&self.anchor.name));
@@ -785,6 +844,59 @@ impl Table {
             return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
         }
         Ok(Applied { anchor })
+    }
+
+    /// Runs an admin's statement with `values` (by column name) and the anchor; returns its
+    /// first row, if it returned any.
+    async fn run(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        statement: &Statement,
+        values: &HashMap<String, Option<Value>>,
+        anchor: Option<Value>,
+    ) -> Result<Option<AnyRow>, EntryError> {
+        let bound = statement.values(|name| match name {
+            "anchor" => anchor.clone(),
+            _ => values.get(name).cloned().flatten(),
+        });
+        let mut query = sqlx::query(AssertSqlSafe(statement.sql.clone()));
+        for value in bound {
+            query = bind(query, value);
+        }
+        query.fetch_optional(&mut **tx).await.map_err(|e| {
+            let mut e = db_error(e);
+            e.detail = format!("{}: {}", statement.key, e.detail);
+            e
+        })
+    }
+
+    /// The single-valued columns of the row with `anchor`, by name (NoSuchObject without one).
+    async fn current(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        anchor: &Value,
+    ) -> Result<HashMap<String, Option<Value>>, EntryError> {
+        let mut params = Params::new(self.dialect);
+        let key = params.add(&self.anchor, Some(anchor.clone()));
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = {key}",
+            self.select_list(),
+            self.q(&self.name),
+            self.q(&self.anchor.name)
+        );
+        let row = params
+            .query(sql)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"))?;
+        let entry = self.entry(&row).map_err(|s| EntryError::new(ErrorKind::Internal, s.message()))?;
+        let mut values: HashMap<String, Option<Value>> =
+            self.columns.iter().filter(|c| !c.multi).map(|c| (c.name.clone(), None)).collect();
+        for attribute in entry.attributes {
+            values.insert(attribute.name, attribute.values.into_iter().next());
+        }
+        Ok(values)
     }
 
     /// The select list: the anchor as text, then every single-valued column (cast to text
@@ -854,6 +966,28 @@ impl Table {
     /// or, with `since`, of a delta import (rows whose watermark column is at or after the mark,
     /// deleted ones included and flagged).
     pub async fn page(&self, after: Option<&str>, since: Option<&str>, size: u32) -> Result<Page, Status> {
+        if let (None, Some(statement)) = (since, self.custom.get(Operation::Read)) {
+            let bound = statement.values(|name| match name {
+                "after" => after.map(|a| Value::string(a.to_string())),
+                "page_size" => Some(Value::integer(i64::from(size))),
+                _ => None,
+            });
+            let mut query = sqlx::query(AssertSqlSafe(statement.sql.clone()));
+            for value in bound {
+                query = bind(query, value);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(|e| {
+                let e = db_error(e);
+                error_status(e.kind, format!("{}: {}", statement.key, e.detail))
+            })?;
+            let entries = self.entries(&rows).await?;
+            let last = rows
+                .last()
+                .map(|row| any_text(row, self.anchor.name.as_str()))
+                .transpose()
+                .map_err(|e| error_status(e.kind, e.detail))?;
+            return Ok(Page { entries, last });
+        }
         let mut params = Params::new(self.dialect);
         let mut conditions = Vec::new();
         let deleted = self.soft_delete.as_ref().map(|c| self.q(&c.name));
@@ -956,10 +1090,7 @@ impl Table {
             };
             value.map_err(db_status)
         };
-        let anchor = row
-            .try_get::<Option<String>, _>(0)
-            .map_err(db_status)?
-            .ok_or_else(|| error_status(ErrorKind::Internal, "row without anchor"))?;
+        let anchor = any_text(row, self.anchor.name.as_str()).map_err(|e| error_status(e.kind, e.detail))?;
         let mut attributes = Vec::new();
         for column in self.columns.iter().filter(|c| !c.multi) {
             if let Some(value) = read(column)? {
@@ -978,6 +1109,25 @@ impl Table {
     /// Runs a trivial statement, to prove the database answers.
     pub async fn ping(&self) -> Result<(), Status> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db_status)
+    }
+}
+
+/// A column as text: text, or an integer (an identity anchor a statement returned as is).
+fn any_text<I: sqlx::ColumnIndex<AnyRow> + Copy + std::fmt::Debug>(
+    row: &AnyRow,
+    index: I,
+) -> Result<String, EntryError> {
+    match row.try_get::<Option<String>, _>(index) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(EntryError::new(ErrorKind::Internal, format!("column {index:?} is NULL"))),
+        Err(_) => row.try_get::<i64, _>(index).map(|i| i.to_string()).map_err(|e| {
+            EntryError::new(
+                ErrorKind::Internal,
+                format!(
+                    "column {index:?} is neither text nor an integer (cast it to text in the statement): {e}"
+                ),
+            )
+        }),
     }
 }
 

@@ -280,3 +280,131 @@ fn postgres_restart_is_survived_without_restarting_the_connector() {
     assert!(user_row(Db::Postgres, &url, "after").is_some());
     assert_eq!(s.connector("sql-users")["restarts"], 0, "the connector was not restarted");
 }
+
+/// An application's own table, with a database-assigned integer key, written through the
+/// admin's SQL (an INSERT that returns the key, a DELETE) and a stored procedure (updates), and
+/// read through the admin's paged SELECT.
+fn statements_and_procedures(db: Db, url: &str) {
+    let (setup, add, read, delete): (&[&str], &str, &str, &str) = match db {
+        Db::Postgres => (
+            &[
+                "CREATE TABLE accounts (account_id SERIAL PRIMARY KEY, login TEXT UNIQUE NOT NULL, \
+                 full_name TEXT, enabled BOOLEAN NOT NULL DEFAULT TRUE, audit TEXT)",
+                "CREATE PROCEDURE account_update(p_id TEXT, p_full_name TEXT, p_enabled BOOLEAN) \
+                 LANGUAGE sql AS $$ UPDATE accounts SET full_name = p_full_name, enabled = p_enabled, \
+                 audit = 'updated by procedure' WHERE account_id = CAST(p_id AS INTEGER) $$",
+            ],
+            "INSERT INTO accounts (login, full_name, enabled, audit) VALUES (:login, :full_name, :enabled, 'added by statement') RETURNING account_id",
+            "SELECT CAST(account_id AS TEXT) AS account_id, login, full_name, enabled, audit FROM accounts \
+             WHERE CAST(:after AS TEXT) IS NULL OR account_id > CAST(:after AS INTEGER) ORDER BY account_id LIMIT :page_size",
+            "DELETE FROM accounts WHERE account_id = CAST(:anchor AS INTEGER)",
+        ),
+        Db::MariaDb => (
+            &[
+                "CREATE TABLE accounts (account_id INT AUTO_INCREMENT PRIMARY KEY, login VARCHAR(200) UNIQUE NOT NULL, \
+                 full_name TEXT, enabled BOOLEAN NOT NULL DEFAULT TRUE, audit TEXT)",
+                "CREATE PROCEDURE account_update(IN p_id VARCHAR(20), IN p_full_name TEXT, IN p_enabled BOOLEAN) \
+                 UPDATE accounts SET full_name = p_full_name, enabled = p_enabled, \
+                 audit = 'updated by procedure' WHERE account_id = p_id",
+            ],
+            "INSERT INTO accounts (login, full_name, enabled, audit) VALUES (:login, :full_name, :enabled, 'added by statement') RETURNING account_id",
+            "SELECT CAST(account_id AS CHAR) AS account_id, login, full_name, CAST(enabled AS SIGNED) AS enabled, audit \
+             FROM accounts WHERE :after IS NULL OR account_id > :after ORDER BY account_id LIMIT :page_size",
+            "DELETE FROM accounts WHERE account_id = :anchor",
+        ),
+    };
+    for statement in setup {
+        execute(url, statement, &[]);
+    }
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+plain_http = true
+
+[apps.legacy]
+users = "legacy-users"
+token_env = "SCIM_TOKEN"
+
+[connectors.legacy-users]
+executable = "connector-sql"
+object_type = "user"
+partition = "default"
+
+[connectors.legacy-users.parameters]
+connection_string = {{ env = "DATABASE_URL" }}
+table = "accounts"
+anchor_column = "account_id"
+add_statement = {add:?}
+update_procedure = "account_update"
+update_procedure_parameters = "anchor, full_name, enabled"
+delete_statement = {delete:?}
+read_statement = {read:?}
+
+[connectors.legacy-users.attributes]
+login = "userName"
+full_name = "displayName"
+enabled = "active"
+"#
+    );
+    let dir = TempDir::new("sql-statements");
+    let s = Supervisor::spawn_with_env(&config, dir.path(), &[("DATABASE_URL", url)]);
+    s.wait_ready(Duration::from_secs(30));
+    let accounts = |login: &str| {
+        let sql = format!(
+            "SELECT CAST(account_id AS {}) AS account_id, full_name, CASE WHEN enabled THEN 1 ELSE 0 END AS enabled, \
+             audit FROM accounts WHERE login = {}",
+            if db == Db::Postgres { "TEXT" } else { "CHAR" },
+            db.p(1)
+        );
+        query(url, &sql, &[login]).into_iter().next()
+    };
+
+    let r = s.scim("POST", "/scim/legacy/Users", Some(&user("erin", "Erin").to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let erin_id = r.json()["id"].as_str().unwrap().to_string();
+    let row = accounts("erin").expect("erin's row");
+    assert_eq!(row["audit"], "added by statement", "{row}");
+    assert_eq!(row["full_name"], "Erin");
+    let key = row["account_id"].as_str().unwrap().to_string();
+    assert!(key.parse::<i64>().is_ok(), "the database assigned the key: {row}");
+
+    let r = s.scim(
+        "PATCH",
+        &format!("/scim/legacy/Users/{erin_id}"),
+        Some(&json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Erin B."}]}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let row = accounts("erin").unwrap();
+    assert_eq!(row["audit"], "updated by procedure", "{row}");
+    assert_eq!(row["full_name"], "Erin B.");
+    assert_eq!(row["enabled"], 1, "what the change did not name kept its value: {row}");
+
+    // Read through the admin's SELECT: a row added by the application comes in.
+    execute(
+        url,
+        &format!("INSERT INTO accounts (login, full_name) VALUES ({}, {})", db.p(1), db.p(2)),
+        &["frank", "Frank"],
+    );
+    let report = import(&s, "legacy-users", "full");
+    assert_eq!((report["added"].as_u64(), report["errors"].as_u64()), (Some(1), Some(0)), "{report}");
+    let r = s.scim("GET", "/scim/legacy/Users?filter=userName+eq+%22frank%22", None).json();
+    assert_eq!(r["Resources"][0]["displayName"], "Frank", "{r}");
+
+    assert_eq!(s.scim("DELETE", &format!("/scim/legacy/Users/{erin_id}"), None).status, 204);
+    assert!(accounts("erin").is_none());
+    assert!(accounts("frank").is_some());
+}
+
+#[test]
+fn postgres_statements_and_procedures() {
+    let pg = Postgres::start();
+    statements_and_procedures(Db::Postgres, &pg.database());
+}
+
+#[test]
+fn mariadb_statements_and_procedures() {
+    let my = MariaDb::start();
+    statements_and_procedures(Db::MariaDb, &my.database());
+}
