@@ -6,9 +6,10 @@
 # Run as root on a fresh machine, it installs the Debian packages it needs (a C compiler for
 # SQLite, which sqlx builds from source; OpenLDAP's slapd and ldap-utils, PostgreSQL and
 # MariaDB, which the tests start as throwaway servers of their own on free loopback ports, with
-# data directories under the temp directory). As another user, it says which ones are missing.
-# No system server is started or used (where installing a package starts one, as with systemd,
-# it is left alone).
+# data directories under the temp directory; unixODBC and PostgreSQL's ODBC driver for
+# connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`). As
+# another user, it says which ones are missing. No system server is started or used (where
+# installing a package starts one, as with systemd, it is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
 # the binaries that the end-to-end tests run, and runs every test.
 set -euo pipefail
@@ -23,6 +24,9 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
+# connector-sql's ODBC path: the driver manager to build against, and PostgreSQL's ODBC driver.
+dpkg -s unixodbc-dev >/dev/null 2>&1 || need+=(unixodbc-dev)
+dpkg -s odbc-postgresql >/dev/null 2>&1 || need+=(odbc-postgresql)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"
@@ -38,12 +42,15 @@ if ((${#need[@]})); then
     fi
 fi
 
+# Everything is built and tested with the optional ODBC path too.
+FEATURES="--features connector-sql/odbc"
+
 # --- Static checks -------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked $FEATURES -- -D warnings
 
 step "crypto: rustls with ring only (no OpenSSL, no aws-lc)"
 for crate in openssl-sys native-tls aws-lc-sys; do
@@ -57,12 +64,12 @@ done
 # --- Build and test ------------------------------------------------------------------------
 # The end-to-end tests in tests/ start the real binaries from target/debug.
 step "cargo build --workspace --bins"
-cargo build --workspace --bins --locked
+cargo build --workspace --bins --locked $FEATURES
 
 step "cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked $FEATURES 2>&1 | tee "$log"
 
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).

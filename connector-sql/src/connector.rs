@@ -9,14 +9,15 @@ use ecma_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::backend::Backend;
 use crate::statements::Operation;
-use crate::table::{PARTITION, Table};
+use crate::table::PARTITION;
 
 const DEFAULT_PAGE_SIZE: u32 = 500;
 const MAX_PAGE_SIZE: u32 = 5000;
 
 struct ImportSession {
-    table: Arc<Table>,
+    table: Arc<Backend>,
     after: Option<String>,
     /// Delta: rows whose watermark column is at or after this mark.
     since: Option<String>,
@@ -29,14 +30,14 @@ struct ImportSession {
 /// The connector's state: the open table for the current configuration, and open sessions.
 #[derive(Default)]
 pub struct SqlConnector {
-    table: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Table>)>>,
+    table: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Backend>)>>,
     imports: Mutex<HashMap<String, ImportSession>>,
-    exports: Mutex<HashMap<String, Arc<Table>>>,
+    exports: Mutex<HashMap<String, Arc<Backend>>>,
 }
 
 impl SqlConnector {
     /// The table for `config`, opened once and reused while the configuration stays the same.
-    async fn table(&self, config: &Option<ConfigParameters>) -> Result<Arc<Table>, Status> {
+    async fn table(&self, config: &Option<ConfigParameters>) -> Result<Arc<Backend>, Status> {
         let config_value = config.clone().unwrap_or_default();
         let mut slot = self.table.lock().await;
         if let Some((cached, table)) = slot.as_ref()
@@ -44,18 +45,18 @@ impl SqlConnector {
         {
             return Ok(table.clone());
         }
-        let table = Arc::new(Table::open(config).await?);
+        let table = Arc::new(Backend::open(config).await?);
         *slot = Some((config_value, table.clone()));
         Ok(table)
     }
 
-    fn check_type(table: &Table, object_type: &str) -> Result<(), Status> {
-        if !object_type.is_empty() && object_type != table.object_type {
+    fn check_type(table: &Backend, object_type: &str) -> Result<(), Status> {
+        if !object_type.is_empty() && object_type != table.object_type() {
             return Err(error_status(
                 ErrorKind::SchemaViolation,
                 format!(
                     "object type {object_type:?} is not offered; this table offers {:?}",
-                    table.object_type
+                    table.object_type()
                 ),
             ));
         }
@@ -237,7 +238,7 @@ impl Connector for SqlConnector {
     ) -> Result<Response<v1::GetPartitionsResponse>, Status> {
         let table = self.table(&request.into_inner().config).await?;
         Ok(Response::new(v1::GetPartitionsResponse {
-            partitions: vec![v1::Partition { id: PARTITION.into(), name: table.name.clone() }],
+            partitions: vec![v1::Partition { id: PARTITION.into(), name: table.name().to_string() }],
         }))
     }
 
@@ -371,7 +372,7 @@ impl Connector for SqlConnector {
                 Ok(applied) => v1::CsEntryChangeResult {
                     identifier: change.identifier.clone(),
                     error_kind: ErrorKind::None as i32,
-                    anchors: vec![v1::Anchor { name: table.anchor.name.clone(), value: Some(applied.anchor) }],
+                    anchors: vec![v1::Anchor { name: table.anchor_name().to_string(), value: Some(applied.anchor) }],
                     ..Default::default()
                 },
                 Err(e) => {

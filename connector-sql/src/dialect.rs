@@ -14,6 +14,8 @@ pub enum Dialect {
     Postgres,
     MySql,
     Sqlite,
+    /// Portable SQL for any database behind an ODBC driver (see `odbc.rs`).
+    Odbc,
 }
 
 impl Dialect {
@@ -26,8 +28,8 @@ impl Dialect {
             "sqlite" => Ok(Self::Sqlite),
             _ => Err(error_status(
                 ErrorKind::InvalidConfiguration,
-                "connection_string must start with postgres://, mysql://, mariadb:// or sqlite: \
-                 (for other databases, use an ODBC data source)",
+                "connection_string must start with postgres://, mysql://, mariadb://, sqlite: or \
+                 odbc: (an ODBC connection string, for any other database)",
             )),
         }
     }
@@ -37,6 +39,7 @@ impl Dialect {
             Self::Postgres => "postgresql",
             Self::MySql => "mysql",
             Self::Sqlite => "sqlite",
+            Self::Odbc => "odbc",
         }
     }
 
@@ -52,7 +55,7 @@ impl Dialect {
     pub fn placeholder(self, n: usize) -> String {
         match self {
             Self::Postgres => format!("${n}"),
-            Self::MySql => "?".to_string(),
+            Self::MySql | Self::Odbc => "?".to_string(),
             Self::Sqlite => format!("?{n}"),
         }
     }
@@ -73,7 +76,7 @@ impl Dialect {
                  FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? \
                  ORDER BY ordinal_position"
             }
-            Self::Sqlite => {
+            Self::Sqlite | Self::Odbc => {
                 "SELECT name, type, \"notnull\" <> 0, pk > 0 AND upper(type) = 'INTEGER' \
                  FROM pragma_table_info(?1) ORDER BY cid"
             }
@@ -110,7 +113,7 @@ impl Dialect {
                 _ => AttributeType::String,
             },
             // SQLite's type affinity rules (section 3.1 of "Datatypes In SQLite").
-            Self::Sqlite => {
+            Self::Sqlite | Self::Odbc => {
                 if t.contains("bool") {
                     AttributeType::Boolean
                 } else if t.contains("int") {
@@ -133,7 +136,7 @@ impl Dialect {
             Self::Postgres => {
                 matches!(base, "text" | "varchar" | "citext" | "bool" | "int2" | "int4" | "int8" | "bytea")
             }
-            Self::MySql | Self::Sqlite => true,
+            Self::MySql | Self::Sqlite | Self::Odbc => true,
         }
     }
 
@@ -157,7 +160,7 @@ impl Dialect {
             (Self::MySql, AttributeType::Integer | AttributeType::Boolean) => {
                 format!("CAST({quoted} AS SIGNED)")
             }
-            (Self::Sqlite, AttributeType::Integer | AttributeType::Boolean) => {
+            (Self::Sqlite | Self::Odbc, AttributeType::Integer | AttributeType::Boolean) => {
                 format!("CAST({quoted} AS INTEGER)")
             }
             _ => self.as_text(quoted),
@@ -212,7 +215,7 @@ impl Dialect {
             Self::MySql => {
                 "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)"
             }
-            Self::Sqlite => "TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))",
+            Self::Sqlite | Self::Odbc => "TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))",
         }
     }
 
@@ -221,7 +224,7 @@ impl Dialect {
         match self {
             Self::Postgres => "now()",
             Self::MySql => "CURRENT_TIMESTAMP(6)",
-            Self::Sqlite => "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+            Self::Sqlite | Self::Odbc => "strftime('%Y-%m-%d %H:%M:%f', 'now')",
         }
     }
 
@@ -232,7 +235,7 @@ impl Dialect {
         match self {
             Self::Postgres => "SELECT now() - interval '5 minutes'",
             Self::MySql => "SELECT CURRENT_TIMESTAMP(6) - INTERVAL 5 MINUTE",
-            Self::Sqlite => "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-5 minutes')",
+            Self::Sqlite | Self::Odbc => "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-5 minutes')",
         }
     }
 
@@ -248,7 +251,9 @@ impl Dialect {
                     "INSERT INTO {table} (owner, value) VALUES ({o}, {v}) ON DUPLICATE KEY UPDATE owner = owner"
                 )
             }
-            Self::Sqlite => format!("INSERT OR IGNORE INTO {table} (owner, value) VALUES ({o}, {v})"),
+            Self::Sqlite | Self::Odbc => {
+                format!("INSERT OR IGNORE INTO {table} (owner, value) VALUES ({o}, {v})")
+            }
         }
     }
 }

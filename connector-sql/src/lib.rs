@@ -8,8 +8,11 @@
 //! The library is what the binary serves; it is a library so that test connectors (the
 //! fault-injection connector in `tests/`) can wrap it.
 
+pub mod backend;
 pub mod connector;
 pub mod dialect;
+#[cfg(feature = "odbc")]
+pub mod odbc;
 pub mod statements;
 pub mod table;
 

@@ -79,7 +79,7 @@ pub struct EntryError {
 }
 
 impl EntryError {
-    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Self { kind, detail: detail.into() }
     }
 }
@@ -439,27 +439,7 @@ impl Table {
 
     /// The schema type this table offers.
     pub fn schema_type(&self) -> v1::SchemaType {
-        let mut attributes = vec![v1::SchemaAttribute {
-            name: self.anchor.name.clone(),
-            r#type: self.anchor.kind as i32,
-            multi_valued: false,
-            operation: v1::AttributeOperation::ImportOnly as i32,
-            required: false,
-        }];
-        attributes.extend(self.columns.iter().map(|c| v1::SchemaAttribute {
-            name: c.name.clone(),
-            r#type: c.kind as i32,
-            multi_valued: c.multi,
-            operation: v1::AttributeOperation::ImportExport as i32,
-            // A column the database fills in (a default, a watermark) is not required.
-            required: c.not_null && !c.generated,
-        }));
-        v1::SchemaType {
-            name: self.object_type.clone(),
-            attributes,
-            anchor_attributes: vec![self.anchor.name.clone()],
-            locked: false,
-        }
+        schema_type(&self.object_type, &self.anchor, &self.columns)
     }
 
     fn column(&self, name: &str) -> Result<&Column, EntryError> {
@@ -1007,7 +987,7 @@ impl Table {
             let flag = match self.dialect {
                 Dialect::Postgres => deleted.clone(),
                 Dialect::MySql => format!("CAST({deleted} AS SIGNED)"),
-                Dialect::Sqlite => format!("CAST({deleted} AS INTEGER)"),
+                Dialect::Sqlite | Dialect::Odbc => format!("CAST({deleted} AS INTEGER)"),
             };
             select.push_str(&format!(", {flag} AS ecma_deleted"));
         }
@@ -1131,6 +1111,31 @@ fn any_text<I: sqlx::ColumnIndex<AnyRow> + Copy + std::fmt::Debug>(
     }
 }
 
+/// The schema type of a table: the anchor (import only), then every column.
+pub(crate) fn schema_type(object_type: &str, anchor: &Column, columns: &[Column]) -> v1::SchemaType {
+    let mut attributes = vec![v1::SchemaAttribute {
+        name: anchor.name.clone(),
+        r#type: anchor.kind as i32,
+        multi_valued: false,
+        operation: v1::AttributeOperation::ImportOnly as i32,
+        required: false,
+    }];
+    attributes.extend(columns.iter().map(|c| v1::SchemaAttribute {
+        name: c.name.clone(),
+        r#type: c.kind as i32,
+        multi_valued: c.multi,
+        operation: v1::AttributeOperation::ImportExport as i32,
+        // A column the database fills in (a default, a watermark) is not required.
+        required: c.not_null && !c.generated,
+    }));
+    v1::SchemaType {
+        name: object_type.to_string(),
+        attributes,
+        anchor_attributes: vec![anchor.name.clone()],
+        locked: false,
+    }
+}
+
 /// A boolean as the driver gives it: a boolean (PostgreSQL) or an integer (MySQL, SQLite).
 fn read_bool<I: sqlx::ColumnIndex<AnyRow> + Copy>(
     row: &AnyRow,
@@ -1143,7 +1148,7 @@ fn read_bool<I: sqlx::ColumnIndex<AnyRow> + Copy>(
 }
 
 /// The one value a single-valued column gets from an attribute change (`None` clears it).
-fn single_value(change: &AttributeChange) -> Result<Option<Value>, EntryError> {
+pub(crate) fn single_value(change: &AttributeChange) -> Result<Option<Value>, EntryError> {
     use AttributeModificationType as A;
     let too_many = || {
         EntryError::new(

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::slapd::Slapd;
-use e2e::{KeepAlive, Supervisor, TempDir, request, workspace};
+use e2e::{KeepAlive, Supervisor, TempDir, cpu_seconds, median, request, workspace};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 
 const CONCURRENCY: usize = 8;
@@ -87,24 +87,10 @@ fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) ->
     })
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// CPU seconds of the supervisor and of the users' connector.
 fn cpu(s: &Supervisor) -> (f64, f64) {
     let connector = s.connector("ldap-users")["pid"].as_u64().unwrap_or(0) as u32;
     (cpu_seconds(s.pid()), cpu_seconds(connector))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{KeepAlive, Supervisor, quickstart_config, request, sqlite_rows};
+use e2e::{KeepAlive, Supervisor, median, quickstart_config, request, sqlite_rows};
 
 const CONNECTIONS: usize = 8;
 const ROUND: Duration = Duration::from_secs(4);
@@ -73,11 +73,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

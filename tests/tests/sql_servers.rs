@@ -408,3 +408,99 @@ fn mariadb_statements_and_procedures() {
     let my = MariaDb::start();
     statements_and_procedures(Db::MariaDb, &my.database());
 }
+
+/// The ODBC path (connector-sql built with the `odbc` feature, as scripts/test-all.sh builds
+/// it), through Debian's psqlODBC driver to a throwaway PostgreSQL: the catalog from SQLColumns,
+/// generated statements with `?` parameters, a unique violation, paged full imports.
+#[test]
+fn odbc_through_the_postgresql_driver() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    execute(
+        &url,
+        "CREATE TABLE people (person_id TEXT PRIMARY KEY, login TEXT UNIQUE NOT NULL, full_name TEXT, \
+         active BOOLEAN, logins INTEGER)",
+        &[],
+    );
+    let database = url.rsplit('/').next().unwrap();
+    let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap();
+    let odbc = format!(
+        "odbc:Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={port};Database={database};Uid=postgres;BoolsAsChar=0;"
+    );
+    let config = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+plain_http = true
+
+[apps.odbc]
+users = "odbc-users"
+token_env = "SCIM_TOKEN"
+
+[connectors.odbc-users]
+executable = "connector-sql"
+object_type = "user"
+partition = "default"
+
+[connectors.odbc-users.parameters]
+connection_string = { env = "ODBC_CONNECTION" }
+table = "people"
+anchor_column = "person_id"
+
+[connectors.odbc-users.attributes]
+login = "userName"
+full_name = "displayName"
+active = "active"
+"#;
+    let dir = TempDir::new("sql-odbc");
+    let s = Supervisor::spawn_with_env(config, dir.path(), &[("ODBC_CONNECTION", &odbc)]);
+    s.wait_ready(Duration::from_secs(30));
+    let row = |login: &str| {
+        query(
+            &url,
+            "SELECT person_id, full_name, CASE WHEN active THEN 1 ELSE 0 END AS active FROM people WHERE login = $1",
+            &[login],
+        )
+        .into_iter()
+        .next()
+    };
+
+    let injection = "Robert'); DROP TABLE people; --";
+    let r = s.scim("POST", "/scim/odbc/Users", Some(&user("bobby", injection).to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let bobby = row("bobby").expect("bobby's row");
+    assert_eq!(
+        (bobby["full_name"].as_str(), bobby["active"].as_i64()),
+        (Some(injection), Some(1)),
+        "{bobby}"
+    );
+
+    let r = s.scim(
+        "PATCH",
+        &format!("/scim/odbc/Users/{id}"),
+        Some(
+            &json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]})
+                .to_string(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(row("bobby").unwrap()["active"], 0);
+
+    execute(
+        &url,
+        "INSERT INTO people (person_id, login, full_name, active) VALUES ('p-2', 'taken', 'Taken', TRUE)",
+        &[],
+    );
+    let r = s.scim("POST", "/scim/odbc/Users", Some(&user("taken", "Again").to_string()));
+    assert_eq!(r.status, 409, "{}", r.body);
+
+    let report = import(&s, "odbc-users", "full");
+    assert_eq!((report["added"].as_u64(), report["errors"].as_u64()), (Some(1), Some(0)), "{report}");
+    let found = s.scim("GET", "/scim/odbc/Users?filter=userName+eq+%22taken%22", None).json();
+    assert_eq!(found["Resources"][0]["displayName"], "Taken", "{found}");
+    assert_eq!(found["Resources"][0]["active"], true, "{found}");
+
+    assert_eq!(s.scim("DELETE", &format!("/scim/odbc/Users/{id}"), None).status, 204);
+    assert!(row("bobby").is_none());
+}

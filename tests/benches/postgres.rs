@@ -1,0 +1,134 @@
+//! Benchmark: SCIM creates through the supervisor into PostgreSQL (the shipped example,
+//! `deploy/examples/postgres.toml`), against direct `sqlx` inserts of the same rows into the
+//! same table at the same concurrency, alternately in one run. Goal: at least 0.85 of the
+//! direct throughput.
+//!
+//! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench postgres`
+//! (`CREATES=2000` rows per round). PostgreSQL is a throwaway cluster with fsync and
+//! synchronous_commit off, so the figures measure code rather than the disk.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use e2e::databases::Postgres;
+use e2e::{KeepAlive, Supervisor, TempDir, cpu_seconds, median, workspace};
+
+const CONCURRENCY: usize = 8;
+const ROUNDS: usize = 3;
+
+fn scim_user(name: &str) -> String {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name, "displayName": format!("User {name}"), "active": true,
+        "name": {"givenName": "Bench", "familyName": name},
+        "emails": [{"type": "work", "value": format!("{name}@example.com"), "primary": true}]
+    })
+    .to_string()
+}
+
+/// Creates `names` through SCIM from CONCURRENCY keep-alive connections; returns rows/s.
+fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
+            scope.spawn(move || {
+                let mut client = KeepAlive::connect(scim);
+                for name in chunk {
+                    let (status, body) = client.send("POST", "/scim/sql/Users", Some(&scim_user(name)));
+                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+                }
+            });
+        }
+    });
+    names.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Inserts the same rows (the columns the example's mapping fills, a fresh UUID as the key)
+/// with sqlx, CONCURRENCY pooled connections, one autocommitted INSERT each; returns rows/s.
+fn direct(runtime: &tokio::runtime::Runtime, pool: &sqlx::PgPool, names: &[String]) -> f64 {
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
+            let chunk = chunk.to_vec();
+            let pool = pool.clone();
+            tasks.spawn(async move {
+                for name in chunk {
+                    sqlx::query(
+                        "INSERT INTO users (id, user_name, display_name, given_name, family_name, email, active) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(uuid::Uuid::new_v4().to_string())
+                    .bind(&name)
+                    .bind(format!("User {name}"))
+                    .bind("Bench")
+                    .bind(&name)
+                    .bind(format!("{name}@example.com"))
+                    .bind(true)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        names.len() as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// CPU seconds of the supervisor and of the users' connector.
+fn cpu(s: &Supervisor) -> (f64, f64) {
+    let connector = s.connector("sql-users")["pid"].as_u64().unwrap_or(0) as u32;
+    (cpu_seconds(s.pid()), cpu_seconds(connector))
+}
+
+fn main() {
+    let creates: usize = std::env::var("CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let pg = Postgres::start();
+    let url = pg.database();
+    let dir = TempDir::new("bench-postgres");
+    let config = std::fs::read_to_string(workspace().join("deploy/examples/postgres.toml")).unwrap().replace(
+        "[connectors.sql-users.parameters]",
+        "[connectors.sql-users.import]\non_start = false\n\n[connectors.sql-users.parameters]",
+    );
+    let s = Supervisor::spawn_with_env(&config, dir.path(), &[("DATABASE_URL", &url), ("RUST_LOG", "warn")]);
+    s.wait_ready(Duration::from_secs(30));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pool = runtime
+        .block_on(sqlx::postgres::PgPoolOptions::new().max_connections(CONCURRENCY as u32).connect(&url))
+        .unwrap();
+
+    // Warm-up: connections, prepared statements, caches.
+    let warm: Vec<String> = (0..200).map(|i| format!("warm-s{i}")).collect();
+    through_scim(s.scim, &warm);
+    let warm: Vec<String> = (0..200).map(|i| format!("warm-d{i}")).collect();
+    direct(&runtime, &pool, &warm);
+
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for round in 0..ROUNDS {
+        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-d{i}")).collect();
+        let d = direct(&runtime, &pool, &names);
+        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-s{i}")).collect();
+        let before = cpu(&s);
+        let o = through_scim(s.scim, &names);
+        let after = cpu(&s);
+        println!(
+            "         CPU per create: supervisor {:.0} µs, connector-sql {:.0} µs",
+            (after.0 - before.0) * 1e6 / creates as f64,
+            (after.1 - before.1) * 1e6 / creates as f64
+        );
+        println!(
+            "round {round}: direct sqlx inserts {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}",
+            o / d
+        );
+        theirs.push(d);
+        ours.push(o);
+    }
+    let (o, d) = (median(ours), median(theirs));
+    println!(
+        "creates, concurrency {CONCURRENCY}, {creates} per round, median of {ROUNDS}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)",
+        o / d
+    );
+}
