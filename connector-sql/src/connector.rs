@@ -156,6 +156,23 @@ impl Connector for SqlConnector {
                      deletes by delta imports",
             ),
             parameter(
+                "change_table",
+                T::String,
+                false,
+                false,
+                "",
+                "Table (anchor, changed_at) of changed anchors that delta imports read; a changed \
+                 anchor whose row is gone is reported as deleted",
+            ),
+            parameter(
+                "install_change_triggers",
+                T::Boolean,
+                false,
+                false,
+                "false",
+                "Create change_table and triggers on the table (and its multi-valued tables) that fill it",
+            ),
+            parameter(
                 "columns",
                 T::Text,
                 false,
@@ -261,7 +278,8 @@ impl Connector for SqlConnector {
         if delta && !table.has_watermark() {
             return Err(error_status(
                 ErrorKind::Unsupported,
-                "delta import needs watermark_column (a column holding each row's last change time)",
+                "delta import needs watermark_column (a column holding each row's last change time) \
+                 or change_table",
             ));
         }
         let since = if delta {

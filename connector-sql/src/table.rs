@@ -55,6 +55,8 @@ pub struct Table {
     /// All columns but the anchor.
     pub columns: Vec<Column>,
     watermark: Option<Watermark>,
+    /// The query giving a run's mark (configured, or the dialect's default).
+    watermark_query: String,
     /// A boolean column marking rows as deleted: such rows are left out of full imports and
     /// reported as deletes by delta imports.
     soft_delete: Option<Column>,
@@ -65,6 +67,19 @@ pub struct Table {
     /// Statements or stored procedures the admin configured, by operation (others are
     /// generated from the catalog).
     custom: Custom,
+    /// A change table (anchor, changed_at) that delta imports read: kept by the application or
+    /// by triggers the connector installs.
+    changes: Option<Changes>,
+}
+
+/// The change table of delta imports.
+#[derive(Debug)]
+struct Changes {
+    table: String,
+    /// Its `changed_at` column (for the cast of the mark).
+    at: Column,
+    /// The connector installed it (and prunes what no delta will read again).
+    owned: bool,
 }
 
 /// The outcome of one entry of an export batch.
@@ -183,6 +198,12 @@ impl Params {
         self.dialect.placeholder(self.values.len())
     }
 
+    /// Binds an integer (a LIMIT) and returns its placeholder.
+    fn int(&mut self, value: i64) -> String {
+        self.values.push(Some(Value::integer(value)));
+        self.dialect.placeholder(self.values.len())
+    }
+
     fn query(self, sql: String) -> Query<'static> {
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for value in self.values {
@@ -291,6 +312,14 @@ impl Table {
         let references = list(config, "references")?;
         let watermark_column = identifier(config, "watermark_column")?;
         let soft_delete_column = identifier(config, "soft_delete_column")?;
+        let change_table = identifier(config, "change_table")?;
+        let install_triggers = config.boolean("install_change_triggers", false)?;
+        if install_triggers && change_table.is_none() {
+            return Err(error_status(
+                ErrorKind::InvalidConfiguration,
+                "install_change_triggers needs change_table (the name of the table the triggers write)",
+            ));
+        }
         let pool = connect(dialect, &url, create).await?;
         let q = |n: &str| dialect.quote(n);
 
@@ -358,6 +387,7 @@ impl Table {
             )
         })?;
         let find = |key: &str, wanted: &Option<String>| -> Result<Option<Column>, Status> {
+            // (multi-valued attributes are not columns of the table itself)
             let Some(wanted) = wanted else { return Ok(None) };
             columns.iter().find(|c| &c.name == wanted).cloned().map(Some).ok_or_else(|| {
                 error_status(
@@ -366,14 +396,44 @@ impl Table {
                 )
             })
         };
+        let watermark_query =
+            config.get("watermark_query").unwrap_or(dialect.default_watermark_query()).to_string();
         let watermark = find("watermark_column", &watermark_column)?.map(|column| Watermark {
             column,
-            query: config.get("watermark_query").unwrap_or(dialect.default_watermark_query()).to_string(),
+            query: watermark_query.clone(),
             touch: create,
         });
         let soft_delete = find("soft_delete_column", &soft_delete_column)?;
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let custom = Custom::load(config, dialect, &anchor.name, &names)?;
+        let changes = match change_table {
+            Some(table) => {
+                if install_triggers {
+                    let children: Vec<String> = multi_valued.iter().map(|a| child_table(&name, a)).collect();
+                    for statement in triggers(dialect, &name, &anchor_name, &children, &table) {
+                        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&pool).await.map_err(|e| {
+                            let e = db_error(e);
+                            error_status(e.kind, format!("install_change_triggers: {}", e.detail))
+                        })?;
+                    }
+                }
+                let found = Self::catalog(&pool, dialect, &table).await?;
+                let at = found.iter().find(|c| c.name == "changed_at").cloned();
+                match (found.iter().any(|c| c.name == "anchor"), at) {
+                    (true, Some(at)) => Some(Changes { table, at, owned: install_triggers }),
+                    _ => {
+                        return Err(error_status(
+                            ErrorKind::InvalidConfiguration,
+                            format!(
+                                "change_table {table:?} needs the columns anchor and changed_at \
+                                 (set install_change_triggers = true to create it with triggers)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
         for attribute in multi_valued {
             let child = child_table(&name, &attribute);
             let found = Self::catalog(&pool, dialect, &child).await?;
@@ -406,9 +466,11 @@ impl Table {
             columns,
             watermark,
             soft_delete,
+            watermark_query,
             writer: tokio::sync::Mutex::new(()),
             concurrent: dialect != Dialect::Sqlite,
             custom,
+            changes,
         })
     }
 
@@ -927,14 +989,18 @@ impl Table {
 
     /// Whether delta imports are possible (a watermark column is configured).
     pub fn has_watermark(&self) -> bool {
-        self.watermark.is_some()
+        self.watermark.is_some() || self.changes.is_some()
     }
 
     /// The mark a run starts from (the watermark query's answer, as text); `None` without a
     /// watermark column.
     pub async fn mark(&self) -> Result<Option<String>, Status> {
-        let Some(w) = &self.watermark else { return Ok(None) };
-        let sql = format!("SELECT {}", self.dialect.as_text(&format!("({})", w.query)));
+        let query = match (&self.watermark, &self.changes) {
+            (Some(w), _) => w.query.as_str(),
+            (None, Some(_)) => self.watermark_query.as_str(),
+            (None, None) => return Ok(None),
+        };
+        let sql = format!("SELECT {}", self.dialect.as_text(&format!("({query})")));
         let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&self.pool).await.map_err(|e| {
             let e = db_error(e);
             error_status(ErrorKind::InvalidConfiguration, format!("watermark_query failed: {}", e.detail))
@@ -968,6 +1034,9 @@ impl Table {
                 .map_err(|e| error_status(e.kind, e.detail))?;
             return Ok(Page { entries, last });
         }
+        if let (Some(since), Some(changes)) = (since, &self.changes) {
+            return self.changed_page(changes, after, since, size).await;
+        }
         let mut params = Params::new(self.dialect);
         let mut conditions = Vec::new();
         let deleted = self.soft_delete.as_ref().map(|c| self.q(&c.name));
@@ -991,12 +1060,7 @@ impl Table {
             };
             select.push_str(&format!(", {flag} AS ecma_deleted"));
         }
-        let limit = params.text(&size.to_string());
-        let limit = match self.dialect {
-            // LIMIT takes an integer parameter: cast the text one where the driver would not.
-            Dialect::Postgres => format!("CAST({limit} AS BIGINT)"),
-            _ => limit,
-        };
+        let limit = params.int(i64::from(size));
         let sql = format!(
             "SELECT {select} FROM {}{} ORDER BY {} LIMIT {limit}",
             self.q(&self.name),
@@ -1007,13 +1071,7 @@ impl Table {
             },
             self.q(&self.anchor.name),
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        let count = params.values.len();
-        for (i, value) in params.values.into_iter().enumerate() {
-            // The limit is bound as an integer (the last parameter).
-            query = if i + 1 == count { query.bind(i64::from(size)) } else { bind(query, value) };
-        }
-        let rows = query.fetch_all(&self.pool).await.map_err(db_status)?;
+        let rows = params.query(sql).fetch_all(&self.pool).await.map_err(db_status)?;
         let mut entries = self.entries(&rows).await?;
         if since.is_some() && deleted.is_some() {
             for ((flag, entry), row) in entries.iter_mut().zip(&rows) {
@@ -1025,6 +1083,85 @@ impl Table {
         }
         let last = rows.last().map(|row| row.try_get::<String, _>(0)).transpose().map_err(db_status)?;
         Ok(Page { entries, last })
+    }
+
+    /// A page of a delta read from the change table: the anchors changed since the mark, each
+    /// reported as its current row, or as deleted where the row is gone (or soft-deleted).
+    async fn changed_page(
+        &self,
+        changes: &Changes,
+        after: Option<&str>,
+        since: &str,
+        size: u32,
+    ) -> Result<Page, Status> {
+        if changes.owned && after.is_none() {
+            // What changed before this run's starting mark is never read again.
+            let mut params = Params::new(self.dialect);
+            let p = params.add(&changes.at, Some(Value::string(since.to_string())));
+            let sql = format!("DELETE FROM {} WHERE changed_at < {p}", self.q(&changes.table));
+            params.query(sql).execute(&self.pool).await.map_err(db_status)?;
+        }
+        let mut params = Params::new(self.dialect);
+        let p = params.add(&changes.at, Some(Value::string(since.to_string())));
+        let mut sql = format!(
+            "SELECT DISTINCT {} AS anchor FROM {} WHERE changed_at >= {p}",
+            self.dialect.as_text("anchor"),
+            self.q(&changes.table)
+        );
+        if let Some(after) = after {
+            sql.push_str(&format!(" AND {} > {}", self.dialect.as_text("anchor"), params.text(after)));
+        }
+        sql.push_str(&format!(" ORDER BY anchor LIMIT {}", params.int(i64::from(size))));
+        let anchors: Vec<String> = params
+            .query(sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_status)?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db_status)?;
+        let mut found = HashMap::new();
+        if !anchors.is_empty() {
+            let mut params = Params::new(self.dialect);
+            let keys: Vec<String> =
+                anchors.iter().map(|a| params.add(&self.anchor, Some(Value::string(a.clone())))).collect();
+            let mut sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({})",
+                self.select_list(),
+                self.q(&self.name),
+                self.q(&self.anchor.name),
+                keys.join(", ")
+            );
+            if let Some(live) = self.not_deleted() {
+                sql.push_str(&format!(" AND {live}"));
+            }
+            let rows = params.query(sql).fetch_all(&self.pool).await.map_err(db_status)?;
+            for (_, entry) in self.entries(&rows).await? {
+                let key = entry.anchors[0].value.as_ref().and_then(Value::as_text).unwrap_or_default();
+                found.insert(key, entry);
+            }
+        }
+        let entries = anchors
+            .iter()
+            .map(|anchor| match found.remove(anchor) {
+                Some(entry) => (false, entry),
+                None => (
+                    true,
+                    Entry {
+                        object_type: self.object_type.clone(),
+                        anchors: vec![Anchor {
+                            name: self.anchor.name.clone(),
+                            value: Some(Value::string(anchor.clone())),
+                        }],
+                        dn: String::new(),
+                        attributes: vec![],
+                        partition_id: PARTITION.to_string(),
+                    },
+                ),
+            })
+            .collect();
+        Ok(Page { entries, last: anchors.last().cloned() })
     }
 
     /// Entries of rows (with their multi-valued attributes, one query per attribute).
@@ -1109,6 +1246,86 @@ fn any_text<I: sqlx::ColumnIndex<AnyRow> + Copy + std::fmt::Debug>(
             )
         }),
     }
+}
+
+/// The statements that create a change table and the triggers that fill it: every insert,
+/// update and delete on `table` (and on its child tables, by owner) adds the anchor with the
+/// time. Re-running them is harmless.
+fn triggers(dialect: Dialect, table: &str, anchor: &str, children: &[String], changes: &str) -> Vec<String> {
+    let q = |n: &str| dialect.quote(n);
+    let key = dialect.ddl_type(AttributeType::String, true);
+    let mut out = Vec::new();
+    let (at_type, at_default) = match dialect {
+        Dialect::Postgres => ("TIMESTAMPTZ", "clock_timestamp()"),
+        Dialect::MySql => ("TIMESTAMP(6)", "CURRENT_TIMESTAMP(6)"),
+        Dialect::Sqlite | Dialect::Odbc => ("TEXT", "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"),
+    };
+    let index = format!("{changes}_at");
+    if dialect == Dialect::MySql {
+        // MySQL has no CREATE INDEX IF NOT EXISTS: the index is declared with the table.
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (anchor {key} NOT NULL, changed_at {at_type} NOT NULL DEFAULT {at_default}, \
+             INDEX {} (changed_at, anchor))",
+            q(changes),
+            q(&index)
+        ));
+    } else {
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (anchor {key} NOT NULL, changed_at {at_type} NOT NULL DEFAULT {at_default})",
+            q(changes)
+        ));
+        out.push(format!("CREATE INDEX IF NOT EXISTS {} ON {} (changed_at, anchor)", q(&index), q(changes)));
+    }
+    let sources: Vec<(&str, &str)> =
+        std::iter::once((table, anchor)).chain(children.iter().map(|c| (c.as_str(), "owner"))).collect();
+    for (source, column) in sources {
+        let name = format!("{source}_log_changes");
+        match dialect {
+            Dialect::Postgres => {
+                let (new, old) =
+                    (format!("CAST(NEW.{} AS TEXT)", q(column)), format!("CAST(OLD.{} AS TEXT)", q(column)));
+                out.push(format!(
+                    "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $body$ BEGIN \
+                     IF TG_OP <> 'INSERT' THEN INSERT INTO {c} (anchor) VALUES ({old}); END IF; \
+                     IF TG_OP <> 'DELETE' THEN INSERT INTO {c} (anchor) VALUES ({new}); END IF; \
+                     RETURN NULL; END $body$",
+                    f = q(&name),
+                    c = q(changes)
+                ));
+                out.push(format!("DROP TRIGGER IF EXISTS {} ON {}", q(&name), q(source)));
+                out.push(format!(
+                    "CREATE TRIGGER {t} AFTER INSERT OR UPDATE OR DELETE ON {s} FOR EACH ROW EXECUTE FUNCTION {t}()",
+                    t = q(&name),
+                    s = q(source)
+                ));
+            }
+            Dialect::MySql | Dialect::Sqlite | Dialect::Odbc => {
+                for (event, values) in [
+                    ("INSERT", format!("(NEW.{})", q(column))),
+                    ("UPDATE", format!("(NEW.{c}), (OLD.{c})", c = q(column))),
+                    ("DELETE", format!("(OLD.{})", q(column))),
+                ] {
+                    let trigger = format!("{name}_{}", &event[..3].to_ascii_lowercase());
+                    let insert = format!("INSERT INTO {} (anchor) VALUES {values}", q(changes));
+                    if dialect == Dialect::MySql {
+                        out.push(format!("DROP TRIGGER IF EXISTS {}", q(&trigger)));
+                        out.push(format!(
+                            "CREATE TRIGGER {} AFTER {event} ON {} FOR EACH ROW {insert}",
+                            q(&trigger),
+                            q(source)
+                        ));
+                    } else {
+                        out.push(format!(
+                            "CREATE TRIGGER IF NOT EXISTS {} AFTER {event} ON {} BEGIN {insert}; END",
+                            q(&trigger),
+                            q(source)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The schema type of a table: the anchor (import only), then every column.

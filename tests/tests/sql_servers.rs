@@ -504,3 +504,95 @@ active = "active"
     assert_eq!(s.scim("DELETE", &format!("/scim/odbc/Users/{id}"), None).status, 204);
     assert!(row("bobby").is_none());
 }
+
+/// The example with the users' deltas read from a change table that the connector's triggers
+/// fill (instead of the watermark column): another writer's insert, update and hard delete all
+/// reach SCIM, without that writer doing anything special.
+fn with_change_triggers(example: &str) -> String {
+    example.replace(
+        "watermark_column = \"updated_at\"\nsoft_delete_column = \"deleted\"",
+        "change_table = \"users_changes\"\ninstall_change_triggers = true",
+    )
+}
+
+fn change_table_deltas(s: &Supervisor, exec: &dyn Fn(&str, &[&str]), p: &dyn Fn(usize) -> String) {
+    for connector in ["sql-users", "sql-groups"] {
+        s.wait_connector(connector, Duration::from_secs(20), |c| !c["last_import"].is_null());
+    }
+    let find = |name: &str| {
+        let r = s.scim("GET", &format!("/scim/sql/Users?filter=userName+eq+%22{name}%22"), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    exec(
+        &format!(
+            "INSERT INTO users (id, user_name, display_name, active) VALUES ({}, {}, {}, TRUE)",
+            p(1),
+            p(2),
+            p(3)
+        ),
+        &["gina-1", "gina", "Gina Outside"],
+    );
+    let report = import(s, "sql-users", "delta");
+    assert_eq!(
+        (report["import_type"].as_str(), report["added"].as_u64()),
+        (Some("delta"), Some(1)),
+        "{report}"
+    );
+    let id = find("gina")["Resources"][0]["id"].as_str().expect("gina imported").to_string();
+
+    exec(
+        &format!("UPDATE users SET display_name = {} WHERE id = {}", p(1), p(2)),
+        &["Gina Renamed", "gina-1"],
+    );
+    let report = import(s, "sql-users", "delta");
+    assert_eq!(report["updated"], 1, "{report}");
+    assert_eq!(s.scim("GET", &format!("/scim/sql/Users/{id}"), None).json()["displayName"], "Gina Renamed");
+
+    exec(&format!("DELETE FROM users WHERE id = {}", p(1)), &["gina-1"]);
+    let report = import(s, "sql-users", "delta");
+    assert_eq!(report["deleted"], 1, "a hard delete is seen: {report}");
+    assert_eq!(s.scim("GET", &format!("/scim/sql/Users/{id}"), None).status, 404);
+}
+
+#[test]
+fn postgres_change_table_triggers() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let dir = TempDir::new("sql-changes");
+    let s = Supervisor::spawn_with_env(
+        &with_change_triggers(&Db::Postgres.example()),
+        dir.path(),
+        &[("DATABASE_URL", &url)],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    change_table_deltas(&s, &|sql, binds| execute(&url, sql, binds), &|n| Db::Postgres.p(n));
+}
+
+#[test]
+fn mariadb_change_table_triggers() {
+    let my = MariaDb::start();
+    let url = my.database();
+    let dir = TempDir::new("sql-changes");
+    let s = Supervisor::spawn_with_env(
+        &with_change_triggers(&Db::MariaDb.example()),
+        dir.path(),
+        &[("DATABASE_URL", &url)],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    change_table_deltas(&s, &|sql, binds| execute(&url, sql, binds), &|n| Db::MariaDb.p(n));
+}
+
+#[test]
+fn sqlite_change_table_triggers() {
+    let dir = TempDir::new("sql-changes-sqlite");
+    let db = dir.path().join("target.db");
+    let url = format!("sqlite://{}", db.display());
+    let s = Supervisor::spawn_with_env(
+        &with_change_triggers(&Db::Postgres.example()),
+        dir.path(),
+        &[("DATABASE_URL", &url)],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    change_table_deltas(&s, &|sql, binds| execute(&url, sql, binds), &|n| format!("?{n}"));
+}
