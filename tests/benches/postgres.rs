@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench postgres`
 //! (`CREATES=2000` rows per round). PostgreSQL is a throwaway cluster with fsync and
-//! synchronous_commit off, so the figures measure code rather than the disk.
+//! synchronous_commit off, so the figures measure code rather than the disk; `DURABLE=1` turns
+//! them on, as in a database in service.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -86,7 +87,9 @@ fn cpu(s: &Supervisor) -> (f64, f64) {
 
 fn main() {
     let creates: usize = std::env::var("CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let pg = Postgres::start();
+    // DURABLE=1: PostgreSQL syncs every commit (its default), to see the figure a real database gives.
+    let durable = std::env::var("DURABLE").is_ok_and(|v| v == "1");
+    let pg = Postgres::start_with(durable);
     let url = pg.database();
     let dir = TempDir::new("bench-postgres");
     let config = std::fs::read_to_string(workspace().join("deploy/examples/postgres.toml")).unwrap().replace(

@@ -133,17 +133,25 @@ fn wait_until_answers(url: &str, server: &mut Child, log: &Path, timeout: Durati
     }
 }
 
-/// A throwaway PostgreSQL cluster (fsync off: the tests measure our code, not the disk).
+/// A throwaway PostgreSQL cluster (fsync off unless asked: the tests measure our code, not the
+/// disk).
 pub struct Postgres {
     dir: TempDir,
     bin: PathBuf,
     port: u16,
+    durable: bool,
     server: Option<Child>,
     databases: std::sync::atomic::AtomicU32,
 }
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// `durable`: fsync and synchronous commit on (PostgreSQL's defaults), as a database in
+    /// service runs; off otherwise.
+    pub fn start_with(durable: bool) -> Self {
         let dir = TempDir::new("postgres");
         let bin = postgres_bin();
         give_to("postgres", dir.path());
@@ -159,7 +167,7 @@ impl Postgres {
         ]);
         run(initdb, "initdb");
         let port = free_addr().port();
-        let mut pg = Self { dir, bin, port, server: None, databases: Default::default() };
+        let mut pg = Self { dir, bin, port, durable, server: None, databases: Default::default() };
         pg.launch();
         pg
     }
@@ -172,8 +180,11 @@ impl Postgres {
             .arg(self.dir.path().join("data"))
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(self.dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]);
+        if !self.durable {
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(std::fs::File::options().append(true).open(&log).expect("log"));
