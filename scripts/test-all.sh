@@ -7,9 +7,10 @@
 # SQLite, which sqlx builds from source; OpenLDAP's slapd and ldap-utils, PostgreSQL and
 # MariaDB, which the tests start as throwaway servers of their own on free loopback ports, with
 # data directories under the temp directory; unixODBC and PostgreSQL's ODBC driver for
-# connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`). As
-# another user, it says which ones are missing. No system server is started or used (where
-# installing a package starts one, as with systemd, it is left alone).
+# connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`; Python 3
+# for connector-shell's example scripts). As another user, it says which ones are missing. No
+# system server is started or used (where installing a package starts one, as with systemd, it
+# is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
 # the binaries that the end-to-end tests run, and runs every test.
 set -euo pipefail
@@ -27,6 +28,8 @@ command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 
 # connector-sql's ODBC path: the driver manager to build against, and PostgreSQL's ODBC driver.
 dpkg -s unixodbc-dev >/dev/null 2>&1 || need+=(unixodbc-dev)
 dpkg -s odbc-postgresql >/dev/null 2>&1 || need+=(odbc-postgresql)
+# connector-shell's examples and tests are Python scripts.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"

@@ -119,7 +119,19 @@ impl Backend {
             #[cfg(feature = "odbc")]
             Self::Odbc(t) => {
                 let (t, changes) = (t.clone(), changes.to_vec());
-                blocking(move || t.export(&changes)).await
+                let results = blocking(move || t.export(&changes)).await?;
+                // Each entry is its own autocommitted statement: one cut off by a broken
+                // connection may or may not be done. The whole call is then "outcome unknown"
+                // (UNAVAILABLE without an error kind), which the supervisor settles by lookups.
+                if let Some(Err(e)) =
+                    results.iter().find(|r| matches!(r, Err(e) if e.kind == ErrorKind::ConnectionFailed))
+                {
+                    return Err(Status::unavailable(format!(
+                        "the database connection broke; outcome unknown: {}",
+                        e.detail
+                    )));
+                }
+                Ok(results)
             }
         }
     }

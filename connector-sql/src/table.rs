@@ -167,6 +167,22 @@ fn db_error(error: sqlx::Error) -> EntryError {
     }
 }
 
+/// A failed COMMIT. When the connection broke, whether the database committed is unknown: the
+/// call fails without an error kind (gRPC UNAVAILABLE), which the supervisor takes as "outcome
+/// unknown" and settles by looking the objects up, instead of as a failure that wrote nothing
+/// (which a retry would turn into a duplicate).
+pub(crate) fn commit_failed(error: sqlx::Error) -> Status {
+    let e = db_error(error);
+    if e.kind == ErrorKind::ConnectionFailed {
+        Status::unavailable(format!(
+            "the connection broke during COMMIT; its outcome is unknown: {}",
+            e.detail
+        ))
+    } else {
+        error_status(e.kind, e.detail)
+    }
+}
+
 /// A whole-call failure from a database error.
 pub fn db_status(error: sqlx::Error) -> Status {
     let e = db_error(error);
@@ -540,8 +556,8 @@ impl Table {
         }
         if single && results[0].is_err() {
             tx.rollback().await.map_err(db_status)?;
-        } else {
-            tx.commit().await.map_err(db_status)?;
+        } else if let Err(e) = tx.commit().await {
+            return Err(commit_failed(e));
         }
         Ok(results)
     }

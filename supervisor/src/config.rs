@@ -15,6 +15,10 @@ use serde::Deserialize;
 /// Built-in variable for `${data_dir}`: the supervisor's data directory.
 pub const DATA_DIR_VARIABLE: &str = "data_dir";
 
+/// Built-in variable for `${config_dir}`: the directory of the configuration file (for scripts
+/// and certificates kept beside it).
+pub const CONFIG_DIR_VARIABLE: &str = "config_dir";
+
 /// A configuration problem: the key path, what is wrong, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -447,14 +451,25 @@ mod duration {
 }
 
 impl Config {
-    /// Reads, substitutes and checks `file`. `data_dir` is the value for `${data_dir}`.
+    /// Reads, substitutes and checks `file`. `data_dir` is the value for `${data_dir}`; the
+    /// file's own directory that for `${config_dir}`.
     pub fn load(file: &Path, data_dir: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             problems: vec![Problem { key: String::new(), message: format!("cannot read the file: {e}") }],
         })?;
-        Self::parse(&text, data_dir, &|name| std::env::var(name).ok())
-            .map_err(|problems| ConfigError { file: file.to_path_buf(), problems })
+        let config_dir = std::path::absolute(file)
+            .ok()
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, data_dir, &|name| {
+            if name == CONFIG_DIR_VARIABLE {
+                Some(config_dir.display().to_string())
+            } else {
+                std::env::var(name).ok()
+            }
+        })
+        .map_err(|problems| ConfigError { file: file.to_path_buf(), problems })
     }
 
     /// Parses configuration text; `env` resolves `${VAR}`.

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Created, Supervisor, TempDir, create_retrying, faulty_config, is_alive, request, signal, sqlite_rows,
-    user_body,
+    Created, Supervisor, TempDir, create_retrying, faulty_config, is_alive, quickstart_config, request,
+    signal, sqlite_rows, user_body,
 };
 use nix::sys::signal::Signal;
 
@@ -383,32 +383,21 @@ fn secret_parameters_are_never_logged() {
 
 #[test]
 fn connectors_that_cannot_export_are_refused_for_an_app() {
-    // connector-shell is a first slice: it answers the protocol (Hello, parameters, schema) but
-    // does not export yet, and says so in its capabilities.
+    // An import-only connector (it says so in its capabilities) cannot serve an app's writes.
     let dir = TempDir::new("no-export");
-    let config = r#"
-        [server]
-        plain_http = true
-
-        [apps.shell]
-        users = "shell-users"
-        token_env = "SCIM_TOKEN"
-
-        [connectors.shell-users]
-        executable = "connector-shell"
-        object_type = "user"
-        partition = "default"
-        parameters = { export_script = "/bin/true" }
-        attributes = { login = "userName" }
-    "#;
-    let s = Supervisor::spawn(config, dir.path());
+    let config = quickstart_config().replacen(
+        "executable = \"connector-sql\"",
+        "executable = \"connector-faulty\"\nenv = { FAULT = \"no-export\" }",
+        1,
+    );
+    let s = Supervisor::spawn(&config, dir.path());
     s.wait_admin_up();
-    let c = s.wait_connector("shell-users", Duration::from_secs(20), |c| c["state"] != "starting");
+    let c = s.wait_connector("demo-users", Duration::from_secs(20), |c| c["state"] != "starting");
     assert_eq!(c["state"], "failed_config", "{c}");
     assert!(c["reason"].as_str().unwrap().contains("does not support export"), "{c}");
     assert_eq!(c["protocol_version"], 1, "it answered Hello: {c}");
-    assert!(c["connector_version"].as_str().unwrap().starts_with("connector-shell"), "{c}");
-    assert_eq!(s.scim("POST", "/scim/shell/Users", Some(&user_body("x"))).status, 503);
+    assert!(c["connector_version"].as_str().unwrap().starts_with("connector-sql"), "{c}");
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("x"))).status, 503);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! | `wrong-protocol` | answers Hello with protocol version 999 |
 //! | `exit-config` | exits 78 (EX_CONFIG) before serving |
 //! | `flap` | serves, then exits 1 after `FAULT_FLAP_MS` milliseconds (default 300) |
+//! | `no-export` | says in Hello that it cannot export (an import-only connector) |
 //! | `none` | no fault (for the delta import below) |
 //!
 //! With `FAULT_FILE` set, the fault is active only while that file exists; the faults inside a
@@ -42,6 +43,7 @@ enum Fault {
     WrongProtocol,
     ExitConfig,
     Flap,
+    NoExport,
 }
 
 impl Fault {
@@ -54,6 +56,7 @@ impl Fault {
             "wrong-protocol" => Fault::WrongProtocol,
             "exit-config" => Fault::ExitConfig,
             "flap" => Fault::Flap,
+            "no-export" => Fault::NoExport,
             "none" => return None,
             other => panic!("unknown FAULT {other:?}"),
         };
@@ -147,6 +150,11 @@ impl Connector for Faulty {
         let mut response = self.inner.hello(request).await?;
         if self.fault == Some(Fault::WrongProtocol) && armed() {
             response.get_mut().protocol_version = 999;
+        }
+        if self.fault == Some(Fault::NoExport)
+            && let Some(capabilities) = response.get_mut().capabilities.as_mut()
+        {
+            capabilities.supports_export = false;
         }
         if delta_file().is_some()
             && let Some(capabilities) = response.get_mut().capabilities.as_mut()

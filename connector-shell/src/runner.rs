@@ -1,0 +1,177 @@
+//! Runs one script: its executable with the configured arguments (never through a shell), one
+//! JSON document on stdin, JSON lines read from stdout as they come, stderr forwarded to the log
+//! line by line, a timeout that kills the script's whole process group.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use ecma_proto::v1::ErrorKind;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// How to run one script.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    /// The operation it serves (`export`, `import`, ...), for messages and the log.
+    pub operation: String,
+    pub path: PathBuf,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+    pub working_dir: Option<PathBuf>,
+    /// Added to the environment (which is the connector's, less its own contract variables).
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a script run failed as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ScriptError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// The error kind an exit code stands for (sysexits.h, as documented in docs/shell-connector.md).
+pub fn exit_kind(code: Option<i32>) -> ErrorKind {
+    match code {
+        Some(69) => ErrorKind::ConnectionFailed,     // EX_UNAVAILABLE
+        Some(75) => ErrorKind::Retryable,            // EX_TEMPFAIL
+        Some(77) => ErrorKind::PermissionDenied,     // EX_NOPERM
+        Some(78) => ErrorKind::InvalidConfiguration, // EX_CONFIG
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// How many of the last stderr lines a failure message quotes.
+const STDERR_TAIL: usize = 5;
+
+/// Runs `script` with `input` on stdin. Each stdout line (1-based number, text without the line
+/// end) goes to `on_line` as it arrives; an `Err` from it stops the script. Returns once the
+/// script has exited 0; a non-zero exit, a signal or the timeout is an error that quotes the
+/// last stderr lines.
+pub async fn run(
+    script: &Script,
+    input: &serde_json::Value,
+    mut on_line: impl FnMut(usize, &str) -> Result<(), ScriptError>,
+) -> Result<(), ScriptError> {
+    let mut command = tokio::process::Command::new(&script.path);
+    command
+        .args(&script.args)
+        .env_clear()
+        // The connector's environment, less what the supervisor told the connector alone (its
+        // socket, its per-spawn token).
+        .envs(std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with("ECMA_")))
+        .envs(script.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that a timeout kills what it started too.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &script.working_dir {
+        command.current_dir(dir);
+    }
+    let what = format!("{} script {}", script.operation, script.path.display());
+    let mut child = command.spawn().map_err(|e| {
+        ScriptError::new(ErrorKind::InvalidConfiguration, format!("cannot start the {what}: {e}"))
+    })?;
+    let pid = child.id();
+
+    // stdin from a task of its own: a script that writes before it has read everything must
+    // not deadlock against us.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut document = serde_json::to_vec(input).expect("JSON");
+    document.push(b'\n');
+    let writer = tokio::spawn(async move {
+        // A script that exits without reading its input is its own business (EPIPE ignored).
+        let _ = stdin.write_all(&document).await;
+        let _ = stdin.shutdown().await;
+    });
+
+    let stderr = child.stderr.take().expect("piped stderr");
+    let operation = script.operation.clone();
+    let forwarder = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut tail = std::collections::VecDeque::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(script = %operation, "{line}");
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        tail.into_iter().collect::<Vec<_>>()
+    });
+
+    let stdout = child.stdout.take().expect("piped stdout");
+    let work = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut number = 0;
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    number += 1;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    on_line(number, &line)?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ScriptError::new(
+                        ErrorKind::Internal,
+                        format!("the {what} wrote something unreadable on stdout (line {}): {e}", number + 1),
+                    ));
+                }
+            }
+        }
+        child
+            .wait()
+            .await
+            .map_err(|e| ScriptError::new(ErrorKind::Internal, format!("waiting for the {what}: {e}")))
+    };
+    let outcome = tokio::time::timeout(script.timeout, work).await;
+    let status = match outcome {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ScriptError::new(
+            ErrorKind::Timeout,
+            format!(
+                "the {what} did not finish within {:?}; it was killed with its process group",
+                script.timeout
+            ),
+        )),
+    };
+    if status.is_err() {
+        kill_group(pid);
+        let _ = child.wait().await;
+    }
+    writer.abort();
+    let tail = forwarder.await.unwrap_or_default();
+    let status = status?;
+    if status.success() {
+        return Ok(());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".to_string(),
+    };
+    let said = if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) };
+    Err(ScriptError::new(exit_kind(status.code()), format!("the {what} {how}{said}")))
+}
+
+/// Kills a script's process group (the script and whatever it started).
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The connector's parameters: the script of each operation (with its arguments and timeout),
+//! the values and secrets handed to scripts, and the schema when no schema script gives it.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ecma_connector_sdk::{ConfigExt, error_status, parameter};
+use ecma_proto::v1::{
+    self, AttributeType, ConfigParameterDefinition, ConfigParameterType as T, ConfigParameters, ErrorKind,
+};
+use serde_json::{Map, Value as Json};
+use tonic::Status;
+
+use crate::runner::Script;
+
+/// The operations a script can serve, with their default timeouts.
+pub const OPERATIONS: [(&str, &str, u64); 5] = [
+    ("schema", "Prints the object type and its attributes (default: the `attributes` parameter)", 30),
+    ("validate", "Checks that the target is reachable and the settings work", 30),
+    ("import", "Prints one page of objects (full or delta) and whether more remain", 300),
+    ("export", "Applies a batch of entry changes, printing one result per entry", 60),
+    ("password", "Sets or changes a password (the password arrives on stdin only)", 30),
+];
+
+/// The parameters this connector declares.
+pub fn definitions() -> Vec<ConfigParameterDefinition> {
+    let mut out = Vec::new();
+    for (op, help, timeout) in OPERATIONS {
+        out.push(parameter(&format!("{op}_script"), T::File, op == "export", false, "", help));
+        out.push(parameter(
+            &format!("{op}_args"),
+            T::Text,
+            false,
+            false,
+            "[]",
+            "Its arguments, a JSON array of strings (passed as they are: no shell)",
+        ));
+        out.push(parameter(
+            &format!("{op}_timeout"),
+            T::String,
+            false,
+            false,
+            &format!("{timeout}s"),
+            "Its timeout",
+        ));
+    }
+    out.extend([
+        parameter("working_dir", T::String, false, false, "", "Working directory of every script"),
+        parameter("environment", T::Text, false, false, "{}", "Extra environment variables, a JSON object"),
+        parameter("parameters", T::Text, false, false, "{}", "Values handed to every script, a JSON object"),
+        parameter(
+            "secrets",
+            T::EncryptedString,
+            false,
+            true,
+            "",
+            "Secrets handed to scripts on stdin only: a JSON object, or one string (as \"secret\")",
+        ),
+        parameter("object_type", T::String, false, false, "user", "Object type name (without a schema script)"),
+        parameter(
+            "attributes",
+            T::Text,
+            false,
+            false,
+            "",
+            "Without a schema script: comma-separated `name[:string|integer|boolean|binary|reference][*]` (* = multi-valued)",
+        ),
+        parameter("anchor_attribute", T::String, false, false, "id", "The attribute that identifies an object"),
+        parameter("partition", T::String, false, false, "default", "The one partition's name"),
+    ]);
+    out
+}
+
+/// Settings read from one configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub scripts: BTreeMap<String, Script>,
+    pub parameters: Json,
+    pub secrets: Json,
+    pub object_type: String,
+    pub anchor: String,
+    /// From the `attributes` parameter (the schema script's answer replaces it).
+    pub attributes: Vec<Attribute>,
+    pub partition: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribute {
+    pub name: String,
+    pub kind: AttributeType,
+    pub multi: bool,
+}
+
+fn invalid(message: String) -> Status {
+    error_status(ErrorKind::InvalidConfiguration, message)
+}
+
+fn json_parameter(config: &Option<ConfigParameters>, key: &str, default: &str) -> Result<Json, Status> {
+    let text = config.get(key).unwrap_or(default);
+    serde_json::from_str(text).map_err(|e| invalid(format!("{key} is not valid JSON ({e})")))
+}
+
+/// Why `path` cannot be run, if it cannot.
+pub fn not_executable(path: &std::path::Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(e) => Some(format!("{}: {e}", path.display())),
+        Ok(m) if !m.is_file() => Some(format!("{} is not a file", path.display())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{} is not executable (chmod +x)", path.display()))
+        }
+        Ok(_) => None,
+    }
+}
+
+impl Settings {
+    pub fn read(config: &Option<ConfigParameters>) -> Result<Self, Status> {
+        let working_dir = config.get("working_dir").map(PathBuf::from);
+        let env = match json_parameter(config, "environment", "{}")? {
+            Json::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Json::String(s) => Ok((k, s)),
+                    other => Ok((k, other.to_string())),
+                })
+                .collect::<Result<Vec<_>, Status>>()?,
+            _ => return Err(invalid("environment must be a JSON object".into())),
+        };
+        let mut scripts = BTreeMap::new();
+        for (op, _, default_timeout) in OPERATIONS {
+            let Some(path) = config.get(&format!("{op}_script")) else { continue };
+            let args_key = format!("{op}_args");
+            let args = match json_parameter(config, &args_key, "[]")? {
+                Json::Array(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        Json::String(s) => Ok(s),
+                        other => Err(invalid(format!("{args_key}: {other} is not a string"))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => return Err(invalid(format!("{args_key} must be a JSON array of strings"))),
+            };
+            let timeout_key = format!("{op}_timeout");
+            let timeout = match config.get(&timeout_key) {
+                Some(text) => humantime::parse_duration(text).map_err(|e| {
+                    invalid(format!("{timeout_key} {text:?} is not a duration like 30s ({e})"))
+                })?,
+                None => Duration::from_secs(default_timeout),
+            };
+            let mut path = PathBuf::from(path);
+            if path.is_relative()
+                && let Some(dir) = &working_dir
+            {
+                path = dir.join(path);
+            }
+            scripts.insert(
+                op.to_string(),
+                Script {
+                    operation: op.to_string(),
+                    path,
+                    args,
+                    timeout,
+                    working_dir: working_dir.clone(),
+                    env: env.clone(),
+                },
+            );
+        }
+        if !scripts.contains_key("export") {
+            return Err(invalid("export_script is required".into()));
+        }
+        let secrets = match config.get("secrets") {
+            None => Json::Object(Map::new()),
+            Some(text) => match serde_json::from_str::<Json>(text) {
+                Ok(Json::Object(map)) => Json::Object(map),
+                _ => serde_json::json!({ "secret": text }),
+            },
+        };
+        let mut attributes = Vec::new();
+        for spec in config.get("attributes").unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty())
+        {
+            let (spec, multi) = match spec.strip_suffix('*') {
+                Some(s) => (s, true),
+                None => (spec, false),
+            };
+            let (name, kind) = match spec.split_once(':') {
+                Some((name, kind)) => (name.trim(), kind.trim()),
+                None => (spec, "string"),
+            };
+            let kind = match kind {
+                "string" => AttributeType::String,
+                "integer" => AttributeType::Integer,
+                "boolean" => AttributeType::Boolean,
+                "binary" => AttributeType::Binary,
+                "reference" => AttributeType::Reference,
+                other => {
+                    return Err(invalid(format!(
+                        "attributes: {other:?} (of {name:?}) is not string, integer, boolean, binary or reference"
+                    )));
+                }
+            };
+            attributes.push(Attribute { name: name.to_string(), kind, multi });
+        }
+        Ok(Self {
+            scripts,
+            parameters: json_parameter(config, "parameters", "{}")?,
+            secrets,
+            object_type: config.get("object_type").unwrap_or("user").to_string(),
+            anchor: config.get("anchor_attribute").unwrap_or("id").to_string(),
+            attributes,
+            partition: config.get("partition").unwrap_or("default").to_string(),
+        })
+    }
+
+    /// Problems with the scripts themselves (missing, not executable).
+    pub fn problems(&self) -> Vec<v1::ConfigProblem> {
+        self.scripts
+            .values()
+            .filter_map(|s| {
+                not_executable(&s.path).map(|message| v1::ConfigProblem {
+                    parameter: format!("{}_script", s.operation),
+                    message,
+                    kind: ErrorKind::InvalidConfiguration as i32,
+                })
+            })
+            .collect()
+    }
+
+    /// The JSON every script reads first.
+    pub fn envelope(&self, operation: &str) -> Map<String, Json> {
+        let mut m = Map::new();
+        m.insert("protocol".into(), Json::from(crate::protocol::PROTOCOL));
+        m.insert("operation".into(), Json::from(operation));
+        m.insert("object_type".into(), Json::from(self.object_type.clone()));
+        m.insert("partition".into(), Json::from(self.partition.clone()));
+        m.insert("anchor_attribute".into(), Json::from(self.anchor.clone()));
+        m.insert("parameters".into(), self.parameters.clone());
+        m.insert("secrets".into(), self.secrets.clone());
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Option<ConfigParameters> {
+        Some(ConfigParameters { values: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() })
+    }
+
+    #[test]
+    fn scripts_must_be_executable_files() {
+        let dir = std::env::temp_dir().join(format!("shell-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("export.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(not_executable(&script).unwrap().contains("not executable"));
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(not_executable(&script), None);
+        assert!(not_executable(&dir).unwrap().contains("not a file"));
+        assert!(not_executable(std::path::Path::new("/no/such/script")).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn settings_are_read_with_their_defaults_and_checked() {
+        let s = Settings::read(&config(&[
+            ("export_script", "export.py"),
+            ("export_args", r#"["--mode", "a b"]"#),
+            ("export_timeout", "2s"),
+            ("working_dir", "/srv/scripts"),
+            ("secrets", "plain-secret"),
+            ("attributes", "userName, active:boolean, groups*"),
+        ]))
+        .unwrap();
+        let export = &s.scripts["export"];
+        assert_eq!(export.path, PathBuf::from("/srv/scripts/export.py"));
+        assert_eq!(export.args, ["--mode", "a b"]);
+        assert_eq!(export.timeout, Duration::from_secs(2));
+        assert_eq!(s.secrets, serde_json::json!({"secret": "plain-secret"}));
+        assert_eq!(
+            s.attributes.iter().map(|a| (a.name.as_str(), a.kind, a.multi)).collect::<Vec<_>>(),
+            [
+                ("userName", AttributeType::String, false),
+                ("active", AttributeType::Boolean, false),
+                ("groups", AttributeType::String, true)
+            ]
+        );
+        let e = |pairs: &[(&str, &str)]| Settings::read(&config(pairs)).unwrap_err().message().to_string();
+        assert!(e(&[]).contains("export_script is required"));
+        assert!(
+            e(&[("export_script", "x"), ("export_args", "--mode")]).contains("export_args is not valid JSON")
+        );
+        assert!(e(&[("export_script", "x"), ("export_timeout", "soon")]).contains("export_timeout"));
+        assert!(e(&[("export_script", "x"), ("attributes", "a:date")]).contains("\"date\""));
+    }
+}

@@ -1,0 +1,383 @@
+//! connector-shell through the supervisor's SCIM front: the two shipped examples (a CSV file,
+//! and a JSON-over-HTTP service that the test starts), scripts that hang, crash, print garbage
+//! or leave entries without a result, and user names full of shell metacharacters.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{Supervisor, TempDir, free_addr, is_alive, request, workspace};
+use serde_json::{Value, json};
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// A shipped example, with `${config_dir}` as the supervisor would resolve it for the file.
+fn example(name: &str) -> String {
+    let dir = workspace().join("deploy/examples/shell");
+    std::fs::read_to_string(dir.join(name))
+        .expect("read example")
+        .replace("${config_dir}", dir.to_str().unwrap())
+}
+
+fn user(name: &str, display: &str) -> Value {
+    json!({"schemas": [USER], "userName": name, "displayName": display, "active": true,
+           "name": {"givenName": "Given", "familyName": "Family"},
+           "emails": [{"type": "work", "value": "someone@example.com", "primary": true}]})
+}
+
+/// The CSV file's rows, read by Python's csv module (as any CSV reader would read them).
+fn csv_rows(path: &Path) -> Vec<Value> {
+    if !path.exists() {
+        return vec![];
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 (Debian package python3)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON rows")
+}
+
+/// Rewrites the CSV file as another program would: `edit` gets the rows.
+fn edit_csv(path: &Path, edit: impl FnOnce(&mut Vec<Value>)) {
+    let mut rows = csv_rows(path);
+    edit(&mut rows);
+    let script = "import csv, json, sys\nrows = json.load(sys.stdin)\n\
+                  w = csv.DictWriter(open(sys.argv[1], 'w', newline=''), fieldnames=['id', 'userName', 'displayName', 'givenName', 'familyName', 'email', 'active'])\n\
+                  w.writeheader(); w.writerows(rows)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(serde_json::to_string(&rows).unwrap().as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn import(s: &Supervisor, connector: &str, kind: &str) -> Value {
+    let r =
+        request(s.admin, "POST", &format!("/admin/connectors/{connector}/import?type={kind}"), None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn find(s: &Supervisor, app: &str, name: &str) -> Value {
+    let r = s.scim("GET", &format!("/scim/{app}/Users?filter=userName+eq+%22{name}%22"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn csv_example_provisions_and_delta_imports_by_file_modification() {
+    let dir = TempDir::new("shell-csv");
+    let csv = dir.path().join("users.csv");
+    let s =
+        Supervisor::spawn_with_env(&example("csv.toml"), dir.path(), &[("CSV_PATH", csv.to_str().unwrap())]);
+    s.wait_ready(Duration::from_secs(30));
+
+    let r = s.scim("POST", "/scim/csv/Users", Some(&user("alice", "Alice").to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let alice = r.json()["id"].as_str().unwrap().to_string();
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["userName"].as_str(), rows[0]["active"].as_str()), (Some("alice"), Some("true")));
+    let alice_anchor = rows[0]["id"].as_str().unwrap().to_string();
+
+    let r = s.scim(
+        "PATCH",
+        &format!("/scim/csv/Users/{alice}"),
+        Some(
+            &json!({"schemas": [PATCH], "Operations": [
+            {"op": "Replace", "path": "displayName", "value": "Alice L."},
+            {"op": "Replace", "path": "active", "value": "False"}]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows = csv_rows(&csv);
+    assert_eq!(
+        (rows[0]["displayName"].as_str(), rows[0]["active"].as_str()),
+        (Some("Alice L."), Some("false"))
+    );
+    let r = s.scim("POST", "/scim/csv/Users", Some(&user("bob", "Bob").to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bob = r.json()["id"].as_str().unwrap().to_string();
+
+    // The file changed by another program: one row added, one changed, one removed. A delta
+    // import (the file's modification is its watermark) brings all three in.
+    import(&s, "csv-users", "full");
+    edit_csv(&csv, |rows| {
+        rows.retain(|r| r["userName"] != "bob");
+        rows[0]["displayName"] = json!("Alice Edited");
+        rows.push(json!({"id": "carol-1", "userName": "carol", "displayName": "Carol", "givenName": "",
+                         "familyName": "", "email": "", "active": "true"}));
+    });
+    let report = import(&s, "csv-users", "delta");
+    assert_eq!(report["import_type"], "delta", "{report}");
+    assert_eq!(
+        (report["added"].as_u64(), report["updated"].as_u64(), report["deleted"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(find(&s, "csv", "carol")["totalResults"], 1);
+    assert_eq!(s.scim("GET", &format!("/scim/csv/Users/{bob}"), None).status, 404);
+    assert_eq!(
+        s.scim("GET", &format!("/scim/csv/Users/{alice}"), None).json()["displayName"],
+        "Alice Edited"
+    );
+    // Nothing changed since: the next delta reads nothing.
+    let report = import(&s, "csv-users", "delta");
+    assert_eq!(
+        (report["added"].as_u64(), report["updated"].as_u64(), report["deleted"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{report}"
+    );
+
+    assert_eq!(s.scim("DELETE", &format!("/scim/csv/Users/{alice}"), None).status, 204);
+    let rows = csv_rows(&csv);
+    assert!(rows.iter().all(|r| r["id"] != alice_anchor.as_str()), "{rows:?}");
+    assert_eq!(rows.len(), 1, "carol stays: {rows:?}");
+}
+
+#[test]
+fn user_names_full_of_shell_metacharacters_arrive_byte_for_byte_and_run_nothing() {
+    let dir = TempDir::new("shell-injection");
+    let csv = dir.path().join("users.csv");
+    let canary = dir.path().join("pwned");
+    let s =
+        Supervisor::spawn_with_env(&example("csv.toml"), dir.path(), &[("CSV_PATH", csv.to_str().unwrap())]);
+    s.wait_ready(Duration::from_secs(30));
+    let nasty = [
+        format!("a$(touch {})b", canary.display()),
+        format!("`touch {}`", canary.display()),
+        format!("x'; touch {}; echo '\"y", canary.display()),
+        format!("line one\nline two; touch {} #", canary.display()),
+        "tab\there | cat /etc/passwd > /dev/null & ${HOME} %s %n \\".to_string(),
+    ];
+    for name in &nasty {
+        let r = s.scim("POST", "/scim/csv/Users", Some(&user(name, name).to_string()));
+        assert_eq!(r.status, 201, "{name:?}: {}", r.body);
+    }
+    let rows = csv_rows(&csv);
+    let mut stored: Vec<&str> = rows.iter().map(|r| r["userName"].as_str().unwrap()).collect();
+    let mut sent: Vec<&str> = nasty.iter().map(String::as_str).collect();
+    stored.sort();
+    sent.sort();
+    assert_eq!(stored, sent, "every name is in the file exactly as sent");
+    assert!(rows.iter().all(|r| r["userName"] == r["displayName"]));
+    assert!(!canary.exists(), "nothing ran");
+}
+
+/// The JSON-over-HTTP service of the Python example, started here.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Service {
+    fn start(token: &str) -> Self {
+        let addr = free_addr();
+        let child = Command::new("python3")
+            .arg(workspace().join("deploy/examples/shell/http_service.py"))
+            .arg(addr.port().to_string())
+            .env("SERVICE_TOKEN", token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 (Debian package python3)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while e2e::try_request(addr, "GET", "/health", None, None).map(|r| r.status).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "the example service did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn python_example_drives_a_json_over_http_service() {
+    let token = "service-token-4f1b9c2e7d";
+    let service = Service::start(token);
+    let dir = TempDir::new("shell-http");
+    let url = format!("http://{}", service.addr);
+    let s = Supervisor::spawn_with_env(
+        &example("http.toml"),
+        dir.path(),
+        &[("SERVICE_URL", &url), ("SERVICE_TOKEN", token)],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    let users =
+        || request(service.addr, "GET", "/users?limit=100", Some(token), None).json()["users"].clone();
+
+    let r = s.scim("POST", "/scim/api/Users", Some(&user("dora", "Dora").to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let dora = r.json()["id"].as_str().unwrap().to_string();
+    let list = users();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        (list[0]["userName"].as_str(), list[0]["active"].as_bool()),
+        (Some("dora"), Some(true)),
+        "{list}"
+    );
+    assert_eq!(list[0]["email"], "someone@example.com");
+
+    let r = s.scim(
+        "PATCH",
+        &format!("/scim/api/Users/{dora}"),
+        Some(&json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Dora E."}]}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(users()[0]["displayName"], "Dora E.");
+
+    // A user made in the service directly comes in with an import; the service's 409 for a
+    // taken name is a SCIM 409.
+    let made = request(
+        service.addr,
+        "POST",
+        "/users",
+        Some(token),
+        Some(r#"{"userName": "eve", "displayName": "Eve"}"#),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let report = import(&s, "api-users", "full");
+    assert_eq!(report["added"], 1, "{report}");
+    assert_eq!(find(&s, "api", "eve")["Resources"][0]["displayName"], "Eve");
+
+    assert_eq!(s.scim("DELETE", &format!("/scim/api/Users/{dora}"), None).status, 204);
+    let list = users();
+    assert_eq!(list.as_array().unwrap().len(), 1, "only eve is left: {list}");
+    assert!(!s.log().contains(token), "the service token never reaches the log");
+}
+
+/// A supervisor whose one connector runs `export_script` (a bash script written here), with
+/// `extra` parameters.
+fn with_script(dir: &TempDir, script: &str, extra: &str) -> Supervisor {
+    let path = dir.path().join("export.sh");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        r#"
+[server]
+plain_http = true
+
+[apps.t]
+users = "t-users"
+token_env = "SCIM_TOKEN"
+
+[connectors.t-users]
+executable = "connector-shell"
+object_type = "user"
+partition = "default"
+call_timeout = "20s"
+
+[connectors.t-users.import]
+on_start = false
+
+[connectors.t-users.parameters]
+export_script = "{}"
+attributes = "userName, displayName"
+{extra}
+
+[connectors.t-users.attributes]
+userName = "userName"
+displayName = "displayName"
+"#,
+        path.display()
+    );
+    let s = Supervisor::spawn(&config, dir.path());
+    s.wait_ready(Duration::from_secs(30));
+    s
+}
+
+#[test]
+fn a_hanging_script_is_killed_with_its_process_group_at_its_timeout() {
+    let dir = TempDir::new("shell-hang");
+    let pidfile = dir.path().join("child.pid");
+    let s = with_script(
+        &dir,
+        &format!("#!/bin/bash\nsleep 300 &\necho $! > {}\nwait\n", pidfile.display()),
+        "export_timeout = \"1s\"",
+    );
+    let started = Instant::now();
+    let r = s.scim("POST", "/scim/t/Users", Some(&user("hang", "Hang").to_string()));
+    assert_eq!(r.status, 503, "a timeout is worth a retry: {}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.body.contains("did not finish within 1s"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(15), "answered after the timeout, not the call's");
+    let child: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_alive(child) {
+        assert!(Instant::now() < deadline, "the script's child {child} survived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.connector("t-users")["restarts"], 0, "the connector itself was fine");
+}
+
+#[test]
+fn a_crashing_script_is_reported_with_its_exit_code_and_stderr() {
+    let dir = TempDir::new("shell-crash");
+    let s = with_script(
+        &dir,
+        "#!/bin/bash\ncat > /dev/null\necho 'boom: the target is on fire' >&2\nexit 3\n",
+        "",
+    );
+    let r = s.scim("POST", "/scim/t/Users", Some(&user("crash", "Crash").to_string()));
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.body.contains("exited with 3") && r.body.contains("boom: the target is on fire"), "{}", r.body);
+    assert!(s.log().contains("boom: the target is on fire"), "stderr reaches the supervisor's log");
+    // Exit 75 (EX_TEMPFAIL) is a temporary failure: 503 with Retry-After.
+    let dir = TempDir::new("shell-tempfail");
+    let s = with_script(&dir, "#!/bin/bash\ncat > /dev/null\nexit 75\n", "");
+    let r = s.scim("POST", "/scim/t/Users", Some(&user("later", "Later").to_string()));
+    assert_eq!(r.status, 503, "{}", r.body);
+}
+
+#[test]
+fn garbage_on_stdout_is_an_error_naming_the_line() {
+    let dir = TempDir::new("shell-garbage");
+    let s = with_script(
+        &dir,
+        "#!/bin/bash\ncat > /dev/null\necho\necho 'Traceback (most recent call last):'\n",
+        "",
+    );
+    let r = s.scim("POST", "/scim/t/Users", Some(&user("junk", "Junk").to_string()));
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.body.contains("line 2 is not a JSON object") && r.body.contains("Traceback"), "{}", r.body);
+    assert_eq!(find(&s, "t", "junk")["totalResults"], 0, "nothing recorded");
+}
+
+#[test]
+fn entries_without_a_result_are_reported_failed() {
+    let dir = TempDir::new("shell-partial");
+    let s = with_script(&dir, "#!/bin/bash\ncat > /dev/null\nexit 0\n", "");
+    let r = s.scim("POST", "/scim/t/Users", Some(&user("lost", "Lost").to_string()));
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.body.contains("printed no result for this entry"), "{}", r.body);
+    assert_eq!(find(&s, "t", "lost")["totalResults"], 0);
+    // A script that answers its entry works (the same connector, a script that does).
+    let dir = TempDir::new("shell-answers");
+    let s = with_script(
+        &dir,
+        "#!/usr/bin/env python3\nimport json, sys\nfor e in json.load(sys.stdin)['entries']:\n    print(json.dumps({'identifier': e['identifier'], 'anchor': 'a-' + e['attributes']['userName'][0]}))\n",
+        "",
+    );
+    let r = s.scim("POST", "/scim/t/Users", Some(&user("found", "Found").to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+}
