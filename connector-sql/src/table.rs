@@ -540,9 +540,15 @@ impl Table {
         )
     }
 
-    /// Applies an export batch in one transaction, one savepoint per entry when there are
-    /// several (a failed entry is rolled back alone while the rest goes on). Returns one result
-    /// per entry, in order; `Err` only when the transaction itself failed.
+    /// Applies an export batch in one transaction, each entry of a batch of several under a
+    /// savepoint of its own (a failed entry is rolled back alone while the rest goes on).
+    /// Returns one result per entry, in order; `Err` only when the transaction itself failed.
+    ///
+    /// The savepoints are plain SQL, not sqlx's nested transactions: when a savepoint statement
+    /// fails (the connection broke), sqlx's nested-transaction bookkeeping queues a ROLLBACK of
+    /// the whole transaction and forgets it, and a later COMMIT then reports success for
+    /// entries that were rolled back. Here a failed savepoint statement fails the whole batch,
+    /// which was then never committed.
     pub async fn export(
         &self,
         changes: &[CsEntryChange],
@@ -551,8 +557,32 @@ impl Table {
         let mut tx = self.pool.begin().await.map_err(db_status)?;
         let mut results = Vec::with_capacity(changes.len());
         let single = changes.len() == 1;
-        for change in changes {
-            results.push(self.apply(&mut tx, change, !single).await);
+        let mut broken: Option<EntryError> = None;
+        for (i, change) in changes.iter().enumerate() {
+            if single {
+                results.push(self.apply(&mut tx, change).await);
+                break;
+            }
+            let savepoint = format!("ecma_entry_{i}");
+            if let Err(e) =
+                sqlx::query(AssertSqlSafe(format!("SAVEPOINT {savepoint}"))).execute(&mut *tx).await
+            {
+                broken = Some(db_error(e));
+                break;
+            }
+            let result = self.apply(&mut tx, change).await;
+            let end = if result.is_ok() { "RELEASE SAVEPOINT" } else { "ROLLBACK TO SAVEPOINT" };
+            if let Err(e) = sqlx::query(AssertSqlSafe(format!("{end} {savepoint}"))).execute(&mut *tx).await {
+                broken = Some(db_error(e));
+                break;
+            }
+            results.push(result);
+        }
+        if let Some(e) = broken {
+            // Nothing of the batch is committed: every entry fails with the transaction.
+            let _ = tx.rollback().await;
+            let detail = format!("the batch's transaction failed: {}", e.detail);
+            return Ok(changes.iter().map(|_| Err(EntryError::new(e.kind, detail.clone()))).collect());
         }
         if single && results[0].is_err() {
             tx.rollback().await.map_err(db_status)?;
@@ -566,7 +596,6 @@ impl Table {
         &self,
         tx: &mut Transaction<'static, Any>,
         change: &CsEntryChange,
-        savepoint: bool,
     ) -> Result<Applied, EntryError> {
         if !change.object_type.is_empty() && change.object_type != self.object_type {
             return Err(EntryError::new(
@@ -574,21 +603,7 @@ impl Table {
                 format!("object type {:?} is not {:?}", change.object_type, self.object_type),
             ));
         }
-        if !savepoint {
-            return self.apply_one(tx, change).await;
-        }
-        let mut inner = sqlx::Connection::begin(&mut **tx).await.map_err(db_error)?;
-        let result = self.apply_one(&mut inner, change).await;
-        match result {
-            Ok(applied) => {
-                inner.commit().await.map_err(db_error)?;
-                Ok(applied)
-            }
-            Err(e) => {
-                inner.rollback().await.map_err(db_error)?;
-                Err(e)
-            }
-        }
+        self.apply_one(tx, change).await
     }
 
     async fn apply_one(

@@ -240,14 +240,35 @@ impl MariaDb {
     pub fn start() -> Self {
         let dir = TempDir::new("mariadb");
         give_to("mysql", dir.path());
-        let mut install = Command::new("mariadb-install-db");
-        install
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--datadir={}", dir.path().join("data").display()));
-        if is_root() {
-            install.arg("--user=mysql");
+        // Bootstrapping a data directory is done one at a time (tests start servers
+        // concurrently, and concurrent bootstraps were seen to fail under load), and tried again
+        // once from scratch.
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+        let data = dir.path().join("data");
+        let install = || {
+            let _ = std::fs::remove_dir_all(&data);
+            let mut install = Command::new("mariadb-install-db");
+            install
+                .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                .arg(format!("--datadir={}", data.display()));
+            if is_root() {
+                install.arg("--user=mysql");
+            }
+            install.stdin(Stdio::null()).output().expect("mariadb-install-db (Debian package mariadb-server)")
+        };
+        let mut out = install();
+        if !out.status.success() {
+            std::thread::sleep(Duration::from_millis(500));
+            out = install();
         }
-        run(install, "mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        drop(_one_at_a_time);
         let log = dir.path().join("mariadb.log");
         let port = free_addr().port();
         let mut command = Command::new("mariadbd");

@@ -308,6 +308,16 @@ fn postgres_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
     });
     let listed = s.scim("GET", "/scim/sql/Users?count=0", None).json();
     assert_eq!(listed["totalResults"], names.len(), "{listed}");
+    let present: Vec<String> = query(&url, "SELECT user_name FROM users", &[])
+        .iter()
+        .map(|r| r["user_name"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<&String> = names.iter().filter(|n| !present.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged creates without a row: {missing:?}; supervisor log:\n{}",
+        s.log()
+    );
     let duplicates = query(&url, "SELECT user_name FROM users GROUP BY user_name HAVING COUNT(*) > 1", &[]);
     assert!(duplicates.is_empty(), "duplicated rows: {duplicates:?}");
     assert_eq!(query(&url, "SELECT COUNT(*) AS n FROM users", &[])[0]["n"], names.len());
