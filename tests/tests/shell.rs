@@ -381,3 +381,109 @@ fn entries_without_a_result_are_reported_failed() {
     let r = s.scim("POST", "/scim/t/Users", Some(&user("found", "Found").to_string()));
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+/// A script serving every operation: its schema (types, a multi-valued attribute, another
+/// object type and anchor), validation problems, exports, and passwords, which must arrive on
+/// stdin and nowhere else.
+const ALL_OPERATIONS: &str = r#"#!/usr/bin/env python3
+import json, os, sys
+request = json.load(sys.stdin)
+op = request["operation"]
+state = os.environ["STATE_FILE"]
+def record(line):
+    with open(state, "a") as f:
+        f.write(json.dumps(line) + "\n")
+if op == "schema":
+    print(json.dumps({"object_type": "account", "anchor": "key", "attributes": [
+        {"name": "login", "type": "string", "required": True},
+        {"name": "aliases", "type": "string", "multi_valued": True}]}))
+elif op == "validate":
+    if request["parameters"].get("fail"):
+        print(json.dumps({"problem": "the target says no", "parameter": "parameters"}))
+elif op == "export":
+    for e in request["entries"]:
+        record({"export": e})
+        print(json.dumps({"identifier": e["identifier"], "anchor": "k-" + e["attributes"]["login"][0]}))
+elif op == "password":
+    password = request["new_password"]
+    leaked = any(password in a for a in sys.argv) or any(password in v for v in os.environ.values())
+    record({"password": password, "anchor": request["anchor"], "leaked": leaked})
+"#;
+
+fn all_operations(dir: &TempDir, parameters: &str) -> Supervisor {
+    let script = dir.path().join("all.py");
+    std::fs::write(&script, ALL_OPERATIONS).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        r#"
+[server]
+plain_http = true
+
+[apps.t]
+users = "t-accounts"
+token_env = "SCIM_TOKEN"
+
+[connectors.t-accounts]
+executable = "connector-shell"
+object_type = "account"
+partition = "default"
+env = {{ STATE_FILE = "{state}" }}
+health_interval = "300ms"
+
+[connectors.t-accounts.import]
+on_start = false
+
+[connectors.t-accounts.parameters]
+schema_script = "{script}"
+validate_script = "{script}"
+export_script = "{script}"
+password_script = "{script}"
+parameters = '{parameters}'
+
+[connectors.t-accounts.attributes]
+login = "userName"
+aliases = "emails.value"
+"#,
+        state = dir.path().join("state.jsonl").display(),
+        script = script.display(),
+    );
+    Supervisor::spawn(&config, dir.path())
+}
+
+#[test]
+fn schema_validate_and_password_scripts() {
+    let dir = TempDir::new("shell-all");
+    let s = all_operations(&dir, "{}");
+    s.wait_ready(Duration::from_secs(30));
+    let password = "Pa55-w0rd-never-logged";
+    let mut body = user("frank", "Frank");
+    body["password"] = json!(password);
+    body["emails"] =
+        json!([{"value": "f@example.com", "type": "work"}, {"value": "frank@example.org", "type": "home"}]);
+    let r = s.scim("POST", "/scim/t/Users", Some(&body.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let state: Vec<Value> = std::fs::read_to_string(dir.path().join("state.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let export = &state.iter().find(|l| l.get("export").is_some()).expect("an export")["export"];
+    assert_eq!(export["modification"], "add");
+    assert_eq!(export["attributes"]["aliases"], json!(["f@example.com", "frank@example.org"]), "{export}");
+    let set = state.iter().find(|l| l.get("password").is_some()).expect("a password set");
+    assert_eq!(
+        (set["password"].as_str(), set["anchor"].as_str(), set["leaked"].as_bool()),
+        (Some(password), Some("k-frank"), Some(false)),
+        "{set}"
+    );
+    assert!(!s.log().contains(password), "the password never reaches the log");
+
+    // The validate script's problems are the connector's state and reason.
+    let dir = TempDir::new("shell-all-fail");
+    let s = all_operations(&dir, r#"{"fail": true}"#);
+    s.wait_admin_up();
+    let c = s.wait_connector("t-accounts", Duration::from_secs(20), |c| c["state"] != "starting");
+    assert_eq!(c["state"], "degraded", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("the target says no"), "{c}");
+}
