@@ -26,6 +26,42 @@ type Values = HashSet<Vec<u8>>;
 
 /// Applies one change under `partition`.
 pub async fn apply(target: &Target, partition: &str, change: &CsEntryChange) -> Result<Applied, OpError> {
+    use tracing::Instrument;
+    let operation = match OMT::try_from(change.modification_type).unwrap_or(OMT::Unspecified) {
+        OMT::Add => "add",
+        OMT::Update | OMT::Replace => "modify",
+        OMT::Delete => "delete",
+        _ => "none",
+    };
+    // The directory operation's span: database client conventions (`db.system.name` "ldap"),
+    // with the LDAP result code of a failure. No DN or value: traces leave the house.
+    let span = tracing::info_span!(
+        "ldap",
+        otel.name = %format!("ldap {operation}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = "ldap",
+        db.operation.name = operation,
+        db.namespace = %partition,
+        db.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let result = apply_unobserved(target, partition, change).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", format!("{:?}", e.kind));
+        if let Some(rc) = e.rc {
+            span.record("db.response.status_code", rc);
+        }
+    }
+    result
+}
+
+async fn apply_unobserved(
+    target: &Target,
+    partition: &str,
+    change: &CsEntryChange,
+) -> Result<Applied, OpError> {
     target.check_type(&change.object_type)?;
     match OMT::try_from(change.modification_type).unwrap_or(OMT::Unspecified) {
         OMT::Add => add(target, partition, change).await,

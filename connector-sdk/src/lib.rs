@@ -73,18 +73,57 @@ impl Environment {
     }
 }
 
-/// Sets up logging to stderr, filtered by `RUST_LOG` (default `info`). Call once, first thing.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // No ANSI colours: the supervisor forwards these lines into its own log.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .without_time()
-        .try_init();
+/// Sets up logging to stderr (filtered by `RUST_LOG`, default `info`, plain lines: the
+/// supervisor forwards them into its own log) and, when the `OTEL_*` variables the supervisor
+/// hands down ask for it, OTLP export of this process's spans, with the executable's name as
+/// `service.name` and the connector's configured name as `ecma.connector.name`. Call it inside
+/// the tokio runtime (the trace exporter needs one); keep the guard until the end.
+pub fn init_telemetry() -> ecma_telemetry::Telemetry {
+    let service_name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "connector".to_string());
+    let mut resource = Vec::new();
+    if let Ok(name) = std::env::var(ecma_proto::env::CONNECTOR_NAME) {
+        resource.push(("ecma.connector.name".to_string(), name));
+    }
+    if let Ok(incarnation) = std::env::var(ecma_proto::env::INCARNATION) {
+        resource.push(("ecma.connector.incarnation".to_string(), incarnation));
+    }
+    ecma_telemetry::init(ecma_telemetry::Options {
+        service_name,
+        resource,
+        json: false,
+        decorated: false,
+        traces: true,
+    })
+}
+
+/// The server span of one call: OpenTelemetry's RPC conventions, a child of the supervisor's
+/// call span when the call carries a `traceparent`. Health checks get none (they would fill
+/// traces with noise).
+fn call_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    if path.starts_with("/grpc.health") {
+        return tracing::Span::none();
+    }
+    let method = path.rsplit('/').next().unwrap_or_default().to_string();
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "ecma.v1.Connector",
+        rpc.method = %method,
+        trace_id = tracing::field::Empty,
+    );
+    if ecma_telemetry::set_parent_from(&span, request.headers())
+        && let Some(trace_id) = ecma_telemetry::trace_id(&span)
+    {
+        // Log lines inside the call carry the trace id.
+        span.record("trace_id", trace_id);
+    }
+    span
 }
 
 /// Picks the newest protocol version both sides speak, for the connector's `Hello` answer.
@@ -111,9 +150,13 @@ pub fn negotiate(request: &HelloRequest) -> Result<u32, Status> {
 /// // fn main() -> anyhow::Result<()> { ecma_connector_sdk::run(MyConnector) }
 /// ```
 pub fn run<C: Connector>(connector: C) -> anyhow::Result<()> {
-    init_logging();
+    let runtime = tokio::runtime::Runtime::new().context("while starting the runtime")?;
+    let _telemetry = {
+        let _inside = runtime.enter();
+        init_telemetry()
+    };
     check_started_by_supervisor()?;
-    tokio::runtime::Runtime::new().context("while starting the runtime")?.block_on(serve(connector))
+    runtime.block_on(serve(connector))
 }
 
 /// A parameter declaration for `GetConfigParameters`.
@@ -175,6 +218,7 @@ pub async fn serve_with<C: Connector>(env: Environment, connector: C) -> anyhow:
     tracing::debug!(socket = %env.socket.display(), incarnation = env.incarnation, "serving");
     let socket = env.socket.clone();
     let result = tonic::transport::Server::builder()
+        .trace_fn(call_span)
         .add_service(health_service)
         .add_service(ConnectorServer::with_interceptor(connector, check_token))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(env.supervisor_pid))

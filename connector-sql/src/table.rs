@@ -597,13 +597,38 @@ impl Table {
         tx: &mut Transaction<'static, Any>,
         change: &CsEntryChange,
     ) -> Result<Applied, EntryError> {
+        use tracing::Instrument;
+        use v1::ObjectModificationType as M;
         if !change.object_type.is_empty() && change.object_type != self.object_type {
             return Err(EntryError::new(
                 ErrorKind::SchemaViolation,
                 format!("object type {:?} is not {:?}", change.object_type, self.object_type),
             ));
         }
-        self.apply_one(tx, change).await
+        let operation = match M::try_from(change.modification_type).unwrap_or(M::Unspecified) {
+            M::Add => "INSERT",
+            M::Update | M::Replace => "UPDATE",
+            M::Delete => "DELETE",
+            _ => "NONE",
+        };
+        // The database operation's span: OpenTelemetry's database client conventions, the error
+        // kind of a failure; no values.
+        let span = tracing::info_span!(
+            "db",
+            otel.name = %format!("{operation} {}", self.name),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = self.dialect.name(),
+            db.collection.name = %self.name,
+            db.operation.name = operation,
+            error.type = tracing::field::Empty,
+        );
+        let result = self.apply_one(tx, change).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", format!("{:?}", e.kind));
+        }
+        result
     }
 
     async fn apply_one(

@@ -107,7 +107,11 @@ fn data_dir(flag: Option<PathBuf>, config_file: &Path) -> PathBuf {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // `run` sets up its telemetry inside its runtime (the trace exporter needs it).
+    let _telemetry = match &cli.command {
+        Command::Run { .. } => None,
+        _ => Some(telemetry::init(cli.log_format, false)),
+    };
     match cli.command {
         Command::Cert { action: CertAction::Generate { out_dir, names } } => {
             match crate::transport::generate_self_signed(&out_dir, &names) {
@@ -160,6 +164,10 @@ pub fn main() -> ExitCode {
                     eprintln!("error: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
+            };
+            let _telemetry = {
+                let _inside = runtime.enter();
+                telemetry::init(cli.log_format, true)
             };
             match runtime.block_on(server::run(loaded, options)) {
                 Ok(()) => ExitCode::SUCCESS,

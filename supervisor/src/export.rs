@@ -14,6 +14,9 @@ use crate::supervision::{CallError, ConnectorHandle};
 struct Job {
     change: CsEntryChange,
     reply: oneshot::Sender<Result<CsEntryChangeResult, CallError>>,
+    /// The span of the request that asked for it: the batch's span continues the first one's
+    /// trace and links the others.
+    span: tracing::Span,
 }
 
 /// The sending side of a connector's export queue.
@@ -34,7 +37,7 @@ impl ExportQueue {
     pub async fn export(&self, change: CsEntryChange) -> Result<CsEntryChangeResult, CallError> {
         let (reply, result) = oneshot::channel();
         let gone = || CallError::Lost { detail: "the export queue stopped".into() };
-        self.jobs.send(Job { change, reply }).await.map_err(|_| gone())?;
+        self.jobs.send(Job { change, reply, span: tracing::Span::current() }).await.map_err(|_| gone())?;
         result.await.map_err(|_| gone())?
     }
 }
@@ -78,10 +81,31 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
             }
         };
         let (handle, open) = (handle.clone(), open.clone());
+        let span = tracing::info_span!(
+            parent: &batch[0].span,
+            "export",
+            otel.name = "export batch",
+            ecma.connector = %handle.name,
+            ecma.batch.size = batch.len(),
+        );
+        for job in &batch[1..] {
+            span.follows_from(&job.span);
+        }
+        use tracing::Instrument;
         tokio::spawn(async move {
             let changes: Vec<CsEntryChange> = batch.iter().map(|j| j.change.clone()).collect();
-            match put_batch(&handle, &session, &open, changes).await {
+            match put_batch(&handle, &session, &open, changes).instrument(span).await {
                 Ok(mut results) => {
+                    for result in &results {
+                        let kind =
+                            v1::ErrorKind::try_from(result.error_kind).unwrap_or(v1::ErrorKind::Internal);
+                        metrics::counter!(
+                            "export_results_total",
+                            "connector" => handle.name.clone(),
+                            "kind" => format!("{kind:?}")
+                        )
+                        .increment(1);
+                    }
                     for job in batch {
                         let result = results
                             .iter()

@@ -213,6 +213,7 @@ impl Provisioner {
     }
 
     /// Creates a resource. `resource` is validated SCIM JSON without `id` and `meta`.
+    #[tracing::instrument(name = "provision", skip_all, fields(otel.name = "provision create", ecma.connector = %connector))]
     pub async fn create(
         &self,
         app: &str,
@@ -431,6 +432,7 @@ impl Provisioner {
 
     /// The connector attribute values of `resource`, its references resolved through the
     /// connector space (a reference to an unknown id is refused: nothing is half-written).
+    #[tracing::instrument(name = "mapping", skip_all, fields(otel.name = "map SCIM resource to connector attributes"))]
     async fn target_values(
         &self,
         target: &Target,
@@ -499,6 +501,7 @@ impl Provisioner {
     }
 
     /// Replaces a present resource's content (PUT, or PATCH after the patch was applied).
+    #[tracing::instrument(name = "provision", skip_all, fields(otel.name = "provision replace", ecma.connector = %existing.connector))]
     pub async fn replace(
         &self,
         existing: Record,
@@ -644,6 +647,7 @@ impl Provisioner {
     }
 
     /// Deletes a present resource from the target and the connector space.
+    #[tracing::instrument(name = "provision", skip_all, fields(otel.name = "provision delete", ecma.connector = %existing.connector))]
     pub async fn delete(
         &self,
         existing: Record,

@@ -283,27 +283,41 @@ impl Store {
     /// The write runs in a task of its own, so that it finishes, and the cache learns of it, even
     /// if the request that asked for it is dropped midway (a client that hangs up).
     async fn write(&self, record: &Record, sql: Option<String>) -> Result<(), StoreError> {
+        use tracing::Instrument;
         let store = self.clone();
         let record = record.clone();
-        let task = tokio::spawn(async move {
-            store.generation.fetch_add(1, Ordering::SeqCst);
-            let result = match &sql {
-                Some(sql) => store.bind_all(sql, &record).await,
-                None => sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
-                    .bind(&record.app)
-                    .bind(&record.resource_type)
-                    .bind(&record.id)
-                    .execute(&store.pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(StoreError::from),
-            };
-            let mut cache = store.cache.write().expect("cache lock");
-            let name = sql.as_ref().map(|_| record.user_name.as_str());
-            cache.forget(&record.app, &record.resource_type, &record.id, name);
-            store.generation.fetch_add(1, Ordering::SeqCst);
-            result
-        });
+        let span = tracing::info_span!(
+            "store",
+            otel.name = if sql.is_some() { "connector space write" } else { "connector space delete" },
+            otel.kind = "client",
+            db.system.name = "sqlite",
+            db.collection.name = "objects",
+            ecma.record.state = record.state.as_str(),
+        );
+        let task = tokio::spawn(
+            async move {
+                store.generation.fetch_add(1, Ordering::SeqCst);
+                let result = match &sql {
+                    Some(sql) => store.bind_all(sql, &record).await,
+                    None => {
+                        sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
+                            .bind(&record.app)
+                            .bind(&record.resource_type)
+                            .bind(&record.id)
+                            .execute(&store.pool)
+                            .await
+                            .map(|_| ())
+                            .map_err(StoreError::from)
+                    }
+                };
+                let mut cache = store.cache.write().expect("cache lock");
+                let name = sql.as_ref().map(|_| record.user_name.as_str());
+                cache.forget(&record.app, &record.resource_type, &record.id, name);
+                store.generation.fetch_add(1, Ordering::SeqCst);
+                result
+            }
+            .instrument(span),
+        );
         task.await.unwrap_or_else(|e| Err(StoreError::Corrupt(format!("a store write failed: {e}"))))
     }
 

@@ -361,6 +361,20 @@ pub fn request_with_headers(
     exchange(&mut stream, &addr.to_string(), method, path, Some(TOKEN), None, &extra).expect("request")
 }
 
+/// A request with the test token, extra headers and a body.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    exchange(&mut stream, &addr.to_string(), method, path, Some(TOKEN), body, &extra).expect("request")
+}
+
 /// One HTTP/1.1 request; panics on a transport error.
 pub fn request(
     addr: SocketAddr,

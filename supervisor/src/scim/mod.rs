@@ -220,7 +220,81 @@ pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
             ScimError::new(StatusCode::METHOD_NOT_ALLOWED, None, "this method is not supported here")
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The server span and the metrics of one SCIM request. The span follows OpenTelemetry's HTTP
+/// server conventions, continues a W3C `traceparent` the client sent, and carries the app, the
+/// resource type and a hash of the SCIM id (never a body, a header value or a name); log lines
+/// inside the request carry its trace id. Metric labels are bounded: an app or resource that is
+/// not configured or not SCIM is `other`.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<Arc<ScimState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let mut parts = request.uri().path().trim_start_matches('/').split('/').skip(1);
+    let app = parts.next().filter(|a| state.apps.contains_key(*a)).unwrap_or("other").to_string();
+    let resource: &'static str = match parts.next() {
+        Some("Users") => "Users",
+        Some("Groups") => "Groups",
+        Some("ServiceProviderConfig") => "ServiceProviderConfig",
+        Some("ResourceTypes") => "ResourceTypes",
+        Some("Schemas") => "Schemas",
+        _ => "other",
+    };
+    let id = parts.next().filter(|id| !id.starts_with('.')).map(crate::telemetry::id_hash);
+    let route = match (resource, &id) {
+        ("other", _) => "/scim/{app}".to_string(),
+        (r, Some(_)) => format!("/scim/{{app}}/{r}/{{id}}"),
+        (r, None) => format!("/scim/{{app}}/{r}"),
+    };
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = %route,
+        url.scheme = state.scheme,
+        http.response.status_code = tracing::field::Empty,
+        scim.app = %app,
+        scim.resource = resource,
+        scim.id_hash = id.as_deref().unwrap_or(""),
+        trace_id = tracing::field::Empty,
+    );
+    ecma_telemetry::set_parent_from(&span, request.headers());
+    if let Some(trace_id) = ecma_telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    // The access log line, inside the request's span (so it carries the trace id).
+    span.in_scope(|| {
+        tracing::info!(status, duration_ms = started.elapsed().as_millis() as u64, "scim request")
+    });
+    let labels = [("app", app), ("resource", resource.to_string()), ("method", method.to_string())];
+    metrics::counter!("scim_requests_total", &[&labels[..], &[("status", status.to_string())]].concat())
+        .increment(1);
+    metrics::histogram!("scim_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// A request body, with SCIM errors for bodies that cannot be read: 413 beyond the configured

@@ -2,6 +2,7 @@
 //! delete; one set of handlers, generic over the resource [`Kind`].
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -153,9 +154,11 @@ pub async fn create<K: Kind>(
     // In a task of its own: a create goes through even if the client hangs up midway.
     let (provisioner, app, connector) =
         (state.provisioner.clone(), auth.app.name.clone(), connector.to_string());
-    let record = tokio::spawn(async move {
-        provisioner.create(&app, K::NAME, &connector, &name, resource, password).await
-    })
+    // (In the request's span, so that the trace goes on into the task.)
+    let record = tokio::spawn(
+        async move { provisioner.create(&app, K::NAME, &connector, &name, resource, password).await }
+            .in_current_span(),
+    )
     .await
     .map_err(|e| ScimError::internal(format!("the create failed: {e}")))??;
     let mut response = reply::<K>(StatusCode::CREATED, &record, &auth.base_url);
@@ -205,10 +208,13 @@ async fn update_resource<K: Kind>(
         let (resource, name, password) = compute(&existing)?;
         let provisioner = state.provisioner.clone();
         let if_match = if_match.clone();
-        let write = tokio::spawn(async move {
-            let check = move |r: &Record| if_match.holds(r);
-            provisioner.replace(existing, &name, resource, password, &check).await
-        });
+        let write = tokio::spawn(
+            async move {
+                let check = move |r: &Record| if_match.holds(r);
+                provisioner.replace(existing, &name, resource, password, &check).await
+            }
+            .in_current_span(),
+        );
         match write.await.map_err(|e| ScimError::internal(format!("the write failed: {e}")))? {
             Err(ProvisionError::Changed) => {
                 // Let the writer that won go first; a little jitter keeps the losers apart.
@@ -284,10 +290,13 @@ pub async fn delete<K: Kind>(
     state.provisioner.ready(&connector)?;
     let left = leave_groups(&state, &auth.app, &id).await?;
     let provisioner = state.provisioner.clone();
-    let write = tokio::spawn(async move {
-        let check = move |r: &Record| if_match.holds(r);
-        provisioner.delete(existing, &check).await
-    });
+    let write = tokio::spawn(
+        async move {
+            let check = move |r: &Record| if_match.holds(r);
+            provisioner.delete(existing, &check).await
+        }
+        .in_current_span(),
+    );
     let deleted = write.await.map_err(|e| ScimError::internal(format!("the delete failed: {e}")))?;
     if let Err(error) = deleted {
         for group in left {

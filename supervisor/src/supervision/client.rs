@@ -49,6 +49,9 @@ pub struct TokenInterceptor(AsciiMetadataValue);
 impl Interceptor for TokenInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request.metadata_mut().insert(ecma_proto::TOKEN_METADATA, self.0.clone());
+        // The trace context of the call's span (Session::call), so that the connector's spans
+        // join the trace.
+        ecma_telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }
@@ -122,7 +125,50 @@ impl Session {
     where
         F: Future<Output = Result<Response<T>, Status>>,
     {
-        match tokio::time::timeout(self.call_timeout, call).await {
+        use tracing::Instrument;
+        let connector = self.handle.upgrade().map(|h| h.name.clone()).unwrap_or_default();
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %format!("ecma.v1.Connector/{operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = "ecma.v1.Connector",
+            rpc.method = operation,
+            rpc.grpc.status_code = tracing::field::Empty,
+            ecma.connector = %connector,
+            ecma.incarnation = self.incarnation,
+            error.type = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.call_timeout, call.instrument(span.clone())).await;
+        let result = match &outcome {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        metrics::histogram!(
+            "connector_call_duration_seconds",
+            "connector" => connector.clone(),
+            "operation" => operation,
+            "result" => result
+        )
+        .record(started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(Ok(_)) => {
+                span.record("rpc.grpc.status_code", 0);
+            }
+            Ok(Err(status)) => {
+                span.record("rpc.grpc.status_code", status.code() as i32);
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", format!("{:?}", status.code()));
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", "timeout");
+            }
+        }
+        match outcome {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => {
                 let error = map_status(status);
