@@ -91,6 +91,13 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
             metrics::gauge!("connector_state", "connector" => c.name.clone(), "state" => name).set(value);
         }
     }
+    // The connector space's size: its records, and the store file's bytes.
+    if let Ok(count) = state.store.count().await {
+        metrics::gauge!("connector_space_records").set(count as f64);
+    }
+    if let Some(bytes) = state.store.file_bytes() {
+        metrics::gauge!("connector_space_bytes").set(bytes as f64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 

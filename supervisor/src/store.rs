@@ -108,6 +108,8 @@ pub fn entry_values(entry: &v1::Entry) -> TargetValues {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The database file (its size, with the WAL beside it, is a metric).
+    path: std::path::PathBuf,
     cache: Arc<RwLock<Cache>>,
     /// Bumped around every write, so that a read that overlapped a write does not fill the
     /// cache with what it read.
@@ -202,7 +204,7 @@ impl Store {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&pool).await?;
         }
-        Ok(Self { pool, cache: Arc::default(), generation: Arc::default() })
+        Ok(Self { pool, path: path.to_path_buf(), cache: Arc::default(), generation: Arc::default() })
     }
 
     fn record(row: &sqlx::sqlite::SqliteRow) -> Result<Record, StoreError> {
@@ -407,6 +409,14 @@ impl Store {
             modified: String::new(),
         };
         self.write(&key, None).await
+    }
+
+    /// Bytes of the store on disk (the database file and its write-ahead log).
+    pub fn file_bytes(&self) -> Option<u64> {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).ok();
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        Some(size(&self.path)? + size(std::path::Path::new(&wal)).unwrap_or(0))
     }
 
     /// Number of records.

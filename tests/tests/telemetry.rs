@@ -246,6 +246,8 @@ fn metrics_count_scim_requests_and_connector_calls() {
         ) >= 1.0
     );
     assert!(value(r#"export_results_total{connector="demo-users",kind="None"}"#) >= 1.0);
+    assert!(value("connector_space_records ") >= 1.0, "{metrics}");
+    assert!(value("connector_space_bytes ") > 0.0);
 }
 
 #[test]
