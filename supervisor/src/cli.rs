@@ -158,6 +158,13 @@ pub fn main() -> ExitCode {
                 listen: listen.unwrap_or(loaded.server.listen),
                 admin_listen: admin_listen.unwrap_or(loaded.server.admin_listen),
             };
+            for (name, value) in loaded.telemetry.variables() {
+                if std::env::var_os(name).is_none() {
+                    // SAFETY: single-threaded still (the runtime starts below); the connectors
+                    // inherit these variables.
+                    unsafe { std::env::set_var(name, value) };
+                }
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {

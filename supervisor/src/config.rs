@@ -68,6 +68,36 @@ pub struct Config {
     /// Connectors, by name.
     #[serde(default)]
     pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// Trace export, when not set by the standard `OTEL_*` variables.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OTLP trace export for the supervisor and its connectors. The standard
+/// `OTEL_*` variables, where set, take precedence; these fill them in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
+    pub otlp_protocol: Option<String>,
+    /// `OTEL_SERVICE_NAME` of the supervisor (connectors are named after their executable).
+    pub service_name: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// The `OTEL_*` variables this section stands for (the caller sets those not set already).
+    pub fn variables(&self) -> Vec<(&'static str, String)> {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", &self.otlp_protocol),
+            ("OTEL_SERVICE_NAME", &self.service_name),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
 }
 
 /// `[server]`.

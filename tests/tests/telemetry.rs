@@ -7,99 +7,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::otlp::{Span, receiver, text};
 use e2e::{Supervisor, TOKEN, TempDir, free_addr, quickstart_config, request, request_with};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
-
-/// One received span, flattened.
-#[derive(Debug, Clone)]
-struct Span {
-    service: String,
-    name: String,
-    kind: i32,
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    attributes: Vec<(String, String)>,
-}
-
-impl Span {
-    fn attribute(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Span>>>);
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
-    match value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(AnyValue::StringValue(s)) => s.clone(),
-        Some(AnyValue::IntValue(i)) => i.to_string(),
-        Some(AnyValue::BoolValue(b)) => b.to_string(),
-        Some(AnyValue::DoubleValue(d)) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            let service = resource
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                .map(|a| text(&a.value))
-                .unwrap_or_default();
-            for scope in resource.scope_spans {
-                for span in scope.spans {
-                    spans.push(Span {
-                        service: service.clone(),
-                        name: span.name.clone(),
-                        kind: span.kind,
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent: hex(&span.parent_span_id),
-                        attributes: span.attributes.iter().map(|a| (a.key.clone(), text(&a.value))).collect(),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// Starts the receiver on a free port, in a runtime of its own.
-fn receiver() -> (Receiver, SocketAddr, tokio::runtime::Runtime) {
-    let receiver = Receiver::default();
-    let addr = free_addr();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let service = receiver.clone();
-    runtime.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(service))
-            .serve(addr)
-            .await
-            .unwrap();
-    });
-    (receiver, addr, runtime)
-}
 
 fn otel_env(addr: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
@@ -251,7 +165,7 @@ fn metrics_count_scim_requests_and_connector_calls() {
 }
 
 #[test]
-fn spans_also_go_by_otlp_over_http_protobuf() {
+fn spans_also_go_by_otlp_over_http_protobuf_as_the_configuration_says() {
     use prost::Message;
     // An OTLP/HTTP receiver: POST /v1/traces with an ExportTraceServiceRequest in protobuf.
     let services: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -285,16 +199,12 @@ fn spans_also_go_by_otlp_over_http_protobuf() {
         axum::serve(listener, app).await.unwrap();
     });
     let dir = TempDir::new("otel-http");
-    let endpoint = format!("http://{addr}");
-    let s = Supervisor::spawn_with_env(
-        &quickstart_config(),
-        dir.path(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
+    // Set by the configuration this time (the OTEL_* variables would take precedence).
+    let config = format!(
+        "{}\n[telemetry]\notlp_endpoint = \"http://{addr}\"\notlp_protocol = \"http/protobuf\"\n",
+        quickstart_config()
     );
+    let s = Supervisor::spawn_with_env(&config, dir.path(), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     s.wait_ready(Duration::from_secs(30));
     assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&e2e::user_body("over-http"))).status, 201);
     let deadline = Instant::now() + Duration::from_secs(20);
