@@ -70,20 +70,26 @@ pub fn otlp_configured() -> bool {
 /// Installs the global subscriber (and, when configured, the OTLP exporter and the W3C trace
 /// context propagator). Call it inside a tokio runtime: the gRPC exporter needs one.
 pub fn init(options: Options) -> Telemetry {
+    // Each layer has its own filter: RUST_LOG decides what is logged, not what is traced (a
+    // service logging warnings only still exports its info-level spans).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match (options.json, options.decorated) {
         (true, _) => fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
         (false, true) => fmt.boxed(),
         (false, false) => fmt.with_ansi(false).with_target(false).without_time().boxed(),
-    };
+    }
+    .with_filter(filter);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let (provider, problem) =
         if options.traces && otlp_configured() { exporter(&options) } else { (None, None) };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(options.service_name.clone())).boxed());
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    // Spans at info and above: ours (libraries trace their internals at debug and below).
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(options.service_name.clone()))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     if let Some(problem) = problem {
         tracing::warn!("OpenTelemetry trace export is off: {problem}");
     }
