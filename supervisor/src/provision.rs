@@ -213,7 +213,11 @@ impl Provisioner {
     }
 
     /// Creates a resource. `resource` is validated SCIM JSON without `id` and `meta`.
-    #[tracing::instrument(name = "provision", skip_all, fields(otel.name = "provision create", ecma.connector = %connector))]
+    #[tracing::instrument(
+        name = "provision",
+        skip_all,
+        fields(otel.name = "provision create", ecma.connector = %connector, ecma.object_type = tracing::field::Empty)
+    )]
     pub async fn create(
         &self,
         app: &str,
@@ -224,6 +228,7 @@ impl Provisioner {
         password: Option<Password>,
     ) -> Result<Record, ProvisionError> {
         let target = self.target(connector);
+        tracing::Span::current().record("ecma.object_type", target.handle.config.object_type.as_str());
         let _guard = self.stripes.lock_for(&[app, resource_type, user_name]).lock().await;
         // Nothing is recorded while the connector is down: answer 503 at once.
         target.handle.session()?;

@@ -13,25 +13,55 @@ pub enum LogFormat {
 }
 
 /// Installs the global metrics recorder; its handle renders the Prometheus text for `/metrics`.
+/// When OTLP export is configured, the same metrics are also pushed by OTLP (a fan-out to an
+/// OpenTelemetry recorder), for the life of the process.
 pub fn init_metrics() -> PrometheusHandle {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    if metrics::set_global_recorder(recorder).is_err() {
+    // The OTLP meter provider lives as long as the process (it is not shut down from inside
+    // the runtime, which would block a worker on the reader's own task).
+    static OTLP: std::sync::OnceLock<ecma_telemetry::metrics_bridge::OtlpMetrics> =
+        std::sync::OnceLock::new();
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    let (installed, otlp) = if ecma_telemetry::otlp_configured() {
+        match ecma_telemetry::metrics_bridge::otlp_recorder(&service_name()) {
+            Ok((otel, otlp)) => {
+                let fanout = metrics_util::layers::FanoutBuilder::default()
+                    .add_recorder(prometheus)
+                    .add_recorder(otel)
+                    .build();
+                (metrics::set_global_recorder(fanout).is_ok(), Some(otlp))
+            }
+            Err(e) => {
+                tracing::warn!("OpenTelemetry metric export is off: {e}");
+                (metrics::set_global_recorder(prometheus).is_ok(), None)
+            }
+        }
+    } else {
+        (metrics::set_global_recorder(prometheus).is_ok(), None)
+    };
+    if !installed {
         tracing::warn!("a metrics recorder was already installed; /metrics shows this one's view only");
     }
+    if let Some(otlp) = otlp {
+        let _ = OTLP.set(otlp);
+    }
     handle
+}
+
+/// The supervisor's `service.name`: `OTEL_SERVICE_NAME`, or `ecma-supervisor`.
+fn service_name() -> String {
+    std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "ecma-supervisor".to_string())
 }
 
 /// Installs the global subscriber (`RUST_LOG` overrides the default `info`) and, when the
 /// `OTEL_*` variables ask for it, the OTLP trace exporter (which needs the tokio runtime: call
 /// this inside it). The returned guard flushes spans when dropped.
 pub fn init(format: LogFormat, traces: bool) -> ecma_telemetry::Telemetry {
-    let service_name = std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "ecma-supervisor".to_string());
     ecma_telemetry::init(ecma_telemetry::Options {
-        service_name,
+        service_name: service_name(),
         resource: vec![],
         json: matches!(format, LogFormat::Json),
         decorated: true,

@@ -23,6 +23,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 pub use tracing_opentelemetry::OpenTelemetrySpanExt as SpanExt;
 
+pub mod metrics_bridge;
+
 /// How log lines look.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -4,6 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -32,8 +38,9 @@ impl Span {
     }
 }
 
+/// The spans received (and the names of the metrics received, by the metrics service).
 #[derive(Clone, Default)]
-pub struct Receiver(pub Arc<Mutex<Vec<Span>>>);
+pub struct Receiver(pub Arc<Mutex<Vec<Span>>>, pub Arc<Mutex<Vec<String>>>);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -81,7 +88,23 @@ impl TraceService for Receiver {
     }
 }
 
-/// Starts the receiver on a free port, in a runtime of its own.
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut names = self.1.lock().unwrap();
+        for resource in request.into_inner().resource_metrics {
+            for scope in resource.scope_metrics {
+                names.extend(scope.metrics.into_iter().map(|m| m.name));
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// Starts the receiver (traces and metrics) on a free port, in a runtime of its own.
 pub fn receiver() -> (Receiver, SocketAddr, tokio::runtime::Runtime) {
     let receiver = Receiver::default();
     let addr = free_addr();
@@ -89,7 +112,8 @@ pub fn receiver() -> (Receiver, SocketAddr, tokio::runtime::Runtime) {
     let service = receiver.clone();
     runtime.spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(service))
+            .add_service(TraceServiceServer::new(service.clone()))
+            .add_service(MetricsServiceServer::new(service))
             .serve(addr)
             .await
             .unwrap();

@@ -20,6 +20,7 @@ fn otel_env(addr: SocketAddr) -> Vec<(&'static str, String)> {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
     ]
 }
 
@@ -74,6 +75,9 @@ fn one_scim_create_is_one_trace_across_both_processes() {
     assert_eq!(server.name, "POST /scim/{app}/Users");
     assert_eq!(server.attribute("http.response.status_code"), Some("201"), "{server:?}");
     assert_eq!(server.attribute("scim.app"), Some("demo"));
+    assert_eq!(server.attribute("scim.operation"), Some("create"));
+    let provision = spans.iter().find(|s| s.name == "provision create").expect("the provision span");
+    assert_eq!(provision.attribute("ecma.object_type"), Some("user"), "{provision:?}");
 
     // Its RPC client span, under it, calls the connector.
     let call = spans
@@ -122,6 +126,16 @@ fn one_scim_create_is_one_trace_across_both_processes() {
     for secret in [password, TOKEN] {
         assert!(everything.iter().all(|v| !v.contains(secret)), "a span holds a secret");
         assert!(!s.log().contains(secret), "the log holds a secret");
+    }
+    // The metrics go by OTLP too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !receiver.1.lock().unwrap().iter().any(|n| n == "scim_requests_total") {
+        assert!(
+            Instant::now() < deadline,
+            "no scim_requests_total by OTLP: {:?}",
+            receiver.1.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Log lines inside the request carry its trace id.
     assert!(s.log().lines().any(|l| l.contains(trace_id)), "no log line carries the trace id");

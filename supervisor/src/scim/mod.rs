@@ -262,6 +262,18 @@ async fn observe(
         (r, Some(_)) => format!("/scim/{{app}}/{r}/{{id}}"),
         (r, None) => format!("/scim/{{app}}/{r}"),
     };
+    // The SCIM operation, from the method and the route.
+    let operation = match (method, resource, id.is_some(), request.uri().path().ends_with("/.search")) {
+        (_, "Users" | "Groups", _, true) => "search",
+        ("POST", "Users" | "Groups", false, _) => "create",
+        ("GET", "Users" | "Groups", false, _) => "list",
+        ("GET", "Users" | "Groups", true, _) => "get",
+        ("PUT", _, true, _) => "replace",
+        ("PATCH", _, true, _) => "patch",
+        ("DELETE", _, true, _) => "delete",
+        ("GET", _, _, _) => "discovery",
+        _ => "other",
+    };
     let span = tracing::info_span!(
         "http",
         otel.name = %format!("{method} {route}"),
@@ -273,6 +285,7 @@ async fn observe(
         http.response.status_code = tracing::field::Empty,
         scim.app = %app,
         scim.resource = resource,
+        scim.operation = operation,
         scim.id_hash = id.as_deref().unwrap_or(""),
         trace_id = tracing::field::Empty,
     );
