@@ -1,4 +1,5 @@
-//! The command line: `supervisor run` and `supervisor check-config`.
+//! The command line: `supervisor run`, `check-config`, the operator's commands (`status`,
+//! `import`, `test-connection`, `schema`), `cert`/`token generate` and shell completions.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use crate::server::{self, RunOptions};
 use crate::telemetry::{self, LogFormat};
 
 /// `EX_USAGE` from sysexits.h: the configuration or the command line is wrong.
-const EXIT_USAGE: u8 = 64;
+pub const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +56,64 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Show a running supervisor's connectors (through its admin listener). Exit 0 when all are
+    /// ready, 1 otherwise, 69 when the supervisor cannot be reached.
+    ///
+    /// Example: supervisor status --config /etc/ecma-supervisor/supervisor.toml
+    Status {
+        /// The admin listener (default: server.admin_listen of --config, else 127.0.0.1:9090).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run an import on a running supervisor now, and print its report.
+    ///
+    /// Example: supervisor import ldap-users --delta --config /etc/ecma-supervisor/supervisor.toml
+    Import {
+        /// The connector, by its name in the configuration.
+        connector: String,
+        /// A full import (the default): everything, and what is gone leaves the connector space.
+        #[arg(long, conflicts_with = "delta")]
+        full: bool,
+        /// A delta import: what changed since the last one (full where the connector cannot).
+        #[arg(long)]
+        delta: bool,
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Start one connector of a configuration on its own, let it validate its configuration and
+    /// reach its target, and report (no listener is opened). Exit 0 when it is ready, 69 when its
+    /// target cannot be reached, 64 when it refuses its configuration.
+    ///
+    /// Example: supervisor test-connection ldap-users --config deploy/examples/ldap.toml
+    TestConnection {
+        connector: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Start one connector on its own and print what its target offers: partitions, object
+    /// types and their attributes.
+    ///
+    /// Example: supervisor schema sql-users --config deploy/examples/postgres.toml
+    Schema {
+        connector: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: supervisor completions bash > /etc/bash_completion.d/supervisor
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// TLS certificates.
     Cert {
@@ -105,6 +164,39 @@ fn data_dir(flag: Option<PathBuf>, config_file: &Path) -> PathBuf {
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
+/// The admin listener to talk to: the flag, else the configuration's, else the default.
+fn admin_address(flag: Option<SocketAddr>, config: Option<&Path>) -> SocketAddr {
+    flag.or_else(|| {
+        let config = config?;
+        let dir = data_dir(None, config);
+        Config::load(config, &dir).ok().map(|c| c.server.admin_listen)
+    })
+    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+
+/// Runs an operator command on a runtime of its own; its error is printed, exit 69 for an
+/// unreachable supervisor (an I/O error), 1 for anything else.
+fn one_shot(command: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some()) {
+                ExitCode::from(crate::operator::EXIT_UNAVAILABLE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` sets up its telemetry inside its runtime (the trace exporter needs it).
@@ -130,6 +222,59 @@ pub fn main() -> ExitCode {
             let bytes: [u8; 32] = rand::rng().random();
             println!("{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
             ExitCode::SUCCESS
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "supervisor", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Status { admin, config } => {
+            let admin = admin_address(admin, config.as_deref());
+            one_shot(crate::operator::status(admin))
+        }
+        Command::Import { connector, full: _, delta, admin, config } => {
+            let admin = admin_address(admin, config.as_deref());
+            one_shot(crate::operator::import(admin, &connector, if delta { "delta" } else { "full" }))
+        }
+        Command::TestConnection { connector, config, data_dir: dir } => {
+            let dir = data_dir(dir, &config);
+            match Config::load(&config, &dir) {
+                Ok(loaded) if !loaded.connectors.contains_key(&connector) => {
+                    eprintln!(
+                        "error: no connector named {connector:?} in {} (it has: {})",
+                        config.display(),
+                        loaded.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Ok(loaded) => {
+                    one_shot(async move { crate::operator::test_connection(&loaded, &dir, &connector).await })
+                }
+                Err(e) => {
+                    eprint!("{e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+        Command::Schema { connector, config, data_dir: dir } => {
+            let dir = data_dir(dir, &config);
+            match Config::load(&config, &dir) {
+                Ok(loaded) if !loaded.connectors.contains_key(&connector) => {
+                    eprintln!(
+                        "error: no connector named {connector:?} in {} (it has: {})",
+                        config.display(),
+                        loaded.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Ok(loaded) => {
+                    one_shot(async move { crate::operator::schema(&loaded, &dir, &connector).await })
+                }
+                Err(e) => {
+                    eprint!("{e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
         }
         Command::CheckConfig { config, data_dir: dir } => {
             let dir = data_dir(dir, &config);

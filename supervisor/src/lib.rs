@@ -8,6 +8,7 @@ pub mod export;
 pub mod expression;
 pub mod import;
 pub mod mapping;
+pub mod operator;
 pub mod provision;
 pub mod scim;
 pub mod server;

@@ -1,0 +1,262 @@
+//! The operator's commands beside `run`: `status` and `import` talk to a running supervisor's
+//! admin API; `test-connection` and `schema` start one connector on their own (the same
+//! supervision code as `run`, no listener), report, and stop it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use ecma_proto::v1;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::supervision::spawn::Spawner;
+use crate::supervision::{ConnectorHandle, Phase, lifecycle};
+
+/// `EX_UNAVAILABLE`: the supervisor (or the connector's target) cannot be reached.
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+/// One request to the admin API (loopback HTTP/1.1); the status and the JSON body.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, Value)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("no answer from the admin listener at {addr} within 5s"))?
+        .with_context(|| format!("cannot reach the admin listener at {addr} (is the supervisor running?)"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    // An import answers when it is done: no deadline on the answer.
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    Ok((status, json))
+}
+
+/// `supervisor status`: one line per connector; exit 0 when all are ready, 1 otherwise.
+pub async fn status(addr: SocketAddr) -> anyhow::Result<u8> {
+    let (code, body) = admin(addr, "GET", "/admin/connectors").await?;
+    if code != 200 {
+        return Err(anyhow!("the admin listener answered {code}: {body}"));
+    }
+    let connectors = body["connectors"].as_array().cloned().unwrap_or_default();
+    println!("{:<24} {:<14} {:>8} {:>9} {:>8}  reason", "connector", "state", "pid", "restarts", "pending");
+    let mut all_ready = true;
+    for c in &connectors {
+        let state = c["state"].as_str().unwrap_or("?");
+        all_ready &= state == "ready";
+        println!(
+            "{:<24} {:<14} {:>8} {:>9} {:>8}  {}",
+            c["name"].as_str().unwrap_or("?"),
+            state,
+            c["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            c["restarts"].as_u64().unwrap_or(0),
+            c["pending_writes"].as_u64().unwrap_or(0),
+            c["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(if all_ready { 0 } else { 1 })
+}
+
+/// `supervisor import <connector>`: runs an import now and prints its report.
+pub async fn import(addr: SocketAddr, connector: &str, kind: &str) -> anyhow::Result<u8> {
+    eprintln!("importing {connector} ({kind}) ...");
+    let (code, report) =
+        admin(addr, "POST", &format!("/admin/connectors/{connector}/import?type={kind}")).await?;
+    match code {
+        200 => {
+            for key in [
+                "import_type",
+                "added",
+                "updated",
+                "unchanged",
+                "deleted",
+                "skipped",
+                "rejected",
+                "errors",
+                "pages",
+                "duration_ms",
+            ] {
+                if !report[key].is_null() {
+                    println!("{key}: {}", report[key]);
+                }
+            }
+            Ok(0)
+        }
+        404 => Err(anyhow!("no connector named {connector:?} in the running supervisor")),
+        _ => {
+            let why = report["error"].as_str().map(String::from).unwrap_or_else(|| report.to_string());
+            eprintln!("import failed ({code}): {why}");
+            Ok(1)
+        }
+    }
+}
+
+/// A connector started on its own, as `run` would start it, until it is ready or has said why
+/// not.
+struct Probe {
+    handle: Arc<ConnectorHandle>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    _sockets: SocketDir,
+}
+
+/// A private directory for the probe's socket, removed afterwards.
+struct SocketDir(std::path::PathBuf);
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Probe {
+    async fn start(config: &Config, data_dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let connector = config.connectors.get(name).ok_or_else(|| {
+            anyhow!(
+                "no connector named {name:?} in the configuration (it has: {})",
+                config.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("while creating the data directory {}", data_dir.display()))?;
+        let sockets = std::env::temp_dir().join(format!("ecma-probe-{}", std::process::id()));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&sockets)?;
+        }
+        let handle = Arc::new(ConnectorHandle::new(name.to_string(), connector.clone())?);
+        let ctx = lifecycle::Context {
+            spawner: Spawner::start()?,
+            socket_dir: sockets.clone(),
+            working_dir: data_dir.to_path_buf(),
+            shutdown_timeout: Duration::from_secs(5),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(lifecycle::run(handle.clone(), ctx, stopped));
+        let deadline = connector.startup_timeout + Duration::from_secs(2);
+        let _ = tokio::time::timeout(deadline, async {
+            while matches!(handle.phase(), Phase::Starting) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Ok(Self { handle, stop, task, _sockets: SocketDir(sockets) })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn reason(phase: &Phase) -> Option<String> {
+    match phase {
+        Phase::Degraded { reason, .. }
+        | Phase::Quarantined { reason, .. }
+        | Phase::FailedConfig { reason } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+/// `supervisor test-connection <connector>`: starts it, lets it validate its configuration and
+/// reach its target, and reports. Exit 0 ready, 69 target unreachable, 64 configuration refused,
+/// 1 otherwise.
+pub async fn test_connection(config: &Config, data_dir: &Path, name: &str) -> anyhow::Result<u8> {
+    let probe = Probe::start(config, data_dir, name).await?;
+    let status = probe.handle.status();
+    let phase = probe.handle.phase();
+    println!("connector: {name}");
+    println!("executable: {}", probe.handle.config.executable);
+    if let Some(version) = &status.connector_version {
+        println!("version: {version} (protocol {})", status.protocol_version.unwrap_or_default());
+    }
+    println!("state: {}", phase.name());
+    if let Some(reason) = reason(&phase) {
+        println!("reason: {reason}");
+    } else if let Some(exit) = &status.last_exit {
+        println!("last exit: {exit}");
+    }
+    let code = match phase {
+        Phase::Ready(_) => {
+            println!("OK: the connector started, accepted its configuration and reached its target");
+            0
+        }
+        Phase::Degraded { .. } => EXIT_UNAVAILABLE,
+        Phase::FailedConfig { .. } => crate::cli::EXIT_USAGE,
+        _ => 1,
+    };
+    if !status.recent_output.is_empty() && code != 0 {
+        println!("its last output:");
+        for line in &status.recent_output {
+            println!("  {line}");
+        }
+    }
+    probe.stop().await;
+    Ok(code)
+}
+
+/// `supervisor schema <connector>`: what the target offers (object types, attributes,
+/// partitions), as the connector reads it.
+pub async fn schema(config: &Config, data_dir: &Path, name: &str) -> anyhow::Result<u8> {
+    let probe = Probe::start(config, data_dir, name).await?;
+    let result = async {
+        let session = probe.handle.session().map_err(|e| {
+            anyhow!("the connector is not ready ({}): {e}", reason(&probe.handle.phase()).unwrap_or_default())
+        })?;
+        let schema = session
+            .call(
+                "GetSchema",
+                session.client().get_schema(
+                    session.request(v1::GetSchemaRequest { config: Some(session.config.clone()) }),
+                ),
+            )
+            .await
+            .map_err(|e| anyhow!("GetSchema: {e}"))?;
+        let partitions = session
+            .call(
+                "GetPartitions",
+                session.client().get_partitions(
+                    session.request(v1::GetPartitionsRequest { config: Some(session.config.clone()) }),
+                ),
+            )
+            .await
+            .map_err(|e| anyhow!("GetPartitions: {e}"))?;
+        for partition in partitions.partitions {
+            println!("partition {} ({})", partition.id, partition.name);
+        }
+        for t in schema.schema.unwrap_or_default().types {
+            println!("object type {} (anchor: {})", t.name, t.anchor_attributes.join(", "));
+            for a in t.attributes {
+                let kind = v1::AttributeType::try_from(a.r#type)
+                    .map(|k| format!("{k:?}").to_lowercase())
+                    .unwrap_or_default();
+                let operation = v1::AttributeOperation::try_from(a.operation)
+                    .map(|o| format!("{o:?}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:<32} {:<10}{}{} {}",
+                    a.name,
+                    kind,
+                    if a.multi_valued { " multi" } else { "" },
+                    if a.required { " required" } else { "" },
+                    operation
+                );
+            }
+        }
+        anyhow::Ok(0)
+    }
+    .await;
+    probe.stop().await;
+    result
+}

@@ -1,0 +1,135 @@
+//! The operator's commands, run as a new user would, against the real binaries: `status` and
+//! `import` against a running supervisor, `test-connection` and `schema` on their own,
+//! `check-config`, completions; with the usual mistakes.
+
+use std::process::{Command, Output};
+
+use e2e::{Supervisor, TempDir, binary, quickstart_config, user_body};
+
+fn supervisor(args: &[&str]) -> Output {
+    Command::new(binary("supervisor")).args(args).output().expect("run supervisor")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn status_and_import_talk_to_a_running_supervisor() {
+    let dir = TempDir::new("cli-status");
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    let admin = s.admin.to_string();
+    let out = supervisor(&["status", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.lines().any(|l| l.starts_with("demo-users") && l.contains("ready")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("demo-groups") && l.contains("ready")), "{text}");
+
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("imported-by-cli"))).status, 201);
+    let out = supervisor(&["import", "demo-users", "--full", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("import_type: \"full\""), "{}", stdout(&out));
+    assert!(stdout(&out).contains("unchanged: 1"), "{}", stdout(&out));
+    let out = supervisor(&["import", "nobody", "--admin", &admin]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("no connector named \"nobody\""), "{}", stderr(&out));
+
+    // Nothing listening: 69 (EX_UNAVAILABLE) and a message saying so.
+    drop(s);
+    let out = supervisor(&["status", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is the supervisor running?"), "{}", stderr(&out));
+}
+
+#[test]
+fn test_connection_and_schema_start_one_connector_on_their_own() {
+    let dir = TempDir::new("cli-probe");
+    let config = dir.path().join("quickstart.toml");
+    std::fs::write(&config, quickstart_config()).unwrap();
+    let (config, data) = (config.to_str().unwrap(), dir.path().join("data"));
+    let data = data.to_str().unwrap();
+
+    let out = supervisor(&["test-connection", "demo-users", "--config", config, "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("state: ready") && stdout(&out).contains("connector-sql"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = supervisor(&["schema", "demo-groups", "--config", config, "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("object type group (anchor: id)"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("members") && l.contains("reference") && l.contains("multi")),
+        "{text}"
+    );
+
+    // Mistakes: an unknown connector (64, naming the ones there are); a target that cannot be
+    // reached (69, with the connector's reason); a refused configuration (64).
+    let out = supervisor(&["test-connection", "demo-user", "--config", config, "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("it has: demo-groups, demo-users"), "{}", stderr(&out));
+
+    let unreachable = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        quickstart_config().replace("${data_dir}/demo.db", "${data_dir}/missing-volume/demo.db"),
+    )
+    .unwrap();
+    let out = supervisor(&[
+        "test-connection",
+        "demo-users",
+        "--config",
+        unreachable.to_str().unwrap(),
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("state: degraded") && stdout(&out).contains("cannot connect to the database"),
+        "{}",
+        stdout(&out)
+    );
+
+    let refused = dir.path().join("refused.toml");
+    std::fs::write(&refused, quickstart_config().replacen("table = \"users\"", "table = \"users; drop\"", 1))
+        .unwrap();
+    let out = supervisor(&[
+        "test-connection",
+        "demo-users",
+        "--config",
+        refused.to_str().unwrap(),
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("not a valid SQL identifier"), "{}", stdout(&out));
+}
+
+#[test]
+fn check_config_completions_and_help() {
+    let dir = TempDir::new("cli-misc");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, quickstart_config().replace("[apps.demo]", "[apps.demo]\ncolour = \"blue\""))
+        .unwrap();
+    let out = supervisor(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("apps.demo") && stderr(&out).contains("colour"), "{}", stderr(&out));
+
+    let out = supervisor(&["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("test-connection"), "the completion knows the commands");
+
+    for command in ["run", "check-config", "status", "import", "test-connection", "schema", "completions"] {
+        let out = supervisor(&[command, "--help"]);
+        assert!(out.status.success(), "{command} --help");
+        assert!(stdout(&out).contains("Example: supervisor"), "{command} --help has an example");
+    }
+}
