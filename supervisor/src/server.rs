@@ -75,7 +75,11 @@ pub fn resolve_tokens(name: &str, app: &AppConfig) -> anyhow::Result<Tokens> {
 /// are removed (a supervisor never re-attaches to children of an earlier run).
 fn socket_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let preferred = data_dir.join("run");
+    // systemd's RuntimeDirectory= (emptied when the service stops) where there is one, else
+    // the data directory's run/.
+    let preferred = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(|d| PathBuf::from(d).join("sockets"))
+        .unwrap_or_else(|| data_dir.join("run"));
     // Leave room for "<connector name>-<incarnation>.sock".
     let dir = if preferred.as_os_str().len() + 40 <= MAX_SOCKET_PATH {
         preferred
@@ -237,7 +241,22 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         })
     };
 
+    // systemd (Type=notify): ready once both listeners serve; the watchdog is fed while the
+    // runtime runs (a wedged runtime misses it and systemd restarts the service). Without
+    // NOTIFY_SOCKET these do nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+
     signals.next().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: draining requests (a second SIGTERM or SIGINT stops at once)");
     let _ = stop_http.send(true);
     let grace = config.server.shutdown_timeout;

@@ -133,3 +133,33 @@ fn check_config_completions_and_help() {
         assert!(stdout(&out).contains("Example: supervisor"), "{command} --help has an example");
     }
 }
+
+/// Under systemd (`Type=notify`): READY=1 once the listeners serve, WATCHDOG=1 while it runs,
+/// STOPPING=1 on SIGTERM.
+#[test]
+fn systemd_notifications_readiness_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("cli-notify");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut s = Supervisor::spawn_with_env(
+        &quickstart_config(),
+        dir.path(),
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut next = |seen: &mut Vec<String>| {
+        let n = socket.recv(&mut buf).expect("a notification");
+        let message = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        seen.push(message.clone());
+        message
+    };
+    assert_eq!(next(&mut seen), "READY=1");
+    assert_eq!(s.scim("GET", "/scim/demo/ServiceProviderConfig", None).status, 200, "ready means serving");
+    assert_eq!(next(&mut seen), "WATCHDOG=1");
+    assert_eq!(next(&mut seen), "WATCHDOG=1", "fed again within the period");
+    assert!(s.stop().success());
+    while next(&mut seen) != "STOPPING=1" {}
+}
