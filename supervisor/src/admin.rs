@@ -28,6 +28,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/connectors", get(connectors))
         .route("/admin/connectors/{name}/reset", post(reset))
+        .route("/admin/connectors/{name}/reload", post(reload_one))
+        .route("/admin/reload", post(reload_all))
         .route("/admin/connectors/{name}/import", post(import))
         .with_state(state)
 }
@@ -99,6 +101,30 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         metrics::gauge!("connector_space_bytes").set(bytes as f64);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Starts a new incarnation of one connector beside the serving one (the executable as it is on
+/// disk now); answers once it serves (200) or why the old one goes on serving (409).
+async fn reload_one(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    let Some(handle) = state.connectors.iter().find(|c| c.name == name) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")})));
+    };
+    match handle.reload().await {
+        Ok(incarnation) => {
+            (StatusCode::OK, Json(json!({"name": name, "reloaded": true, "incarnation": incarnation})))
+        }
+        Err(error) => (StatusCode::CONFLICT, Json(json!({"name": name, "reloaded": false, "error": error}))),
+    }
+}
+
+/// Reloads every serving connector, one after the other (as SIGHUP does).
+async fn reload_all(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Value>) {
+    let outcomes = crate::server::reload_all(&state.connectors).await;
+    let failed = outcomes.iter().any(|o| o["reloaded"] == false);
+    (if failed { StatusCode::CONFLICT } else { StatusCode::OK }, Json(json!({"connectors": outcomes})))
 }
 
 /// Leaves quarantine or failed_config (or skips the rest of a backoff) and starts again now.

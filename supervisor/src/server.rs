@@ -175,6 +175,20 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     })
     .await;
 
+    // SIGHUP: reload every serving connector (the executable as it is on disk now), one after
+    // the other, without a moment of unavailability.
+    {
+        let handles = handles.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("while installing a SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                for outcome in reload_all(&handles).await {
+                    tracing::info!(%outcome, "reload on SIGHUP");
+                }
+            }
+        });
+    }
     let provisioner = Arc::new(Provisioner::new(store.clone(), targets));
     let imports = Arc::new(Imports::new(
         provisioner.clone(),
@@ -286,6 +300,22 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads each connector in turn (a new incarnation beside the serving one); one outcome per
+/// connector. Connectors that are not serving are left as they are.
+pub async fn reload_all(connectors: &[Arc<ConnectorHandle>]) -> Vec<serde_json::Value> {
+    let mut outcomes = Vec::new();
+    for handle in connectors {
+        let outcome = match handle.reload().await {
+            Ok(incarnation) => {
+                serde_json::json!({"name": handle.name, "reloaded": true, "incarnation": incarnation})
+            }
+            Err(error) => serde_json::json!({"name": handle.name, "reloaded": false, "error": error}),
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
 }
 
 /// Where each connector's imported objects go: the app and resource kind it serves.

@@ -47,6 +47,15 @@ enum Ended {
     Shutdown,
 }
 
+impl Ended {
+    fn reason(&self) -> String {
+        match self {
+            Ended::Exited(reason) | Ended::BadConfig(reason) => reason.clone(),
+            Ended::Shutdown => "shutting down".into(),
+        }
+    }
+}
+
 /// The restart history of one connector: decides between backoff and quarantine.
 struct Restarts {
     policy: RestartConfig,
@@ -103,7 +112,7 @@ pub async fn run(handle: Arc<ConnectorHandle>, ctx: Context, mut shutdown: watch
         handle.set_phase(Phase::Starting);
         metrics::gauge!("connector_up", "connector" => name.clone()).set(0.0);
         let started = Instant::now();
-        let ended = run_incarnation(&handle, &ctx, incarnation, &mut shutdown).await;
+        let ended = run_incarnation(&handle, &ctx, &mut incarnation, &mut shutdown).await;
         metrics::gauge!("connector_up", "connector" => name.clone()).set(0.0);
         let wait = match ended {
             Ended::Shutdown => {
@@ -188,15 +197,24 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn run_incarnation(
+/// A child spawned for one incarnation: its process and its socket.
+struct Spawned {
+    child: Child,
+    socket: PathBuf,
+    token: String,
+    executable: PathBuf,
+}
+
+/// Spawns the child of `incarnation` (the executable is looked up anew: an upgrade on disk is
+/// what starts).
+async fn spawn_child(
     handle: &Arc<ConnectorHandle>,
     ctx: &Context,
     incarnation: u64,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Ended {
+) -> Result<Spawned, Ended> {
     let executable = match spawn::resolve_executable(&handle.config.executable) {
         Ok(path) => path,
-        Err(e) => return Ended::BadConfig(format!("executable: {e:#}")),
+        Err(e) => return Err(Ended::BadConfig(format!("executable: {e:#}"))),
     };
     let socket = ctx.socket_dir.join(format!("{}-{incarnation}.sock", handle.name));
     let _ = std::fs::remove_file(&socket);
@@ -204,34 +222,50 @@ async fn run_incarnation(
     let contract = Contract { socket: &socket, token: &token, incarnation, working_dir: &ctx.working_dir };
     let mut child = match ctx.spawner.spawn(spawn::command(handle, &executable, &contract)).await {
         Ok(child) => child,
-        Err(e) => return Ended::Exited(format!("could not start {}: {e}", executable.display())),
+        Err(e) => return Err(Ended::Exited(format!("could not start {}: {e}", executable.display()))),
     };
-    let pid = child.id();
+    spawn::drain_output(handle, &mut child, incarnation);
+    tracing::info!(connector = %handle.name, incarnation, pid = child.id(), executable = %executable.display(), "connector child started");
+    Ok(Spawned { child, socket, token, executable })
+}
+
+fn record_started(handle: &ConnectorHandle, spawned: &Spawned, incarnation: u64) {
+    let pid = spawned.child.id();
     handle.update_status(|s| {
         s.pid = pid;
         s.incarnation = incarnation;
         s.started_at = Some(rfc3339(SystemTime::now()));
     });
-    spawn::drain_output(handle, &mut child, incarnation);
-    tracing::info!(connector = %handle.name, incarnation, pid, executable = %executable.display(), "connector child started");
+}
 
-    let ended = serve_incarnation(handle, ctx, &mut child, &socket, &token, incarnation, shutdown).await;
-    let _ = std::fs::remove_file(&socket);
+async fn run_incarnation(
+    handle: &Arc<ConnectorHandle>,
+    ctx: &Context,
+    incarnation: &mut u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    let mut spawned = match spawn_child(handle, ctx, *incarnation).await {
+        Ok(spawned) => spawned,
+        Err(ended) => return ended,
+    };
+    record_started(handle, &spawned, *incarnation);
+    let ended = serve_incarnation(handle, ctx, &mut spawned, incarnation, shutdown).await;
+    let _ = std::fs::remove_file(&spawned.socket);
     ended
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_incarnation(
+/// The handshake and the configuration checks of a spawned child: its session, and whether it
+/// is ready or degraded. `Err`: it ended (exited, refused, timed out).
+async fn launch(
     handle: &Arc<ConnectorHandle>,
     ctx: &Context,
-    child: &mut Child,
-    socket: &std::path::Path,
-    token: &str,
+    spawned: &mut Spawned,
     incarnation: u64,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Ended {
-    // Handshake: connect and Hello until it answers, while watching for the child exiting, for
-    // the start-up deadline, and for shutdown.
+    reloading: bool,
+) -> Result<(Arc<Session>, Result<(), String>), Ended> {
+    let (socket, token, child) = (&spawned.socket, &spawned.token, &mut spawned.child);
+    // Handshake: connect and Hello until it answers, while watching for the child exiting and
+    // for the start-up deadline.
     let handshake = async {
         loop {
             if let Ok((mut client, health)) = client::connect(socket.to_path_buf(), token).await {
@@ -256,33 +290,37 @@ async fn serve_incarnation(
             Ok(ok) => ok,
             Err(status) => {
                 stop_child(child, ctx.shutdown_timeout).await;
-                return Ended::BadConfig(format!("handshake refused: {}", status.message()));
+                return Err(Ended::BadConfig(format!("handshake refused: {}", status.message())));
             }
         },
-        status = child.wait() => return exited(status),
+        status = child.wait() => return Err(exited(status)),
         _ = tokio::time::sleep(handle.config.startup_timeout) => {
             kill_group(child);
             let _ = child.wait().await;
-            return Ended::Exited(format!("no handshake within {:?}", handle.config.startup_timeout));
-        }
-        _ = stopped(shutdown) => {
-            stop_child(child, ctx.shutdown_timeout).await;
-            return Ended::Shutdown;
+            return Err(Ended::Exited(format!("no handshake within {:?}", handle.config.startup_timeout)));
         }
     };
     if !ecma_proto::PROTOCOL_VERSIONS.contains(&hello.protocol_version) {
         stop_child(child, ctx.shutdown_timeout).await;
-        return Ended::BadConfig(format!(
+        return Err(Ended::BadConfig(format!(
             "the connector chose protocol version {}, which this supervisor does not speak (it speaks {:?}); \
              upgrade the connector or the supervisor",
             hello.protocol_version,
             ecma_proto::PROTOCOL_VERSIONS
-        ));
+        )));
     }
-    handle.update_status(|s| {
-        s.protocol_version = Some(hello.protocol_version);
-        s.connector_version = Some(format!("{} {}", hello.connector_name, hello.connector_version));
-    });
+    let versions = (hello.protocol_version, format!("{} {}", hello.connector_name, hello.connector_version));
+    let record_versions = || {
+        handle.update_status(|s| {
+            s.protocol_version = Some(versions.0);
+            s.connector_version = Some(versions.1.clone());
+        })
+    };
+    // What answered is shown at once, even if it then refuses its configuration; a reload's new
+    // incarnation only once it serves (the old one's versions stand until then).
+    if !reloading {
+        record_versions();
+    }
     let config = v1::ConfigParameters { values: handle.config.parameter_values().into_iter().collect() };
     let session = Arc::new(Session::new(
         incarnation,
@@ -293,35 +331,113 @@ async fn serve_incarnation(
         handle.config.call_timeout,
         Arc::downgrade(handle),
     ));
-
     // Configuration checks, racing the child's exit.
     let checked = tokio::select! {
         checked = checks::check(handle, &session) => checked,
-        status = child.wait() => return exited(status),
+        status = child.wait() => return Err(exited(status)),
     };
-    match checked {
+    let ready = match checked {
+        Ok(()) => Ok(()),
+        Err(NotReady::Degraded(reason)) => Err(reason),
+        Err(NotReady::BadConfig(reason)) => {
+            stop_child(child, ctx.shutdown_timeout).await;
+            return Err(Ended::BadConfig(reason));
+        }
+    };
+    if reloading {
+        record_versions();
+    }
+    Ok((session, ready))
+}
+
+/// Makes `session` the one calls go to: ready, or degraded with the reason.
+fn serve_with(handle: &ConnectorHandle, session: &Arc<Session>, ready: Result<(), String>) {
+    match ready {
         Ok(()) => {
-            tracing::info!(connector = %handle.name, incarnation, protocol = session.protocol_version, "connector ready");
+            tracing::info!(connector = %handle.name, incarnation = session.incarnation, protocol = session.protocol_version, "connector ready");
             metrics::gauge!("connector_up", "connector" => handle.name.clone()).set(1.0);
             handle.set_phase(Phase::Ready(session.clone()));
         }
-        Err(NotReady::Degraded(reason)) => {
+        Err(reason) => {
             tracing::warn!(connector = %handle.name, %reason, "connector's target is not reachable; degraded");
             handle.set_phase(Phase::Degraded { session: session.clone(), reason });
         }
-        Err(NotReady::BadConfig(reason)) => {
-            stop_child(child, ctx.shutdown_timeout).await;
-            return Ended::BadConfig(reason);
-        }
     }
+}
+
+/// Starts the next incarnation beside the serving one. On success the new one serves and the
+/// old one is drained (its calls in flight finish) and stopped in the background; on failure
+/// the old one goes on serving, and the reason is returned.
+async fn reload(
+    handle: &Arc<ConnectorHandle>,
+    ctx: &Context,
+    serving: &mut Spawned,
+    session: &mut Arc<Session>,
+    incarnation: &mut u64,
+) -> Result<u64, String> {
+    let next = *incarnation + 1;
+    tracing::info!(connector = %handle.name, incarnation = next, "reload: starting a new incarnation beside the serving one");
+    let mut spawned = spawn_child(handle, ctx, next).await.map_err(|e| e.reason())?;
+    let (new_session, ready) = match launch(handle, ctx, &mut spawned, next, true).await {
+        Ok(launched) => launched,
+        Err(ended) => {
+            let _ = std::fs::remove_file(&spawned.socket);
+            let reason =
+                format!("the new incarnation did not start, the old one goes on serving: {}", ended.reason());
+            tracing::error!(connector = %handle.name, %reason, "reload failed");
+            handle.update_status(|s| s.last_error = Some(reason.clone()));
+            return Err(reason);
+        }
+    };
+    *incarnation = next;
+    record_started(handle, &spawned, next);
+    serve_with(handle, &new_session, ready);
+    let old_session = std::mem::replace(session, new_session);
+    let old = std::mem::replace(serving, spawned);
+    let (name, grace, drain) = (handle.name.clone(), ctx.shutdown_timeout, handle.config.call_timeout);
+    tokio::spawn(async move {
+        // Calls already on the old incarnation finish there (their callers hold the session).
+        let deadline = Instant::now() + drain;
+        while Arc::strong_count(&old_session) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut old = old;
+        stop_child(&mut old.child, grace).await;
+        let _ = std::fs::remove_file(&old.socket);
+        tracing::info!(connector = %name, incarnation = old_session.incarnation, executable = %old.executable.display(), "reload: the old incarnation is drained and stopped");
+    });
+    Ok(next)
+}
+
+async fn serve_incarnation(
+    handle: &Arc<ConnectorHandle>,
+    ctx: &Context,
+    spawned: &mut Spawned,
+    incarnation: &mut u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    let launched = tokio::select! {
+        launched = launch(handle, ctx, spawned, *incarnation, false) => Some(launched),
+        _ = stopped(shutdown) => None,
+    };
+    let (mut session, ready) = match launched {
+        Some(Ok(launched)) => launched,
+        Some(Err(ended)) => return ended,
+        None => {
+            stop_child(&mut spawned.child, ctx.shutdown_timeout).await;
+            return Ended::Shutdown;
+        }
+    };
+    serve_with(handle, &session, ready);
 
     let mut tick = tokio::time::interval(handle.config.health_interval);
     tick.reset();
     let mut failures = 0u32;
     loop {
+        let child = &mut spawned.child;
         tokio::select! {
             status = child.wait() => return exited(status),
-            _ = handle.kill_requested(incarnation) => {
+            _ = handle.kill_requested(*incarnation) => {
                 // A child that is dying (which is why the call was lost: its sockets close a
                 // moment before it can be reaped) reports its own end.
                 if let Ok(status) = tokio::time::timeout(DYING_GRACE, child.wait()).await {
@@ -330,6 +446,15 @@ async fn serve_incarnation(
                 kill_group(child);
                 let _ = child.wait().await;
                 return Ended::Exited("killed: a call overran its deadline or lost its connection".into());
+            }
+            replies = handle.reload_requested() => {
+                let outcome = reload(handle, ctx, spawned, &mut session, incarnation).await;
+                if outcome.is_ok() {
+                    failures = 0;
+                }
+                for reply in replies {
+                    let _ = reply.send(outcome.clone());
+                }
             }
             _ = tick.tick() => {
                 match session.check_health(handle.config.call_timeout.min(Duration::from_secs(5))).await {

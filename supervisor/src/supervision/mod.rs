@@ -93,6 +93,10 @@ pub struct ConnectorHandle {
     kill_incarnation: std::sync::atomic::AtomicU64,
     /// An operator's reset: leave quarantine or failed_config and start again now.
     reset: Notify,
+    /// Reload requests (a new incarnation beside the serving one), each with where its outcome
+    /// goes: the new incarnation's number, or why the old one goes on serving.
+    reloads: Mutex<Vec<tokio::sync::oneshot::Sender<Result<u64, String>>>>,
+    reload: Notify,
 }
 
 impl ConnectorHandle {
@@ -110,6 +114,8 @@ impl ConnectorHandle {
             kill: Notify::new(),
             kill_incarnation: std::sync::atomic::AtomicU64::new(0),
             reset: Notify::new(),
+            reloads: Mutex::new(Vec::new()),
+            reload: Notify::new(),
         })
     }
 
@@ -229,6 +235,45 @@ impl ConnectorHandle {
 
     pub(crate) async fn reset_requested(&self) {
         self.reset.notified().await
+    }
+
+    /// Asks for a reload: a new incarnation (the executable as it is on disk now) is started
+    /// beside the serving one and takes over once ready; the old one is drained and stopped.
+    /// The answer: the new incarnation's number, or why the old one goes on serving. Only a
+    /// serving connector (ready or degraded) reloads; others are refused at once.
+    pub fn request_reload(&self) -> tokio::sync::oneshot::Receiver<Result<u64, String>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.phase() {
+            Phase::Ready(_) | Phase::Degraded { .. } => {
+                self.reloads.lock().expect("reloads lock").push(reply);
+                self.reload.notify_one();
+            }
+            other => {
+                let _ = reply.send(Err(format!(
+                    "the connector is {}; only a serving connector is reloaded (a stopped one starts with what is on disk)",
+                    other.name()
+                )));
+            }
+        }
+        answer
+    }
+
+    /// [`Self::request_reload`], waiting for its outcome.
+    pub async fn reload(&self) -> Result<u64, String> {
+        self.request_reload()
+            .await
+            .unwrap_or_else(|_| Err("the connector stopped (or restarted) before the reload finished".into()))
+    }
+
+    /// Resolves with the pending reload requests when there are any.
+    pub(crate) async fn reload_requested(&self) -> Vec<tokio::sync::oneshot::Sender<Result<u64, String>>> {
+        loop {
+            self.reload.notified().await;
+            let pending = std::mem::take(&mut *self.reloads.lock().expect("reloads lock"));
+            if !pending.is_empty() {
+                return pending;
+            }
+        }
     }
 
     /// Counts entries the connector returned for another object type or partition.
