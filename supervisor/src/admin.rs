@@ -38,6 +38,7 @@ fn describe(
     handle: &ConnectorHandle,
     pending_writes: Option<i64>,
     last_import: Option<crate::import::Report>,
+    import_running: Option<crate::import::Report>,
 ) -> Value {
     let phase = handle.phase();
     let status = handle.status();
@@ -63,6 +64,7 @@ fn describe(
         "connector_version": status.connector_version,
         "pending_writes": pending_writes,
         "last_import": last_import,
+        "import_running": import_running,
         "object_type": handle.config.object_type,
         "partition": handle.config.partition,
         "recent_output": status.recent_output.iter().rev().take(10).rev().collect::<Vec<_>>(),
@@ -187,6 +189,7 @@ async fn connectors(State(state): State<Arc<AdminState>>) -> Json<Value> {
             c,
             state.store.count_pending(&c.name).await.ok(),
             state.imports.last(&c.name),
+            state.imports.running(&c.name),
         ));
     }
     Json(json!({ "connectors": described }))

@@ -74,6 +74,7 @@ pub async fn run(
     connector: &str,
     binding: &Binding,
     requested: ImportType,
+    progress: &(dyn Fn(&Report) + Sync),
 ) -> Result<Report, ImportError> {
     let started = Instant::now();
     let target = provisioner.target(connector);
@@ -265,6 +266,7 @@ pub async fn run(
         if delta && !page.watermark.is_empty() {
             store.set_watermark(connector, &page.watermark).await?;
         }
+        progress(&report);
         if !page.more_to_import {
             break;
         }
@@ -334,6 +336,8 @@ pub struct Imports {
     bindings: HashMap<String, Binding>,
     running: HashMap<String, tokio::sync::Mutex<()>>,
     reports: std::sync::Mutex<HashMap<String, Report>>,
+    /// The report so far of imports running now (after each page).
+    progress: std::sync::Mutex<HashMap<String, Report>>,
     /// Connectors that import when they start (the ones worth waiting for).
     on_start: HashSet<String>,
 }
@@ -358,7 +362,14 @@ impl Imports {
     ) -> Self {
         let running = connectors.iter().map(|(c, _)| (c.clone(), tokio::sync::Mutex::new(()))).collect();
         let on_start = connectors.iter().filter(|(_, on)| *on).map(|(c, _)| c.clone()).collect();
-        Self { provisioner, bindings, running, reports: std::sync::Mutex::new(HashMap::new()), on_start }
+        Self {
+            provisioner,
+            bindings,
+            running,
+            reports: std::sync::Mutex::new(HashMap::new()),
+            progress: std::sync::Mutex::new(HashMap::new()),
+            on_start,
+        }
     }
 
     /// Runs an import of `connector` now (waiting for one already running to finish).
@@ -366,12 +377,22 @@ impl Imports {
         let lock = self.running.get(connector).ok_or_else(|| NotRun::Unknown(connector.to_string()))?;
         let binding = self.bindings.get(connector).ok_or_else(|| NotRun::Unbound(connector.to_string()))?;
         let _one_at_a_time = lock.lock().await;
-        let report = run(&self.provisioner, connector, binding, requested).await.map_err(|e| {
+        let progress = |report: &Report| {
+            self.progress.lock().expect("progress lock").insert(connector.to_string(), report.clone());
+        };
+        let result = run(&self.provisioner, connector, binding, requested, &progress).await;
+        self.progress.lock().expect("progress lock").remove(connector);
+        let report = result.map_err(|e| {
             tracing::warn!(connector, error = %e, "import failed");
             e
         })?;
         self.reports.lock().expect("reports lock").insert(connector.to_string(), report.clone());
         Ok(report)
+    }
+
+    /// The report so far of a connector's import running now.
+    pub fn running(&self, connector: &str) -> Option<Report> {
+        self.progress.lock().expect("progress lock").get(connector).cloned()
     }
 
     /// The last report of a connector's imports.

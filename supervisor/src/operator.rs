@@ -68,11 +68,54 @@ pub async fn status(addr: SocketAddr) -> anyhow::Result<u8> {
     Ok(if all_ready { 0 } else { 1 })
 }
 
-/// `supervisor import <connector>`: runs an import now and prints its report.
+/// `supervisor import <connector>`: runs an import now and prints its report; while it runs,
+/// its progress (pages and objects so far, from `/admin/connectors`): one line redrawn on a
+/// terminal, a plain line per change otherwise.
 pub async fn import(addr: SocketAddr, connector: &str, kind: &str) -> anyhow::Result<u8> {
+    use std::io::{IsTerminal, Write};
     eprintln!("importing {connector} ({kind}) ...");
-    let (code, report) =
-        admin(addr, "POST", &format!("/admin/connectors/{connector}/import?type={kind}")).await?;
+    let path = format!("/admin/connectors/{connector}/import?type={kind}");
+    let run = admin(addr, "POST", &path);
+    tokio::pin!(run);
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown = String::new();
+    let (code, report) = loop {
+        tokio::select! {
+            answer = &mut run => break answer?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                let Ok((200, body)) = admin(addr, "GET", "/admin/connectors").await else { continue };
+                let Some(running) = body["connectors"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["name"] == connector))
+                    .map(|c| c["import_running"].clone())
+                    .filter(|r| !r.is_null())
+                else {
+                    continue;
+                };
+                let n = |k: &str| running[k].as_u64().unwrap_or(0);
+                let line = format!(
+                    "{} pages, {} objects ({} added, {} updated, {} unchanged)",
+                    n("pages"),
+                    n("added") + n("updated") + n("unchanged") + n("skipped") + n("rejected") + n("errors"),
+                    n("added"),
+                    n("updated"),
+                    n("unchanged")
+                );
+                if line != shown {
+                    if terminal {
+                        eprint!("\r{line}");
+                        let _ = std::io::stderr().flush();
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    shown = line;
+                }
+            }
+        }
+    };
+    if terminal && !shown.is_empty() {
+        eprintln!();
+    }
     match code {
         200 => {
             for key in [

@@ -123,6 +123,31 @@ fn check_config_completions_and_help() {
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("apps.demo") && stderr(&out).contains("colour"), "{}", stderr(&out));
 
+    // token generate: 64 hex digits (256 bits), a new one each time.
+    let (a, b) = (supervisor(&["token", "generate"]), supervisor(&["token", "generate"]));
+    let (a, b) = (stdout(&a).trim().to_string(), stdout(&b).trim().to_string());
+    assert!(a.len() == 64 && a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+    assert_ne!(a, b);
+    // cert generate into a directory that cannot be written: an error, exit non-zero.
+    let out = supervisor(&["cert", "generate", "--out-dir", "/proc/no-such-dir"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("error"), "{}", stderr(&out));
+    // schema of a connector that is not in the file: 64, naming the ones there are.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, quickstart_config()).unwrap();
+    let out = supervisor(&[
+        "schema",
+        "nope",
+        "--config",
+        good.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("it has: demo-groups, demo-users"), "{}", stderr(&out));
+    let out = supervisor(&["check-config", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     let out = supervisor(&["completions", "bash"]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("test-connection"), "the completion knows the commands");
@@ -162,4 +187,28 @@ fn systemd_notifications_readiness_watchdog_and_stopping() {
     assert_eq!(next(&mut seen), "WATCHDOG=1", "fed again within the period");
     assert!(s.stop().success());
     while next(&mut seen) != "STOPPING=1" {}
+}
+
+#[test]
+fn import_shows_its_progress_while_it_runs() {
+    let dir = TempDir::new("cli-progress");
+    let config = quickstart_config().replace(
+        "[connectors.demo-users.parameters]",
+        "[connectors.demo-users.import]\non_start = false\n\n[connectors.demo-users.parameters]",
+    );
+    let s = Supervisor::start(&config, dir.path());
+    e2e::sqlite_exec(
+        &dir.path().join("demo.db"),
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000) \
+         INSERT INTO users (id, user_name, display_name, active) SELECT 'bulk-' || i, 'bulk' || i, 'Bulk ' || i, 1 FROM n",
+        &[],
+    );
+    let out = supervisor(&["import", "demo-users", "--admin", &s.admin.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("added: 8000"), "{}", stdout(&out));
+    // Not a terminal here: plain progress lines while it ran.
+    let progress: Vec<String> =
+        stderr(&out).lines().filter(|l| l.contains(" pages, ")).map(String::from).collect();
+    assert!(!progress.is_empty(), "no progress line: {}", stderr(&out));
+    assert!(progress.iter().all(|l| l.ends_with("unchanged)")), "{progress:?}");
 }
