@@ -15,6 +15,7 @@ use crate::supervision::{ConnectorHandle, Phase};
 
 /// What the admin handlers see.
 pub struct AdminState {
+    pub reloader: Arc<crate::server::Reloader>,
     pub connectors: Vec<Arc<ConnectorHandle>>,
     pub metrics: PrometheusHandle,
     pub store: crate::store::Store,
@@ -105,18 +106,21 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-/// Starts a new incarnation of one connector beside the serving one (the executable as it is on
-/// disk now); answers once it serves (200) or why the old one goes on serving (409).
+/// Reads the configuration again and starts a new incarnation of one connector beside the
+/// serving one (its executable as it is on disk now); answers once it serves (200) or why the
+/// old one goes on serving (409).
 async fn reload_one(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> (StatusCode, Json<Value>) {
-    let Some(handle) = state.connectors.iter().find(|c| c.name == name) else {
+    if !state.connectors.iter().any(|c| c.name == name) {
         return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")})));
-    };
-    match handle.reload().await {
-        Ok(incarnation) => {
-            (StatusCode::OK, Json(json!({"name": name, "reloaded": true, "incarnation": incarnation})))
+    }
+    match crate::server::reload(&state.reloader, Some(&name)).await {
+        Ok(mut outcomes) => {
+            let outcome = outcomes.pop().unwrap_or(Value::Null);
+            let status = if outcome["reloaded"] == true { StatusCode::OK } else { StatusCode::CONFLICT };
+            (status, Json(outcome))
         }
         Err(error) => (StatusCode::CONFLICT, Json(json!({"name": name, "reloaded": false, "error": error}))),
     }
@@ -124,9 +128,16 @@ async fn reload_one(
 
 /// Reloads every serving connector, one after the other (as SIGHUP does).
 async fn reload_all(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Value>) {
-    let outcomes = crate::server::reload_all(&state.connectors).await;
-    let failed = outcomes.iter().any(|o| o["reloaded"] == false);
-    (if failed { StatusCode::CONFLICT } else { StatusCode::OK }, Json(json!({"connectors": outcomes})))
+    match crate::server::reload(&state.reloader, None).await {
+        Ok(outcomes) => {
+            let failed = outcomes.iter().any(|o| o["reloaded"] == false);
+            (
+                if failed { StatusCode::CONFLICT } else { StatusCode::OK },
+                Json(json!({"connectors": outcomes})),
+            )
+        }
+        Err(error) => (StatusCode::CONFLICT, Json(json!({"error": error}))),
+    }
 }
 
 /// Leaves quarantine or failed_config (or skips the rest of a backoff) and starts again now.

@@ -299,6 +299,7 @@ pub fn main() -> ExitCode {
                 }
             };
             let options = RunOptions {
+                config_file: config.clone(),
                 data_dir: dir,
                 listen: listen.unwrap_or(loaded.server.listen),
                 admin_listen: admin_listen.unwrap_or(loaded.server.admin_listen),

@@ -27,6 +27,8 @@ const MAX_SOCKET_PATH: usize = 100;
 
 /// Where the supervisor listens and keeps its files.
 pub struct RunOptions {
+    /// The configuration file, read again by a reload.
+    pub config_file: PathBuf,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -175,16 +177,26 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     })
     .await;
 
-    // SIGHUP: reload every serving connector (the executable as it is on disk now), one after
-    // the other, without a moment of unavailability.
+    // SIGHUP: reload every serving connector (the configuration read again, the executable as
+    // it is on disk now), one after the other, without a moment of unavailability.
+    let reloader = Arc::new(Reloader {
+        config_file: options.config_file.clone(),
+        data_dir: data_dir.clone(),
+        connectors: handles.clone(),
+    });
     {
-        let handles = handles.clone();
+        let reloader = reloader.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("while installing a SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                for outcome in reload_all(&handles).await {
-                    tracing::info!(%outcome, "reload on SIGHUP");
+                match reload(&reloader, None).await {
+                    Ok(outcomes) => {
+                        for outcome in outcomes {
+                            tracing::info!(%outcome, "reload on SIGHUP");
+                        }
+                    }
+                    Err(e) => tracing::error!("reload on SIGHUP: {e}"),
                 }
             }
         });
@@ -208,6 +220,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         config.server.max_body_bytes,
     );
     let admin = crate::admin::router(Arc::new(crate::admin::AdminState {
+        reloader: reloader.clone(),
         connectors: handles.clone(),
         metrics,
         store: store.clone(),
@@ -302,20 +315,46 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads each connector in turn (a new incarnation beside the serving one); one outcome per
-/// connector. Connectors that are not serving are left as they are.
-pub async fn reload_all(connectors: &[Arc<ConnectorHandle>]) -> Vec<serde_json::Value> {
+/// Reloads connectors (`only`: one of them, else all that serve), each in turn: the
+/// configuration file is read again (a file with problems reloads nothing), each connector's
+/// executable, args, env and parameters are taken from it, and a new incarnation starts beside
+/// the serving one. One outcome per connector.
+pub async fn reload(reloader: &Reloader, only: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
+    let config = Config::load(&reloader.config_file, &reloader.data_dir)
+        .map_err(|e| format!("the configuration was not reloaded: {}", e.to_string().trim_end()))?;
     let mut outcomes = Vec::new();
-    for handle in connectors {
-        let outcome = match handle.reload().await {
+    for handle in reloader.connectors.iter().filter(|h| only.is_none_or(|o| o == h.name)) {
+        let previous = handle.launch_config();
+        let taken = match config.connectors.get(&handle.name) {
+            Some(new) => handle.set_launch_config(new),
+            None => Err(format!(
+                "connectors.{} is no longer in the configuration; removing a connector needs a restart",
+                handle.name
+            )),
+        };
+        let outcome = match taken {
+            Ok(()) => handle.reload().await,
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            // The serving incarnation's settings stay those of its next restart.
+            handle.restore_launch_config(previous);
+        }
+        outcomes.push(match outcome {
             Ok(incarnation) => {
                 serde_json::json!({"name": handle.name, "reloaded": true, "incarnation": incarnation})
             }
             Err(error) => serde_json::json!({"name": handle.name, "reloaded": false, "error": error}),
-        };
-        outcomes.push(outcome);
+        });
     }
-    outcomes
+    Ok(outcomes)
+}
+
+/// What a reload needs: the configuration file and the connectors.
+pub struct Reloader {
+    pub config_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub connectors: Vec<Arc<ConnectorHandle>>,
 }
 
 /// Where each connector's imported objects go: the app and resource kind it serves.

@@ -102,3 +102,39 @@ fn a_connector_swapped_under_load_loses_no_request() {
     let users = s.scim("GET", "/scim/demo/Users?count=0", None).json();
     assert_eq!(users["totalResults"], statuses.len(), "every create is there once");
 }
+
+/// A reload reads the configuration again: a connector's parameters change without a restart
+/// (here, the database it writes to); a change of what decides where objects go (the object
+/// type) is refused with the reason, as is a file with problems; the serving incarnation stays.
+#[test]
+fn a_reload_takes_a_changed_configuration() {
+    let dir = TempDir::new("reload-config");
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    let config_file = dir.path().join("supervisor.toml");
+    let reload = || request(s.admin, "POST", "/admin/connectors/demo-users/reload", None, None);
+    let (first, _) = incarnation_and_pid(&s);
+
+    // Another database for the users: the next creates land there.
+    let moved = quickstart_config().replacen("${data_dir}/demo.db", "${data_dir}/moved.db", 1);
+    std::fs::write(&config_file, &moved).unwrap();
+    let r = reload();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(incarnation_and_pid(&s).0, first + 1);
+    assert_eq!(post_user(s.scim, "demo", "after-move").unwrap().status, 201);
+    let rows = e2e::sqlite_rows(&dir.path().join("moved.db"), "SELECT user_name FROM users");
+    assert_eq!(rows, vec![serde_json::json!({"user_name": "after-move"})]);
+
+    // What decides where objects go cannot change under a running supervisor.
+    std::fs::write(&config_file, moved.replacen("object_type = \"user\"", "object_type = \"account\"", 1))
+        .unwrap();
+    let r = reload();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("object_type changed") && r.body.contains("needs a restart"), "{}", r.body);
+    // A file with problems reloads nothing, and says what they are.
+    std::fs::write(&config_file, moved.replacen("[apps.demo]", "[apps.demo]\ncolour = \"blue\"", 1)).unwrap();
+    let r = reload();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("the configuration was not reloaded") && r.body.contains("colour"), "{}", r.body);
+    assert_eq!(incarnation_and_pid(&s).0, first + 1, "the serving incarnation stayed");
+    assert_eq!(post_user(s.scim, "demo", "still-serving").unwrap().status, 201);
+}

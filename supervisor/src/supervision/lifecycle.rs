@@ -212,7 +212,7 @@ async fn spawn_child(
     ctx: &Context,
     incarnation: u64,
 ) -> Result<Spawned, Ended> {
-    let executable = match spawn::resolve_executable(&handle.config.executable) {
+    let executable = match spawn::resolve_executable(&handle.launch_config().executable) {
         Ok(path) => path,
         Err(e) => return Err(Ended::BadConfig(format!("executable: {e:#}"))),
     };
@@ -321,7 +321,8 @@ async fn launch(
     if !reloading {
         record_versions();
     }
-    let config = v1::ConfigParameters { values: handle.config.parameter_values().into_iter().collect() };
+    let config =
+        v1::ConfigParameters { values: handle.launch_config().parameter_values().into_iter().collect() };
     let session = Arc::new(Session::new(
         incarnation,
         hello,

@@ -97,6 +97,9 @@ pub struct ConnectorHandle {
     /// goes: the new incarnation's number, or why the old one goes on serving.
     reloads: Mutex<Vec<tokio::sync::oneshot::Sender<Result<u64, String>>>>,
     reload: Notify,
+    /// How the next incarnation is started (executable, arguments, environment, parameters):
+    /// the configuration at start-up, or as a reload re-read it.
+    launch: std::sync::RwLock<Arc<ConnectorConfig>>,
 }
 
 impl ConnectorHandle {
@@ -104,9 +107,11 @@ impl ConnectorHandle {
     pub fn new(name: String, config: ConnectorConfig) -> anyhow::Result<Self> {
         let mapping = Mapping::new(&config.attributes)
             .map_err(|e| anyhow::anyhow!("connectors.{name}.attributes: {e}"))?;
+        let config = Arc::new(config);
         Ok(Self {
             name,
-            config: Arc::new(config),
+            launch: std::sync::RwLock::new(config.clone()),
+            config,
             mapping,
             shape: std::sync::RwLock::new(Shape::default()),
             phase: watch::Sender::new(Phase::Starting),
@@ -256,6 +261,47 @@ impl ConnectorHandle {
             }
         }
         answer
+    }
+
+    /// How the next incarnation starts: executable, arguments, environment and parameters.
+    pub fn launch_config(&self) -> Arc<ConnectorConfig> {
+        self.launch.read().expect("launch lock").clone()
+    }
+
+    /// Takes the executable, arguments, environment and parameters of a re-read configuration
+    /// for the next incarnation. What decides where objects go (object type, partition, the
+    /// attribute mapping) cannot change under a running supervisor: that is refused, and needs a
+    /// restart.
+    pub fn set_launch_config(&self, new: &ConnectorConfig) -> Result<(), String> {
+        let current = &self.config;
+        let mut changed = Vec::new();
+        if new.object_type != current.object_type {
+            changed.push("object_type");
+        }
+        if new.partition != current.partition {
+            changed.push("partition");
+        }
+        if new.attributes != current.attributes {
+            changed.push("attributes");
+        }
+        if new.match_attribute != current.match_attribute {
+            changed.push("match_attribute");
+        }
+        if !changed.is_empty() {
+            return Err(format!(
+                "connectors.{}: {} changed; that needs a restart of the supervisor (a reload takes the \
+                 executable, args, env and parameters)",
+                self.name,
+                changed.join(", ")
+            ));
+        }
+        *self.launch.write().expect("launch lock") = Arc::new(new.clone());
+        Ok(())
+    }
+
+    /// Puts back launch settings (after a reload that failed).
+    pub fn restore_launch_config(&self, previous: Arc<ConnectorConfig>) {
+        *self.launch.write().expect("launch lock") = previous;
     }
 
     /// [`Self::request_reload`], waiting for its outcome.

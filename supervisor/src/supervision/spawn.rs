@@ -85,13 +85,14 @@ pub struct Contract<'a> {
 /// Builds the command for one incarnation of `handle`.
 pub fn command(handle: &ConnectorHandle, executable: &Path, contract: &Contract<'_>) -> Command {
     use ecma_proto::env;
+    let launch = handle.launch_config();
     let mut command = Command::new(executable);
     command
-        .args(&handle.config.args)
+        .args(&launch.args)
         .env_clear()
         .envs(PASSED_THROUGH.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
         .envs(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("OTEL_")))
-        .envs(&handle.config.env)
+        .envs(&launch.env)
         .env(env::SOCKET, contract.socket)
         .env(env::TOKEN, contract.token)
         .env(
