@@ -271,12 +271,18 @@ impl MariaDb {
         drop(_one_at_a_time);
         let log = dir.path().join("mariadb.log");
         let port = free_addr().port();
+        // A temp directory of its own: a starting mariadbd deletes the `#sql*` files it finds in
+        // its tmpdir, which, shared, are other servers' temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmpdir");
+        give_to("mysql", &tmp);
         let mut command = Command::new("mariadbd");
         command
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .args(["--bind-address=127.0.0.1", "--skip-grant-tables", "--skip-log-bin"])
             .args(["--innodb-flush-log-at-trx-commit=0", "--innodb-buffer-pool-size=64M"])
