@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
+# Installed, not merely known (a removed package keeps "deinstall ok config-files").
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] || need+=(slapd)
@@ -27,8 +29,8 @@ command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
 # connector-sql's ODBC path: the driver manager to build against, and PostgreSQL's ODBC driver.
-dpkg -s unixodbc-dev >/dev/null 2>&1 || need+=(unixodbc-dev)
-dpkg -s odbc-postgresql >/dev/null 2>&1 || need+=(odbc-postgresql)
+installed unixodbc-dev || need+=(unixodbc-dev)
+installed odbc-postgresql || need+=(odbc-postgresql)
 # connector-shell's examples and tests are Python scripts.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # deploy/check.sh: systemd-analyze, PyYAML, and a venv for hadolint (from PyPI).
