@@ -1265,7 +1265,10 @@ impl Table {
         };
         let anchor = any_text(row, self.anchor.name.as_str()).map_err(|e| error_status(e.kind, e.detail))?;
         let mut attributes = Vec::new();
-        for column in self.columns.iter().filter(|c| !c.multi) {
+        // An admin's read statement may return some of the columns only: the others are absent.
+        use sqlx::Column as _;
+        let returned: std::collections::HashSet<&str> = row.columns().iter().map(|c| c.name()).collect();
+        for column in self.columns.iter().filter(|c| !c.multi && returned.contains(c.name.as_str())) {
             if let Some(value) = read(column)? {
                 attributes.push(AttributeValues { name: column.name.clone(), values: vec![value] });
             }
