@@ -1,9 +1,8 @@
 //! The `ecma.v1` service of the LDAP connector.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ecma_connector_sdk::{error_status, negotiate};
+use ecma_connector_sdk::{Sessions, error_status, negotiate};
 use ecma_proto::v1::{self, ConfigParameters, ErrorKind, connector_server::Connector};
 use ldap3::ldap_escape;
 use tokio::sync::mpsc;
@@ -32,8 +31,8 @@ struct ExportSession {
 #[derive(Default)]
 pub struct LdapConnector {
     target: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Target>)>>,
-    imports: Mutex<HashMap<String, Arc<ImportSession>>>,
-    exports: Mutex<HashMap<String, Arc<ExportSession>>>,
+    imports: Sessions<Arc<ImportSession>>,
+    exports: Sessions<Arc<ExportSession>>,
 }
 
 impl LdapConnector {
@@ -188,15 +187,11 @@ impl Connector for LdapConnector {
         .min(MAX_PAGE_SIZE) as usize;
         let delta = request.import_type == v1::ImportType::Delta as i32;
         let items = import::start(target, partition, delta, request.watermark, page_size).map_err(status)?;
-        let session_id = uuid::Uuid::new_v4().to_string();
-        self.imports.lock().expect("imports lock").insert(
-            session_id.clone(),
-            Arc::new(ImportSession {
-                items: tokio::sync::Mutex::new(items),
-                page_size,
-                finished: Mutex::new(None),
-            }),
-        );
+        let session_id = self.imports.open(Arc::new(ImportSession {
+            items: tokio::sync::Mutex::new(items),
+            page_size,
+            finished: Mutex::new(None),
+        }));
         Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
     }
 
@@ -205,13 +200,7 @@ impl Connector for LdapConnector {
         request: Request<v1::GetImportEntriesRequest>,
     ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
         let session_id = request.into_inner().session_id;
-        let session = self
-            .imports
-            .lock()
-            .expect("imports lock")
-            .get(&session_id)
-            .cloned()
-            .ok_or_else(|| Status::not_found("no such import session"))?;
+        let session = self.imports.get(&session_id)?;
         if session.finished.lock().expect("finished lock").is_some() {
             return Ok(Response::new(v1::GetImportEntriesResponse::default()));
         }
@@ -242,7 +231,7 @@ impl Connector for LdapConnector {
         &self,
         request: Request<v1::CloseImportConnectionRequest>,
     ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        let session = self.imports.lock().expect("imports lock").remove(&request.into_inner().session_id);
+        let session = self.imports.close(&request.into_inner().session_id);
         // The watermark counts only for a run read to its end.
         let watermark =
             session.and_then(|s| s.finished.lock().expect("finished lock").take()).unwrap_or_default();
@@ -257,11 +246,7 @@ impl Connector for LdapConnector {
         let target = self.target(&request.config).await.map_err(status)?;
         target.check_type(&request.object_type).map_err(status)?;
         let partition = Self::partition_of(&target, &request.partition_id).map_err(status)?;
-        let session_id = uuid::Uuid::new_v4().to_string();
-        self.exports
-            .lock()
-            .expect("exports lock")
-            .insert(session_id.clone(), Arc::new(ExportSession { target, partition }));
+        let session_id = self.exports.open(Arc::new(ExportSession { target, partition }));
         Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
     }
 
@@ -270,13 +255,7 @@ impl Connector for LdapConnector {
         request: Request<v1::PutExportEntriesRequest>,
     ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
         let request = request.into_inner();
-        let session = self
-            .exports
-            .lock()
-            .expect("exports lock")
-            .get(&request.session_id)
-            .cloned()
-            .ok_or_else(|| Status::not_found("no such export session"))?;
+        let session = self.exports.get(&request.session_id)?;
         // Entries of one batch are distinct objects: they go to the directory concurrently,
         // pipelined on the one connection.
         let mut tasks = tokio::task::JoinSet::new();
@@ -333,7 +312,7 @@ impl Connector for LdapConnector {
         &self,
         request: Request<v1::CloseExportConnectionRequest>,
     ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
-        self.exports.lock().expect("exports lock").remove(&request.into_inner().session_id);
+        self.exports.close(&request.into_inner().session_id);
         Ok(Response::new(v1::CloseExportConnectionResponse {}))
     }
 

@@ -325,3 +325,45 @@ pub fn check_started_by_supervisor() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A connector's open import or export sessions, by the session id handed to the supervisor.
+pub struct Sessions<T> {
+    open: std::sync::Mutex<std::collections::HashMap<String, T>>,
+}
+
+impl<T> Default for Sessions<T> {
+    fn default() -> Self {
+        Self { open: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+}
+
+impl<T: Clone> Sessions<T> {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, T>> {
+        // The map is never left half-changed by a panic: a poisoned lock is still consistent.
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a session holding `value`; returns its id.
+    pub fn open(&self, value: T) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.map().insert(id.clone(), value);
+        id
+    }
+
+    /// The session `id`, or NOT_FOUND (the supervisor opens another).
+    pub fn get(&self, id: &str) -> Result<T, Status> {
+        self.map().get(id).cloned().ok_or_else(|| Status::not_found(format!("no such session {id:?}")))
+    }
+
+    /// Changes the session `id`, if it is open.
+    pub fn update(&self, id: &str, change: impl FnOnce(&mut T)) {
+        if let Some(value) = self.map().get_mut(id) {
+            change(value);
+        }
+    }
+
+    /// Closes the session `id`; returns what it held.
+    pub fn close(&self, id: &str) -> Option<T> {
+        self.map().remove(id)
+    }
+}

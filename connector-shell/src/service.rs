@@ -2,9 +2,9 @@
 //! (docs/shell-connector.md).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use ecma_connector_sdk::{error_status, negotiate};
+use ecma_connector_sdk::{Sessions, error_status, negotiate};
 use ecma_proto::v1::{self, AttributeType, ConfigParameters, ErrorKind, connector_server::Connector};
 use serde_json::{Map, Value as Json, json};
 use tonic::{Request, Response, Status};
@@ -82,6 +82,7 @@ fn type_by_name(name: &str) -> Option<AttributeType> {
     })
 }
 
+#[derive(Clone)]
 struct ImportSession {
     state: Arc<State>,
     kind: &'static str,
@@ -95,8 +96,8 @@ struct ImportSession {
 #[derive(Default)]
 pub struct ShellConnector {
     state: tokio::sync::Mutex<Option<(ConfigParameters, Arc<State>)>>,
-    imports: Mutex<HashMap<String, ImportSession>>,
-    exports: Mutex<HashMap<String, Arc<State>>>,
+    imports: Sessions<ImportSession>,
+    exports: Sessions<Arc<State>>,
 }
 
 impl ShellConnector {
@@ -344,19 +345,15 @@ impl Connector for ShellConnector {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let session_id = uuid::Uuid::new_v4().to_string();
-        self.imports.lock().expect("imports lock").insert(
-            session_id.clone(),
-            ImportSession {
-                state,
-                kind: if delta { "delta" } else { "full" },
-                watermark: if delta { watermark } else { None },
-                cursor: Json::Null,
-                page_size,
-                done: false,
-                final_watermark: None,
-            },
-        );
+        let session_id = self.imports.open(ImportSession {
+            state,
+            kind: if delta { "delta" } else { "full" },
+            watermark: if delta { watermark } else { None },
+            cursor: Json::Null,
+            page_size,
+            done: false,
+            final_watermark: None,
+        });
         Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
     }
 
@@ -367,11 +364,8 @@ impl Connector for ShellConnector {
         request: Request<v1::GetImportEntriesRequest>,
     ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
         let session_id = request.into_inner().session_id;
-        let (state, kind, watermark, cursor, page_size, done) = {
-            let sessions = self.imports.lock().expect("imports lock");
-            let s = sessions.get(&session_id).ok_or_else(|| Status::not_found("no such import session"))?;
-            (s.state.clone(), s.kind, s.watermark.clone(), s.cursor.clone(), s.page_size, s.done)
-        };
+        let ImportSession { state, kind, watermark, cursor, page_size, done, .. } =
+            self.imports.get(&session_id)?;
         if done {
             return Ok(Response::new(v1::GetImportEntriesResponse::default()));
         }
@@ -423,13 +417,13 @@ impl Connector for ShellConnector {
             Json::Null => None,
             other => Some(other.to_string()),
         });
-        if let Some(s) = self.imports.lock().expect("imports lock").get_mut(&session_id) {
+        self.imports.update(&session_id, |s| {
             s.cursor = control.get("cursor").cloned().unwrap_or(Json::Null);
             s.done = !more;
             if new_watermark.is_some() {
                 s.final_watermark = new_watermark.clone();
             }
-        }
+        });
         Ok(Response::new(v1::GetImportEntriesResponse {
             entries,
             more_to_import: more,
@@ -441,7 +435,7 @@ impl Connector for ShellConnector {
         &self,
         request: Request<v1::CloseImportConnectionRequest>,
     ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        let session = self.imports.lock().expect("imports lock").remove(&request.into_inner().session_id);
+        let session = self.imports.close(&request.into_inner().session_id);
         let watermark = session.filter(|s| s.done).and_then(|s| s.final_watermark).unwrap_or_default();
         Ok(Response::new(v1::CloseImportConnectionResponse { watermark: watermark.into_bytes() }))
     }
@@ -452,8 +446,7 @@ impl Connector for ShellConnector {
     ) -> Result<Response<v1::OpenExportConnectionResponse>, Status> {
         let request = request.into_inner();
         let state = self.state(&request.config).await?;
-        let session_id = uuid::Uuid::new_v4().to_string();
-        self.exports.lock().expect("exports lock").insert(session_id.clone(), state);
+        let session_id = self.exports.open(state);
         Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
     }
 
@@ -464,13 +457,7 @@ impl Connector for ShellConnector {
         request: Request<v1::PutExportEntriesRequest>,
     ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
         let request = request.into_inner();
-        let state = self
-            .exports
-            .lock()
-            .expect("exports lock")
-            .get(&request.session_id)
-            .cloned()
-            .ok_or_else(|| Status::not_found("no such export session"))?;
+        let state = self.exports.get(&request.session_id)?;
         let script = state.script("export")?;
         let mut extra = Map::new();
         extra.insert(
@@ -525,7 +512,7 @@ impl Connector for ShellConnector {
         &self,
         request: Request<v1::CloseExportConnectionRequest>,
     ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
-        self.exports.lock().expect("exports lock").remove(&request.into_inner().session_id);
+        self.exports.close(&request.into_inner().session_id);
         Ok(Response::new(v1::CloseExportConnectionResponse {}))
     }
 

@@ -1,9 +1,8 @@
 //! The `ecma.v1` service of the SQL connector.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use ecma_connector_sdk::{error_status, negotiate, parameter};
+use ecma_connector_sdk::{Sessions, error_status, negotiate, parameter};
 use ecma_proto::v1::{
     self, ConfigParameterType as T, ConfigParameters, ErrorKind, connector_server::Connector,
 };
@@ -16,6 +15,7 @@ use crate::table::PARTITION;
 const DEFAULT_PAGE_SIZE: u32 = 500;
 const MAX_PAGE_SIZE: u32 = 5000;
 
+#[derive(Clone)]
 struct ImportSession {
     table: Arc<Backend>,
     after: Option<String>,
@@ -31,8 +31,8 @@ struct ImportSession {
 #[derive(Default)]
 pub struct SqlConnector {
     table: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Backend>)>>,
-    imports: Mutex<HashMap<String, ImportSession>>,
-    exports: Mutex<HashMap<String, Arc<Backend>>>,
+    imports: Sessions<ImportSession>,
+    exports: Sessions<Arc<Backend>>,
 }
 
 impl SqlConnector {
@@ -300,11 +300,8 @@ impl Connector for SqlConnector {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let session_id = uuid::Uuid::new_v4().to_string();
-        self.imports.lock().expect("imports lock").insert(
-            session_id.clone(),
-            ImportSession { table, after: None, since, mark, page_size, done: false },
-        );
+        let session_id =
+            self.imports.open(ImportSession { table, after: None, since, mark, page_size, done: false });
         Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
     }
 
@@ -313,20 +310,16 @@ impl Connector for SqlConnector {
         request: Request<v1::GetImportEntriesRequest>,
     ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
         let session_id = request.into_inner().session_id;
-        let (table, after, since, mark, page_size, done) = {
-            let sessions = self.imports.lock().expect("imports lock");
-            let s = sessions.get(&session_id).ok_or_else(|| Status::not_found("no such import session"))?;
-            (s.table.clone(), s.after.clone(), s.since.clone(), s.mark.clone(), s.page_size, s.done)
-        };
+        let ImportSession { table, after, since, mark, page_size, done } = self.imports.get(&session_id)?;
         if done {
             return Ok(Response::new(v1::GetImportEntriesResponse::default()));
         }
         let page = table.page(after.as_deref(), since.as_deref(), page_size).await?;
         let more = page.entries.len() as u32 == page_size;
-        if let Some(s) = self.imports.lock().expect("imports lock").get_mut(&session_id) {
+        self.imports.update(&session_id, |s| {
             s.after = page.last.or(s.after.take());
             s.done = !more;
-        }
+        });
         // A full run adds every row; a delta replaces what changed and deletes what was marked.
         let changed = if since.is_some() {
             v1::ObjectModificationType::Replace
@@ -353,7 +346,7 @@ impl Connector for SqlConnector {
         &self,
         request: Request<v1::CloseImportConnectionRequest>,
     ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        let session = self.imports.lock().expect("imports lock").remove(&request.into_inner().session_id);
+        let session = self.imports.close(&request.into_inner().session_id);
         // The run's mark, for the next delta (a full run's is stored only now that it ended).
         let watermark = session.filter(|s| s.done).and_then(|s| s.mark).unwrap_or_default().into_bytes();
         Ok(Response::new(v1::CloseImportConnectionResponse { watermark }))
@@ -366,8 +359,7 @@ impl Connector for SqlConnector {
         let request = request.into_inner();
         let table = self.table(&request.config).await?;
         Self::check_type(&table, &request.object_type)?;
-        let session_id = uuid::Uuid::new_v4().to_string();
-        self.exports.lock().expect("exports lock").insert(session_id.clone(), table);
+        let session_id = self.exports.open(table);
         Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
     }
 
@@ -376,13 +368,7 @@ impl Connector for SqlConnector {
         request: Request<v1::PutExportEntriesRequest>,
     ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
         let request = request.into_inner();
-        let table = self
-            .exports
-            .lock()
-            .expect("exports lock")
-            .get(&request.session_id)
-            .cloned()
-            .ok_or_else(|| Status::not_found("no such export session"))?;
+        let table = self.exports.get(&request.session_id)?;
         let applied = table.export(&request.entries).await?;
         let mut results = Vec::with_capacity(applied.len());
         for (change, result) in request.entries.iter().zip(applied) {
@@ -411,7 +397,7 @@ impl Connector for SqlConnector {
         &self,
         request: Request<v1::CloseExportConnectionRequest>,
     ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
-        self.exports.lock().expect("exports lock").remove(&request.into_inner().session_id);
+        self.exports.close(&request.into_inner().session_id);
         Ok(Response::new(v1::CloseExportConnectionResponse {}))
     }
 

@@ -194,21 +194,29 @@ impl OdbcTable {
     /// Runs `f` on the connection, opening it first if needed; forgets a connection the driver
     /// reports dead, so that the next call opens a new one.
     fn with<T>(&self, f: impl FnOnce(&Connection<'static>) -> Result<T, EntryError>) -> Result<T, Status> {
-        let mut slot = self.connection.lock().expect("odbc connection lock");
-        if slot.is_none() {
-            let env = environment()?;
-            let conn = env
-                .connect_with_connection_string(&self.connection_string, ConnectionOptions::default())
-                .map_err(|e| {
-                    let detail = e.to_string().replace(&self.connection_string, "<connection_string>");
-                    error_status(
-                        ErrorKind::ConnectionFailed,
-                        format!("cannot connect through ODBC: {detail}"),
-                    )
-                })?;
-            *slot = Some(conn);
-        }
-        let conn = slot.as_ref().expect("connected");
+        // A driver that panicked under the lock leaves it poisoned: its connection is dropped and
+        // the next call opens a new one, instead of every later call failing.
+        let mut slot = self.connection.lock().unwrap_or_else(|poisoned| {
+            let mut slot = poisoned.into_inner();
+            *slot = None;
+            slot
+        });
+        let conn = match slot.take() {
+            Some(conn) => slot.insert(conn),
+            None => {
+                let env = environment()?;
+                let conn = env
+                    .connect_with_connection_string(&self.connection_string, ConnectionOptions::default())
+                    .map_err(|e| {
+                        let detail = e.to_string().replace(&self.connection_string, "<connection_string>");
+                        error_status(
+                            ErrorKind::ConnectionFailed,
+                            format!("cannot connect through ODBC: {detail}"),
+                        )
+                    })?;
+                slot.insert(conn)
+            }
+        };
         let result = f(conn);
         if result.is_err() && conn.is_dead().unwrap_or(true) {
             *slot = None;

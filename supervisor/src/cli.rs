@@ -174,6 +174,33 @@ fn admin_address(flag: Option<SocketAddr>, config: Option<&Path>) -> SocketAddr 
     .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)))
 }
 
+/// `test-connection` (or, with `schema`, `schema`): one connector of `config` started on its own.
+fn probe(config: &Path, dir: Option<PathBuf>, connector: &str, schema: bool) -> ExitCode {
+    let dir = data_dir(dir, config);
+    let loaded = match Config::load(config, &dir) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if !loaded.connectors.contains_key(connector) {
+        eprintln!(
+            "error: no connector named {connector:?} in {} (it has: {})",
+            config.display(),
+            loaded.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    one_shot(async move {
+        if schema {
+            crate::operator::schema(&loaded, &dir, connector).await
+        } else {
+            crate::operator::test_connection(&loaded, &dir, connector).await
+        }
+    })
+}
+
 /// Runs an operator command on a runtime of its own; its error is printed, exit 69 for an
 /// unreachable supervisor (an I/O error), 1 for anything else.
 fn one_shot(command: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
@@ -237,45 +264,9 @@ pub fn main() -> ExitCode {
             one_shot(crate::operator::import(admin, &connector, if delta { "delta" } else { "full" }))
         }
         Command::TestConnection { connector, config, data_dir: dir } => {
-            let dir = data_dir(dir, &config);
-            match Config::load(&config, &dir) {
-                Ok(loaded) if !loaded.connectors.contains_key(&connector) => {
-                    eprintln!(
-                        "error: no connector named {connector:?} in {} (it has: {})",
-                        config.display(),
-                        loaded.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
-                    );
-                    ExitCode::from(EXIT_USAGE)
-                }
-                Ok(loaded) => {
-                    one_shot(async move { crate::operator::test_connection(&loaded, &dir, &connector).await })
-                }
-                Err(e) => {
-                    eprint!("{e}");
-                    ExitCode::from(EXIT_USAGE)
-                }
-            }
+            probe(&config, dir, &connector, false)
         }
-        Command::Schema { connector, config, data_dir: dir } => {
-            let dir = data_dir(dir, &config);
-            match Config::load(&config, &dir) {
-                Ok(loaded) if !loaded.connectors.contains_key(&connector) => {
-                    eprintln!(
-                        "error: no connector named {connector:?} in {} (it has: {})",
-                        config.display(),
-                        loaded.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
-                    );
-                    ExitCode::from(EXIT_USAGE)
-                }
-                Ok(loaded) => {
-                    one_shot(async move { crate::operator::schema(&loaded, &dir, &connector).await })
-                }
-                Err(e) => {
-                    eprint!("{e}");
-                    ExitCode::from(EXIT_USAGE)
-                }
-            }
-        }
+        Command::Schema { connector, config, data_dir: dir } => probe(&config, dir, &connector, true),
         Command::CheckConfig { config, data_dir: dir } => {
             let dir = data_dir(dir, &config);
             match Config::load(&config, &dir) {

@@ -165,12 +165,10 @@ impl Drop for SocketDir {
 
 impl Probe {
     async fn start(config: &Config, data_dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let connector = config.connectors.get(name).ok_or_else(|| {
-            anyhow!(
-                "no connector named {name:?} in the configuration (it has: {})",
-                config.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
+        let connector = config
+            .connectors
+            .get(name)
+            .ok_or_else(|| anyhow!("no connector named {name:?} in the configuration"))?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("while creating the data directory {}", data_dir.display()))?;
         let sockets = std::env::temp_dir().join(format!("ecma-probe-{}", std::process::id()));

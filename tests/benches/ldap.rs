@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::slapd::Slapd;
-use e2e::{KeepAlive, Supervisor, TempDir, cpu_seconds, median, request, workspace};
+use e2e::{Supervisor, TempDir, cpu_seconds, median, request, workspace};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 
 const CONCURRENCY: usize = 8;
@@ -31,19 +31,7 @@ fn person(name: &str) -> (String, String) {
 
 /// Creates `names` through SCIM from CONCURRENCY keep-alive connections; returns entries/s.
 fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
-            scope.spawn(move || {
-                let mut client = KeepAlive::connect(scim);
-                for name in chunk {
-                    let (status, body) = client.send("POST", "/scim/directory/Users", Some(&person(name).1));
-                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-                }
-            });
-        }
-    });
-    names.len() as f64 / started.elapsed().as_secs_f64()
+    e2e::creates_per_second(scim, "/scim/directory/Users", names, CONCURRENCY, |name| person(name).1)
 }
 
 /// Adds the same entries directly with ldap3, CONCURRENCY connections; returns entries/s.

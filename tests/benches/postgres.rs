@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::databases::Postgres;
-use e2e::{KeepAlive, Supervisor, TempDir, cpu_seconds, median, workspace};
+use e2e::{Supervisor, TempDir, cpu_seconds, median, workspace};
 
 const CONCURRENCY: usize = 8;
 const ROUNDS: usize = 3;
@@ -29,19 +29,7 @@ fn scim_user(name: &str) -> String {
 
 /// Creates `names` through SCIM from CONCURRENCY keep-alive connections; returns rows/s.
 fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
-            scope.spawn(move || {
-                let mut client = KeepAlive::connect(scim);
-                for name in chunk {
-                    let (status, body) = client.send("POST", "/scim/sql/Users", Some(&scim_user(name)));
-                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-                }
-            });
-        }
-    });
-    names.len() as f64 / started.elapsed().as_secs_f64()
+    e2e::creates_per_second(scim, "/scim/sql/Users", names, CONCURRENCY, scim_user)
 }
 
 /// Inserts the same rows (the columns the example's mapping fills, a fresh UUID as the key)

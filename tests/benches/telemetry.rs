@@ -6,28 +6,16 @@
 //! (`CREATES=2000` per round).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::otlp::receiver;
-use e2e::{KeepAlive, Supervisor, TempDir, cpu_seconds, median, quickstart_config};
+use e2e::{Supervisor, TempDir, cpu_seconds, median, quickstart_config};
 
 const CONCURRENCY: usize = 8;
 const ROUNDS: usize = 3;
 
 fn creates(scim: SocketAddr, names: &[String]) -> f64 {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for chunk in names.chunks(names.len().div_ceil(CONCURRENCY)) {
-            scope.spawn(move || {
-                let mut client = KeepAlive::connect(scim);
-                for name in chunk {
-                    let (status, body) = client.send("POST", "/scim/demo/Users", Some(&e2e::user_body(name)));
-                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-                }
-            });
-        }
-    });
-    names.len() as f64 / started.elapsed().as_secs_f64()
+    e2e::creates_per_second(scim, "/scim/demo/Users", names, CONCURRENCY, e2e::user_body)
 }
 
 fn main() {
@@ -69,9 +57,15 @@ fn main() {
         rates_off.push(a);
         rates_on.push(b);
     }
-    // Let the last batches of spans arrive before counting them.
-    std::thread::sleep(Duration::from_secs(6));
-    let received = spans.0.lock().unwrap().len();
+    // Count the spans once the last batches have arrived: the count stops growing.
+    let spans_received = || spans.0.lock().unwrap().len();
+    let mut last = usize::MAX;
+    e2e::wait_until(Duration::from_secs(30), "the spans to stop arriving", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = spans_received();
+        std::mem::replace(&mut last, now) == now
+    });
+    let received = spans_received();
     let (a, b) = (median(rates_off), median(rates_on));
     println!(
         "creates, concurrency {CONCURRENCY}, {count} per round, median of {ROUNDS}: traces off {a:.0}/s, traces on {b:.0}/s, ratio {:.2}; {received} spans received",

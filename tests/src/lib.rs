@@ -675,3 +675,38 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
+
+/// Waits until `condition` holds (polled every 20 ms), or panics after `timeout` saying what it
+/// waited for.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates one resource per name by `POST path` from `concurrency` keep-alive connections (for
+/// benchmarks); every answer must be 201. Returns creates per second.
+pub fn creates_per_second(
+    scim: SocketAddr,
+    path: &str,
+    names: &[String],
+    concurrency: usize,
+    body: impl Fn(&str) -> String + Sync,
+) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(names.len().div_ceil(concurrency)) {
+            let body = &body;
+            scope.spawn(move || {
+                let mut client = KeepAlive::connect(scim);
+                for name in chunk {
+                    let (status, answer) = client.send("POST", path, Some(&body(name)));
+                    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+                }
+            });
+        }
+    });
+    names.len() as f64 / started.elapsed().as_secs_f64()
+}

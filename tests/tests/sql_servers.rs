@@ -291,19 +291,41 @@ fn postgres_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
     let url = pg.database();
     let dir = TempDir::new("sql-burst");
     let s = start(Db::Postgres, &url, &dir);
-    let names: Vec<String> = (0..160).map(|i| format!("burst{i}")).collect();
+    let names: Vec<String> = (0..800).map(|i| format!("burst{i}")).collect();
     let scim = s.scim;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (done, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
     std::thread::scope(|scope| {
-        for chunk in names.chunks(20) {
+        for chunk in names.chunks(100) {
+            let (done, refused) = (&done, &refused);
             scope.spawn(move || {
                 for name in chunk {
-                    e2e::create_retrying(scim, "sql", name, Duration::from_secs(90));
+                    // As create_retrying, counting the 503s (the outage as clients see it).
+                    loop {
+                        match e2e::post_user(scim, "sql", name) {
+                            Ok(r) if r.status == 201 || r.status == 409 => break,
+                            Ok(r) if r.status == 503 => {
+                                assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => panic!("create {name}: unexpected {}: {}", r.status, r.body),
+                            Err(_) => {}
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Stop the database once the burst is well under way, and start it again once clients
+        // have been refused with 503 (the outage is seen), in the middle of the burst.
+        e2e::wait_until(Duration::from_secs(30), "the burst to get going", || {
+            done.load(Ordering::SeqCst) >= 20
+        });
         pg.stop();
-        std::thread::sleep(Duration::from_millis(800));
+        e2e::wait_until(Duration::from_secs(30), "a 503 during the outage", || {
+            refused.load(Ordering::SeqCst) >= 1
+        });
         pg.restart();
     });
     let listed = s.scim("GET", "/scim/sql/Users?count=0", None).json();

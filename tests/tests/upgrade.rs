@@ -5,10 +5,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use e2e::{Supervisor, TempDir, binary, is_alive, post_user, quickstart_config, request, signal};
+use e2e::{Supervisor, TempDir, binary, is_alive, post_user, quickstart_config, request, signal, wait_until};
 
 /// Installs `source` at `path` the way an operator should: a copy beside it, renamed over it.
 fn install(source: &Path, path: &Path) {
@@ -38,11 +38,12 @@ fn a_connector_swapped_under_load_loses_no_request() {
     let s = Supervisor::start(&config, dir.path());
     let (first, old_pid) = incarnation_and_pid(&s);
 
-    // A steady stream of creates from four clients, each status kept.
+    // A steady stream of creates from four clients, each status kept, the answers counted.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|c| {
-            let (stop, scim) = (stop.clone(), s.scim);
+            let (stop, answered, scim) = (stop.clone(), answered.clone(), s.scim);
             std::thread::spawn(move || {
                 let mut statuses = Vec::new();
                 let mut i = 0;
@@ -50,13 +51,21 @@ fn a_connector_swapped_under_load_loses_no_request() {
                     let status =
                         post_user(scim, "demo", &format!("stream-{c}-{i}")).map(|r| r.status).unwrap_or(0);
                     statuses.push(status);
+                    answered.fetch_add(1, Ordering::SeqCst);
                     i += 1;
                 }
                 statuses
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Between the steps, the stream goes on for a while: 20 more answers.
+    let more = || {
+        let from = answered.load(Ordering::SeqCst);
+        wait_until(Duration::from_secs(30), "the stream to go on", || {
+            answered.load(Ordering::SeqCst) >= from + 20
+        });
+    };
+    more();
 
     // The upgrade: a new file on disk, then the reload.
     install(&binary("connector-sql"), &installed);
@@ -66,7 +75,7 @@ fn a_connector_swapped_under_load_loses_no_request() {
     let (now, new_pid) = incarnation_and_pid(&s);
     assert_eq!(now, first + 1);
     assert_ne!(new_pid, old_pid);
-    std::thread::sleep(Duration::from_millis(300));
+    more();
 
     // A bad new binary: it cannot even start; the old one goes on serving.
     let bad = dir.path().join("bad-connector");
@@ -76,17 +85,13 @@ fn a_connector_swapped_under_load_loses_no_request() {
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.json()["error"].as_str().unwrap().contains("the old one goes on serving"), "{}", r.body);
     assert_eq!(incarnation_and_pid(&s), (first + 1, new_pid), "the serving incarnation is untouched");
-    std::thread::sleep(Duration::from_millis(300));
+    more();
 
     // The good one again, by SIGHUP this time.
     install(&binary("connector-sql"), &installed);
     signal(s.pid(), nix::sys::signal::Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while incarnation_and_pid(&s).0 != first + 2 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload: {}", s.connector("demo-users"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(20), "SIGHUP to reload", || incarnation_and_pid(&s).0 == first + 2);
+    more();
     stop.store(true, Ordering::Relaxed);
 
     let statuses: Vec<u16> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
@@ -94,11 +99,9 @@ fn a_connector_swapped_under_load_loses_no_request() {
     assert!(statuses.len() > 20, "the stream ran: {} requests", statuses.len());
     assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), statuses.len());
     // The old children were drained and stopped.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while is_alive(old_pid as u32) || is_alive(new_pid as u32) {
-        assert!(Instant::now() < deadline, "an old incarnation is still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), "the old incarnations to stop", || {
+        !is_alive(old_pid as u32) && !is_alive(new_pid as u32)
+    });
     let users = s.scim("GET", "/scim/demo/Users?count=0", None).json();
     assert_eq!(users["totalResults"], statuses.len(), "every create is there once");
 }
