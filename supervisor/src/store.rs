@@ -4,19 +4,25 @@
 //! SCIM reads and filters are answered from here, never from the target. The embedded store is
 //! one SQLite file (WAL mode). A record is written `pending` before its export and made `present`
 //! after, so that a write whose outcome is unknown can be reconciled instead of repeated.
+//!
+//! Writes go to one writer thread that owns the only writing connection. It takes every write
+//! queued when it wakes and runs them in one transaction (group commit): under load, many SCIM
+//! requests share a commit, and no write ever waits on SQLite's busy lock. Each write is still
+//! its own statement, answered on its own: a unique-name clash fails that write alone. Point reads
+//! (by id, by name) run on the calling thread on a pooled read connection (an indexed lookup takes
+//! microseconds, less than a hand-off to another thread); scans run on tokio's blocking pool.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
 use ecma_proto::v1;
 use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use tokio::sync::oneshot;
 
 use crate::mapping::TargetValues;
 
@@ -27,9 +33,12 @@ pub enum StoreError {
     #[error("userName is already taken")]
     Conflict,
     #[error("connector space: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] rusqlite::Error),
     #[error("connector space record is corrupt: {0}")]
     Corrupt(String),
+    /// The store was closed (the supervisor is stopping) or its writer thread is gone.
+    #[error("the connector space is closed")]
+    Closed,
 }
 
 /// Whether the target is known to hold the object.
@@ -107,17 +116,56 @@ pub fn entry_values(entry: &v1::Entry) -> TargetValues {
 /// The embedded connector space.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     /// The database file (its size, with the WAL beside it, is a metric).
-    path: std::path::PathBuf,
-    cache: Arc<RwLock<Cache>>,
-    /// Bumped around every write, so that a read that overlapped a write does not fill the
+    path: PathBuf,
+    /// The writer thread's queue; `None` once closed.
+    writes: Mutex<Option<mpsc::Sender<Write>>>,
+    /// The writer thread, joined by [`Store::close`].
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Connection>>,
+    cache: RwLock<Cache>,
+    /// Bumped around every write batch, so that a read that overlapped a write does not fill the
     /// cache with what it read.
-    generation: Arc<AtomicU64>,
+    generation: AtomicU64,
+}
+
+/// Read connections kept open beyond this many are closed after use.
+const IDLE_READERS: usize = 8;
+/// At most this many writes share one transaction.
+const GROUP_LIMIT: usize = 512;
+
+/// One write for the writer thread, with where its result goes.
+struct Write {
+    op: Op,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+enum Op {
+    /// Inserts a record (`upsert`: or replaces the one with its id).
+    Put {
+        record: Box<Record>,
+        upsert: bool,
+    },
+    Delete {
+        app: String,
+        resource_type: String,
+        id: String,
+    },
+    Watermark {
+        connector: String,
+        watermark: Vec<u8>,
+    },
 }
 
 /// Records read by id or name, kept for the next read (SCIM reads are most of the traffic).
-/// Filled on reads, emptied of what a write touches; the database stays the truth.
+/// Filled on reads and by successful writes, emptied of what a failed write or a delete touches;
+/// the database stays the truth.
 #[derive(Debug, Default)]
 struct Cache {
     by_id: HashMap<(String, String, String), Arc<Record>>,
@@ -167,8 +215,8 @@ impl Cache {
     }
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS objects (
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS objects (
         app TEXT NOT NULL,
         resource_type TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -181,91 +229,175 @@ const SCHEMA: &[&str] = &[
         created TEXT NOT NULL,
         modified TEXT NOT NULL,
         PRIMARY KEY (app, resource_type, id)
-    )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS objects_by_name ON objects (app, resource_type, user_name)",
-    "CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL)",
-];
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS objects_by_name ON objects (app, resource_type, user_name);
+    CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL);
+";
 
 const COLUMNS: &str =
     "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
 
+const INSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, \
+     target, version, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// An upsert on the id: unlike `REPLACE`, a clash on the name index fails instead of deleting the
+/// other record.
+const UPSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, \
+     target, version, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
+     state = excluded.state, user_name = excluded.user_name, resource = excluded.resource, \
+     target = excluded.target, version = excluded.version, created = excluded.created, \
+     modified = excluded.modified";
+
+/// Opens a connection with the store's settings.
+fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    // WAL + NORMAL survives a crash of the process (not of the machine) without losing a commit;
+    // the pending/present protocol covers the rest.
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.set_prepared_statement_cache_capacity(32);
+    Ok(connection)
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+fn record(row: &rusqlite::Row<'_>) -> Result<Record, StoreError> {
+    let state: String = row.get("state")?;
+    let state = match state.as_str() {
+        "pending" => RecordState::Pending,
+        "present" => RecordState::Present,
+        "deprovisioned" => RecordState::Deprovisioned,
+        other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
+    };
+    let resource: String = row.get("resource")?;
+    let resource = serde_json::from_str(&resource).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let target: Vec<u8> = row.get("target")?;
+    let target = v1::Entry::decode(target.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Record {
+        app: row.get("app")?,
+        resource_type: row.get("resource_type")?,
+        id: row.get("id")?,
+        connector: row.get("connector")?,
+        state,
+        user_name: row.get("user_name")?,
+        resource,
+        target,
+        version: row.get("version")?,
+        created: row.get("created")?,
+        modified: row.get("modified")?,
+    })
+}
+
+/// Every record `sql` selects (its columns are [`COLUMNS`]).
+fn records(connection: &Connection, sql: &str, params: &[&str]) -> Result<Vec<Record>, StoreError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        found.push(record(row)?);
+    }
+    Ok(found)
+}
+
 impl Store {
-    /// Opens (and creates) the store file.
+    /// Opens (and creates) the store file, and starts its writer thread.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL survives a crash of the process (not of the machine) without losing a
-            // commit; the pending/present protocol covers the rest.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&pool).await?;
-        }
-        Ok(Self { pool, path: path.to_path_buf(), cache: Arc::default(), generation: Arc::default() })
+        let path = path.to_path_buf();
+        let opened = path.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let connection = connect(&opened, OpenFlags::default())?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.execute_batch(SCHEMA)?;
+            Ok(connection)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("opening the store failed: {e}")))??;
+        let (sender, receiver) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            path,
+            writes: Mutex::new(Some(sender)),
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+            cache: RwLock::default(),
+            generation: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        let thread = std::thread::Builder::new()
+            .name("connector-space-writer".into())
+            .spawn(move || write_loop(writer, receiver, weak))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the store's writer thread: {e}")))?;
+        *inner.writer.lock().expect("writer lock") = Some(thread);
+        Ok(Self { inner })
     }
 
-    fn record(row: &sqlx::sqlite::SqliteRow) -> Result<Record, StoreError> {
-        let state = match row.get::<String, _>("state").as_str() {
-            "pending" => RecordState::Pending,
-            "present" => RecordState::Present,
-            "deprovisioned" => RecordState::Deprovisioned,
-            other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
+    /// Runs `read` on an idle read connection (opening one if none is idle).
+    fn with_reader<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.inner.readers.lock().expect("readers lock").pop();
+        let connection = match idle {
+            Some(connection) => connection,
+            None => connect(
+                &self.inner.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )?,
         };
-        let resource = serde_json::from_str(&row.get::<String, _>("resource"))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let target = v1::Entry::decode(row.get::<Vec<u8>, _>("target").as_slice())
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Record {
-            app: row.get("app"),
-            resource_type: row.get("resource_type"),
-            id: row.get("id"),
-            connector: row.get("connector"),
-            state,
-            user_name: row.get("user_name"),
-            resource,
-            target,
-            version: row.get("version"),
-            created: row.get("created"),
-            modified: row.get("modified"),
+        let result = read(&connection);
+        let mut readers = self.inner.readers.lock().expect("readers lock");
+        if readers.len() < IDLE_READERS {
+            readers.push(connection);
+        }
+        result
+    }
+
+    /// Runs a scan on tokio's blocking pool.
+    async fn scan(&self, sql: String, params: Vec<String>) -> Result<Vec<Record>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let params: Vec<&str> = params.iter().map(String::as_str).collect();
+            store.with_reader(|c| records(c, &sql, &params))
         })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("a store read failed: {e}")))?
     }
 
     /// The record of an app's resource type for which `condition` (on `?3`) holds.
-    async fn one(
+    fn one(
         &self,
-        condition: &'static str,
+        condition: &str,
         app: &str,
         resource_type: &str,
         key: &str,
     ) -> Result<Option<Record>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 AND {condition}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(app)
-            .bind(resource_type)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Self::record).transpose()
+        Ok(self.with_reader(|c| records(c, &sql, &[app, resource_type, key]))?.into_iter().next())
     }
 
     /// The present record with this id in any resource type of the app (for references).
     pub async fn find(&self, app: &str, id: &str) -> Result<Option<Record>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND id = ?2 AND state = 'present'");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(Self::record).transpose()
+        Ok(self.with_reader(|c| records(c, &sql, &[app, id]))?.into_iter().next())
     }
 
     /// The record with this id, pending or present.
     pub async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = self.cache.read().expect("cache lock").get(app, resource_type, id) {
+        if let Some(record) = self.inner.cache.read().expect("cache lock").get(app, resource_type, id) {
             return Ok(Some(record));
         }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let record = self.one("id = ?3", app, resource_type, id).await?;
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let record = self.one("id = ?3", app, resource_type, id)?;
         self.remember(&record, generation);
         Ok(record)
     }
@@ -273,54 +405,38 @@ impl Store {
     /// Caches what a read found, unless a write happened meanwhile.
     fn remember(&self, record: &Option<Record>, generation: u64) {
         if let Some(record) = record {
-            let mut cache = self.cache.write().expect("cache lock");
-            if self.generation.load(Ordering::SeqCst) == generation {
+            let mut cache = self.inner.cache.write().expect("cache lock");
+            if self.inner.generation.load(Ordering::SeqCst) == generation {
                 cache.put(record);
             }
         }
     }
 
-    /// Writes a record (`sql` inserts or upserts it) or deletes one (`sql` is `None`), keeping the
-    /// cache honest: what the write touches is forgotten, and reads that overlap it do not cache.
-    /// The write runs in a task of its own, so that it finishes, and the cache learns of it, even
-    /// if the request that asked for it is dropped midway (a client that hangs up).
-    async fn write(&self, record: &Record, sql: Option<String>) -> Result<(), StoreError> {
+    /// Hands a write to the writer thread and waits for its result. Once handed over, the write
+    /// happens (and the cache learns of it) even if the request that asked for it is dropped
+    /// midway (a client that hangs up).
+    async fn write(&self, op: Op) -> Result<(), StoreError> {
         use tracing::Instrument;
-        let store = self.clone();
-        let record = record.clone();
+        let (name, state) = match &op {
+            Op::Put { record, .. } => ("connector space write", record.state.as_str()),
+            Op::Delete { .. } => ("connector space delete", ""),
+            Op::Watermark { .. } => ("connector space watermark", ""),
+        };
         let span = tracing::info_span!(
             "store",
-            otel.name = if sql.is_some() { "connector space write" } else { "connector space delete" },
+            otel.name = name,
             otel.kind = "client",
             db.system.name = "sqlite",
             db.collection.name = "objects",
-            ecma.record.state = record.state.as_str(),
+            ecma.record.state = state,
         );
-        let task = tokio::spawn(
-            async move {
-                store.generation.fetch_add(1, Ordering::SeqCst);
-                let result = match &sql {
-                    Some(sql) => store.bind_all(sql, &record).await,
-                    None => {
-                        sqlx::query("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")
-                            .bind(&record.app)
-                            .bind(&record.resource_type)
-                            .bind(&record.id)
-                            .execute(&store.pool)
-                            .await
-                            .map(|_| ())
-                            .map_err(StoreError::from)
-                    }
-                };
-                let mut cache = store.cache.write().expect("cache lock");
-                let name = sql.as_ref().map(|_| record.user_name.as_str());
-                cache.forget(&record.app, &record.resource_type, &record.id, name);
-                store.generation.fetch_add(1, Ordering::SeqCst);
-                result
-            }
-            .instrument(span),
-        );
-        task.await.unwrap_or_else(|e| Err(StoreError::Corrupt(format!("a store write failed: {e}"))))
+        let (reply, result) = oneshot::channel();
+        {
+            let writes = self.inner.writes.lock().expect("writes lock");
+            let sender = writes.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(Write { op, reply }).map_err(|_| StoreError::Closed)?;
+        }
+        result.instrument(span).await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// The record with this userName (case-insensitive), pending or present.
@@ -330,11 +446,11 @@ impl Store {
         resource_type: &str,
         name: &str,
     ) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = self.cache.read().expect("cache lock").by_name(app, resource_type, name) {
+        if let Some(record) = self.inner.cache.read().expect("cache lock").by_name(app, resource_type, name) {
             return Ok(Some(record));
         }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let record = self.one("user_name = ?3", app, resource_type, name).await?;
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let record = self.one("user_name = ?3", app, resource_type, name)?;
         self.remember(&record, generation);
         Ok(record)
     }
@@ -345,102 +461,54 @@ impl Store {
             "SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 AND state = 'present' \
              ORDER BY created, id"
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app).bind(resource_type).fetch_all(&self.pool).await?;
-        rows.iter().map(Self::record).collect()
+        self.scan(sql, vec![app.to_string(), resource_type.to_string()]).await
     }
 
     /// Inserts a new record; [`StoreError::Conflict`] when the userName is taken.
     pub async fn insert(&self, record: &Record) -> Result<(), StoreError> {
-        let sql =
-            format!("INSERT INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-        self.write(record, Some(sql)).await
+        self.write(Op::Put { record: Box::new(record.clone()), upsert: false }).await
     }
 
     /// Replaces a record (same app, type and id); [`StoreError::Conflict`] when its new userName
-    /// belongs to another record. (An upsert on the id: unlike `REPLACE`, a clash on the name
-    /// index fails instead of deleting the other record.)
+    /// belongs to another record.
     pub async fn update(&self, record: &Record) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO objects ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-             ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
-             state = excluded.state, user_name = excluded.user_name, resource = excluded.resource, \
-             target = excluded.target, version = excluded.version, created = excluded.created, \
-             modified = excluded.modified"
-        );
-        self.write(record, Some(sql)).await
-    }
-
-    async fn bind_all(&self, sql: &str, r: &Record) -> Result<(), StoreError> {
-        let result = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-            .bind(&r.app)
-            .bind(&r.resource_type)
-            .bind(&r.id)
-            .bind(&r.connector)
-            .bind(r.state.as_str())
-            .bind(&r.user_name)
-            .bind(r.resource.to_string())
-            .bind(r.target.encode_to_vec())
-            .bind(r.version)
-            .bind(&r.created)
-            .bind(&r.modified)
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
-            Err(e) => Err(e.into()),
-        }
+        self.write(Op::Put { record: Box::new(record.clone()), upsert: true }).await
     }
 
     /// Removes a record.
     pub async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
-        let key = Record {
+        self.write(Op::Delete {
             app: app.to_string(),
             resource_type: resource_type.to_string(),
             id: id.to_string(),
-            connector: String::new(),
-            state: RecordState::Pending,
-            user_name: String::new(),
-            resource: Value::Null,
-            target: v1::Entry::default(),
-            version: 0,
-            created: String::new(),
-            modified: String::new(),
-        };
-        self.write(&key, None).await
+        })
+        .await
     }
 
     /// Bytes of the store on disk (the database file and its write-ahead log).
     pub fn file_bytes(&self) -> Option<u64> {
-        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).ok();
-        let mut wal = self.path.clone().into_os_string();
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+        let mut wal = self.inner.path.clone().into_os_string();
         wal.push("-wal");
-        Some(size(&self.path)? + size(std::path::Path::new(&wal)).unwrap_or(0))
+        Some(size(&self.inner.path)? + size(Path::new(&wal)).unwrap_or(0))
     }
 
     /// Number of records.
     pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM objects").fetch_one(&self.pool).await?.get(0))
+        self.with_reader(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?))
     }
 
     /// Every record of a connector, whatever its state (for imports).
     pub async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM objects WHERE connector = ?1");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector).fetch_all(&self.pool).await?;
-        rows.iter().map(Self::record).collect()
+        self.scan(sql, vec![connector.to_string()]).await
     }
 
     /// Reference text (DN or anchor) → SCIM id, for every present record of an app.
-    pub async fn reference_ids(
-        &self,
-        app: &str,
-    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    pub async fn reference_ids(&self, app: &str) -> Result<HashMap<String, String>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND state = 'present'");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app).fetch_all(&self.pool).await?;
-        let mut ids = std::collections::HashMap::new();
-        for row in &rows {
-            let record = Self::record(row)?;
+        let mut ids = HashMap::new();
+        for record in self.scan(sql, vec![app.to_string()]).await? {
             if let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text) {
                 ids.insert(text, record.id);
             }
@@ -450,21 +518,16 @@ impl Store {
 
     /// The import watermark last committed for a connector.
     pub async fn watermark(&self, connector: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query("SELECT watermark FROM watermarks WHERE connector = ?1")
-            .bind(connector)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| row.get(0)))
+        self.with_reader(|c| {
+            Ok(c.prepare_cached("SELECT watermark FROM watermarks WHERE connector = ?1")?
+                .query_row([connector], |row| row.get(0))
+                .optional()?)
+        })
     }
 
     /// Commits an import watermark (call only once the entries it covers are stored).
     pub async fn set_watermark(&self, connector: &str, watermark: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("REPLACE INTO watermarks (connector, watermark) VALUES (?1, ?2)")
-            .bind(connector)
-            .bind(watermark)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Op::Watermark { connector: connector.to_string(), watermark: watermark.to_vec() }).await
     }
 
     /// The pending records of a connector: writes whose outcome is not known yet.
@@ -472,22 +535,124 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM objects WHERE connector = ?1 AND state = 'pending' ORDER BY created"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector).fetch_all(&self.pool).await?;
-        rows.iter().map(Self::record).collect()
+        self.scan(sql, vec![connector.to_string()]).await
     }
 
     /// How many writes of a connector have an unknown outcome.
     pub async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM objects WHERE connector = ?1 AND state = 'pending'")
-            .bind(connector)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0))
+        self.with_reader(|c| {
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM objects WHERE connector = ?1 AND state = 'pending'")?
+                .query_row([connector], |row| row.get(0))?)
+        })
     }
 
-    /// Closes the pool, flushing the WAL.
+    /// Stops the writer thread once it has committed what was queued, and closes every
+    /// connection (the last one to close folds the WAL into the database file).
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.inner.writes.lock().expect("writes lock").take();
+        self.inner.readers.lock().expect("readers lock").clear();
+        let writer = self.inner.writer.lock().expect("writer lock").take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// The writer thread: waits for a write, takes whatever else is queued (up to [`GROUP_LIMIT`]),
+/// runs them in one transaction, answers each, and tells the cache. Ends when every sender is
+/// gone (the store closed) or the store itself is dropped.
+fn write_loop(mut connection: Connection, queue: mpsc::Receiver<Write>, store: std::sync::Weak<Inner>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_LIMIT {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = store.upgrade() else { break };
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        let results = commit_group(&mut connection, &group);
+        {
+            let mut cache = inner.cache.write().expect("cache lock");
+            for (write, result) in group.iter().zip(&results) {
+                match (&write.op, result) {
+                    (Op::Put { record, .. }, Ok(())) => {
+                        cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
+                        cache.put(record);
+                    }
+                    (Op::Put { record, .. }, Err(_)) => {
+                        cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name))
+                    }
+                    (Op::Delete { app, resource_type, id }, _) => cache.forget(app, resource_type, id, None),
+                    (Op::Watermark { .. }, _) => {}
+                }
+            }
+        }
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        drop(inner);
+        for (write, result) in group.into_iter().zip(results) {
+            let _ = write.reply.send(result);
+        }
+    }
+}
+
+/// Runs a group of writes in one transaction. Each write is its own statement: one that fails
+/// (a name clash) is rolled back alone and the others commit. If the transaction itself cannot
+/// begin or commit, every write of the group fails.
+fn commit_group(connection: &mut Connection, group: &[Write]) -> Vec<Result<(), StoreError>> {
+    let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(e) => return group.iter().map(|_| Err(StoreError::Database(clone_error(&e)))).collect(),
+    };
+    let results: Vec<Result<(), StoreError>> =
+        group.iter().map(|write| apply(&transaction, &write.op)).collect();
+    match transaction.commit() {
+        Ok(()) => results,
+        Err(e) => group.iter().map(|_| Err(StoreError::Database(clone_error(&e)))).collect(),
+    }
+}
+
+/// One write, as a statement of the open transaction.
+fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
+    let result = match op {
+        Op::Put { record: r, upsert } => {
+            connection.prepare_cached(if *upsert { UPSERT } else { INSERT })?.execute(params![
+                r.app,
+                r.resource_type,
+                r.id,
+                r.connector,
+                r.state.as_str(),
+                r.user_name,
+                r.resource.to_string(),
+                r.target.encode_to_vec(),
+                r.version,
+                r.created,
+                r.modified,
+            ])
+        }
+        Op::Delete { app, resource_type, id } => connection
+            .prepare_cached("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")?
+            .execute(params![app, resource_type, id]),
+        Op::Watermark { connector, watermark } => connection
+            .prepare_cached("REPLACE INTO watermarks (connector, watermark) VALUES (?1, ?2)")?
+            .execute(params![connector, watermark]),
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A copy of an error that ends a whole group (one for each write it fails).
+fn clone_error(error: &rusqlite::Error) -> rusqlite::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(e, message) => rusqlite::Error::SqliteFailure(*e, message.clone()),
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
     }
 }
 
