@@ -549,11 +549,20 @@ impl Table {
     /// the whole transaction and forgets it, and a later COMMIT then reports success for
     /// entries that were rolled back. Here a failed savepoint statement fails the whole batch,
     /// which was then never committed.
+    ///
+    /// A batch of several is first tried without savepoints (one statement per entry instead of
+    /// three): if every entry succeeds it commits as is; at the first failure nothing is
+    /// committed, the transaction is rolled back and the batch runs again with savepoints.
     pub async fn export(
         &self,
         changes: &[CsEntryChange],
     ) -> Result<Vec<Result<Applied, EntryError>>, Status> {
         let _writer = if self.concurrent { None } else { Some(self.writer.lock().await) };
+        if changes.len() > 1
+            && let Some(done) = self.export_whole(changes).await?
+        {
+            return Ok(done);
+        }
         let mut tx = self.pool.begin().await.map_err(db_status)?;
         let mut results = Vec::with_capacity(changes.len());
         let single = changes.len() == 1;
@@ -590,6 +599,28 @@ impl Table {
             return Err(commit_failed(e));
         }
         Ok(results)
+    }
+
+    /// The batch in one transaction without savepoints: `Some` (every entry applied and the
+    /// transaction committed) or `None` (an entry failed; nothing was committed).
+    async fn export_whole(
+        &self,
+        changes: &[CsEntryChange],
+    ) -> Result<Option<Vec<Result<Applied, EntryError>>>, Status> {
+        let mut tx = self.pool.begin().await.map_err(db_status)?;
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.apply(&mut tx, change).await {
+                Ok(applied) => results.push(Ok(applied)),
+                Err(_) => {
+                    // A broken connection shows again when the savepoint pass begins.
+                    let _ = tx.rollback().await;
+                    return Ok(None);
+                }
+            }
+        }
+        tx.commit().await.map_err(commit_failed)?;
+        Ok(Some(results))
     }
 
     async fn apply(
