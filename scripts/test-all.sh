@@ -26,6 +26,9 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] || need+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
+# 389 Directory Server (ns-slapd, and dscreate from python3-lib389): connector-ldap's tests run
+# against it beside OpenLDAP.
+[ -x /usr/sbin/ns-slapd ] && [ -x /usr/sbin/dscreate ] || need+=(389-ds-base)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
 # connector-sql's ODBC path: the driver manager to build against, and PostgreSQL's ODBC driver.

@@ -345,6 +345,7 @@ impl Directory {
             "subschemaSubentry",
             "vendorName",
             "supportedSASLMechanisms",
+            "changelog",
         ];
         self.read_entry("", &attrs)
             .await?

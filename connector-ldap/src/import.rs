@@ -22,6 +22,7 @@ use crate::target::{Target, uuid_text};
 const SYNC_PREFIX: &[u8] = b"sync:";
 const TIMESTAMP_PREFIX: &[u8] = b"ts:";
 const LOG_PREFIX: &[u8] = b"log:";
+const CHANGELOG_PREFIX: &[u8] = b"cl:";
 const SYNC_STATE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.2";
 const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
 
@@ -40,6 +41,8 @@ enum Watermark {
     Timestamp(String),
     /// The `reqStart` of the newest accesslog entry read.
     Log(String),
+    /// The `changeNumber` of the newest retro changelog entry read.
+    Changelog(u64),
     None,
 }
 
@@ -51,6 +54,9 @@ impl Watermark {
             Watermark::Timestamp(String::from_utf8_lossy(ts).into_owned())
         } else if let Some(ts) = bytes.strip_prefix(LOG_PREFIX) {
             Watermark::Log(String::from_utf8_lossy(ts).into_owned())
+        } else if let Some(n) = bytes.strip_prefix(CHANGELOG_PREFIX).and_then(|n| std::str::from_utf8(n).ok())
+        {
+            n.parse().map(Watermark::Changelog).unwrap_or(Watermark::None)
         } else {
             Watermark::None
         }
@@ -61,6 +67,7 @@ impl Watermark {
             Watermark::Sync(c) => [SYNC_PREFIX, c].concat(),
             Watermark::Timestamp(t) => [TIMESTAMP_PREFIX, t.as_bytes()].concat(),
             Watermark::Log(t) => [LOG_PREFIX, t.as_bytes()].concat(),
+            Watermark::Changelog(n) => [CHANGELOG_PREFIX, n.to_string().as_bytes()].concat(),
             Watermark::None => vec![],
         }
     }
@@ -71,6 +78,7 @@ impl Watermark {
 enum Method {
     Sync,
     Log,
+    Changelog,
     Timestamp,
 }
 
@@ -79,7 +87,11 @@ fn method(target: &Target) -> Method {
     match s.delta {
         DeltaMethod::Sync => Method::Sync,
         DeltaMethod::Accesslog => Method::Log,
+        DeltaMethod::Changelog => Method::Changelog,
         DeltaMethod::Timestamp => Method::Timestamp,
+        // 389 DS: its retro changelog (which its sync plug-in needs anyway) names deleted entries
+        // by the configured anchor; its sync control names them by nsUniqueId only.
+        DeltaMethod::Auto if target.features.changelog.is_some() => Method::Changelog,
         DeltaMethod::Auto if target.features.sync => Method::Sync,
         DeltaMethod::Auto
             if target
@@ -124,6 +136,9 @@ pub fn start(
                 Watermark::Log(since) if method(&target) == Method::Log => {
                     accesslog(&target, &partition, &since, &feeder).await
                 }
+                Watermark::Changelog(after) if method(&target) == Method::Changelog => {
+                    changelog(&target, &partition, after, &feeder).await
+                }
                 // No usable watermark: a delta is a full run that yields one.
                 _ => full(&target, &partition, &feeder).await,
             }
@@ -159,6 +174,7 @@ async fn full(target: &Target, partition: &str, tx: &mpsc::Sender<Item>) -> Resu
     let mark = match method(target) {
         Method::Sync => Watermark::Sync(sync_cookie(target, partition).await?),
         Method::Log => Watermark::Log(log_position(target).await?),
+        Method::Changelog => Watermark::Changelog(changelog_position(target).await?),
         Method::Timestamp => Watermark::Timestamp(run_start()),
     };
     let base = target.search_base(partition);
@@ -335,28 +351,69 @@ async fn accesslog(
     let start = |e: &SearchEntry| first(e, "reqStart").unwrap_or("").to_string();
     changes.sort_by_key(start);
     let newest = changes.last().map(start).filter(|t| !t.is_empty()).unwrap_or_else(|| since.to_string());
-    let scope = target.search_base(partition);
-    // The last operation on each entry (by entryUUID), in order of first appearance.
-    let mut order: Vec<String> = Vec::new();
-    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for change in &changes {
-        let Some(uuid) = first(change, "reqEntryUUID") else { continue };
-        let dn = first(change, "reqDN").unwrap_or("");
-        let new_dn = match (first(change, "reqNewRDN"), first(change, "reqNewSuperior")) {
+    let logged = changes.iter().filter_map(|change| {
+        Some(Logged {
+            anchor: first(change, "reqEntryUUID")?.to_string(),
+            kind: first(change, "reqType").unwrap_or("").to_ascii_lowercase(),
+            dn: first(change, "reqDN").unwrap_or("").to_string(),
+            new_rdn: first(change, "reqNewRDN").map(String::from),
+            new_superior: first(change, "reqNewSuperior").map(String::from),
+        })
+    });
+    if replay(target, partition, logged, tx).await? {
+        Ok(Watermark::Log(newest).encode())
+    } else {
+        Ok(vec![])
+    }
+}
+
+/// One logged write (an accesslog or changelog entry), as far as a delta needs it.
+struct Logged {
+    /// The anchor of the written entry.
+    anchor: String,
+    /// `add`, `modify`, `delete`, `modrdn` (lower case).
+    kind: String,
+    dn: String,
+    new_rdn: Option<String>,
+    new_superior: Option<String>,
+}
+
+impl Logged {
+    /// The entry's DN after a rename (empty for other writes).
+    fn new_dn(&self) -> String {
+        match (&self.new_rdn, &self.new_superior) {
             (Some(rdn), Some(sup)) => format!("{rdn},{sup}"),
             (Some(rdn), None) => {
-                let parts = crate::export::split_dn(dn);
+                let parts = crate::export::split_dn(&self.dn);
                 format!("{rdn},{}", parts[1.min(parts.len())..].join(","))
             }
             _ => String::new(),
-        };
-        if !under(dn, &scope) && !under(&new_dn, &scope) {
+        }
+    }
+}
+
+/// Replays logged writes, oldest first, as import entries: the writes under the partition's
+/// search base are reduced to the last one of each entry, which is then read again by its
+/// anchor (a delete, or an entry no longer found there, is reported deleted). `false` when the
+/// receiver went away.
+async fn replay(
+    target: &Target,
+    partition: &str,
+    logged: impl Iterator<Item = Logged>,
+    tx: &mpsc::Sender<Item>,
+) -> Result<bool, OpError> {
+    let scope = target.search_base(partition);
+    // The last operation on each entry (by anchor), in order of first appearance.
+    let mut order: Vec<String> = Vec::new();
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for change in logged {
+        if !under(&change.dn, &scope) && !under(&change.new_dn(), &scope) {
             continue;
         }
-        if !last.contains_key(uuid) {
-            order.push(uuid.to_string());
+        if !last.contains_key(&change.anchor) {
+            order.push(change.anchor.clone());
         }
-        last.insert(uuid.to_string(), first(change, "reqType").unwrap_or("").to_ascii_lowercase());
+        last.insert(change.anchor, change.kind);
     }
     let anchor_name = target.type_schema.anchor_attributes[0].clone();
     for uuid in order {
@@ -388,31 +445,149 @@ async fn accesslog(
             },
         };
         if tx.send(Item::Entry(item)).await.is_err() {
-            return Ok(vec![]);
+            return Ok(false);
         }
     }
-    Ok(Watermark::Log(newest).encode())
+    Ok(true)
 }
 
-/// The server's current sync cookie (a refresh of a filter that matches nothing).
+/// Where 389 DS's retro changelog stands: the root DSE's `lastchangenumber` (0 while the
+/// changelog is empty). Fails when the changelog cannot be read.
+async fn changelog_position(target: &Target) -> Result<u64, OpError> {
+    let s = target.settings();
+    if target.dir.read_entry(&s.changelog_base, &["1.1"]).await?.is_none() {
+        return Err(OpError::new(
+            ErrorKind::InvalidConfiguration,
+            format!(
+                "changelog_base: {:?} cannot be read (is the Retro Changelog plug-in enabled, and may bind_dn read it?)",
+                s.changelog_base
+            ),
+        ));
+    }
+    let dse = target.dir.read_entry("", &["lastchangenumber"]).await?;
+    Ok(dse.as_ref().and_then(|e| first(e, "lastchangenumber")).and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// A delta from 389 DS's retro changelog: the changes numbered after `after`, reduced to the
+/// last state of each entry (read again by its anchor), deletes and renames included.
+async fn changelog(
+    target: &Target,
+    partition: &str,
+    after: u64,
+    tx: &mpsc::Sender<Item>,
+) -> Result<Vec<u8>, OpError> {
+    let s = target.settings();
+    let filter = format!("(&(objectClass=changelogEntry)(changeNumber>={}))", after + 1);
+    let attrs =
+        ["changeNumber", "changeType", "targetDn", "newRDN", "newSuperior", s.changelog_anchor.as_str()];
+    let mut stream =
+        open_paged(target, &s.changelog_base, &filter, attrs.iter().map(|a| a.to_string()).collect()).await?;
+    let mut changes = Vec::new();
+    while let Some(raw) = stream.next().await.map_err(|e| client_error("changelog search", &e))? {
+        let entry = SearchEntry::construct(raw);
+        let Some(number) = first(&entry, "changeNumber").and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        changes.push((number, entry));
+    }
+    let result = stream.finish().await;
+    if result.rc != 0 {
+        return Err(crate::directory::result_error("changelog search", &result));
+    }
+    changes.sort_by_key(|(number, _)| *number);
+    let newest = changes.last().map(|(number, _)| *number).unwrap_or(after);
+    let mut unnamed = 0usize;
+    let logged: Vec<Logged> = changes
+        .iter()
+        .filter_map(|(_, change)| {
+            let anchor = first(change, &s.changelog_anchor).map(String::from);
+            if anchor.is_none() {
+                unnamed += 1;
+            }
+            Some(Logged {
+                anchor: anchor?,
+                kind: first(change, "changeType").unwrap_or("").to_ascii_lowercase(),
+                dn: first(change, "targetDn").unwrap_or("").to_string(),
+                new_rdn: first(change, "newRDN").map(String::from),
+                new_superior: first(change, "newSuperior").map(String::from),
+            })
+        })
+        .collect();
+    if unnamed > 0 && logged.is_empty() {
+        // Every change lacks the anchor: the plug-in does not copy it, and a delta cannot name
+        // the entries it changed.
+        return Err(OpError::new(
+            ErrorKind::InvalidConfiguration,
+            format!(
+                "the retro changelog's entries carry no {:?}: add `nsslapd-attribute: {}:{}` to cn=Retro Changelog Plugin,cn=plugins,cn=config (or set changelog_anchor_attribute)",
+                s.changelog_anchor,
+                s.anchor.to_ascii_lowercase(),
+                s.changelog_anchor
+            ),
+        ));
+    }
+    if unnamed > 0 {
+        tracing::warn!(unnamed, "retro changelog entries without {} were skipped", s.changelog_anchor);
+    }
+    if replay(target, partition, logged.into_iter(), tx).await? {
+        Ok(Watermark::Changelog(newest).encode())
+    } else {
+        Ok(vec![])
+    }
+}
+
+/// The server's current sync cookie.
+///
+/// OpenLDAP's cookie names a point in the server's change sequence, whatever the search that
+/// got it: a refresh of a filter that matches nothing gets it cheaply. 389 DS ties a cookie to
+/// the bind DN, base and filter of the search that got it, and answers a later refresh with
+/// another search's cookie with "refresh required"; there the cookie comes from a refresh of the
+/// delta's own base and filter, asking for no attributes (the entries' DNs stream by and are
+/// dropped).
 async fn sync_cookie(target: &Target, partition: &str) -> Result<Vec<u8>, OpError> {
+    let per_search = target.features.vendor.starts_with("389");
+    let (base, scope, filter) = if per_search {
+        (target.search_base(partition), Scope::Subtree, target.type_filter())
+    } else {
+        (partition.to_string(), Scope::Base, "(&(objectClass=*)(!(objectClass=*)))".to_string())
+    };
     let mut ldap = target.dir.ldap().await?;
     let request = SyncRequest { mode: RefreshMode::RefreshOnly, cookie: None, reload_hint: false };
-    let result = ldap
+    let mut stream = ldap
         .with_controls(request.critical())
-        .search(partition, Scope::Base, "(&(objectClass=*)(!(objectClass=*)))", vec!["1.1"])
+        .streaming_search(&base, scope, &filter, vec!["1.1"])
         .await
         .map_err(|e| client_error("reading the sync cookie", &e))?;
-    let done = result.1.ctrls.iter().find(|c| c.1.ctype == SYNC_DONE_OID).map(|c| c.1.parse::<SyncDone>());
-    match done.and_then(|d| d.cookie) {
-        Some(cookie) if result.1.rc == 0 => Ok(cookie),
+    let mut cookie = None;
+    while let Some(raw) = stream.next().await.map_err(|e| client_error("reading the sync cookie", &e))? {
+        if raw.is_intermediate()
+            && let SyncInfo::NewCookie(c) = parse_syncinfo(raw)
+        {
+            cookie = Some(c);
+        }
+    }
+    let result = stream.finish().await;
+    let done = result.ctrls.iter().find(|c| c.1.ctype == SYNC_DONE_OID).map(|c| c.1.parse::<SyncDone>());
+    match done.and_then(|d| d.cookie).or(cookie) {
+        Some(cookie) if result.rc == 0 => Ok(cookie),
         _ => Err(OpError::new(
             ErrorKind::Unsupported,
             format!(
-                "the server gave no sync cookie (rc {}): is the syncprov overlay configured on {partition:?}?",
-                result.1.rc
+                "the server gave no sync cookie (rc {}): is the syncprov overlay (OpenLDAP) or the Content Synchronization plug-in (389 DS) configured on {partition:?}?",
+                result.rc
             ),
         )),
+    }
+}
+
+/// The text of an RFC 4533 entry UUID as the anchor attribute writes it: 389 DS's sync UUIDs
+/// are its entries' nsUniqueId (four groups of eight hex digits), OpenLDAP's their entryUUID.
+fn sync_uuid_text(anchor: &str, bytes: &[u8]) -> Option<String> {
+    if anchor.eq_ignore_ascii_case("nsUniqueId") {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        (hex.len() == 32).then(|| format!("{}-{}-{}-{}", &hex[..8], &hex[8..16], &hex[16..24], &hex[24..]))
+    } else {
+        uuid_text(bytes)
     }
 }
 
@@ -431,7 +606,7 @@ async fn sync(
                 object_type: target.type_schema.name.clone(),
                 anchors: vec![v1::Anchor {
                     name: anchor_name.clone(),
-                    value: Some(v1::Value::string(uuid_text(uuid)?)),
+                    value: Some(v1::Value::string(sync_uuid_text(&anchor_name, uuid)?)),
                 }],
                 partition_id: partition.to_string(),
                 ..Default::default()
@@ -490,11 +665,22 @@ async fn sync(
                 present_phase = true;
                 None
             }
-            _ => Some(v1::ImportEntry {
-                modification_type: ObjectModificationType::Replace as i32,
-                entry: Some(target.to_entry(&entry, partition)),
-                error: None,
-            }),
+            _ => {
+                // 389 DS sends a changed entry's user attributes only, whatever was asked for:
+                // without its anchor (an operational attribute) it is read again.
+                let entry = if first(&entry, &anchor_name).is_none() {
+                    let attrs = target.requested_attributes();
+                    let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+                    target.dir.read_entry(&entry.dn, &attrs).await?.unwrap_or(entry)
+                } else {
+                    entry
+                };
+                Some(v1::ImportEntry {
+                    modification_type: ObjectModificationType::Replace as i32,
+                    entry: Some(target.to_entry(&entry, partition)),
+                    error: None,
+                })
+            }
         };
         if let Some(item) = item
             && tx.send(Item::Entry(item)).await.is_err()
@@ -532,7 +718,7 @@ async fn sync(
 
 #[cfg(test)]
 mod tests {
-    use super::{Watermark, epoch_of, generalized};
+    use super::{Watermark, epoch_of, generalized, sync_uuid_text};
 
     #[test]
     fn generalized_times_round_trip() {
@@ -547,11 +733,21 @@ mod tests {
     }
 
     #[test]
+    fn sync_uuids_read_as_the_anchor_writes_them() {
+        let bytes =
+            [0x8b, 0x9d, 0x31, 0x3e, 0xe9, 0xd0, 0x11, 0xf1, 0x97, 0x49, 0xb1, 0x49, 0xf1, 0xf9, 0xfe, 0xf0];
+        assert_eq!(sync_uuid_text("nsUniqueId", &bytes).unwrap(), "8b9d313e-e9d011f1-9749b149-f1f9fef0");
+        assert_eq!(sync_uuid_text("entryUUID", &bytes).unwrap(), "8b9d313e-e9d0-11f1-9749-b149f1f9fef0");
+        assert_eq!(sync_uuid_text("nsUniqueId", &bytes[..4]), None);
+    }
+
+    #[test]
     fn watermarks_round_trip() {
         for w in [
             Watermark::Sync(b"rid=000,csn=2026".to_vec()),
             Watermark::Timestamp("20261126140000Z".into()),
             Watermark::Log("20261126140000.123456Z".into()),
+            Watermark::Changelog(42),
         ] {
             assert_eq!(Watermark::parse(&w.encode()), w);
         }

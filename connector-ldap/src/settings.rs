@@ -43,12 +43,17 @@ impl std::fmt::Debug for Bind {
 /// Where delta imports read changes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeltaMethod {
-    /// RFC 4533 content synchronisation when the server offers it, else `modifyTimestamp`.
+    /// 389 DS's retro changelog when the root DSE names one, else RFC 4533 content
+    /// synchronisation when the server offers it, else OpenLDAP's accesslog when it is among
+    /// the naming contexts, else `modifyTimestamp`.
     Auto,
     /// RFC 4533 refreshOnly with a cookie (OpenLDAP syncprov, 389 DS content sync plug-in).
     Sync,
     /// OpenLDAP's accesslog overlay: the successful writes logged since the last run.
     Accesslog,
+    /// 389 Directory Server's retro changelog (`cn=changelog`): the changes numbered after the
+    /// last run's.
+    Changelog,
     /// Entries whose `modifyTimestamp` moved; deletes are seen only by full imports.
     Timestamp,
 }
@@ -87,6 +92,10 @@ pub struct Settings {
     pub update_references: bool,
     /// The suffix of OpenLDAP's accesslog database.
     pub accesslog_base: String,
+    /// The base of 389 DS's retro changelog.
+    pub changelog_base: String,
+    /// The changelog attribute that carries the anchor of the changed entry.
+    pub changelog_anchor: String,
 }
 
 impl Settings {
@@ -228,12 +237,28 @@ impl Settings {
             "sync" => DeltaMethod::Sync,
             "timestamp" | "modifytimestamp" => DeltaMethod::Timestamp,
             "accesslog" => DeltaMethod::Accesslog,
+            "changelog" => DeltaMethod::Changelog,
             other => {
                 return Err(bad(format!(
-                    "delta_method: {other:?} is not one of \"auto\", \"sync\", \"accesslog\" or \"timestamp\""
+                    "delta_method: {other:?} is not one of \"auto\", \"sync\", \"accesslog\", \"changelog\" or \"timestamp\""
                 )));
             }
         };
+        let anchor =
+            config.get("anchor_attribute").filter(|s| !s.is_empty()).unwrap_or("entryUUID").to_string();
+        // The retro changelog names the entry of a change by the attributes its plug-in is told
+        // to copy (`nsslapd-attribute: nsuniqueid:targetUniqueId`, `entryuuid:targetEntryUUID`).
+        let changelog_anchor = config
+            .get("changelog_anchor_attribute")
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .unwrap_or_else(|| {
+                if anchor.eq_ignore_ascii_case("nsUniqueId") {
+                    "targetUniqueId".to_string()
+                } else {
+                    format!("target{anchor}")
+                }
+            });
         let default_rdn = if object_class.to_ascii_lowercase().contains("group") { "cn" } else { "uid" };
         Ok(Settings {
             url,
@@ -245,11 +270,7 @@ impl Settings {
             connect_timeout: seconds("connect_timeout_seconds", 10)?,
             operation_timeout: seconds("timeout_seconds", 30)?,
             auxiliary_classes: list("auxiliary_classes"),
-            anchor: config
-                .get("anchor_attribute")
-                .filter(|s| !s.is_empty())
-                .unwrap_or("entryUUID")
-                .to_string(),
+            anchor,
             container: config.get("container").filter(|s| !s.is_empty()).map(String::from),
             rdn_attribute: config
                 .get("rdn_attribute")
@@ -265,6 +286,12 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .unwrap_or("cn=accesslog")
                 .to_string(),
+            changelog_base: config
+                .get("changelog_base")
+                .filter(|s| !s.is_empty())
+                .unwrap_or("cn=changelog")
+                .to_string(),
+            changelog_anchor,
             empty_member: config.get("empty_group_member").filter(|s| !s.is_empty()).map(String::from),
             object_class,
         })
@@ -390,7 +417,7 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
             false,
             false,
             "auto",
-            "\"auto\" (sync, else accesslog, else timestamp), \"sync\" (RFC 4533), \"accesslog\" (OpenLDAP's accesslog overlay) or \"timestamp\" (modifyTimestamp; deletes seen by full imports only)",
+            "\"auto\" (389 DS's changelog, else sync, else accesslog, else timestamp), \"sync\" (RFC 4533), \"accesslog\" (OpenLDAP's accesslog overlay), \"changelog\" (389 DS's retro changelog) or \"timestamp\" (modifyTimestamp; deletes seen by full imports only)",
         ),
         parameter(
             "accesslog_base",
@@ -399,6 +426,22 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
             false,
             "cn=accesslog",
             "Suffix of the accesslog database (delta_method \"accesslog\"; bind_dn must be able to read it)",
+        ),
+        parameter(
+            "changelog_base",
+            T::String,
+            false,
+            false,
+            "cn=changelog",
+            "Base of 389 DS's retro changelog (delta_method \"changelog\"; bind_dn must be able to read it)",
+        ),
+        parameter(
+            "changelog_anchor_attribute",
+            T::String,
+            false,
+            false,
+            "target<anchor_attribute>",
+            "Changelog attribute holding the changed entry's anchor: the retro changelog plug-in must copy it (nsslapd-attribute: entryuuid:targetEntryUUID, or nsuniqueid:targetUniqueId for anchor nsUniqueId)",
         ),
     ]
 }

@@ -30,6 +30,8 @@ pub struct ServerFeatures {
     pub permissive_modify: bool,
     pub password_modify: bool,
     pub vendor: String,
+    /// 389 DS's retro changelog, when the root DSE names one (`changelog`).
+    pub changelog: Option<String>,
 }
 
 /// A configured directory, ready for operations.
@@ -56,6 +58,7 @@ impl Target {
             permissive_modify: controls.contains(PERMISSIVE_MODIFY_OID),
             password_modify: extensions.contains(PASSWORD_MODIFY_OID),
             vendor: first(&dse, "vendorName").unwrap_or("").to_string(),
+            changelog: first(&dse, "changelog").map(String::from),
         };
         let subschema = first(&dse, "subschemaSubentry").unwrap_or("cn=Subschema").to_string();
         let entry =
@@ -88,6 +91,7 @@ impl Target {
             naming_contexts = ?features.naming_contexts,
             paged_results = features.paged_results,
             sync = features.sync,
+            changelog = ?features.changelog,
             "connected to the directory"
         );
         Ok(Self { dir, features, schema, type_schema })

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use e2e::slapd::Slapd;
+use e2e::slapd::{LdapServer, Slapd};
 use e2e::{Supervisor, TempDir, cpu_seconds, median, request, workspace};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 

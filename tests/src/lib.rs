@@ -5,6 +5,7 @@
 //! them before running the tests.
 
 pub mod databases;
+pub mod dirsrv;
 pub mod otlp;
 pub mod slapd;
 

@@ -109,11 +109,6 @@ impl Slapd {
         slapd
     }
 
-    /// The plain listener (StartTLS-capable when TLS is on): `ldap://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("ldap://{}", self.ldap)
-    }
-
     /// The LDAPS listener, by a name the server certificate holds: `ldaps://localhost:PORT`.
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://localhost:{}", self.ldaps.expect("slapd was started without TLS").port())
@@ -128,21 +123,6 @@ impl Slapd {
     /// same CA; a SASL EXTERNAL bind with it binds as [`Slapd::admin_dn`].
     pub fn client_cert(&self) -> (PathBuf, PathBuf) {
         (self.tls_file("client.pem"), self.tls_file("client.key"))
-    }
-
-    /// The root DN, `cn=admin,<suffix>` (it has no entry).
-    pub fn admin_dn(&self) -> String {
-        format!("cn=admin,{}", self.suffix)
-    }
-
-    /// The root DN's password.
-    pub fn admin_password(&self) -> &str {
-        ADMIN_PASSWORD
-    }
-
-    /// The database suffix.
-    pub fn suffix(&self) -> &str {
-        &self.suffix
     }
 
     /// The server's output (`-d none`: start, stop and critical messages) since it last started.
@@ -161,58 +141,6 @@ impl Slapd {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child);
         }
-    }
-
-    /// Starts the server again on the same ports and data (stopping it first if it runs); waits
-    /// until it answers.
-    pub fn restart(&mut self) {
-        self.stop();
-        if let Err(log) = self.launch() {
-            panic!("slapd did not restart; its output:\n{log}");
-        }
-    }
-
-    /// `ldapsearch` as the admin over the plain listener (`-LLL`, no line wrapping); returns its
-    /// LDIF output. Panics with stderr on failure (including "no such object").
-    pub fn ldapsearch(&self, base: &str, filter: &str, attrs: &[&str]) -> String {
-        let mut command = self.ldap_tool("ldapsearch");
-        command.args(["-LLL", "-o", "ldif-wrap=no", "-b", base, filter]).args(attrs);
-        String::from_utf8_lossy(&run_checked(&mut command).stdout).into_owned()
-    }
-
-    /// `ldapmodify -a` as the admin with `ldif` on stdin: records without a `changetype` are adds.
-    /// Panics with the tool's output on failure.
-    pub fn ldapmodify(&self, ldif: &str) {
-        let mut child = self
-            .ldap_tool("ldapmodify")
-            .arg("-a")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ldapmodify");
-        // Written from another thread: ldapmodify reports each entry on stdout while it reads,
-        // and a large LDIF would fill both pipes.
-        let mut stdin = child.stdin.take().expect("stdin");
-        let ldif = ldif.to_string();
-        let writer = std::thread::spawn(move || stdin.write_all(ldif.as_bytes()));
-        let output = child.wait_with_output().expect("wait for ldapmodify");
-        writer.join().expect("LDIF writer").expect("write LDIF to ldapmodify");
-        check(&output, "ldapmodify");
-    }
-
-    /// The number of entries under `base` (the base included) that match `filter`.
-    pub fn entry_count(&self, base: &str, filter: &str) -> usize {
-        self.ldapsearch(base, filter, &["1.1"]).lines().filter(|l| l.starts_with("dn:")).count()
-    }
-
-    /// An OpenLDAP client tool bound as the admin to the plain listener, ignoring `ldap.conf`
-    /// and `LDAP*` variables.
-    fn ldap_tool(&self, name: &str) -> Command {
-        let mut command = Command::new(name);
-        command.env("LDAPNOINIT", "1").args(["-x", "-H", &self.url(), "-D", &self.admin_dn()]);
-        command.args(["-w", ADMIN_PASSWORD]);
-        command
     }
 
     fn tls_file(&self, name: &str) -> PathBuf {
@@ -279,6 +207,113 @@ impl Slapd {
     }
 }
 
+impl LdapServer for Slapd {
+    /// The plain listener (StartTLS-capable when TLS is on): `ldap://127.0.0.1:PORT`.
+    fn url(&self) -> String {
+        format!("ldap://{}", self.ldap)
+    }
+
+    /// The root DN, `cn=admin,<suffix>` (it has no entry).
+    fn admin_dn(&self) -> String {
+        format!("cn=admin,{}", self.suffix)
+    }
+
+    fn admin_password(&self) -> &str {
+        ADMIN_PASSWORD
+    }
+
+    fn suffix(&self) -> &str {
+        &self.suffix
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        if let Err(log) = self.launch() {
+            panic!("slapd did not restart; its output:\n{log}");
+        }
+    }
+}
+
+/// A shared reference reads as the server (restarting needs the server itself).
+impl<T: LdapServer + ?Sized> LdapServer for &T {
+    fn url(&self) -> String {
+        (**self).url()
+    }
+
+    fn admin_dn(&self) -> String {
+        (**self).admin_dn()
+    }
+
+    fn admin_password(&self) -> &str {
+        (**self).admin_password()
+    }
+
+    fn suffix(&self) -> &str {
+        (**self).suffix()
+    }
+
+    fn restart(&mut self) {
+        panic!("restart the server itself, not a shared reference to it");
+    }
+}
+
+/// A directory server under test, and the OpenLDAP client tools bound to it as its admin.
+pub trait LdapServer {
+    /// A URL of its plain listener, `ldap://127.0.0.1:PORT`.
+    fn url(&self) -> String;
+    /// The administrator's DN (the root DN).
+    fn admin_dn(&self) -> String;
+    /// The administrator's password.
+    fn admin_password(&self) -> &str;
+    /// The database suffix (the partition).
+    fn suffix(&self) -> &str;
+    /// Stops the server and starts it again on the same port and data; waits until it answers.
+    fn restart(&mut self);
+
+    /// `ldapsearch` as the admin over the plain listener (`-LLL`, no line wrapping); returns its
+    /// LDIF output. Panics with stderr on failure (including "no such object").
+    fn ldapsearch(&self, base: &str, filter: &str, attrs: &[&str]) -> String {
+        let mut command = self.ldap_tool("ldapsearch");
+        command.args(["-LLL", "-o", "ldif-wrap=no", "-b", base, filter]).args(attrs);
+        String::from_utf8_lossy(&run_checked(&mut command).stdout).into_owned()
+    }
+
+    /// `ldapmodify -a` as the admin with `ldif` on stdin: records without a `changetype` are adds.
+    /// Panics with the tool's output on failure.
+    fn ldapmodify(&self, ldif: &str) {
+        let mut child = self
+            .ldap_tool("ldapmodify")
+            .arg("-a")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ldapmodify");
+        // Written from another thread: ldapmodify reports each entry on stdout while it reads,
+        // and a large LDIF would fill both pipes.
+        let mut stdin = child.stdin.take().expect("stdin");
+        let ldif = ldif.to_string();
+        let writer = std::thread::spawn(move || stdin.write_all(ldif.as_bytes()));
+        let output = child.wait_with_output().expect("wait for ldapmodify");
+        writer.join().expect("LDIF writer").expect("write LDIF to ldapmodify");
+        check(&output, "ldapmodify");
+    }
+
+    /// The number of entries under `base` (the base included) that match `filter`.
+    fn entry_count(&self, base: &str, filter: &str) -> usize {
+        self.ldapsearch(base, filter, &["1.1"]).lines().filter(|l| l.starts_with("dn:")).count()
+    }
+
+    /// An OpenLDAP client tool bound as the admin to the plain listener, ignoring `ldap.conf`
+    /// and `LDAP*` variables.
+    fn ldap_tool(&self, name: &str) -> Command {
+        let mut command = Command::new(name);
+        command.env("LDAPNOINIT", "1").args(["-x", "-H", &self.url(), "-D", &self.admin_dn()]);
+        command.args(["-w", self.admin_password()]);
+        command
+    }
+}
+
 impl Drop for Slapd {
     fn drop(&mut self) {
         self.stop();
@@ -286,7 +321,7 @@ impl Drop for Slapd {
 }
 
 /// SIGTERM, then waits; SIGKILL after [`STOP_TIMEOUT`].
-fn terminate(child: &mut Child) {
+pub(crate) fn terminate(child: &mut Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + STOP_TIMEOUT;
@@ -301,7 +336,7 @@ fn terminate(child: &mut Child) {
 }
 
 /// A system binary by its absolute path when present (`/usr/sbin` is not always on `PATH`).
-fn sbin(name: &str) -> PathBuf {
+pub(crate) fn sbin(name: &str) -> PathBuf {
     let path = Path::new("/usr/sbin").join(name);
     if path.is_file() { path } else { PathBuf::from(name) }
 }
@@ -320,7 +355,7 @@ fn slapadd(dir: &Path, database: &str, file: &str, ldif: &str) {
 }
 
 /// Runs a command to completion; panics with its output unless it succeeds.
-fn run_checked(command: &mut Command) -> Output {
+pub(crate) fn run_checked(command: &mut Command) -> Output {
     let program = command.get_program().to_string_lossy().into_owned();
     let output = command
         .stdin(Stdio::null())

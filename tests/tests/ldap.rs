@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use e2e::slapd::Slapd;
+use e2e::dirsrv::{DirSrv, DirSrvOptions};
+use e2e::slapd::{LdapServer, Slapd};
 use e2e::{Supervisor, TempDir, request, workspace};
 use serde_json::{Value, json};
 
@@ -19,17 +20,21 @@ fn example() -> String {
 /// A supervisor on the shipped example, pointed at `slapd` over StartTLS with its CA.
 fn start(slapd: &Slapd, dir: &TempDir, config: &str) -> Supervisor {
     let ca = slapd.ca_file().display().to_string();
-    let s = Supervisor::spawn_with_env(
-        config,
-        dir.path(),
-        &[
-            ("LDAP_URL", &slapd.url()),
-            ("LDAP_BIND_DN", &slapd.admin_dn()),
-            ("LDAP_BIND_PASSWORD", slapd.admin_password()),
-            ("LDAP_BASE_DN", slapd.suffix()),
-            ("LDAP_CA_FILE", &ca),
-        ],
-    );
+    start_on(slapd, dir, config, &[("LDAP_CA_FILE", &ca)])
+}
+
+/// A supervisor on `config` with the example's variables pointing at `server`, plus `more`.
+fn start_on(server: &impl LdapServer, dir: &TempDir, config: &str, more: &[(&str, &str)]) -> Supervisor {
+    let url = server.url();
+    let admin = server.admin_dn();
+    let mut env = vec![
+        ("LDAP_URL", url.as_str()),
+        ("LDAP_BIND_DN", admin.as_str()),
+        ("LDAP_BIND_PASSWORD", server.admin_password()),
+        ("LDAP_BASE_DN", server.suffix()),
+    ];
+    env.extend_from_slice(more);
+    let s = Supervisor::spawn_with_env(config, dir.path(), &env);
     s.wait_ready(Duration::from_secs(30));
     s
 }
@@ -52,12 +57,12 @@ fn user(name: &str, display: &str) -> Value {
 }
 
 /// `attribute: value` lines of one entry (the DN line first), from `ldapsearch -LLL`.
-fn entry(slapd: &Slapd, base: &str, filter: &str) -> Vec<String> {
+fn entry(slapd: &impl LdapServer, base: &str, filter: &str) -> Vec<String> {
     let out = slapd.ldapsearch(base, filter, &["*"]);
     out.lines().filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
-fn dns(slapd: &Slapd, base: &str, filter: &str) -> Vec<String> {
+fn dns(slapd: &impl LdapServer, base: &str, filter: &str) -> Vec<String> {
     let out = slapd.ldapsearch(base, filter, &["1.1"]);
     let mut dns: Vec<String> =
         out.lines().filter_map(|l| l.strip_prefix("dn: ")).map(|d| d.to_ascii_lowercase()).collect();
@@ -85,18 +90,33 @@ fn users_and_groups_are_provisioned_modified_renamed_and_deleted() {
     let slapd = Slapd::start();
     let dir = TempDir::new("ldap-users");
     let s = start(&slapd, &dir, &example());
+    users_and_groups_round_trip(&slapd, &s);
+}
+
+#[test]
+fn users_and_groups_round_trip_through_389_directory_server() {
+    let ds = DirSrv::start();
+    let dir = TempDir::new("dirsrv-users");
+    let s = start_on(&ds, &dir, &example(), &[("LDAP_SECURITY", "none")]);
+    users_and_groups_round_trip(&ds, &s);
+}
+
+/// Creates, modifies, renames, groups and deletes users through SCIM on a supervisor running
+/// the example against `slapd`, checking the directory with `ldapsearch` at each step.
+fn users_and_groups_round_trip(slapd: &impl LdapServer, s: &Supervisor) {
     let base = slapd.suffix().to_string();
     let people = format!("ou=People,{base}");
 
-    let alice = post(&s, "Users", &user("alice", "Alice A"));
-    let bob = post(&s, "Users", &user("bob", "Bob B"));
-    let carol = post(&s, "Users", &user("carol", "Carol C"));
+    let alice = post(s, "Users", &user("alice", "Alice A"));
+    let bob = post(s, "Users", &user("bob", "Bob B"));
+    let carol = post(s, "Users", &user("carol", "Carol C"));
     let e = entry(&slapd, &people, "(uid=alice)");
     assert_eq!(e[0], format!("dn: uid=alice,{people}"));
     assert_eq!(values(&e, "cn"), ["Alice A"]);
     assert_eq!(values(&e, "sn"), ["Family alice"]);
     assert_eq!(values(&e, "mail"), ["alice@example.com"]);
-    assert_eq!(values(&e, "objectClass"), ["inetOrgPerson"]);
+    // (389 DS stores the superclasses too.)
+    assert!(values(&e, "objectClass").iter().any(|c| c.eq_ignore_ascii_case("inetOrgPerson")), "{e:?}");
     // The SCIM id does not leak into the directory, and the anchor is the entryUUID.
     let uuid = slapd.ldapsearch(&people, "(uid=alice)", &["entryUUID"]);
     assert!(uuid.contains("entryUUID: "), "{uuid}");
@@ -109,7 +129,7 @@ fn users_and_groups_are_provisioned_modified_renamed_and_deleted() {
     // Modify: replace one attribute, remove another.
     let id = alice["id"].as_str().unwrap();
     let r = patch(
-        &s,
+        s,
         &format!("Users/{id}"),
         json!([
             {"op": "Replace", "path": "displayName", "value": "Alice Anders"},
@@ -123,7 +143,7 @@ fn users_and_groups_are_provisioned_modified_renamed_and_deleted() {
 
     // Manager: a reference, written as the manager's DN.
     let r = patch(
-        &s,
+        s,
         &format!("Users/{}", bob["id"].as_str().unwrap()),
         json!([{
         "op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
@@ -134,7 +154,7 @@ fn users_and_groups_are_provisioned_modified_renamed_and_deleted() {
 
     // Rename: a new userName is a new DN (ModifyDN), the entry keeps its entryUUID.
     let r = patch(
-        &s,
+        s,
         &format!("Users/{id}"),
         json!([{"op": "Replace", "path": "userName", "value": "alice.anders"}]),
     );
@@ -148,42 +168,42 @@ fn users_and_groups_are_provisioned_modified_renamed_and_deleted() {
 
     // Groups: members are DNs; adding and removing one member changes only that value.
     let group = post(
-        &s,
+        s,
         "Groups",
         &json!({"schemas": [GROUP], "displayName": "Engineers",
         "members": [{"value": id}, {"value": bob["id"]}]}),
     );
     let groups = format!("ou=Groups,{base}");
-    let members = |slapd: &Slapd| values(&entry(slapd, &groups, "(cn=Engineers)"), "member");
-    assert_eq!(members(&slapd), [format!("uid=alice.anders,{people}"), format!("uid=bob,{people}")]);
+    let members = || values(&entry(slapd, &groups, "(cn=Engineers)"), "member");
+    assert_eq!(members(), [format!("uid=alice.anders,{people}"), format!("uid=bob,{people}")]);
     let gid = group["id"].as_str().unwrap();
     let r = patch(
-        &s,
+        s,
         &format!("Groups/{gid}"),
         json!([{"op": "Add", "path": "members", "value": [{"value": carol["id"]}]}]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let r = patch(
-        &s,
+        s,
         &format!("Groups/{gid}"),
         json!([{"op": "Remove", "path": format!("members[value eq \"{}\"]", bob["id"].as_str().unwrap())}]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(members(&slapd), [format!("uid=alice.anders,{people}"), format!("uid=carol,{people}")]);
+    assert_eq!(members(), [format!("uid=alice.anders,{people}"), format!("uid=carol,{people}")]);
     // The last members go: groupOfNames needs one, so the placeholder stands in; SCIM shows none.
-    let r = patch(&s, &format!("Groups/{gid}"), json!([{"op": "Remove", "path": "members"}]));
+    let r = patch(s, &format!("Groups/{gid}"), json!([{"op": "Remove", "path": "members"}]));
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(members(&slapd), ["cn=nobody"]);
+    assert_eq!(members(), ["cn=nobody"]);
     let g = s.scim("GET", &format!("/scim/directory/Groups/{gid}"), None).json();
     assert!(g["members"].as_array().is_none_or(|m| m.is_empty()), "{g}");
     // A member again: the placeholder goes.
     let r = patch(
-        &s,
+        s,
         &format!("Groups/{gid}"),
         json!([{"op": "Add", "path": "members", "value": [{"value": bob["id"]}]}]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(members(&slapd), [format!("uid=bob,{people}")]);
+    assert_eq!(members(), [format!("uid=bob,{people}")]);
 
     // Delete: gone from the directory and from SCIM.
     assert_eq!(
@@ -259,12 +279,25 @@ fn injection_through_user_names_display_names_and_member_ids_stays_data() {
     let slapd = Slapd::start();
     let dir = TempDir::new("ldap-injection");
     let s = start(&slapd, &dir, &example());
+    injection_stays_data(&slapd, &s);
+}
+
+#[test]
+fn injection_into_389_directory_server_stays_data() {
+    let ds = DirSrv::start();
+    let dir = TempDir::new("dirsrv-injection");
+    let s = start_on(&ds, &dir, &example(), &[("LDAP_SECURITY", "none")]);
+    injection_stays_data(&ds, &s);
+}
+
+/// DN and filter metacharacters in userName, displayName and member ids land as data.
+fn injection_stays_data(slapd: &impl LdapServer, s: &Supervisor) {
     let base = slapd.suffix().to_string();
     let people = format!("ou=People,{base}");
     // DN metacharacters and filter metacharacters in the name that makes the DN.
     let nasty = r#"evil,ou=Groups+cn=x\"<>;#=)(uid=*"#;
     let display = "*)(objectClass=*))(|(cn=*";
-    let u = post(&s, "Users", &user(nasty, display));
+    let u = post(s, "Users", &user(nasty, display));
     let out = slapd.ldapsearch(&base, "(objectClass=inetOrgPerson)", &["uid", "displayName"]);
     // One entry, under ou=People, whose uid is the name byte for byte.
     assert_eq!(out.matches("dn: ").count() + out.matches("dn:: ").count(), 1, "{out}");
@@ -297,6 +330,61 @@ fn imports_see_adds_changes_renames_and_deletes_made_in_the_directory() {
     let slapd = Slapd::start();
     let dir = TempDir::new("ldap-import");
     let s = start(&slapd, &dir, &example());
+    directory_changes_reach_scim(&slapd, &s);
+}
+
+#[test]
+fn changelog_deltas_from_389_directory_server_see_renames_and_deletes() {
+    // The Content Synchronization plug-in is on too, but its sync control names deleted
+    // entries by nsUniqueId, not by the example's entryUUID anchor: "auto" picks the retro
+    // changelog (cn=changelog), whose records carry targetEntryUUID. (Were sync picked, the
+    // deletes below would not reach SCIM.)
+    let ds = DirSrv::start_with(DirSrvOptions { content_sync: true, ..Default::default() });
+    let dir = TempDir::new("dirsrv-changelog");
+    let s = start_on(&ds, &dir, &example(), &[("LDAP_SECURITY", "none")]);
+    directory_changes_reach_scim(&ds, &s);
+}
+
+#[test]
+fn content_sync_deltas_from_389_directory_server_with_nsuniqueid_anchors() {
+    // RFC 4533 against 389 DS: anchors are nsUniqueId (what its sync control names deleted
+    // entries by); changed entries arrive without operational attributes and are read again.
+    let ds = DirSrv::start_with(DirSrvOptions { content_sync: true, ..Default::default() });
+    let dir = TempDir::new("dirsrv-sync");
+    let config = example().replace(
+        "create_containers = true\n\n# connector attribute",
+        "create_containers = true\ndelta_method = \"sync\"\nanchor_attribute = \"nsUniqueId\"\n\n# connector attribute",
+    );
+    assert!(config.contains("nsUniqueId"));
+    let s = start_on(&ds, &dir, &config, &[("LDAP_SECURITY", "none")]);
+    directory_changes_reach_scim(&ds, &s);
+}
+
+#[test]
+fn a_changelog_delta_names_a_missing_anchor_attribute() {
+    // The retro changelog copies entryUUID as targetEntryUUID; told to look for another
+    // attribute, the delta fails with a message that says what to configure.
+    let ds = DirSrv::start();
+    let dir = TempDir::new("dirsrv-changelog-anchor");
+    let config = example().replace(
+        "create_containers = true\n\n# connector attribute",
+        "create_containers = true\ndelta_method = \"changelog\"\nchangelog_anchor_attribute = \"targetNothing\"\n\n# connector attribute",
+    );
+    assert!(config.contains("targetNothing"));
+    let s = start_on(&ds, &dir, &config, &[("LDAP_SECURITY", "none")]);
+    s.wait_connector("ldap-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
+    let base = ds.suffix().to_string();
+    ds.ldapmodify(&format!(
+        "dn: uid=lee,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: lee\ncn: Lee\nsn: L\n"
+    ));
+    let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=delta", None, None);
+    assert_ne!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("nsslapd-attribute: entryuuid:targetNothing"), "{}", r.body);
+}
+
+/// Adds, modifies, renames and deletes entries in `slapd` behind the supervisor's back, and
+/// checks that delta imports bring each change into SCIM.
+fn directory_changes_reach_scim(slapd: &impl LdapServer, s: &Supervisor) {
     for c in ["ldap-users", "ldap-groups"] {
         s.wait_connector(c, Duration::from_secs(20), |c| !c["last_import"].is_null());
     }
@@ -306,7 +394,7 @@ fn imports_see_adds_changes_renames_and_deletes_made_in_the_directory() {
          dn: uid=ed,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: ed\ncn: Ed\nsn: E\n\n\
          dn: uid=fay,ou=People,{base}\nobjectClass: inetOrgPerson\nuid: fay\ncn: Fay\nsn: F\n"
     ));
-    let import = |kind: &str| import(&s, "ldap-users", kind);
+    let import = |kind: &str| import(s, "ldap-users", kind);
     let report = import("delta");
     assert_eq!(report["added"], 3, "{report}");
     let by_name = |name: &str| {
@@ -434,6 +522,19 @@ fn a_slapd_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
     let mut slapd = Slapd::start();
     let dir = TempDir::new("ldap-restart");
     let s = start(&slapd, &dir, &example());
+    restart_in_a_burst(&mut slapd, &s);
+}
+
+#[test]
+fn a_389_directory_server_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
+    let mut ds = DirSrv::start();
+    let dir = TempDir::new("dirsrv-restart");
+    let s = start_on(&ds, &dir, &example(), &[("LDAP_SECURITY", "none")]);
+    restart_in_a_burst(&mut ds, &s);
+}
+
+/// Creates 60 users through SCIM while the directory restarts; each must be there once.
+fn restart_in_a_burst(slapd: &mut impl LdapServer, s: &Supervisor) {
     let scim = s.scim;
     let names: Vec<String> = (0..60).map(|i| format!("burst{i}")).collect();
     let burst = {
@@ -455,7 +556,7 @@ fn a_slapd_restart_in_a_burst_loses_nothing_and_duplicates_nothing() {
     let base = slapd.suffix().to_string();
     for name in &names {
         assert_eq!(
-            dns(&slapd, &base, &format!("(uid={name})")).len(),
+            dns(&*slapd, &base, &format!("(uid={name})")).len(),
             1,
             "{name} exactly once in the directory"
         );

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use e2e::slapd::{CLIENT_SUBJECT, Slapd, SlapdOptions};
+use e2e::slapd::{CLIENT_SUBJECT, LdapServer, Slapd, SlapdOptions};
 
 /// An OpenLDAP tool with `ldap.conf` ignored except for the given `LDAPTLS_*` settings.
 fn tool(program: &str, tls: &[(&str, &Path)], args: &[&str]) -> Output {
