@@ -18,11 +18,14 @@ pub struct OpError {
     pub detail: String,
     /// The LDAP result code, when the server answered.
     pub rc: Option<u32>,
+    /// A write whose request may have reached the server, which did not answer (the connection
+    /// broke or the deadline passed): it may or may not have been applied.
+    pub unknown_outcome: bool,
 }
 
 impl OpError {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into(), rc: None }
+        Self { kind, detail: detail.into(), rc: None, unknown_outcome: false }
     }
 
     pub fn status(&self) -> Status {
@@ -99,6 +102,7 @@ fn rc_name(rc: u32) -> &'static str {
 pub fn result_error(what: &str, result: &LdapResult) -> OpError {
     let text = if result.text.is_empty() { String::new() } else { format!(": {}", result.text) };
     OpError {
+        unknown_outcome: false,
         kind: kind_of_rc(result.rc),
         detail: format!("{what}: {} ({}){text}", rc_name(result.rc), result.rc),
         rc: Some(result.rc),
@@ -288,19 +292,25 @@ impl Directory {
         }
     }
 
-    /// Runs a write; a broken connection is dropped (the outcome is unknown, so the write is
-    /// not repeated here: the supervisor reconciles it).
+    /// Runs a write; a broken connection is dropped. A write that met a broken connection or
+    /// its deadline after it was sent has an unknown outcome: it is not repeated here, and is
+    /// marked so that the supervisor reconciles it (a connection that could not be opened
+    /// fails before anything is sent: a definite failure).
     pub async fn write<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
         F: FnOnce(Ldap) -> Fut,
         Fut: std::future::Future<Output = Result<T, OpError>>,
     {
         let (generation, ldap) = self.connection().await?;
-        let result = op(ldap).await;
-        if let Err(e) = &result
-            && e.is_broken_connection()
+        let mut result = op(ldap).await;
+        if let Err(e) = &mut result
+            && e.rc.is_none()
+            && matches!(e.kind, ErrorKind::ConnectionFailed | ErrorKind::Timeout)
         {
-            self.reset(generation).await;
+            e.unknown_outcome = true;
+            if e.is_broken_connection() {
+                self.reset(generation).await;
+            }
         }
         result
     }

@@ -294,6 +294,12 @@ impl Connector for LdapConnector {
                     },
                     ..Default::default()
                 },
+                // No result: the supervisor takes the entry's outcome for unknown and looks the
+                // object up instead of taking the write for failed (it may have been applied).
+                Err(e) if e.unknown_outcome => {
+                    tracing::warn!(%identifier, detail = %e.detail, "entry outcome unknown");
+                    continue;
+                }
                 Err(e) => {
                     tracing::info!(%identifier, kind = ?e.kind, detail = %e.detail, "entry failed");
                     v1::CsEntryChangeResult {

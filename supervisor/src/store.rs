@@ -5,24 +5,25 @@
 //! one SQLite file (WAL mode). A record is written `pending` before its export and made `present`
 //! after, so that a write whose outcome is unknown can be reconciled instead of repeated.
 //!
-//! Writes go to one writer thread that owns the only writing connection. It takes every write
-//! queued when it wakes and runs them in one transaction (group commit): under load, many SCIM
-//! requests share a commit, and no write ever waits on SQLite's busy lock. Each write is still
-//! its own statement, answered on its own: a unique-name clash fails that write alone. Point reads
-//! (by id, by name) run on the calling thread on a pooled read connection (an indexed lookup takes
-//! microseconds, less than a hand-off to another thread); scans run on tokio's blocking pool.
+//! One connection, behind a mutex, does every write and every point read (by id, by name) on the
+//! calling thread: each is an indexed statement of a few microseconds, less than a hand-off to
+//! another thread, and a connection that made the last write keeps its page cache, where a
+//! second connection would drop its own at every read after another connection's write (SQLite
+//! checks the WAL at each transaction). No write waits on SQLite's busy lock; each is its own
+//! autocommitted statement, so a unique-name clash fails that write alone. Scans (lists, a
+//! connector's records) run on tokio's blocking pool on read connections of their own, so that
+//! a long scan never holds up the writes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ecma_proto::v1;
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use crate::mapping::TargetValues;
 
@@ -123,11 +124,9 @@ pub struct Store {
 struct Inner {
     /// The database file (its size, with the WAL beside it, is a metric).
     path: PathBuf,
-    /// The writer thread's queue; `None` once closed.
-    writes: Mutex<Option<mpsc::Sender<Write>>>,
-    /// The writer thread, joined by [`Store::close`].
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Idle read connections.
+    /// The connection for writes and point reads; `None` once closed.
+    main: Mutex<Option<Connection>>,
+    /// Idle read connections for scans.
     readers: Mutex<Vec<Connection>>,
     cache: RwLock<Cache>,
     /// Bumped around every write batch, so that a read that overlapped a write does not fill the
@@ -137,15 +136,7 @@ struct Inner {
 
 /// Read connections kept open beyond this many are closed after use.
 const IDLE_READERS: usize = 8;
-/// At most this many writes share one transaction.
-const GROUP_LIMIT: usize = 512;
-
-/// One write for the writer thread, with where its result goes.
-struct Write {
-    op: Op,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
+/// One write.
 enum Op {
     /// Inserts a record (`upsert`: or replaces the one with its id).
     Put {
@@ -256,9 +247,7 @@ fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     // WAL + NORMAL survives a crash of the process (not of the machine) without losing a commit;
     // the pending/present protocol covers the rest.
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    // Pages read through a memory map: a read connection drops its page cache whenever another
-    // connection has written, and refilling it through read() and malloc was most of a point
-    // read's cost.
+    // Pages read through a memory map (cheaper to refill than read() into the page cache).
     connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
@@ -312,34 +301,42 @@ fn records(connection: &Connection, sql: &str, params: &[&str]) -> Result<Vec<Re
 }
 
 impl Store {
-    /// Opens (and creates) the store file, and starts its writer thread.
+    /// Opens (and creates) the store file.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let opened = path.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        let main = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let connection = connect(&opened, OpenFlags::default())?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.execute_batch(SCHEMA)?;
+            // The WAL is folded into the database by the checkpointer thread, not by the write
+            // that happens to cross the threshold: a checkpoint syncs the disk, and writes run on
+            // the runtime's threads.
+            connection.pragma_update(None, "wal_autocheckpoint", 0)?;
             Ok(connection)
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("opening the store failed: {e}")))??;
-        let (sender, receiver) = mpsc::channel();
+        let checkpoints = connect(&path, OpenFlags::default())?;
         let inner = Arc::new(Inner {
             path,
-            writes: Mutex::new(Some(sender)),
-            writer: Mutex::new(None),
+            main: Mutex::new(Some(main)),
             readers: Mutex::new(Vec::new()),
             cache: RwLock::default(),
             generation: AtomicU64::new(0),
         });
-        let weak = Arc::downgrade(&inner);
-        let thread = std::thread::Builder::new()
-            .name("connector-space-writer".into())
-            .spawn(move || write_loop(writer, receiver, weak))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the store's writer thread: {e}")))?;
-        *inner.writer.lock().expect("writer lock") = Some(thread);
+        let store = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("connector-space-checkpoints".into())
+            .spawn(move || checkpoint_loop(checkpoints, store))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the store's checkpointer: {e}")))?;
         Ok(Self { inner })
+    }
+
+    /// Runs `work` on the main connection, on this thread.
+    fn with_main<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let main = self.inner.main.lock().unwrap_or_else(|e| e.into_inner());
+        work(main.as_ref().ok_or(StoreError::Closed)?)
     }
 
     /// Runs `read` on an idle read connection (opening one if none is idle).
@@ -386,13 +383,13 @@ impl Store {
     ) -> Result<Option<Record>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 AND {condition}");
-        Ok(self.with_reader(|c| records(c, &sql, &[app, resource_type, key]))?.into_iter().next())
+        Ok(self.with_main(|c| records(c, &sql, &[app, resource_type, key]))?.into_iter().next())
     }
 
     /// The present record with this id in any resource type of the app (for references).
     pub async fn find(&self, app: &str, id: &str) -> Result<Option<Record>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND id = ?2 AND state = 'present'");
-        Ok(self.with_reader(|c| records(c, &sql, &[app, id]))?.into_iter().next())
+        Ok(self.with_main(|c| records(c, &sql, &[app, id]))?.into_iter().next())
     }
 
     /// The record with this id, pending or present.
@@ -416,31 +413,44 @@ impl Store {
         }
     }
 
-    /// Hands a write to the writer thread and waits for its result. Once handed over, the write
-    /// happens (and the cache learns of it) even if the request that asked for it is dropped
-    /// midway (a client that hangs up).
+    /// Runs a write on the main connection and tells the cache. It runs to its end on this
+    /// thread, so that it happens (and the cache learns of it) even if the request that asked
+    /// for it is dropped at its next await (a client that hangs up).
     async fn write(&self, op: Op) -> Result<(), StoreError> {
-        use tracing::Instrument;
         let (name, state) = match &op {
             Op::Put { record, .. } => ("connector space write", record.state.as_str()),
             Op::Delete { .. } => ("connector space delete", ""),
             Op::Watermark { .. } => ("connector space watermark", ""),
         };
-        let span = tracing::info_span!(
+        let _span = tracing::info_span!(
             "store",
             otel.name = name,
             otel.kind = "client",
             db.system.name = "sqlite",
             db.collection.name = "objects",
             ecma.record.state = state,
-        );
-        let (reply, result) = oneshot::channel();
+        )
+        .entered();
+        let main = self.inner.main.lock().unwrap_or_else(|e| e.into_inner());
+        let connection = main.as_ref().ok_or(StoreError::Closed)?;
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        let result = apply(connection, &op);
         {
-            let writes = self.inner.writes.lock().expect("writes lock");
-            let sender = writes.as_ref().ok_or(StoreError::Closed)?;
-            sender.send(Write { op, reply }).map_err(|_| StoreError::Closed)?;
+            let mut cache = self.inner.cache.write().expect("cache lock");
+            match (&op, &result) {
+                (Op::Put { record, .. }, Ok(())) => {
+                    cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
+                    cache.put(record);
+                }
+                (Op::Put { record, .. }, Err(_)) => {
+                    cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name))
+                }
+                (Op::Delete { app, resource_type, id }, _) => cache.forget(app, resource_type, id, None),
+                (Op::Watermark { .. }, _) => {}
+            }
         }
-        result.instrument(span).await.unwrap_or(Err(StoreError::Closed))
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        result
     }
 
     /// The record with this userName (case-insensitive), pending or present.
@@ -499,7 +509,7 @@ impl Store {
 
     /// Number of records.
     pub async fn count(&self) -> Result<i64, StoreError> {
-        self.with_reader(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?))
+        self.with_main(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?))
     }
 
     /// Every record of a connector, whatever its state (for imports).
@@ -522,7 +532,7 @@ impl Store {
 
     /// The import watermark last committed for a connector.
     pub async fn watermark(&self, connector: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_reader(|c| {
+        self.with_main(|c| {
             Ok(c.prepare_cached("SELECT watermark FROM watermarks WHERE connector = ?1")?
                 .query_row([connector], |row| row.get(0))
                 .optional()?)
@@ -544,80 +554,40 @@ impl Store {
 
     /// How many writes of a connector have an unknown outcome.
     pub async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
-        self.with_reader(|c| {
+        self.with_main(|c| {
             Ok(c.prepare_cached("SELECT COUNT(*) FROM objects WHERE connector = ?1 AND state = 'pending'")?
                 .query_row([connector], |row| row.get(0))?)
         })
     }
 
-    /// Stops the writer thread once it has committed what was queued, and closes every
-    /// connection (the last one to close folds the WAL into the database file).
+    /// Closes every connection (the last one to close folds the WAL into the database file).
     pub async fn close(&self) {
-        self.inner.writes.lock().expect("writes lock").take();
         self.inner.readers.lock().expect("readers lock").clear();
-        let writer = self.inner.writer.lock().expect("writer lock").take();
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let main = self.inner.main.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(main);
+    }
+}
+
+/// How often the checkpointer folds the WAL into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Folds the WAL into the database file every [`CHECKPOINT_INTERVAL`], passively (never
+/// waiting for readers or the writer; with nothing new in the WAL it copies nothing), until the
+/// store is closed or dropped.
+fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        match store.upgrade() {
+            Some(inner) if inner.main.lock().map(|m| m.is_some()).unwrap_or(false) => {}
+            _ => return,
+        }
+        if let Err(e) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "connector space checkpoint failed");
         }
     }
 }
 
-/// The writer thread: waits for a write, takes whatever else is queued (up to [`GROUP_LIMIT`]),
-/// runs them in one transaction, answers each, and tells the cache. Ends when every sender is
-/// gone (the store closed) or the store itself is dropped.
-fn write_loop(mut connection: Connection, queue: mpsc::Receiver<Write>, store: std::sync::Weak<Inner>) {
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_LIMIT {
-            match queue.try_recv() {
-                Ok(write) => group.push(write),
-                Err(_) => break,
-            }
-        }
-        let Some(inner) = store.upgrade() else { break };
-        inner.generation.fetch_add(1, Ordering::SeqCst);
-        let results = commit_group(&mut connection, &group);
-        {
-            let mut cache = inner.cache.write().expect("cache lock");
-            for (write, result) in group.iter().zip(&results) {
-                match (&write.op, result) {
-                    (Op::Put { record, .. }, Ok(())) => {
-                        cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
-                        cache.put(record);
-                    }
-                    (Op::Put { record, .. }, Err(_)) => {
-                        cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name))
-                    }
-                    (Op::Delete { app, resource_type, id }, _) => cache.forget(app, resource_type, id, None),
-                    (Op::Watermark { .. }, _) => {}
-                }
-            }
-        }
-        inner.generation.fetch_add(1, Ordering::SeqCst);
-        drop(inner);
-        for (write, result) in group.into_iter().zip(results) {
-            let _ = write.reply.send(result);
-        }
-    }
-}
-
-/// Runs a group of writes in one transaction. Each write is its own statement: one that fails
-/// (a name clash) is rolled back alone and the others commit. If the transaction itself cannot
-/// begin or commit, every write of the group fails.
-fn commit_group(connection: &mut Connection, group: &[Write]) -> Vec<Result<(), StoreError>> {
-    let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(transaction) => transaction,
-        Err(e) => return group.iter().map(|_| Err(StoreError::Database(clone_error(&e)))).collect(),
-    };
-    let results: Vec<Result<(), StoreError>> =
-        group.iter().map(|write| apply(&transaction, &write.op)).collect();
-    match transaction.commit() {
-        Ok(()) => results,
-        Err(e) => group.iter().map(|_| Err(StoreError::Database(clone_error(&e)))).collect(),
-    }
-}
-
-/// One write, as a statement of the open transaction.
+/// One write, as one autocommitted statement.
 fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
     let result = match op {
         Op::Put { record: r, upsert } => {
@@ -646,17 +616,6 @@ fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
         Ok(_) => Ok(()),
         Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// A copy of an error that ends a whole group (one for each write it fails).
-fn clone_error(error: &rusqlite::Error) -> rusqlite::Error {
-    match error {
-        rusqlite::Error::SqliteFailure(e, message) => rusqlite::Error::SqliteFailure(*e, message.clone()),
-        other => rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        ),
     }
 }
 

@@ -533,6 +533,32 @@ fn a_389_directory_server_restart_in_a_burst_loses_nothing_and_duplicates_nothin
     restart_in_a_burst(&mut ds, &s);
 }
 
+#[test]
+fn an_add_whose_answer_is_lost_is_looked_up_not_repeated_or_dropped() {
+    // A proxy between connector and slapd forwards one add, drops slapd's answer and closes the
+    // connection: the entry exists, the connector cannot know. The connector reports the
+    // entry's outcome as unknown; the supervisor looks the object up and confirms it.
+    let slapd = Slapd::start();
+    let upstream: std::net::SocketAddr = slapd.url().trim_start_matches("ldap://").parse().unwrap();
+    let proxy = e2e::cut_proxy::CutProxy::start(upstream);
+    let dir = TempDir::new("ldap-lost-answer");
+    let url = proxy.url();
+    let s = start_on(&slapd, &dir, &example(), &[("LDAP_URL", &url), ("LDAP_SECURITY", "none")]);
+    post(&s, "Users", &user("before", "Before"));
+    proxy.arm();
+    let r = s.scim("POST", "/scim/directory/Users", Some(&user("cut", "Cut Off").to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(proxy.cuts(), 1, "the proxy dropped an answer");
+    let people = format!("ou=People,{}", slapd.suffix());
+    assert_eq!(dns(&slapd, &people, "(uid=cut)").len(), 1, "one entry, not a second add");
+    let found = s.scim("GET", "/scim/directory/Users?filter=userName+eq+%22cut%22", None).json();
+    assert_eq!(found["totalResults"], 1, "{found}");
+    assert_eq!(found["Resources"][0]["id"], r.json()["id"]);
+    // The connector kept serving through a new connection.
+    post(&s, "Users", &user("after", "After"));
+    assert_eq!(s.connector("ldap-users")["state"], "ready");
+}
+
 /// Creates 60 users through SCIM while the directory restarts; each must be there once.
 fn restart_in_a_burst(slapd: &mut impl LdapServer, s: &Supervisor) {
     let scim = s.scim;
