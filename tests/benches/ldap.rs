@@ -82,6 +82,9 @@ fn cpu(s: &Supervisor) -> (f64, f64) {
 }
 
 fn main() {
+    if e2e::fixed_http::serve_if_asked(e2e::fixed_http::CREATED_USER) {
+        return;
+    }
     let creates: usize = std::env::var("CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let import: usize = std::env::var("IMPORT").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     // DURABLE=1: slapd syncs every write (its default), to see the figure a real directory gives.
@@ -115,7 +118,9 @@ fn main() {
     let warm: Vec<String> = (0..200).map(|i| format!("warm-d{i}")).collect();
     direct(&runtime, &slapd, &warm);
 
-    let (mut ours, mut theirs) = (vec![], vec![]);
+    // The HTTP floor: a server that only answers 201, measured with the same client.
+    let fixed = e2e::fixed_http::FixedServer::start();
+    let (mut ours, mut theirs, mut floors) = (vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         let names: Vec<String> = (0..creates).map(|i| format!("r{round}-d{i}")).collect();
         let d = direct(&runtime, &slapd, &names);
@@ -132,10 +137,21 @@ fn main() {
             "round {round}: direct ldap3 adds {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}",
             o / d
         );
+        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-f{i}")).collect();
+        let f = through_scim(fixed.addr, &names);
+        println!(
+            "         HTTP floor (a server that only answers 201) {f:>8.0}/s   bound on the ratio {:.2}",
+            e2e::fixed_http::ratio_bound(f, d)
+        );
         theirs.push(d);
         ours.push(o);
+        floors.push(f);
     }
-    let (o, d) = (median(ours), median(theirs));
+    let (o, d, f) = (median(ours), median(theirs), median(floors));
+    println!(
+        "HTTP floor median {f:.0}/s: even a supervisor and connector that cost nothing stay under {:.2} of direct",
+        e2e::fixed_http::ratio_bound(f, d)
+    );
     println!(
         "creates, concurrency {CONCURRENCY}, {creates} per round, median of {ROUNDS}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)",
         o / d

@@ -6,7 +6,7 @@
 //! (`USERS=10000` for a quicker run). The data directory is on /dev/shm when there is one, so
 //! that the figure measures code, not the disk.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,18 +19,6 @@ const ROUNDS: usize = 3;
 
 /// A user as the supervisor answers it, for the fixed baseline.
 const FIXED_BODY: &str = r#"{"active":true,"displayName":"User 4242","emails":[{"primary":true,"type":"work","value":"user-4242@example.com"}],"id":"5f0e1d9a-6c1b-4f0e-9d0c-3a4b5c6d7e8f","meta":{"created":"2026-11-26T12:00:00Z","lastModified":"2026-11-26T12:00:00Z","location":"http://127.0.0.1:8080/scim/demo/Users/5f0e1d9a-6c1b-4f0e-9d0c-3a4b5c6d7e8f","resourceType":"User","version":"W/\"1\""},"name":{"familyName":"4242","givenName":"User"},"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"user-4242"}"#;
-
-/// The baseline server: this same executable, started with `BENCH_FIXED_SERVER=<addr>`.
-fn fixed_server(addr: &str) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let app = axum::Router::new().fallback(|| async {
-            ([(axum::http::header::CONTENT_TYPE, "application/scim+json")], FIXED_BODY)
-        });
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        axum::serve(listener, app).await.unwrap();
-    });
-}
 
 /// Requests per second over `ROUND`, with `CONNECTIONS` connections each asking `path(n)`.
 fn measure(
@@ -66,18 +54,9 @@ fn measure(
 }
 
 /// The baseline server process, stopped however the benchmark ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() {
-    if let Ok(addr) = std::env::var("BENCH_FIXED_SERVER") {
-        return fixed_server(&addr);
+    if e2e::fixed_http::serve_if_asked(FIXED_BODY) {
+        return;
     }
     let users: u64 = std::env::var("USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
@@ -122,18 +101,8 @@ fn main() {
     );
     assert_eq!(ids.len() as u64, users);
 
-    let fixed_addr = e2e::free_addr();
-    let _fixed = KillOnDrop(
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .env("BENCH_FIXED_SERVER", fixed_addr.to_string())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(fixed_addr).is_err() {
-        assert!(Instant::now() < deadline, "the baseline server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let fixed = e2e::fixed_http::FixedServer::start();
+    let fixed_addr = fixed.addr;
 
     let by_filter: Arc<dyn Fn(u64) -> String + Send + Sync> =
         Arc::new(move |n| format!("/scim/demo/Users?filter=userName%20eq%20%22user-{}%22", n % users));

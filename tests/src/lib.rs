@@ -7,6 +7,7 @@
 pub mod cut_proxy;
 pub mod databases;
 pub mod dirsrv;
+pub mod fixed_http;
 pub mod otlp;
 pub mod slapd;
 

@@ -1,0 +1,76 @@
+//! A baseline for benchmarks: an HTTP server that does nothing but answer (201 to a POST, 200
+//! otherwise, with a fixed JSON body), in a process of its own like the supervisor. Measured
+//! with the same client, it is the floor of any HTTP service on this machine: what an HTTP
+//! round trip costs before any work is done.
+//!
+//! A benchmark calls [`serve_if_asked`] first thing in `main`; [`FixedServer::start`] runs the
+//! benchmark's own executable again as the server.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+const ENV: &str = "BENCH_FIXED_SERVER";
+
+/// When this process was started as the fixed server, serves `body` until killed and returns
+/// true; otherwise returns false at once.
+pub fn serve_if_asked(body: &'static str) -> bool {
+    let Ok(addr) = std::env::var(ENV) else { return false };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        // The request body is read (as any service reads it), and dropped.
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method, _body: axum::body::Bytes| async move {
+                let status = if method == axum::http::Method::POST {
+                    axum::http::StatusCode::CREATED
+                } else {
+                    axum::http::StatusCode::OK
+                };
+                (status, [(axum::http::header::CONTENT_TYPE, "application/scim+json")], body)
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind the fixed server");
+        axum::serve(listener, app).await.expect("serve");
+    });
+    true
+}
+
+/// The fixed server, running; killed on drop.
+pub struct FixedServer {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl FixedServer {
+    /// Starts this executable as the fixed server on a free port; waits until it listens.
+    pub fn start() -> Self {
+        let addr = crate::free_addr();
+        let child = std::process::Command::new(std::env::current_exe().expect("current exe"))
+            .env(ENV, addr.to_string())
+            .spawn()
+            .expect("spawn the fixed server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "the fixed server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { addr, child }
+    }
+}
+
+impl Drop for FixedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A created user as a SCIM server answers it (the fixed server's body for create benchmarks).
+pub const CREATED_USER: &str = r#"{"active":true,"displayName":"User bench","emails":[{"primary":true,"type":"work","value":"bench@example.com"}],"id":"5f0e1d9a-6c1b-4f0e-9d0c-3a4b5c6d7e8f","meta":{"created":"2026-11-26T12:00:00Z","lastModified":"2026-11-26T12:00:00Z","location":"http://127.0.0.1:8080/scim/demo/Users/5f0e1d9a-6c1b-4f0e-9d0c-3a4b5c6d7e8f","resourceType":"User","version":"W/\"1\""},"name":{"familyName":"bench","givenName":"Bench"},"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bench"}"#;
+
+/// The bound that the HTTP floor puts on a create benchmark's ratio: where the machine's CPU is
+/// the limit, a create through an HTTP service costs at least an HTTP round trip plus what the
+/// direct write costs, so `ours / direct <= floor / (floor + direct)` even if everything else
+/// were free. `floor` and `direct` are operations per second.
+pub fn ratio_bound(floor: f64, direct: f64) -> f64 {
+    floor / (floor + direct)
+}
