@@ -11,8 +11,8 @@
 //! second connection would drop its own at every read after another connection's write (SQLite
 //! checks the WAL at each transaction). No write waits on SQLite's busy lock; each is its own
 //! autocommitted statement, so a unique-name clash fails that write alone. Scans (lists, a
-//! connector's records) run on tokio's blocking pool on read connections of their own, so that
-//! a long scan never holds up the writes.
+//! connector's records, counts) run on tokio's blocking pool on read connections of their own,
+//! so that a long scan never holds up the writes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -129,13 +129,14 @@ struct Inner {
     /// Idle read connections for scans.
     readers: Mutex<Vec<Connection>>,
     cache: RwLock<Cache>,
-    /// Bumped around every write batch, so that a read that overlapped a write does not fill the
-    /// cache with what it read.
+    /// Bumped around every write, so that a read that overlapped a write does not fill the cache
+    /// with what it read.
     generation: AtomicU64,
 }
 
 /// Read connections kept open beyond this many are closed after use.
 const IDLE_READERS: usize = 8;
+
 /// One write.
 enum Op {
     /// Inserts a record (`upsert`: or replaces the one with its id).
@@ -362,15 +363,24 @@ impl Store {
         result
     }
 
-    /// Runs a scan on tokio's blocking pool.
-    async fn scan(&self, sql: String, params: Vec<String>) -> Result<Vec<Record>, StoreError> {
+    /// Runs `read` on a read connection on tokio's blocking pool (for reads that scan).
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || store.with_reader(read))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("a store read failed: {e}")))?
+    }
+
+    /// The records `sql` selects, read on the blocking pool.
+    async fn scan(&self, sql: String, params: Vec<String>) -> Result<Vec<Record>, StoreError> {
+        self.off_thread(move |c| {
             let params: Vec<&str> = params.iter().map(String::as_str).collect();
-            store.with_reader(|c| records(c, &sql, &params))
+            records(c, &sql, &params)
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("a store read failed: {e}")))?
     }
 
     /// The record of an app's resource type for which `condition` (on `?3`) holds.
@@ -509,7 +519,7 @@ impl Store {
 
     /// Number of records.
     pub async fn count(&self) -> Result<i64, StoreError> {
-        self.with_main(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?))
+        self.off_thread(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?)).await
     }
 
     /// Every record of a connector, whatever its state (for imports).
@@ -554,10 +564,12 @@ impl Store {
 
     /// How many writes of a connector have an unknown outcome.
     pub async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
-        self.with_main(|c| {
+        let connector = connector.to_string();
+        self.off_thread(move |c| {
             Ok(c.prepare_cached("SELECT COUNT(*) FROM objects WHERE connector = ?1 AND state = 'pending'")?
                 .query_row([connector], |row| row.get(0))?)
         })
+        .await
     }
 
     /// Closes every connection (the last one to close folds the WAL into the database file).
