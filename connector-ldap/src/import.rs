@@ -477,6 +477,17 @@ async fn changelog(
     tx: &mpsc::Sender<Item>,
 ) -> Result<Vec<u8>, OpError> {
     let s = target.settings();
+    // A changelog trimmed past the last run's position has lost changes this run would need.
+    let dse = target.dir.read_entry("", &["firstchangenumber"]).await?;
+    let oldest = dse.as_ref().and_then(|e| first(e, "firstchangenumber")).and_then(|n| n.parse::<u64>().ok());
+    if let Some(oldest) = oldest.filter(|&oldest| oldest > after + 1) {
+        return Err(OpError::new(
+            ErrorKind::Retryable,
+            format!(
+                "the retro changelog starts at change {oldest}, after the last delta's {after}: changes were trimmed; run a full import"
+            ),
+        ));
+    }
     let filter = format!("(&(objectClass=changelogEntry)(changeNumber>={}))", after + 1);
     let attrs =
         ["changeNumber", "changeType", "targetDn", "newRDN", "newSuperior", s.changelog_anchor.as_str()];
