@@ -35,11 +35,14 @@ pub struct DirSrvOptions {
     /// Whether to enable the Content Synchronization plug-in (the RFC 4533 sync control). The
     /// retro changelog is always on.
     pub content_sync: bool,
+    /// Whether `dscreate` makes its self-signed CA and a server certificate for `localhost`:
+    /// StartTLS on the plain port and an `ldaps://` port (about 4 s more to install).
+    pub tls: bool,
 }
 
 impl Default for DirSrvOptions {
     fn default() -> Self {
-        Self { suffix: "dc=example,dc=com".into(), content_sync: false }
+        Self { suffix: "dc=example,dc=com".into(), content_sync: false, tls: false }
     }
 }
 
@@ -48,6 +51,7 @@ pub struct DirSrv {
     dir: TempDir,
     child: Option<Child>,
     ldap: SocketAddr,
+    ldaps: SocketAddr,
     suffix: String,
 }
 
@@ -66,7 +70,7 @@ impl DirSrv {
         let dir = TempDir::new("dirsrv");
         let prefix = dir.path();
         write_defaults(prefix);
-        let ldap = free_addr();
+        let (ldap, ldaps) = (free_addr(), free_addr());
         let inf = prefix.join("instance.inf");
         std::fs::write(
             &inf,
@@ -74,10 +78,11 @@ impl DirSrv {
                 "[general]\nfull_machine_name = localhost\nstart = False\nstrict_host_checking = False\n\
                  selinux = False\nsystemd = False\n\
                  [slapd]\ninstance_name = {INSTANCE}\nuser = root\ngroup = root\nport = {}\nsecure_port = {}\n\
-                 self_sign_cert = False\nroot_dn = {ADMIN_DN}\nroot_password = {ADMIN_PASSWORD}\n\
+                 self_sign_cert = {}\nroot_dn = {ADMIN_DN}\nroot_password = {ADMIN_PASSWORD}\n\
                  [backend-userroot]\nsample_entries = no\nsuffix = {}\ncreate_suffix_entry = True\n",
                 ldap.port(),
-                free_addr().port(),
+                ldaps.port(),
+                if opts.tls { "True" } else { "False" },
                 opts.suffix
             ),
         )
@@ -90,7 +95,7 @@ impl DirSrv {
             run_checked(Command::new(sbin("dscreate")).env("PREFIX", prefix).arg("from-file").arg(&inf));
         }
         enable_plugins(&config_dir(prefix).join("dse.ldif"), opts.content_sync);
-        let mut server = Self { dir, child: None, ldap, suffix: opts.suffix };
+        let mut server = Self { dir, child: None, ldap, ldaps, suffix: opts.suffix };
         server.launch();
         // The same two containers as the OpenLDAP fixture's.
         let base = server.suffix.clone();
@@ -99,6 +104,21 @@ impl DirSrv {
              dn: ou=Groups,{base}\nobjectClass: organizationalUnit\nou: Groups\n"
         ));
         server
+    }
+
+    /// The plain port by the name its certificate holds (for StartTLS): `ldap://localhost:PORT`.
+    pub fn tls_url(&self) -> String {
+        format!("ldap://localhost:{}", self.ldap.port())
+    }
+
+    /// The LDAPS port (started with `tls`): `ldaps://localhost:PORT`.
+    pub fn ldaps_url(&self) -> String {
+        format!("ldaps://localhost:{}", self.ldaps.port())
+    }
+
+    /// The PEM file of the CA `dscreate` made (started with `tls`).
+    pub fn ca_file(&self) -> PathBuf {
+        config_dir(self.dir.path()).join("ca.crt")
     }
 
     /// The server's error log.

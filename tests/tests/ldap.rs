@@ -361,6 +361,39 @@ fn content_sync_deltas_from_389_directory_server_with_nsuniqueid_anchors() {
 }
 
 #[test]
+fn starttls_and_ldaps_to_389_directory_server_with_its_own_ca() {
+    // dscreate's self-signed CA and server certificate (subjectAltName DNS:localhost, kept in
+    // NSS by the server); the connector checks the chain and the name with rustls.
+    let ds = DirSrv::start_with(DirSrvOptions { tls: true, ..Default::default() });
+    let ca = ds.ca_file().display().to_string();
+    let dir = TempDir::new("dirsrv-tls");
+    let s = start_on(&ds, &dir, &example(), &[("LDAP_URL", &ds.tls_url()), ("LDAP_CA_FILE", &ca)]);
+    post(&s, "Users", &user("tess", "Tess T"));
+    let people = format!("ou=People,{}", ds.suffix());
+    assert_eq!(dns(&ds, &people, "(uid=tess)"), [format!("uid=tess,{}", people.to_ascii_lowercase())]);
+    drop(s);
+    let dir = TempDir::new("dirsrv-ldaps");
+    let s = start_on(&ds, &dir, &example(), &[("LDAP_URL", &ds.ldaps_url()), ("LDAP_CA_FILE", &ca)]);
+    post(&s, "Users", &user("lars", "Lars L"));
+    assert_eq!(dns(&ds, &people, "(uid=lars)").len(), 1);
+    // Without that CA (the system's roots), the handshake fails and the connector says so.
+    let dir = TempDir::new("dirsrv-tls-untrusted");
+    let s = Supervisor::spawn_with_env(
+        &example(),
+        dir.path(),
+        &[
+            ("LDAP_URL", &ds.tls_url()),
+            ("LDAP_BIND_DN", &ds.admin_dn()),
+            ("LDAP_BIND_PASSWORD", ds.admin_password()),
+            ("LDAP_BASE_DN", ds.suffix()),
+        ],
+    );
+    s.wait_admin_up();
+    let c = s.wait_connector("ldap-users", Duration::from_secs(30), |c| c["reason"].is_string());
+    assert!(c["reason"].as_str().unwrap().contains("TLS failure"), "{c}");
+}
+
+#[test]
 fn a_changelog_delta_names_a_missing_anchor_attribute() {
     // The retro changelog copies entryUUID as targetEntryUUID; told to look for another
     // attribute, the delta fails with a message that says what to configure.
