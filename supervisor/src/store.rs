@@ -165,6 +165,21 @@ struct Cache {
     by_name: HashMap<(String, String, String), String>,
 }
 
+// The store's locks guard one map operation or one statement at a time, so a panic elsewhere
+// cannot leave their contents half-changed: a poisoned lock is taken as it is, rather than
+// failing every later request.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Beyond this many cached records the cache starts over (a bound, not an LRU).
 const CACHE_LIMIT: usize = 250_000;
 
@@ -336,7 +351,7 @@ impl Store {
 
     /// Runs `work` on the main connection, on this thread.
     fn with_main<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let main = self.inner.main.lock().unwrap_or_else(|e| e.into_inner());
+        let main = lock(&self.inner.main);
         work(main.as_ref().ok_or(StoreError::Closed)?)
     }
 
@@ -345,7 +360,7 @@ impl Store {
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let idle = self.inner.readers.lock().expect("readers lock").pop();
+        let idle = lock(&self.inner.readers).pop();
         let connection = match idle {
             Some(connection) => connection,
             None => connect(
@@ -356,7 +371,7 @@ impl Store {
             )?,
         };
         let result = read(&connection);
-        let mut readers = self.inner.readers.lock().expect("readers lock");
+        let mut readers = lock(&self.inner.readers);
         if readers.len() < IDLE_READERS {
             readers.push(connection);
         }
@@ -404,7 +419,7 @@ impl Store {
 
     /// The record with this id, pending or present.
     pub async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = self.inner.cache.read().expect("cache lock").get(app, resource_type, id) {
+        if let Some(record) = read(&self.inner.cache).get(app, resource_type, id) {
             return Ok(Some(record));
         }
         let generation = self.inner.generation.load(Ordering::SeqCst);
@@ -416,7 +431,7 @@ impl Store {
     /// Caches what a read found, unless a write happened meanwhile.
     fn remember(&self, record: &Option<Record>, generation: u64) {
         if let Some(record) = record {
-            let mut cache = self.inner.cache.write().expect("cache lock");
+            let mut cache = write(&self.inner.cache);
             if self.inner.generation.load(Ordering::SeqCst) == generation {
                 cache.put(record);
             }
@@ -441,12 +456,12 @@ impl Store {
             ecma.record.state = state,
         )
         .entered();
-        let main = self.inner.main.lock().unwrap_or_else(|e| e.into_inner());
+        let main = lock(&self.inner.main);
         let connection = main.as_ref().ok_or(StoreError::Closed)?;
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let result = apply(connection, &op);
         {
-            let mut cache = self.inner.cache.write().expect("cache lock");
+            let mut cache = write(&self.inner.cache);
             match (&op, &result) {
                 (Op::Put { record, .. }, Ok(())) => {
                     cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
@@ -470,7 +485,7 @@ impl Store {
         resource_type: &str,
         name: &str,
     ) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = self.inner.cache.read().expect("cache lock").by_name(app, resource_type, name) {
+        if let Some(record) = read(&self.inner.cache).by_name(app, resource_type, name) {
             return Ok(Some(record));
         }
         let generation = self.inner.generation.load(Ordering::SeqCst);
@@ -575,8 +590,8 @@ impl Store {
     /// Folds the WAL into the database file and closes every connection: a stopped supervisor
     /// leaves one file behind.
     pub async fn close(&self) {
-        self.inner.readers.lock().expect("readers lock").clear();
-        let main = self.inner.main.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lock(&self.inner.readers).clear();
+        let main = lock(&self.inner.main).take();
         if let Some(main) = main
             && let Err(e) = main.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         {
@@ -595,7 +610,7 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
         match store.upgrade() {
-            Some(inner) if inner.main.lock().map(|m| m.is_some()).unwrap_or(false) => {}
+            Some(inner) if lock(&inner.main).is_some() => {}
             _ => return,
         }
         if let Err(e) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {

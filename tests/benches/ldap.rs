@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::slapd::{LdapServer, Slapd};
-use e2e::{Supervisor, TempDir, cpu_seconds, median, request, workspace};
+use e2e::{Supervisor, TempDir, cpu_seconds, request, workspace};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 
 const CONCURRENCY: usize = 8;
@@ -112,50 +112,15 @@ fn main() {
     s.wait_ready(Duration::from_secs(30));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
-    // Warm-up: connections, caches, the directory's first pages.
-    let warm: Vec<String> = (0..200).map(|i| format!("warm-s{i}")).collect();
-    through_scim(s.scim, &warm);
-    let warm: Vec<String> = (0..200).map(|i| format!("warm-d{i}")).collect();
-    direct(&runtime, &slapd, &warm);
-
-    // The HTTP floor: a server that only answers 201, measured with the same client.
-    let fixed = e2e::fixed_http::FixedServer::start();
-    let (mut ours, mut theirs, mut floors) = (vec![], vec![], vec![]);
-    for round in 0..ROUNDS {
-        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-d{i}")).collect();
-        let d = direct(&runtime, &slapd, &names);
-        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-s{i}")).collect();
-        let before = cpu(&s);
-        let o = through_scim(s.scim, &names);
-        let after = cpu(&s);
-        println!(
-            "         CPU per create: supervisor {:.0} µs, connector-ldap {:.0} µs",
-            (after.0 - before.0) * 1e6 / creates as f64,
-            (after.1 - before.1) * 1e6 / creates as f64
-        );
-        println!(
-            "round {round}: direct ldap3 adds {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}",
-            o / d
-        );
-        let names: Vec<String> = (0..creates).map(|i| format!("r{round}-f{i}")).collect();
-        let f = through_scim(fixed.addr, &names);
-        println!(
-            "         HTTP floor (a server that only answers 201) {f:>8.0}/s   bound on the ratio {:.2}",
-            e2e::fixed_http::ratio_bound(f, d)
-        );
-        theirs.push(d);
-        ours.push(o);
-        floors.push(f);
+    e2e::fixed_http::CreateBench {
+        direct_label: "direct ldap3 adds",
+        connector: "connector-ldap",
+        scim: s.scim,
+        creates,
+        rounds: ROUNDS,
+        concurrency: CONCURRENCY,
     }
-    let (o, d, f) = (median(ours), median(theirs), median(floors));
-    println!(
-        "HTTP floor median {f:.0}/s: even a supervisor and connector that cost nothing stay under {:.2} of direct",
-        e2e::fixed_http::ratio_bound(f, d)
-    );
-    println!(
-        "creates, concurrency {CONCURRENCY}, {creates} per round, median of {ROUNDS}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)",
-        o / d
-    );
+    .run(|names| direct(&runtime, &slapd, names), through_scim, || cpu(&s));
 
     // Import: entries made directly, then a full import against a paged ldapsearch of them.
     let names: Vec<String> = (0..import).map(|i| format!("imp{i}")).collect();

@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// A running proxy; it serves until the process ends.
 pub struct CutProxy {
@@ -56,7 +55,8 @@ fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc
     let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
     let (mut s_in, mut c_out) = (server, client);
     let h = hold.clone();
-    // Server to client, unless an answer is being dropped.
+    // Server to client. The answer to a held add (so: the add is applied) is dropped, and both
+    // connections close.
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         while let Ok(n) = s_in.read(&mut buf) {
@@ -65,6 +65,7 @@ fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc
             }
         }
         let _ = c_out.shutdown(Shutdown::Both);
+        let _ = s_in.shutdown(Shutdown::Both);
     });
     // Client to server, cutting after an AddRequest when armed.
     std::thread::spawn(move || {
@@ -81,14 +82,6 @@ fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc
             }
             if s_out.write_all(&buf[..n]).is_err() {
                 break;
-            }
-            if cut {
-                // The answer is dropped as it comes (and the client's side closed then); the
-                // server's side goes once it has had time to apply the add.
-                std::thread::sleep(Duration::from_millis(300));
-                let _ = c_in.shutdown(Shutdown::Both);
-                let _ = s_out.shutdown(Shutdown::Both);
-                return;
             }
         }
         let _ = s_out.shutdown(Shutdown::Both);

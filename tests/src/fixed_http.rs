@@ -74,3 +74,74 @@ pub const CREATED_USER: &str = r#"{"active":true,"displayName":"User bench","ema
 pub fn ratio_bound(floor: f64, direct: f64) -> f64 {
     floor / (floor + direct)
 }
+
+/// What a create benchmark compares: its direct writes (named), its connector (named), and how
+/// many creates a round.
+pub struct CreateBench<'a> {
+    /// e.g. "direct sqlx inserts".
+    pub direct_label: &'a str,
+    /// The users' connector, e.g. "connector-sql".
+    pub connector: &'a str,
+    pub scim: SocketAddr,
+    pub creates: usize,
+    pub rounds: usize,
+    pub concurrency: usize,
+}
+
+impl CreateBench<'_> {
+    /// Warms both sides up (200 each), then runs `rounds` rounds of: `direct` writes, SCIM
+    /// creates by `through` (CPU per create of supervisor and connector from `cpu`), and the
+    /// HTTP floor by `through` against the fixed server; prints each round and the medians.
+    pub fn run(
+        &self,
+        mut direct: impl FnMut(&[String]) -> f64,
+        through: impl Fn(SocketAddr, &[String]) -> f64,
+        cpu: impl Fn() -> (f64, f64),
+    ) {
+        let names =
+            |prefix: &str| -> Vec<String> { (0..self.creates).map(|i| format!("{prefix}{i}")).collect() };
+        let warm = |prefix: &str| -> Vec<String> { (0..200).map(|i| format!("{prefix}{i}")).collect() };
+        through(self.scim, &warm("warm-s"));
+        direct(&warm("warm-d"));
+        // The HTTP floor: a server that only answers 201, measured with the same client.
+        let fixed = FixedServer::start();
+        let (mut ours, mut theirs, mut floors) = (vec![], vec![], vec![]);
+        for round in 0..self.rounds {
+            let d = direct(&names(&format!("r{round}-d")));
+            let before = cpu();
+            let o = through(self.scim, &names(&format!("r{round}-s")));
+            let after = cpu();
+            println!(
+                "         CPU per create: supervisor {:.0} µs, {} {:.0} µs",
+                (after.0 - before.0) * 1e6 / self.creates as f64,
+                self.connector,
+                (after.1 - before.1) * 1e6 / self.creates as f64
+            );
+            println!(
+                "round {round}: {} {d:>8.0}/s   SCIM creates through the supervisor {o:>8.0}/s   ratio {:.2}",
+                self.direct_label,
+                o / d
+            );
+            let f = through(fixed.addr, &names(&format!("r{round}-f")));
+            println!(
+                "         HTTP floor (a server that only answers 201) {f:>8.0}/s   bound on the ratio {:.2}",
+                ratio_bound(f, d)
+            );
+            theirs.push(d);
+            ours.push(o);
+            floors.push(f);
+        }
+        let (o, d, f) = (crate::median(ours), crate::median(theirs), crate::median(floors));
+        println!(
+            "HTTP floor median {f:.0}/s: even a supervisor and connector that cost nothing stay under {:.2} of direct",
+            ratio_bound(f, d)
+        );
+        println!(
+            "creates, concurrency {}, {} per round, median of {}: direct {d:.0}/s, through SCIM {o:.0}/s, ratio {:.2} (goal >= 0.85)",
+            self.concurrency,
+            self.creates,
+            self.rounds,
+            o / d
+        );
+    }
+}
