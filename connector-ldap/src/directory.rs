@@ -126,6 +126,121 @@ pub fn client_error(what: &str, e: &LdapError) -> OpError {
     }
 }
 
+/// `host:port` of an LDAP URL, with the scheme's default port when it names none.
+fn host_port(url: &str) -> String {
+    let (rest, default_port) = match url.strip_prefix("ldaps://") {
+        Some(rest) => (rest, 636),
+        None => (url.trim_start_matches("ldap://"), 389),
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    // An IPv6 literal ([::1]) has colons of its own: a port comes after its closing bracket.
+    let has_port = authority[authority.rfind(']').map_or(0, |i| i + 1)..].contains(':');
+    if has_port { authority.to_string() } else { format!("{authority}:{default_port}") }
+}
+
+/// The rustls error inside a client library error, if it is one.
+fn tls_error_of(e: &LdapError) -> Option<&rustls::Error> {
+    match e {
+        LdapError::Rustls { source } => Some(source),
+        LdapError::Io { source } => source.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }
+}
+
+/// A failure to open and secure a connection (before the bind), saying what to change.
+pub fn connect_error(settings: &Settings, e: &LdapError) -> OpError {
+    let what = format!("connecting to {}", settings.url);
+    if let Some(tls) = tls_error_of(e) {
+        let hint = match tls {
+            rustls::Error::InvalidCertificate(cert) => match cert {
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. } => {
+                    "; the host in url must be a name (or address) the directory's certificate holds".to_string()
+                }
+                rustls::CertificateError::Expired
+                | rustls::CertificateError::ExpiredContext { .. }
+                | rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. } => {
+                    "; the directory's certificate is outside its validity period (or this host's clock is wrong)"
+                        .to_string()
+                }
+                _ => match &settings.ca_file {
+                    Some(file) => format!(
+                        "; the directory's certificate is not signed by a CA of ca_file ({}): set ca_file to the PEM bundle of the CA that issued it",
+                        file.display()
+                    ),
+                    None => "; the directory's certificate is not signed by a CA among the system's roots: set ca_file to the PEM bundle of the CA that issued it".to_string(),
+                },
+            },
+            _ => String::new(),
+        };
+        return OpError::new(ErrorKind::ConnectionFailed, format!("{what}: TLS failure: {tls}{hint}"));
+    }
+    match e {
+        // Before the connection is handed back, the only LDAP operation is the StartTLS request.
+        LdapError::LdapResult { result } if settings.security == Security::StartTls => {
+            let mut error = result_error(&format!("{what}: the directory refused StartTLS"), result);
+            error.detail.push_str(
+                "; use an ldaps:// url if the directory offers it (usually port 636), or set security = \"none\" (clear text; LDAP_SECURITY=none with deploy/examples/ldap.toml) only for a directory on loopback or a trusted network",
+            );
+            error
+        }
+        LdapError::Io { source }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            let reason = match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused",
+                std::io::ErrorKind::HostUnreachable => "host unreachable",
+                _ => "network unreachable",
+            };
+            OpError::new(
+                ErrorKind::ConnectionFailed,
+                format!(
+                    "{what}: the directory is not reachable at {} ({reason}): check the host and port in url, and that the server is running",
+                    host_port(&settings.url)
+                ),
+            )
+        }
+        other => client_error(&what, other),
+    }
+}
+
+/// A failed bind, saying which parameters to check (never the password itself).
+pub fn bind_error(bind: &Bind, e: &LdapError) -> OpError {
+    let what = match bind {
+        Bind::Simple { dn, .. } => format!("binding as {dn:?}"),
+        Bind::External => "SASL EXTERNAL bind with the client certificate".to_string(),
+        Bind::Anonymous => "anonymous bind".to_string(),
+    };
+    let mut error = client_error(&what, e);
+    let hint = match (bind, error.rc) {
+        (Bind::Simple { .. }, Some(49)) => {
+            "; the directory refused this bind_dn with this bind_password: check both parameters (a bind_dn that does not exist gets the same answer)"
+        }
+        (_, Some(8 | 13)) => {
+            "; the directory requires TLS for this bind: use StartTLS (security = \"starttls\") or an ldaps:// url"
+        }
+        (Bind::External, Some(48..=50)) => {
+            "; the directory did not map the certificate of client_cert_file to an identity allowed to bind"
+        }
+        _ => "",
+    };
+    error.detail.push_str(hint);
+    error
+}
+
+/// A search whose base does not exist (noSuchObject), naming the setting that gives the base.
+pub fn missing_base(what: &str, base: &str, setting: &str, result: &LdapResult) -> OpError {
+    let mut error = result_error(&format!("{what}: the base {base:?} does not exist"), result);
+    error.detail.push_str(&format!("; check {setting}"));
+    error
+}
+
 /// Checks an LDAP result, turning a non-success into an [`OpError`].
 pub fn check(what: &str, result: Result<LdapResult, LdapError>) -> Result<LdapResult, OpError> {
     match result {
@@ -213,20 +328,22 @@ impl Directory {
         let connect = async {
             let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &s.url)
                 .await
-                .map_err(|e| client_error(&format!("connecting to {}", s.url), &e))?;
+                .map_err(|e| connect_error(s, &e))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.drive().await {
                     tracing::warn!(error = %e, "the directory connection ended");
                 }
             });
-            match &s.bind {
-                Bind::Anonymous => {}
-                Bind::Simple { dn, password } => {
-                    check(&format!("binding as {dn:?}"), ldap.simple_bind(dn, password).await)?;
-                }
-                Bind::External => {
-                    check("SASL EXTERNAL bind with the client certificate", ldap.sasl_external_bind().await)?;
-                }
+            let bound = match &s.bind {
+                Bind::Anonymous => None,
+                Bind::Simple { dn, password } => Some(ldap.simple_bind(dn, password).await),
+                Bind::External => Some(ldap.sasl_external_bind().await),
+            };
+            match bound {
+                None => {}
+                Some(Ok(r)) if r.rc == 0 => {}
+                Some(Ok(r)) => return Err(bind_error(&s.bind, &LdapError::LdapResult { result: r })),
+                Some(Err(e)) => return Err(bind_error(&s.bind, &e)),
             }
             Ok::<_, OpError>(ldap)
         };
@@ -397,5 +514,102 @@ mod tests {
         );
         assert_eq!(e.detail, "adding x: entryAlreadyExists (68): exists");
         assert!(!e.is_broken_connection());
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let values = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::parse(&Some(ecma_proto::v1::ConfigParameters { values })).unwrap()
+    }
+
+    fn ldap_result(rc: u32, text: &str) -> LdapResult {
+        LdapResult { rc, matched: String::new(), text: text.into(), refs: vec![], ctrls: vec![] }
+    }
+
+    #[test]
+    fn a_refused_starttls_says_so_and_how_to_choose() {
+        let s = settings(&[("url", "ldap://dir.example.com")]);
+        let e = connect_error(
+            &s,
+            &LdapError::LdapResult { result: ldap_result(2, "unsupported extended operation") },
+        );
+        assert_eq!(e.kind, ErrorKind::Unsupported, "the kind is the result code's");
+        assert_eq!(e.rc, Some(2));
+        assert!(
+            e.detail.starts_with(
+                "connecting to ldap://dir.example.com: the directory refused StartTLS: protocolError (2): unsupported extended operation; "
+            ),
+            "{}",
+            e.detail
+        );
+        assert!(e.detail.contains("ldaps://") && e.detail.contains("security = \"none\""), "{}", e.detail);
+        assert!(e.detail.contains("loopback"), "{}", e.detail);
+    }
+
+    #[test]
+    fn a_refused_connection_names_host_and_port() {
+        let refused =
+            || LdapError::Io { source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused) };
+        let e = connect_error(&settings(&[("url", "ldap://127.0.0.1:3890")]), &refused());
+        assert_eq!(e.kind, ErrorKind::ConnectionFailed);
+        assert!(e.is_broken_connection());
+        assert!(
+            e.detail.starts_with(
+                "connecting to ldap://127.0.0.1:3890: the directory is not reachable at 127.0.0.1:3890 (connection refused)"
+            ),
+            "{}",
+            e.detail
+        );
+        let e = connect_error(&settings(&[("url", "ldaps://dir")]), &refused());
+        assert!(e.detail.contains("not reachable at dir:636"), "{}", e.detail);
+        let e = connect_error(&settings(&[("url", "ldap://[::1]/")]), &refused());
+        assert!(e.detail.contains("not reachable at [::1]:389"), "{}", e.detail);
+    }
+
+    #[test]
+    fn an_untrusted_certificate_names_ca_file() {
+        let untrusted = || LdapError::Io {
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ),
+        };
+        let e = connect_error(&settings(&[("url", "ldaps://dir")]), &untrusted());
+        assert_eq!(e.kind, ErrorKind::ConnectionFailed);
+        assert!(e.detail.contains("TLS failure") && e.detail.contains("system's roots"), "{}", e.detail);
+        assert!(e.detail.contains("set ca_file"), "{}", e.detail);
+        let e = connect_error(&settings(&[("url", "ldaps://dir"), ("ca_file", "/etc/ca.pem")]), &untrusted());
+        assert!(e.detail.contains("ca_file (/etc/ca.pem)"), "{}", e.detail);
+        let e = connect_error(
+            &settings(&[("url", "ldaps://dir")]),
+            &LdapError::Rustls {
+                source: rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+            },
+        );
+        assert!(e.detail.contains("the host in url"), "{}", e.detail);
+    }
+
+    #[test]
+    fn invalid_credentials_name_the_parameters_not_the_password() {
+        let s =
+            settings(&[("url", "ldap://dir"), ("bind_dn", "cn=admin,dc=x"), ("bind_password", "s3cret-pw")]);
+        let e = bind_error(&s.bind, &LdapError::LdapResult { result: ldap_result(49, "") });
+        assert_eq!(e.kind, ErrorKind::PermissionDenied);
+        assert!(
+            e.detail.starts_with("binding as \"cn=admin,dc=x\": invalidCredentials (49); "),
+            "{}",
+            e.detail
+        );
+        assert!(e.detail.contains("bind_dn") && e.detail.contains("bind_password"), "{}", e.detail);
+        assert!(!e.detail.contains("s3cret-pw"), "the password is never in a message");
+    }
+
+    #[test]
+    fn a_missing_base_is_named_with_its_setting() {
+        let e = missing_base("accesslog search", "cn=accesslog", "accesslog_base", &ldap_result(32, ""));
+        assert_eq!(e.kind, ErrorKind::NoSuchObject);
+        assert_eq!(
+            e.detail,
+            "accesslog search: the base \"cn=accesslog\" does not exist: noSuchObject (32); check accesslog_base"
+        );
     }
 }

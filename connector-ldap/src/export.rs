@@ -184,6 +184,12 @@ async fn add(target: &Target, partition: &str, change: &CsEntryChange) -> Result
         create_parents(target, &dn, partition).await?;
         result = add_once(target, &dn, &attrs).await;
     }
+    if let Err(e) = &mut result
+        && e.rc == Some(32)
+        && !s.create_containers
+    {
+        e.detail.push_str("; its parent entry does not exist: create it, or set create_containers = true");
+    }
     let anchor = match result? {
         Some(anchor) => Some(anchor),
         None => {
@@ -264,6 +270,13 @@ async fn create_parents(target: &Target, dn: &str, partition: &str) -> Result<()
         {
             Ok(_) => tracing::info!("created a missing container"),
             Err(e) if e.rc == Some(68) => {} // created meanwhile
+            Err(mut e) if e.rc == Some(32) => {
+                // Containers are created below the partition only: its own entry is missing.
+                e.detail.push_str(&format!(
+                    "; the partition's entry {partition:?} does not exist in the directory: add it first, or check the connector's partition"
+                ));
+                return Err(e);
+            }
             Err(e) => return Err(e),
         }
     }

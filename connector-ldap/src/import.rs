@@ -15,7 +15,7 @@ use ldap3::controls::{
 use ldap3::{Scope, SearchEntry, SearchStream};
 use tokio::sync::mpsc;
 
-use crate::directory::{OpError, client_error, first};
+use crate::directory::{OpError, client_error, first, missing_base};
 use crate::settings::DeltaMethod;
 use crate::target::{Target, uuid_text};
 
@@ -345,6 +345,9 @@ async fn accesslog(
         changes.push(SearchEntry::construct(raw));
     }
     let result = stream.finish().await;
+    if result.rc == 32 {
+        return Err(missing_base("accesslog search", &s.accesslog_base, "accesslog_base", &result));
+    }
     if result.rc != 0 {
         return Err(crate::directory::result_error("accesslog search", &result));
     }
@@ -502,6 +505,9 @@ async fn changelog(
         changes.push((number, entry));
     }
     let result = stream.finish().await;
+    if result.rc == 32 {
+        return Err(missing_base("changelog search", &s.changelog_base, "changelog_base", &result));
+    }
     if result.rc != 0 {
         return Err(crate::directory::result_error("changelog search", &result));
     }
@@ -578,6 +584,9 @@ async fn sync_cookie(target: &Target, partition: &str) -> Result<Vec<u8>, OpErro
         }
     }
     let result = stream.finish().await;
+    if result.rc == 32 {
+        return Err(missing_base("reading the sync cookie", &base, base_setting(target, &base), &result));
+    }
     let done = result.ctrls.iter().find(|c| c.1.ctype == SYNC_DONE_OID).map(|c| c.1.parse::<SyncDone>());
     match done.and_then(|d| d.cookie).or(cookie) {
         Some(cookie) if result.rc == 0 => Ok(cookie),
@@ -588,6 +597,15 @@ async fn sync_cookie(target: &Target, partition: &str) -> Result<Vec<u8>, OpErro
                 result.rc
             ),
         )),
+    }
+}
+
+/// The setting a search base comes from, for messages.
+fn base_setting(target: &Target, base: &str) -> &'static str {
+    if target.settings().container.as_deref().is_some_and(|c| crate::export::dn_eq(c, base)) {
+        "container (create_containers = true creates it on the first add)"
+    } else {
+        "the connector's partition (its entry must exist in the directory)"
     }
 }
 
@@ -706,6 +724,10 @@ async fn sync(
             ErrorKind::Retryable,
             "the directory asks for a full reload (the sync cookie expired): run a full import",
         ));
+    }
+    if result.rc == 32 {
+        let base = target.search_base(partition);
+        return Err(missing_base("sync search", &base, base_setting(target, &base), &result));
     }
     if result.rc != 0 {
         return Err(crate::directory::result_error("sync search", &result));

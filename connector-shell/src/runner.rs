@@ -77,7 +77,10 @@ pub async fn run(
     }
     let what = format!("{} script {}", script.operation, script.path.display());
     let mut child = command.spawn().map_err(|e| {
-        ScriptError::new(ErrorKind::InvalidConfiguration, format!("cannot start the {what}: {e}"))
+        ScriptError::new(
+            ErrorKind::InvalidConfiguration,
+            format!("cannot start the {what}: {e}{}", spawn_hint(&e, &script.operation)),
+        )
     })?;
     let pid = child.id();
 
@@ -166,6 +169,26 @@ pub async fn run(
     Err(ScriptError::new(exit_kind(status.code()), format!("the {what} {how}{said}")))
 }
 
+/// What to check when a script could not be started (its file was found and is executable
+/// when the settings were read).
+fn spawn_hint(e: &std::io::Error, operation: &str) -> String {
+    use nix::errno::Errno;
+    match e.raw_os_error().map(Errno::from_raw) {
+        // execve's ENOENT for a file that exists: the interpreter of its #! line is missing (or
+        // so is the working directory).
+        Some(Errno::ENOENT) => format!(
+            "; check that {operation}_script exists, that the interpreter on its #! line is installed, and that working_dir exists"
+        ),
+        Some(Errno::EACCES) => format!(
+            "; the connector's user may not run {operation}_script: check its mode (chmod +x), its directories' and its interpreter's, and that its file system is not mounted noexec"
+        ),
+        Some(Errno::ENOEXEC) => {
+            format!("; {operation}_script is neither a program nor a script starting with a #! line")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Kills a script's process group (the script and whatever it started).
 fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid {
@@ -173,5 +196,28 @@ fn kill_group(pid: Option<u32>) {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_that_cannot_start_names_its_parameter() {
+        let dir = std::env::temp_dir().join(format!("shell-runner-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("export.sh");
+        std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let e = std::process::Command::new(&script).spawn().unwrap_err();
+        let hint = spawn_hint(&e, "export");
+        assert!(hint.contains("export_script") && hint.contains("#! line"), "{hint}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let denied = std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32);
+        assert!(spawn_hint(&denied, "import").contains("may not run import_script"));
+        let format = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOEXEC as i32);
+        assert!(spawn_hint(&format, "export").contains("#! line"));
+        assert_eq!(spawn_hint(&std::io::Error::other("x"), "export"), "");
     }
 }

@@ -113,7 +113,11 @@ impl ShellConnector {
         }
         let settings = Settings::read(config)?;
         if let Some(problem) = settings.problems().into_iter().next() {
-            return Err(error_status(ErrorKind::InvalidConfiguration, problem.message));
+            // The message alone, outside ValidateConfiguration: it names its parameter itself.
+            return Err(error_status(
+                ErrorKind::InvalidConfiguration,
+                format!("{}: {}", problem.parameter, problem.message),
+            ));
         }
         let schema = match settings.scripts.get("schema") {
             Some(script) => schema_from_script(&settings, script).await?,

@@ -105,6 +105,14 @@ fn json_parameter(config: &Option<ConfigParameters>, key: &str, default: &str) -
 /// Why `path` cannot be run, if it cannot.
 pub fn not_executable(path: &std::path::Path) -> Option<String> {
     match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(if path.is_relative() {
+            format!(
+                "{} does not exist (a relative path is taken from the connector's working directory: set working_dir, or give an absolute path)",
+                path.display()
+            )
+        } else {
+            format!("{} does not exist", path.display())
+        }),
         Err(e) => Some(format!("{}: {e}", path.display())),
         Ok(m) if !m.is_file() => Some(format!("{} is not a file", path.display())),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => {
@@ -259,7 +267,11 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(not_executable(&script), None);
         assert!(not_executable(&dir).unwrap().contains("not a file"));
-        assert!(not_executable(std::path::Path::new("/no/such/script")).is_some());
+        assert_eq!(
+            not_executable(std::path::Path::new("/no/such/script")).unwrap(),
+            "/no/such/script does not exist"
+        );
+        assert!(not_executable(std::path::Path::new("no/such/script")).unwrap().contains("set working_dir"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

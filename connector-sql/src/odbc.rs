@@ -59,6 +59,24 @@ fn odbc_error(error: odbc_api::Error) -> EntryError {
     EntryError { kind, detail: error.to_string() }
 }
 
+/// What to change in connection_string when the driver manager or the driver refused to
+/// connect with this SQLSTATE (never echoing the string, which may hold PWD=).
+fn connect_hint(state: &[u8; 5]) -> &'static str {
+    match state {
+        b"IM002" => {
+            "; connection_string names no installed driver or data source: check Driver= (or DSN=); `odbcinst -q -d` lists the installed drivers"
+        }
+        b"28000" | b"28P01" => {
+            "; the database refused the user name or password: check UID= and PWD= in connection_string"
+        }
+        b"3D000" => "; check the database name (Database=) in connection_string",
+        [b'0', b'8', ..] => {
+            "; check the server, port, database and credentials in connection_string (the driver's message says which), and that the server is running"
+        }
+        _ => "",
+    }
+}
+
 fn entry_status(e: EntryError) -> Status {
     error_status(e.kind, e.detail)
 }
@@ -156,7 +174,9 @@ impl OdbcTable {
         if catalog.is_empty() {
             return Err(error_status(
                 ErrorKind::InvalidConfiguration,
-                format!("table {name:?} was not found through the ODBC driver"),
+                format!(
+                    "table {name:?} was not found through the ODBC driver (check table, and the database connection_string names)"
+                ),
             ));
         }
         let mut anchor = None;
@@ -208,10 +228,14 @@ impl OdbcTable {
                 let conn = env
                     .connect_with_connection_string(&self.connection_string, ConnectionOptions::default())
                     .map_err(|e| {
+                        let hint = match &e {
+                            odbc_api::Error::Diagnostics { record, .. } => connect_hint(&record.state.0),
+                            _ => "",
+                        };
                         let detail = e.to_string().replace(&self.connection_string, "<connection_string>");
                         error_status(
                             ErrorKind::ConnectionFailed,
-                            format!("cannot connect through ODBC: {detail}"),
+                            format!("cannot connect through ODBC: {detail}{hint}"),
                         )
                     })?;
                 slot.insert(conn)
@@ -569,5 +593,19 @@ impl OdbcTable {
                 None => Ok(Vec::new()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_name_what_to_fix_in_connection_string() {
+        assert!(connect_hint(b"IM002").contains("Driver="));
+        assert!(connect_hint(b"28000").contains("UID= and PWD="));
+        assert!(connect_hint(b"08001").contains("server, port"));
+        assert!(connect_hint(b"3D000").contains("database name"));
+        assert_eq!(connect_hint(b"42S02"), "");
     }
 }

@@ -303,13 +303,82 @@ async fn connect(dialect: Dialect, url: &str, create: bool) -> Result<AnyPool, S
                     sqlx::Error::Configuration(_) => ErrorKind::InvalidConfiguration,
                     _ => ErrorKind::ConnectionFailed,
                 };
+                let hint = connect_hint(dialect, &url, &e);
                 let detail = db_error(e).detail;
                 return Err(error_status(
                     kind,
-                    format!("cannot connect to the database: {}", redact(&detail, &url)),
+                    format!("cannot connect to the database: {}{hint}", redact(&detail, &url)),
                 ));
             }
         }
+    }
+}
+
+/// `host:port` of a database server URL, without its user name or password (`None` for
+/// SQLite, whose URL names a file).
+fn server_of(dialect: Dialect, url: &str) -> Option<String> {
+    let default_port = match dialect {
+        Dialect::Postgres => 5432,
+        Dialect::MySql => 3306,
+        Dialect::Sqlite | Dialect::Odbc => return None,
+    };
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = if host.is_empty() { "localhost" } else { host };
+    let has_port = host[host.rfind(']').map_or(0, |i| i + 1)..].contains(':');
+    Some(if has_port { host.to_string() } else { format!("{host}:{default_port}") })
+}
+
+/// What the admin can change when the database refused a connection with this error code
+/// (SQLSTATE; MySQL's error number; SQLite's result code).
+fn refusal_hint(dialect: Dialect, code: &str, mysql_number: Option<u16>) -> &'static str {
+    const CREDENTIALS: &str =
+        "; the database refused the user name or password: check them in connection_string";
+    const DATABASE: &str = "; check the database name in connection_string (the path after the host)";
+    match (dialect, code, mysql_number) {
+        (Dialect::Postgres, "28P01", _) | (Dialect::MySql, _, Some(1045)) => CREDENTIALS,
+        (Dialect::Postgres, "28000", _) => {
+            "; the server refused this user from this host: check the user name in connection_string (and the server's pg_hba.conf)"
+        }
+        (Dialect::Postgres, "3D000", _) | (Dialect::MySql, _, Some(1049)) => DATABASE,
+        (Dialect::MySql, _, Some(1044)) => {
+            "; the user may not use this database: check the database name in connection_string, or grant the user access"
+        }
+        (Dialect::Sqlite, code, _) => match code.parse::<i32>().map(|c| c & 0xff) {
+            // SQLITE_CANTOPEN
+            Ok(14) => {
+                "; check the file path in connection_string: its directory must exist, and the file too unless create_table = true"
+            }
+            // SQLITE_NOTADB
+            Ok(26) => "; the file in connection_string is not a SQLite database",
+            _ => "",
+        },
+        _ => "",
+    }
+}
+
+/// A hint to append to a failed connection's message, naming the part of connection_string to
+/// fix (never its password).
+fn connect_hint(dialect: Dialect, url: &str, error: &sqlx::Error) -> String {
+    let server = || server_of(dialect, url).map(|s| format!(" at {s}")).unwrap_or_default();
+    match error {
+        sqlx::Error::PoolTimedOut if dialect != Dialect::Sqlite => format!(
+            "; the database server{} did not accept a connection within 5 s (refused, or no answer): check the host and port in connection_string, and that the server is running",
+            server()
+        ),
+        sqlx::Error::Io(_) if dialect != Dialect::Sqlite => format!(
+            "; the database server{} is not reachable: check the host and port in connection_string, and that the server is running",
+            server()
+        ),
+        sqlx::Error::Tls(_) => {
+            "; check the TLS options in connection_string (e.g. sslmode, sslrootcert)".into()
+        }
+        sqlx::Error::Database(db) => {
+            let number = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number());
+            refusal_hint(dialect, db.code().as_deref().unwrap_or(""), number).to_string()
+        }
+        _ => String::new(),
     }
 }
 
@@ -379,7 +448,10 @@ impl Table {
         if catalog.is_empty() {
             return Err(error_status(
                 ErrorKind::InvalidConfiguration,
-                format!("table {name:?} does not exist (set create_table = true to create it)"),
+                format!(
+                    "table {name:?} does not exist in the database connection_string names{} (check table, or set create_table = true to create it)",
+                    if dialect == Dialect::Postgres { ", in its current schema" } else { "" }
+                ),
             ));
         }
         let mut anchor = None;
@@ -1569,6 +1641,30 @@ mod tests {
         );
         assert!(parse_column_definitions("name varchar(10)").is_err());
         assert!(parse_column_definitions("bad-name").is_err());
+    }
+
+    #[test]
+    fn refused_connections_name_what_to_fix_in_connection_string() {
+        let url = "postgres://app:s3cr3t@db.example/app";
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let hint = connect_hint(Dialect::Postgres, url, &refused);
+        assert!(hint.contains("at db.example:5432 is not reachable"), "{hint}");
+        assert!(hint.contains("host and port in connection_string") && !hint.contains("s3cr3t"), "{hint}");
+        let hint = connect_hint(Dialect::MySql, "mysql://u:pw@[::1]:3307/db", &sqlx::Error::PoolTimedOut);
+        assert!(hint.contains("at [::1]:3307 did not accept a connection"), "{hint}");
+        assert_eq!(server_of(Dialect::Sqlite, "sqlite:///tmp/x.db"), None);
+        assert_eq!(server_of(Dialect::Postgres, "postgres:///app").as_deref(), Some("localhost:5432"));
+        assert_eq!(server_of(Dialect::Postgres, "postgres://u:p@ss@db:5433/x").as_deref(), Some("db:5433"));
+        assert!(refusal_hint(Dialect::Postgres, "28P01", None).contains("user name or password"));
+        assert!(refusal_hint(Dialect::MySql, "28000", Some(1045)).contains("user name or password"));
+        assert!(
+            refusal_hint(Dialect::Postgres, "3D000", None).contains("database name in connection_string")
+        );
+        assert!(
+            refusal_hint(Dialect::MySql, "42000", Some(1049)).contains("database name in connection_string")
+        );
+        assert!(refusal_hint(Dialect::Sqlite, "14", None).contains("file path in connection_string"));
+        assert_eq!(refusal_hint(Dialect::Postgres, "23505", None), "");
     }
 
     #[test]
