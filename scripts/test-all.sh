@@ -94,8 +94,15 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked $FEATURES 2>&1 | tee "$log"
 
+step "scim2-tester: third-party SCIM conformance checks against the quickstart"
+# (From PyPI, pinned, once per machine into a venv under ~/.cache; a failure that
+# docs/conformance.md does not explain fails the run.)
+conformance=$(./scripts/conformance.sh "$target_dir/debug/supervisor" | tail -1)
+echo "$conformance"
+
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "\nall test binaries: %d passed, %d failed, %d ignored\n", p, f, i;
            printf "%d passed, %d failed\n", p, f }' "$log"
+echo "$conformance"

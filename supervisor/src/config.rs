@@ -194,6 +194,11 @@ pub struct AppConfig {
     /// Token used when the variable is unset and there is no file: for trying things out only; a
     /// warning is logged when it is in use.
     pub insecure_default_token: Option<String>,
+    /// What to do with an attribute that no schema of the resource defines (in a body or a PATCH
+    /// path): `"refuse"` (400, the default) or `"ignore"` (dropped, never stored; for clients
+    /// that send attributes mapped without being declared here).
+    #[serde(default)]
+    pub unknown_attributes: crate::scim::schema::UnknownAttributes,
 }
 
 /// `[apps.<name>.extensions."<urn>"]`: a custom extension schema.

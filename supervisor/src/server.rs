@@ -117,12 +117,13 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     for (name, app) in &config.apps {
         apps.insert(
             name.clone(),
-            App {
-                name: name.clone(),
-                users: app.users.clone(),
-                groups: app.groups.clone(),
-                extensions: app
-                    .extensions
+            App::new(
+                name.clone(),
+                app.users.clone(),
+                app.groups.clone(),
+                resolve_tokens(name, app)?,
+                app.unknown_attributes,
+                app.extensions
                     .iter()
                     .map(|(urn, e)| crate::scim::Extension {
                         urn: urn.clone(),
@@ -134,8 +135,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
                         attributes: e.attributes.iter().map(|(n, k)| (n.clone(), *k)).collect(),
                     })
                     .collect(),
-                tokens: resolve_tokens(name, app)?,
-            },
+            ),
         );
     }
 

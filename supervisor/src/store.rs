@@ -161,7 +161,7 @@ enum Op {
 #[derive(Debug, Default)]
 struct Cache {
     by_id: HashMap<(String, String, String), Arc<Record>>,
-    /// (app, resource type, name folded like SQLite's NOCASE) → id.
+    /// (app, resource type, name folded by [`fold`]) → id.
     by_name: HashMap<(String, String, String), String>,
 }
 
@@ -188,7 +188,7 @@ fn id_key(app: &str, resource_type: &str, id: &str) -> (String, String, String) 
 }
 
 fn name_key(app: &str, resource_type: &str, name: &str) -> (String, String, String) {
-    (app.to_string(), resource_type.to_string(), name.to_ascii_lowercase())
+    (app.to_string(), resource_type.to_string(), fold(name))
 }
 
 impl Cache {
@@ -237,22 +237,73 @@ const SCHEMA: &str = "
         modified TEXT NOT NULL,
         PRIMARY KEY (app, resource_type, id)
     );
-    CREATE UNIQUE INDEX IF NOT EXISTS objects_by_name ON objects (app, resource_type, user_name);
     CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL);
 ";
+
+/// The schema version this build knows ([`migrate`] brings older files to it).
+const SCHEMA_VERSION: i64 = 1;
+
+/// A name as uniqueness compares it: Unicode default case folding (full folding, Unicode's
+/// CaseFolding.txt, status C and F; `ß` and `ss` are one name, `É` and `é` too), no normalisation.
+pub fn fold(name: &str) -> String {
+    caseless::default_case_fold_str(name)
+}
+
+/// Brings the store file to [`SCHEMA_VERSION`]; refuses a file written by a newer build.
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the connector space has schema version {version}, newer than this supervisor knows \
+             ({SCHEMA_VERSION}): run the newer supervisor, or restore a backup made for this one"
+        )));
+    }
+    if version < 1 {
+        // Version 1: names unique under Unicode case folding (was ASCII-only, SQLite's NOCASE).
+        let transaction = connection.unchecked_transaction()?;
+        let has_key = transaction
+            .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'name_key'")?
+            .exists([])?;
+        if !has_key {
+            transaction.execute_batch("ALTER TABLE objects ADD COLUMN name_key TEXT NOT NULL DEFAULT ''")?;
+        }
+        let names: Vec<(i64, String)> = transaction
+            .prepare("SELECT rowid, user_name FROM objects")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (rowid, name) in names {
+            transaction
+                .execute("UPDATE objects SET name_key = ?1 WHERE rowid = ?2", params![fold(&name), rowid])?;
+        }
+        transaction.execute_batch("DROP INDEX IF EXISTS objects_by_name")?;
+        if let Err(e) = transaction.execute_batch(
+            "CREATE UNIQUE INDEX objects_by_name_key ON objects (app, resource_type, name_key)",
+        ) {
+            return Err(StoreError::Corrupt(format!(
+                "names that differ only in case (under Unicode case folding) are in the connector \
+                 space twice ({e}); rename one of each pair in the target and run a full import with \
+                 the previous version, then start this one"
+            )));
+        }
+        transaction.execute_batch("PRAGMA user_version = 1")?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
 
 const COLUMNS: &str =
     "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
 
 const INSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, \
-     target, version, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+     target, version, created, modified, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// An upsert on the id: unlike `REPLACE`, a clash on the name index fails instead of deleting the
 /// other record.
 const UPSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, \
-     target, version, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     target, version, created, modified, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
      ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
-     state = excluded.state, user_name = excluded.user_name, resource = excluded.resource, \
+     state = excluded.state, user_name = excluded.user_name, name_key = excluded.name_key, \
+     resource = excluded.resource, \
      target = excluded.target, version = excluded.version, created = excluded.created, \
      modified = excluded.modified";
 
@@ -325,6 +376,7 @@ impl Store {
             let connection = connect(&opened, OpenFlags::default())?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.execute_batch(SCHEMA)?;
+            migrate(&connection)?;
             // The WAL is folded into the database by the checkpointer thread, not by the write
             // that happens to cross the threshold: a checkpoint syncs the disk, and writes run on
             // the runtime's threads.
@@ -489,7 +541,7 @@ impl Store {
             return Ok(Some(record));
         }
         let generation = self.inner.generation.load(Ordering::SeqCst);
-        let record = self.one("user_name = ?3", app, resource_type, name)?;
+        let record = self.one("name_key = ?3", app, resource_type, &fold(name))?;
         self.remember(&record, generation);
         Ok(record)
     }
@@ -635,6 +687,7 @@ fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
                 r.version,
                 r.created,
                 r.modified,
+                fold(&r.user_name),
             ])
         }
         Op::Delete { app, resource_type, id } => connection
@@ -682,6 +735,11 @@ mod tests {
         let store = Store::open(&dir.join("space.db")).await.unwrap();
         store.insert(&record("1", "Alice")).await.unwrap();
         assert!(matches!(store.insert(&record("2", "alice")).await, Err(StoreError::Conflict)));
+        // Unicode case folding, not ASCII only: one name, whichever case it is written in.
+        store.insert(&record("3", "CRAB🦀ÉZ-Straße")).await.unwrap();
+        assert!(matches!(store.insert(&record("4", "crab🦀éz-STRASSE")).await, Err(StoreError::Conflict)));
+        assert_eq!(store.by_user_name("demo", "User", "crab🦀éz-strasse").await.unwrap().unwrap().id, "3");
+        store.delete("demo", "User", "3").await.unwrap();
         assert!(store.list("demo", "User").await.unwrap().is_empty(), "pending records are not listed");
 
         let mut r = store.by_user_name("demo", "User", "ALICE").await.unwrap().unwrap();

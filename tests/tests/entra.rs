@@ -240,7 +240,10 @@ fn entra_group_lifecycle() {
     // Members added one at a time: the target gets the users' anchors.
     let r = group_patch(&s, &gid, json!([{"op": "Add", "path": "members", "value": [{"value": u1}]}]));
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["members"], json!([{"value": u1}]));
+    assert_eq!(
+        r.json()["members"],
+        json!([{"value": u1, "$ref": format!("http://{}/scim/demo/Users/{u1}", s.scim)}])
+    );
     assert_eq!(member_anchors(&s, "Group1DisplayName"), std::slice::from_ref(&a1));
     group_patch(&s, &gid, json!([{"op": "Add", "path": "members", "value": [{"value": u2}, {"value": u1}]}]));
     let mut both = vec![a1.clone(), a2.clone()];
@@ -258,7 +261,10 @@ fn entra_group_lifecycle() {
 
     // Removed in both forms Entra and others use.
     let r = group_patch(&s, &gid, json!([{"op": "Remove", "path": "members", "value": [{"value": u1}]}]));
-    assert_eq!(r.json()["members"], json!([{"value": u2}]));
+    assert_eq!(
+        r.json()["members"],
+        json!([{"value": u2, "$ref": format!("http://{}/scim/demo/Users/{u2}", s.scim)}])
+    );
     assert_eq!(member_anchors(&s, "Group1DisplayName"), std::slice::from_ref(&a2));
     group_patch(&s, &gid, json!([{"op": "remove", "path": format!("members[value eq \"{u2}\"]")}]));
     assert!(member_anchors(&s, "Group1DisplayName").is_empty());

@@ -473,8 +473,8 @@ fn insert_pending(data_dir: &Path, id: &str, user_name: &str) {
     store_exec(
         data_dir,
         "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, target, version, \
-         created, modified) VALUES ('demo', 'User', ?1, 'demo-users', 'pending', ?2, ?3, x'', 1, \
-         '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+         created, modified, name_key) VALUES ('demo', 'User', ?1, 'demo-users', 'pending', ?2, ?3, x'', 1, \
+         '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', lower(?2))",
         &[id, user_name, &user_body(user_name)],
     );
 }

@@ -109,6 +109,10 @@ fn user_schema() -> Value {
         s("locale"),
         s("timezone"),
         attr("active", "boolean"),
+        s("password")
+            .set("mutability", json!("writeOnly"))
+            .set("returned", json!("never"))
+            .describe("Handed to the connector, never stored or returned"),
         multi_valued("emails", &["work", "home", "other"], s("value")),
         multi_valued("phoneNumbers", &["work", "home", "mobile", "fax", "pager", "other"], s("value")),
         multi_valued("ims", &["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"], s("value")),
@@ -171,18 +175,6 @@ fn schema(id: &str, name: &str, description: &str, attributes: Vec<Attr>) -> Val
     })
 }
 
-/// Every schema this service knows, with its location.
-pub fn all_schemas(base: &str) -> Vec<Value> {
-    [user_schema(), enterprise_schema(), group_schema()]
-        .into_iter()
-        .map(|mut s| {
-            let id = s["id"].as_str().unwrap_or_default().to_string();
-            s["meta"] = json!({"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")});
-            s
-        })
-        .collect()
-}
-
 fn resource_types(app: &App) -> Vec<Value> {
     let (base, groups) = (app.base.as_str(), app.groups);
     let extensions_of = |resource: &str| -> Vec<Value> {
@@ -242,7 +234,9 @@ fn app(
     headers: &axum::http::HeaderMap,
     uri: &axum::http::Uri,
 ) -> Result<App, ScimError> {
-    let app = state.apps.get(name).ok_or_else(|| ScimError::not_found(format!("no app named {name:?}")))?;
+    // An unknown app's name is never echoed (nor told apart from a known one without a token).
+    let app =
+        state.apps.get(name).ok_or_else(|| ScimError::unauthorized(headers.contains_key("authorization")))?;
     Ok(App {
         base: format!("{}/scim/{name}", state.base_url(headers, uri)),
         groups: app.groups.is_some(),
@@ -302,16 +296,31 @@ pub async fn get_resource_type(
         .ok_or_else(|| ScimError::not_found(format!("no resource type {id:?}")))
 }
 
+/// The definition of a custom extension schema.
+fn extension_schema(e: &super::Extension) -> Value {
+    let attributes = e.attributes.iter().map(|(name, kind)| attr(name, kind.scim_name())).collect();
+    schema(&e.urn, e.urn.rsplit(':').next().unwrap_or("Extension"), &e.description, attributes)
+}
+
+/// The schemas of one resource type (`User` or `Group`), core schema first, then its
+/// extensions (the enterprise one for Users, then the app's own), located under `base`.
+pub fn schemas_of(resource: &str, extensions: &[super::Extension], base: &str) -> Vec<Value> {
+    let mut schemas = match resource {
+        "User" => vec![user_schema(), enterprise_schema()],
+        _ => vec![group_schema()],
+    };
+    schemas.extend(extensions.iter().filter(|e| e.resource == resource).map(extension_schema));
+    for s in &mut schemas {
+        let id = s["id"].as_str().unwrap_or_default().to_string();
+        s["meta"] = json!({"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")});
+    }
+    schemas
+}
+
 fn app_schemas(app: &App) -> Vec<Value> {
-    let mut schemas: Vec<Value> =
-        all_schemas(&app.base).into_iter().filter(|s| app.groups || s["id"] != GROUP_SCHEMA).collect();
-    for e in &app.extensions {
-        let attributes = e.attributes.iter().map(|(name, kind)| attr(name, kind.scim_name())).collect();
-        let mut schema =
-            schema(&e.urn, e.urn.rsplit(':').next().unwrap_or("Extension"), &e.description, attributes);
-        schema["meta"] =
-            json!({"resourceType": "Schema", "location": format!("{}/Schemas/{}", app.base, e.urn)});
-        schemas.push(schema);
+    let mut schemas = schemas_of("User", &app.extensions, &app.base);
+    if app.groups {
+        schemas.extend(schemas_of("Group", &app.extensions, &app.base));
     }
     schemas
 }
@@ -351,7 +360,9 @@ mod tests {
 
     #[test]
     fn schemas_describe_every_attribute_fully() {
-        for schema in all_schemas("https://h/scim/a") {
+        let mut all = schemas_of("User", &[], "https://h/scim/a");
+        all.extend(schemas_of("Group", &[], "https://h/scim/a"));
+        for schema in all {
             for attribute in schema["attributes"].as_array().unwrap() {
                 for key in ["name", "type", "multiValued", "required", "mutability", "returned", "uniqueness"]
                 {

@@ -20,11 +20,14 @@ pub struct ScimError {
     pub scim_type: Option<&'static str>,
     pub detail: String,
     pub retry_after: Option<Duration>,
+    /// For a 401: whether a token was sent (and refused), so that `WWW-Authenticate` carries
+    /// `error="invalid_token"` (RFC 6750 §3.1); without one, the challenge alone.
+    pub token_refused: bool,
 }
 
 impl ScimError {
     pub fn new(status: StatusCode, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
-        Self { status, scim_type, detail: detail.into(), retry_after: None }
+        Self { status, scim_type, detail: detail.into(), retry_after: None, token_refused: false }
     }
     pub fn bad_request(scim_type: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, Some(scim_type), detail)
@@ -35,8 +38,10 @@ impl ScimError {
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, None, detail)
     }
-    pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, None, "a valid bearer token is required")
+    /// A 401: no token was sent (`token_sent` false) or the one sent is not valid here.
+    pub fn unauthorized(token_sent: bool) -> Self {
+        let detail = if token_sent { "the bearer token is not valid" } else { "a bearer token is required" };
+        Self { token_refused: token_sent, ..Self::new(StatusCode::UNAUTHORIZED, None, detail) }
     }
 }
 
@@ -69,6 +74,7 @@ impl From<ProvisionError> for ScimError {
                 scim_type: None,
                 detail: format!("the connector is not available ({reason}); retry later"),
                 retry_after: Some(retry_after),
+                token_refused: false,
             },
             ProvisionError::Conflict => Self::new(
                 StatusCode::CONFLICT,
@@ -121,7 +127,12 @@ impl IntoResponse for ScimError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"scim\""));
+            let challenge = if self.token_refused {
+                "Bearer realm=\"scim\", error=\"invalid_token\", error_description=\"the token is not valid\""
+            } else {
+                "Bearer realm=\"scim\""
+            };
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
     }

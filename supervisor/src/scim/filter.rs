@@ -51,6 +51,16 @@ pub struct ValuePath {
     pub sub_after_filter: Option<String>,
 }
 
+/// The deepest nesting a filter may have: parentheses, `not (...)` and value filters `attr[...]`
+/// together. Evaluation and dropping recurse as deep as the tree, so a request must not be able to
+/// make it deep enough to overflow a runtime thread's stack (a 1,500-deep filter once did).
+pub const MAX_DEPTH: usize = 32;
+/// The most comparisons (and `pr` tests) one filter may hold. `and`/`or` chains build trees as
+/// deep as they are long; this bounds them (and the cost of evaluating one filter per resource).
+pub const MAX_TERMS: usize = 256;
+/// The longest filter text accepted (in characters).
+pub const MAX_LEN: usize = 64 * 1024;
+
 /// A filter that could not be parsed, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -209,6 +219,10 @@ pub fn get_ci<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Current nesting depth (parentheses, `not`, brackets).
+    depth: usize,
+    /// Comparisons seen so far.
+    terms: usize,
 }
 
 impl Parser {
@@ -246,19 +260,34 @@ impl Parser {
         Ok(left)
     }
 
+    /// Parses a nested `or` expression one level deeper, refusing past [`MAX_DEPTH`].
+    fn nested(&mut self) -> Result<Filter, FilterError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(FilterError(format!("the filter is nested more than {MAX_DEPTH} levels deep")));
+        }
+        self.depth += 1;
+        let inner = self.or();
+        self.depth -= 1;
+        inner
+    }
+
     fn unary(&mut self) -> Result<Filter, FilterError> {
         if self.keyword("not") {
             self.pos += 1;
             self.expect(Token::Open, "'(' after not")?;
-            let inner = self.or()?;
+            let inner = self.nested()?;
             self.expect(Token::Close, "')'")?;
             return Ok(Filter::Not(Box::new(inner)));
         }
         if self.peek() == Some(&Token::Open) {
             self.pos += 1;
-            let inner = self.or()?;
+            let inner = self.nested()?;
             self.expect(Token::Close, "')'")?;
             return Ok(inner);
+        }
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(FilterError(format!("the filter has more than {MAX_TERMS} comparisons")));
         }
         self.attr_expression()
     }
@@ -279,7 +308,7 @@ impl Parser {
         };
         if self.peek() == Some(&Token::OpenBracket) {
             self.pos += 1;
-            let inner = self.or()?;
+            let inner = self.nested()?;
             self.expect(Token::CloseBracket, "']'")?;
             // `emails[type eq "work"].value eq "x"`: not in the RFC's filter grammar but sent by
             // some clients; it means the same as `emails[type eq "work" and value eq "x"]`.
@@ -335,7 +364,10 @@ impl Parser {
 impl Filter {
     /// Parses a filter expression.
     pub fn parse(text: &str) -> Result<Self, FilterError> {
-        let mut parser = Parser { tokens: tokenize(text)?, pos: 0 };
+        if text.len() > MAX_LEN {
+            return Err(FilterError(format!("the filter is longer than {MAX_LEN} bytes")));
+        }
+        let mut parser = Parser { tokens: tokenize(text)?, pos: 0, depth: 0, terms: 0 };
         let filter = parser.or()?;
         if let Some(t) = parser.peek() {
             return Err(FilterError(format!("unexpected {t:?} after the filter")));
@@ -425,8 +457,11 @@ fn compare(actual: &Value, op: CompareOp, expected: &Value, case_exact: bool) ->
     use std::cmp::Ordering;
     match (actual, expected) {
         (Value::String(a), Value::String(e)) => {
-            let (a, e) =
-                if case_exact { (a.clone(), e.clone()) } else { (a.to_lowercase(), e.to_lowercase()) };
+            let (a, e) = if case_exact {
+                (a.clone(), e.clone())
+            } else {
+                (crate::store::fold(a), crate::store::fold(e))
+            };
             match op {
                 CompareOp::Eq => a == e,
                 CompareOp::Ne => a != e,
@@ -656,8 +691,16 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let resource = user();
         let mut parsed = 0;
-        for _ in 0..20_000 {
-            let mut text = random_filter(&mut rng, 3);
+        for round in 0..20_000 {
+            // Now and then a deep or long one, past the bounds as often as within them.
+            let mut text = match round % 50 {
+                0 => {
+                    let n = rng.random_range(1..2 * MAX_DEPTH);
+                    format!("{}{}{}", "(".repeat(n), random_filter(&mut rng, 2), ")".repeat(n))
+                }
+                1 => vec![random_filter(&mut rng, 1); rng.random_range(1..2 * MAX_TERMS / 3)].join(" or "),
+                _ => random_filter(&mut rng, 3),
+            };
             if rng.random_bool(0.2) {
                 let at = rng.random_range(0..=text.len());
                 if text.is_char_boundary(at) {
@@ -667,14 +710,79 @@ mod tests {
             let Ok(filter) = Filter::parse(&text) else { continue };
             parsed += 1;
             let m = filter.matches(&resource);
-            let negated = Filter::parse(&format!("not ({text})")).expect("a parsed filter negates");
-            assert_eq!(negated.matches(&resource), !m, "{text}");
-            let both = Filter::parse(&format!("({text}) and ({text})")).unwrap();
-            assert_eq!(both.matches(&resource), m, "{text}");
-            let always = Filter::parse(&format!("({text}) or not ({text})")).unwrap();
-            assert!(always.matches(&resource), "{text}");
+            // A derived filter may pass the bounds that its part kept within: then it is
+            // refused for that reason, and for no other.
+            let derived = |text: String| match Filter::parse(&text) {
+                Ok(f) => Some(f),
+                Err(e) if ["nested", "comparisons", "longer"].iter().any(|b| e.0.contains(b)) => None,
+                Err(e) => panic!("{text}: {e}"),
+            };
+            if let Some(negated) = derived(format!("not ({text})")) {
+                assert_eq!(negated.matches(&resource), !m, "{text}");
+            }
+            if let Some(both) = derived(format!("({text}) and ({text})")) {
+                assert_eq!(both.matches(&resource), m, "{text}");
+            }
+            if let Some(always) = derived(format!("({text}) or not ({text})")) {
+                assert!(always.matches(&resource), "{text}");
+            }
         }
         assert!(parsed > 10_000, "the generator should mostly produce valid filters ({parsed})");
+    }
+
+    /// The worst filter a request can send within the bounds: as deep and as long as allowed.
+    fn worst_case() -> String {
+        let chain = vec![r#"userName eq "x""#; MAX_TERMS - MAX_DEPTH].join(" and ");
+        let mut text = chain;
+        for level in 0..MAX_DEPTH {
+            text = if level % 2 == 0 { format!("not ({text})") } else { format!("({text}) or active pr") };
+        }
+        text
+    }
+
+    #[test]
+    fn deep_and_long_filters_are_refused_not_a_crash() {
+        for depth in [MAX_DEPTH + 1, 1_500, 100_000] {
+            let nested = format!("{}userName eq \"x\"{}", "(".repeat(depth), ")".repeat(depth));
+            let e = Filter::parse(&nested).unwrap_err();
+            assert!(e.0.contains("nested") || e.0.contains("longer"), "{depth}: {e}");
+            let nots = format!("{}userName pr{}", "not (".repeat(depth), ")".repeat(depth));
+            assert!(Filter::parse(&nots).is_err());
+            let brackets = format!("{}value pr{}", "emails[".repeat(depth), "]".repeat(depth));
+            assert!(Filter::parse(&brackets).is_err());
+            assert!(ValuePath::parse(&format!("emails[{}]", &nested)).is_err());
+        }
+        let at_limit = format!("{}userName eq \"x\"{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(Filter::parse(&at_limit).is_ok());
+        for (op, n) in [("and", MAX_TERMS + 1), ("or", 100_000)] {
+            let chain = vec![r#"userName eq "x""#; n].join(&format!(" {op} "));
+            let e = Filter::parse(&chain).unwrap_err();
+            assert!(e.0.contains("comparisons") || e.0.contains("longer"), "{op} {n}: {e}");
+        }
+        assert!(Filter::parse(&"a".repeat(MAX_LEN + 1)).is_err());
+    }
+
+    /// The deepest and longest filter within the bounds parses, evaluates and drops on a stack
+    /// a tenth of a runtime worker's (2 MiB): the bounds leave a wide margin.
+    #[test]
+    fn the_worst_accepted_filter_fits_a_small_stack() {
+        let text = worst_case();
+        let outcome = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let filter = Filter::parse(&text).expect("the worst case is within the bounds");
+                let matched = filter.matches(&user());
+                let path = ValuePath::parse(&format!("emails[{text}].value")).expect("as a value path too");
+                let resolved = path.resolve(&user()).len();
+                drop(filter);
+                (matched, resolved)
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        // The outermost level (an odd one) is `(...) or active pr`, and the user is active.
+        assert!(outcome.0);
+        assert_eq!(outcome.1, 0, "no email has userName x");
     }
 
     #[test]

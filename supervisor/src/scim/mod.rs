@@ -17,6 +17,7 @@ pub mod patch;
 pub mod query;
 pub mod resource;
 pub mod resources;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use subtle::ConstantTimeEq;
 use crate::provision::Provisioner;
 use error::ScimError;
 use resource::{GroupKind, UserKind};
-use resources::{create, delete, get as get_one, list, patch, replace, search};
+use resources::{create, delete, get as get_one, list, patch, replace, search, search_all};
 
 #[cfg(test)]
 mod tests {
@@ -94,6 +95,26 @@ pub struct App {
     pub tokens: Tokens,
     /// Custom extension schemas.
     pub extensions: Vec<Extension>,
+    /// The schemas of its Users (core, enterprise, custom extensions).
+    pub user_schemas: Arc<schema::ResourceSchemas>,
+    /// The schemas of its Groups (core, custom extensions).
+    pub group_schemas: Arc<schema::ResourceSchemas>,
+}
+
+impl App {
+    /// An app, with its resource types' schemas built from the definitions `/Schemas` serves.
+    pub fn new(
+        name: String,
+        users: String,
+        groups: Option<String>,
+        tokens: Tokens,
+        unknown: schema::UnknownAttributes,
+        extensions: Vec<Extension>,
+    ) -> Self {
+        let user_schemas = Arc::new(schema::ResourceSchemas::of("User", &extensions, unknown));
+        let group_schemas = Arc::new(schema::ResourceSchemas::of("Group", &extensions, unknown));
+        Self { name, users, groups, tokens, extensions, user_schemas, group_schemas }
+    }
 }
 
 /// A custom extension schema of an app.
@@ -183,6 +204,7 @@ pub(crate) fn scim_json(status: StatusCode, body: &serde_json::Value) -> axum::r
 /// The SCIM router.
 pub fn router(state: Arc<ScimState>, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/scim/{app}/.search", post(search_all))
         .route("/scim/{app}/Users", get(list::<UserKind>).post(create::<UserKind>))
         .route("/scim/{app}/Users/.search", post(search::<UserKind>))
         .route(
@@ -318,6 +340,7 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
     type Rejection = ScimError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_content_type(request.headers())?;
         match Bytes::from_request(request, state).await {
             Ok(bytes) => Ok(Self(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ScimError::new(
@@ -328,6 +351,21 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
             Err(rejection) => Err(ScimError::bad_request("invalidSyntax", rejection.body_text())),
         }
     }
+}
+
+/// Accepts `application/scim+json` and `application/json` (with or without parameters), and
+/// no type at all (Entra ID sends some requests without one); anything else is a 415.
+fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ScimError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case(error::SCIM_JSON) || essence.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ScimError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        None,
+        "the body must be application/scim+json (or application/json)",
+    ))
 }
 
 /// An authenticated request for an app; also gives the base URL for `Location`.
@@ -344,18 +382,25 @@ impl FromRequestParts<Arc<ScimState>> for Authorized {
             .await
             .map_err(|_| ScimError::not_found("no such endpoint"))?;
         let name = params.get("app").map(String::as_str).unwrap_or_default();
-        let app =
-            state.apps.get(name).ok_or_else(|| ScimError::not_found(format!("no app named {name:?}")))?;
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let header = parts.headers.get(header::AUTHORIZATION);
+        let given = header
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
+        // Authentication first: a client without a valid token learns nothing, not even which
+        // app names exist; the name it sent is never echoed.
+        let Some(app) = state.apps.get(name) else {
+            return Err(match given {
+                Some(token) if state.apps.values().any(|a| a.tokens.matches(token)) => {
+                    ScimError::not_found("no such app")
+                }
+                _ => ScimError::unauthorized(header.is_some()),
+            });
+        };
         match given {
             Some(token) if app.tokens.matches(token) => {}
-            _ => return Err(ScimError::unauthorized()),
+            _ => return Err(ScimError::unauthorized(header.is_some())),
         }
         Ok(Self { app: app.clone(), base_url: state.base_url(&parts.headers, &parts.uri) })
     }

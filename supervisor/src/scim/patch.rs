@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::error::ScimError;
 use super::filter::{AttrPath, Filter, ValuePath, is_core_urn};
 use super::resource::{PATCH_OP, lists_schema};
+use super::schema::{ResourceSchemas, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -16,8 +17,11 @@ enum Op {
     Remove,
 }
 
-/// Applies a PatchOp request body to `resource`.
-pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
+/// Applies a PatchOp request body to `resource`, its paths resolved against `schemas`: a path
+/// that is exactly an extension's URN names that extension's whole object (RFC 7644 §3.5.2,
+/// §3.10); a path no schema defines is refused with `invalidPath` (or skipped, where the app
+/// drops unknown attributes).
+pub fn apply(resource: &mut Value, body: &Value, schemas: &ResourceSchemas) -> Result<(), ScimError> {
     if !lists_schema(body, PATCH_OP) {
         return Err(ScimError::bad_request("invalidSyntax", format!("\"schemas\" must list {PATCH_OP}")));
     }
@@ -34,45 +38,65 @@ pub fn apply(resource: &mut Value, body: &Value) -> Result<(), ScimError> {
             other => return Err(ScimError::bad_request("invalidSyntax", format!("unknown op {other:?}"))),
         };
         let value = operation.get("value").cloned().unwrap_or(Value::Null);
-        match operation.get("path").and_then(Value::as_str) {
-            Some(path) => {
-                let path = ValuePath::parse(path)
-                    .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
-                apply_path(resource, op, &path, value)?;
-            }
-            None if op == Op::Remove => {
+        match operation.get("path") {
+            Some(Value::String(path)) => apply_target(resource, op, schemas, path, value)?,
+            Some(Value::Null) | None if op == Op::Remove => {
                 return Err(ScimError::bad_request("noTarget", "remove needs a path"));
             }
-            None => {
+            Some(Value::Null) | None => {
                 let Value::Object(map) = value else {
                     return Err(ScimError::bad_request(
                         "invalidValue",
                         "a path-less add or replace needs an object value",
                     ));
                 };
+                // Each key is an attribute path (Entra sends `name.givenName` and URN-prefixed
+                // ones as keys), or an extension's URN with its object.
                 for (key, v) in map {
-                    if key.len() > 4
-                        && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
-                        && !is_core_urn(&key)
-                        && v.is_object()
-                        && !key_names_attribute(&key)
-                    {
-                        // An extension object: merge its attributes one by one.
-                        for (sub, sv) in v.as_object().cloned().unwrap_or_default() {
-                            let path = ValuePath::parse(&format!("{key}:{sub}"))
-                                .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
-                            apply_path(resource, op, &path, sv)?;
-                        }
-                        continue;
-                    }
-                    let path = ValuePath::parse(&key)
-                        .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
-                    apply_path(resource, op, &path, v)?;
+                    apply_target(resource, op, schemas, &key, v)?;
                 }
             }
+            Some(_) => return Err(ScimError::bad_request("invalidPath", "\"path\" must be a string")),
         }
     }
     Ok(())
+}
+
+/// Applies one operation to what `path` resolves to.
+fn apply_target(
+    resource: &mut Value,
+    op: Op,
+    schemas: &ResourceSchemas,
+    path: &str,
+    value: Value,
+) -> Result<(), ScimError> {
+    match schemas.resolve(path)? {
+        Target::Path(path) => apply_path(resource, op, &path, value),
+        Target::Unknown(reason) => schemas.refuse_unknown("invalidPath", &reason),
+        Target::Extension(urn) => match (op, value) {
+            // The whole extension object goes; `schemas` follows when the resource is checked.
+            (Op::Remove, _) | (_, Value::Null) => {
+                if let Some(root) = resource.as_object_mut() {
+                    root.retain(|k, _| !k.eq_ignore_ascii_case(&urn));
+                }
+                Ok(())
+            }
+            // A complex attribute's sub-attributes are added or replaced one by one; the others
+            // are left as they are (RFC 7644 §3.5.2.1 and §3.5.2.3).
+            // (A `schemas` member in the value, as some clients' models serialise an extension,
+            // only restates which schema this is.)
+            (_, Value::Object(values)) => {
+                for (name, v) in values.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("schemas")) {
+                    apply_target(resource, op, schemas, &format!("{urn}:{name}"), v)?;
+                }
+                Ok(())
+            }
+            _ => Err(ScimError::bad_request(
+                "invalidValue",
+                format!("{urn} takes an object of its attributes"),
+            )),
+        },
+    }
 }
 
 /// Whether two values of a multi-valued attribute are the same: equal `value`s for complex
@@ -86,12 +110,6 @@ fn same_value(a: &Value, b: &Value) -> bool {
 
 fn get_value(v: &Value) -> Option<&Value> {
     v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v)
-}
-
-/// Whether a URN key names an attribute (`urn:...:User:department`) rather than a schema
-/// (`urn:...:User`): schema URNs end with a capitalised resource name.
-fn key_names_attribute(key: &str) -> bool {
-    key.rsplit(':').next().is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()))
 }
 
 fn container_mut<'a>(
@@ -305,7 +323,18 @@ mod tests {
     use serde_json::json;
 
     fn patch(resource: &mut Value, ops: Value) -> Result<(), ScimError> {
-        apply(resource, &json!({"schemas": [PATCH_OP], "Operations": ops}))
+        let schemas = ResourceSchemas::of(
+            if resource.get("members").is_some()
+                || resource.get("displayName").is_some() && resource.get("userName").is_none()
+            {
+                "Group"
+            } else {
+                "User"
+            },
+            &[],
+            super::super::schema::UnknownAttributes::Refuse,
+        );
+        apply(resource, &json!({"schemas": [PATCH_OP], "Operations": ops}), &schemas)
     }
 
     fn user() -> Value {
@@ -397,6 +426,131 @@ mod tests {
         assert!(g.get("members").is_none(), "remove without a value empties it");
     }
 
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    fn schemas(unknown: super::super::schema::UnknownAttributes) -> ResourceSchemas {
+        ResourceSchemas::of("User", &[], unknown)
+    }
+
+    /// A user patched, then checked as a request's result is (`validate_user`, then conform).
+    fn patched(ops: Value, unknown: super::super::schema::UnknownAttributes) -> Result<Value, ScimError> {
+        let mut u = user();
+        let schemas = schemas(unknown);
+        apply(&mut u, &json!({"schemas": [PATCH_OP], "Operations": ops}), &schemas)?;
+        let (mut u, _) = super::super::resource::validate_user(u)?;
+        schemas.conform(&mut u)?;
+        Ok(u)
+    }
+
+    use super::super::schema::UnknownAttributes::{Ignore, Refuse};
+
+    #[test]
+    fn a_schema_urn_as_path_is_the_whole_extension() {
+        for op in ["add", "replace", "Replace"] {
+            let u = patched(
+                json!([{"op": op, "path": ENTERPRISE, "value": {"department": "Eng", "employeeNumber": "7"}}]),
+                Refuse,
+            )
+            .unwrap();
+            assert_eq!(u[ENTERPRISE], json!({"department": "Eng", "employeeNumber": "7"}), "{op}");
+            assert_eq!(u["schemas"], json!([super::super::resource::USER_SCHEMA, ENTERPRISE]), "{op}");
+            assert!(u.get("urn:ietf:params:scim:schemas:extension:enterprise:2.0").is_none(), "{op}");
+        }
+        // Replace leaves the sub-attributes it does not name (RFC 7644 §3.5.2.3).
+        let u = patched(
+            json!([
+                {"op": "add", "path": ENTERPRISE, "value": {"department": "Eng", "costCenter": "1"}},
+                {"op": "replace", "path": ENTERPRISE, "value": {"department": "Ops"}},
+            ]),
+            Refuse,
+        )
+        .unwrap();
+        assert_eq!(u[ENTERPRISE], json!({"department": "Ops", "costCenter": "1"}));
+        let u = patched(
+            json!([
+                {"op": "add", "path": ENTERPRISE, "value": {"department": "Eng"}},
+                {"op": "remove", "path": ENTERPRISE.to_uppercase()},
+            ]),
+            Refuse,
+        )
+        .unwrap();
+        assert!(u.get(ENTERPRISE).is_none(), "removed: {u}");
+        assert_eq!(u["schemas"], json!([super::super::resource::USER_SCHEMA]), "and no longer listed");
+        // Path-less, the URN as a key does the same.
+        let u = patched(json!([{"op": "add", "value": {ENTERPRISE: {"division": "D"}}}]), Refuse).unwrap();
+        assert_eq!(u[ENTERPRISE], json!({"division": "D"}));
+    }
+
+    #[test]
+    fn paths_that_name_nothing_are_refused_or_dropped_as_configured() {
+        for (path, scim_type) in [
+            ("notAnAttribute", "invalidPath"),
+            ("urn:example:evil:2.0:Thing:attr", "invalidPath"),
+            ("department", "invalidPath"),
+            ("name.nickname", "invalidPath"),
+            ("emails[type eq \"work\"].colour", "invalidPath"),
+        ] {
+            let e = patched(json!([{"op": "add", "path": path, "value": "x"}]), Refuse).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.scim_type), (400, Some(scim_type)), "{path}: {e:?}");
+            let u = patched(json!([{"op": "add", "path": path, "value": "x"}]), Ignore).unwrap();
+            assert_eq!(u, patched(json!([]), Ignore).unwrap(), "{path}: nothing stored");
+        }
+        let e = patched(json!([{"op": "add", "value": {"notAnAttribute": 1}}]), Refuse).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidPath"));
+        // A value with a sub-attribute no schema has is an invalid value.
+        let e =
+            patched(json!([{"op": "add", "path": "name", "value": {"nickname": "x"}}]), Refuse).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidValue"));
+        let e = patched(json!([{"op": "add", "path": "title", "value": {"deep": {"deeper": 1}}}]), Refuse)
+            .unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidValue"), "a simple attribute holds one value");
+    }
+
+    /// Entra's short `manager` path works for every operation, with a path and without.
+    #[test]
+    fn the_manager_alias_works_for_every_operation() {
+        let manager = |u: &Value| u[ENTERPRISE]["manager"]["value"].clone();
+        let shapes =
+            [json!([{"$ref": "https://h/Users/m-1", "value": "m-1"}]), json!({"value": "m-1"}), json!("m-1")];
+        for op in ["Add", "Replace", "add", "replace"] {
+            for value in &shapes {
+                let u = patched(json!([{"op": op, "path": "manager", "value": value}]), Refuse).unwrap();
+                assert_eq!(manager(&u), "m-1", "{op} path {value}");
+                let u = patched(json!([{"op": op, "value": {"manager": value}}]), Refuse).unwrap();
+                assert_eq!(manager(&u), "m-1", "{op} path-less {value}");
+                let full = format!("{ENTERPRISE}:manager");
+                let u = patched(json!([{"op": op, "path": full, "value": value}]), Refuse).unwrap();
+                assert_eq!(manager(&u), "m-1", "{op} full path {value}");
+            }
+        }
+        for remove in ["manager", &format!("{ENTERPRISE}:manager"), "MANAGER"] {
+            let u = patched(
+                json!([
+                    {"op": "Add", "path": "manager", "value": [{"value": "m-1"}]},
+                    {"op": "add", "path": ENTERPRISE, "value": {"department": "Eng"}},
+                    {"op": "Remove", "path": remove},
+                ]),
+                Refuse,
+            )
+            .unwrap();
+            assert!(u[ENTERPRISE].get("manager").is_none(), "{remove}: {u}");
+            assert_eq!(u[ENTERPRISE]["department"], "Eng", "{remove}: the rest stays");
+            let u = patched(
+                json!([{"op": "Add", "path": "manager", "value": "m-1"}, {"op": "Remove", "path": remove}]),
+                Refuse,
+            )
+            .unwrap();
+            assert!(u.get(ENTERPRISE).is_none(), "{remove}: an empty extension goes: {u}");
+        }
+        // An empty value clears the manager too (Entra's way of removing it on replace).
+        let u = patched(
+            json!([{"op": "Add", "path": "manager", "value": "m-1"}, {"op": "Replace", "path": "manager", "value": ""}]),
+            Refuse,
+        )
+        .unwrap();
+        assert!(u.get(ENTERPRISE).is_none(), "{u}");
+    }
+
     /// Random operations (seeded): the engine never panics, and every refusal is a SCIM 400
     /// with one of the RFC 7644 `scimType`s.
     #[test]
@@ -477,7 +631,8 @@ mod tests {
         let e =
             patch(&mut u, json!([{"op": "replace", "path": "emails[type eq", "value": "x"}])).unwrap_err();
         assert_eq!(e.scim_type, Some("invalidPath"));
-        assert!(apply(&mut u, &json!({"Operations": []})).is_err(), "schemas required");
+        let schemas = ResourceSchemas::of("User", &[], super::super::schema::UnknownAttributes::Refuse);
+        assert!(apply(&mut u, &json!({"Operations": []}), &schemas).is_err(), "schemas required");
         assert_eq!(u, user(), "a refused patch changes nothing it had not applied");
     }
 }

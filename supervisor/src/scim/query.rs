@@ -58,9 +58,19 @@ fn integer(name: &str, value: Option<&str>, default: usize) -> Result<usize, Sci
     }
 }
 
+/// The most paths an `attributes` or `excludedAttributes` list may name (each is compared with
+/// every attribute of every resource returned).
+pub const MAX_PATHS: usize = 100;
+
 fn paths(name: &str, list: Option<&str>) -> Result<Vec<AttrPath>, ScimError> {
-    list.unwrap_or("")
-        .split(',')
+    let list = list.unwrap_or("");
+    if list.split(',').filter(|p| !p.trim().is_empty()).nth(MAX_PATHS).is_some() {
+        return Err(ScimError::bad_request(
+            "invalidValue",
+            format!("{name} names more than {MAX_PATHS} attributes"),
+        ));
+    }
+    list.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -229,6 +239,9 @@ impl Projection {
     }
 
     fn keep_extension(&self, key: &str, value: Value) -> Option<Value> {
+        if self.attributes.iter().any(|p| names_schema(p, key)) {
+            return Some(value);
+        }
         let subs: Vec<&str> = self
             .attributes
             .iter()
@@ -244,7 +257,7 @@ impl Projection {
     fn drop_excluded(&self, key: &str, value: Value) -> Option<Value> {
         let mut value = value;
         for p in &self.excluded {
-            let whole = names(p, key) && p.sub.is_none();
+            let whole = (names(p, key) && p.sub.is_none()) || names_schema(p, key);
             if whole {
                 return None;
             }
@@ -261,6 +274,15 @@ impl Projection {
 /// Whether path `p` names the top-level attribute `key` (core attributes only).
 fn names(p: &AttrPath, key: &str) -> bool {
     p.attr.eq_ignore_ascii_case(key) && p.urn.as_deref().is_none_or(super::filter::is_core_urn)
+}
+
+/// Whether path `p` is exactly the URN `key` of an extension (its whole object): parsed, the
+/// URN's last part reads as an attribute name.
+fn names_schema(p: &AttrPath, key: &str) -> bool {
+    p.sub.is_none()
+        && p.urn.as_deref().is_some_and(|u| {
+            key.len() == u.len() + 1 + p.attr.len() && format!("{u}:{}", p.attr).eq_ignore_ascii_case(key)
+        })
 }
 
 fn keep_subs(value: Value, subs: &[&str]) -> Value {

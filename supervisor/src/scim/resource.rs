@@ -13,8 +13,10 @@ pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
-/// Attributes the service provider owns; values sent by clients are ignored (RFC 7643 §3.1).
+/// Attributes the service provider owns; values sent by clients are ignored (RFC 7643 §3.1;
+/// a User's `groups` is read-only, RFC 7643 §4.1.2: memberships change through the Groups).
 const READ_ONLY: &[&str] = &["id", "meta"];
+const USER_READ_ONLY: &[&str] = &["groups"];
 /// Core User attributes of type boolean, which some clients send as strings ("False").
 const BOOLEANS: &[&str] = &["active"];
 
@@ -48,7 +50,9 @@ pub fn validate_user(mut user: Value) -> Result<(Value, String), ScimError> {
         .ok_or_else(|| ScimError::bad_request("invalidSyntax", "a User is a JSON object"))?;
     // Read-only attributes are the service's; `password` is write-only and never stored here
     // (the request handlers take it first and hand it to the connector).
-    object.retain(|k, _| !READ_ONLY.iter().chain(["password"].iter()).any(|r| r.eq_ignore_ascii_case(k)));
+    object.retain(|k, _| {
+        !READ_ONLY.iter().chain(USER_READ_ONLY).chain(["password"].iter()).any(|r| r.eq_ignore_ascii_case(k))
+    });
     for (key, value) in object.iter_mut() {
         if BOOLEANS.iter().any(|b| b.eq_ignore_ascii_case(key)) {
             *value = coerce_boolean(key, value)?;
@@ -68,7 +72,40 @@ pub fn validate_user(mut user: Value) -> Result<(Value, String), ScimError> {
         Some(_) => return Err(ScimError::bad_request("invalidValue", "userName must be a non-empty string")),
         None => return Err(ScimError::bad_request("invalidValue", "userName is required")),
     };
+    check_text(&user, USER_NAMES)?;
     Ok((user, user_name))
+}
+
+/// Attributes that name or identify a resource (a Group's unique name is its `displayName`): no
+/// control character at all in them.
+const USER_NAMES: &[&str] = &["userName", "externalId"];
+const GROUP_NAMES: &[&str] = &["displayName", "externalId"];
+
+/// Refuses text no target can hold faithfully: U+0000 anywhere (PostgreSQL and C libraries cut
+/// or refuse it), and any control character (C0, DEL, C1) in a name or an identifier (`names`);
+/// elsewhere tab, line feed and carriage return are allowed (an address may span lines).
+fn check_text(resource: &Value, names: &[&str]) -> Result<(), ScimError> {
+    fn walk(value: &Value, name: &str, strict: bool) -> Result<(), ScimError> {
+        match value {
+            Value::String(s) => {
+                let bad = s
+                    .chars()
+                    .find(|c| *c == '\0' || (c.is_control() && (strict || !matches!(c, '\t' | '\n' | '\r'))));
+                match bad {
+                    Some(c) => Err(ScimError::bad_request(
+                        "invalidValue",
+                        format!("{name} contains the control character U+{:04X}", c as u32),
+                    )),
+                    None => Ok(()),
+                }
+            }
+            Value::Array(items) => items.iter().try_for_each(|v| walk(v, name, strict)),
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| walk(v, k, strict)),
+            _ => Ok(()),
+        }
+    }
+    let Value::Object(map) = resource else { return Ok(()) };
+    map.iter().try_for_each(|(k, v)| walk(v, k, names.iter().any(|n| n.eq_ignore_ascii_case(k))))
 }
 
 /// Drops explicit nulls at any depth (`"$ref": null`, `"title": null`): null means absent.
@@ -169,12 +206,16 @@ pub trait Kind: Send + Sync + 'static {
     const NAME: &'static str;
     /// The endpoint (`/Users`).
     const ENDPOINT: &'static str;
+    /// The core schema's URN.
+    const CORE_SCHEMA: &'static str;
     /// The attribute that is unique per app and that clients match on.
     const UNIQUE: &'static str;
     /// Checks and normalises a resource sent by a client; returns it and its unique name.
     fn validate(resource: Value) -> Result<(Value, String), ScimError>;
     /// The connector that holds this kind for `app`, if the app has this kind.
     fn connector(app: &App) -> Option<&str>;
+    /// This kind's schemas in `app`.
+    fn schemas(app: &App) -> &super::schema::ResourceSchemas;
 }
 
 /// Users.
@@ -185,6 +226,7 @@ pub struct GroupKind;
 impl Kind for UserKind {
     const NAME: &'static str = "User";
     const ENDPOINT: &'static str = "Users";
+    const CORE_SCHEMA: &'static str = USER_SCHEMA;
     const UNIQUE: &'static str = "userName";
     fn validate(resource: Value) -> Result<(Value, String), ScimError> {
         validate_user(resource)
@@ -192,17 +234,24 @@ impl Kind for UserKind {
     fn connector(app: &App) -> Option<&str> {
         Some(&app.users)
     }
+    fn schemas(app: &App) -> &super::schema::ResourceSchemas {
+        &app.user_schemas
+    }
 }
 
 impl Kind for GroupKind {
     const NAME: &'static str = "Group";
     const ENDPOINT: &'static str = "Groups";
+    const CORE_SCHEMA: &'static str = GROUP_SCHEMA;
     const UNIQUE: &'static str = "displayName";
     fn validate(resource: Value) -> Result<(Value, String), ScimError> {
         validate_group(resource)
     }
     fn connector(app: &App) -> Option<&str> {
         app.groups.as_deref()
+    }
+    fn schemas(app: &App) -> &super::schema::ResourceSchemas {
+        &app.group_schemas
     }
 }
 
@@ -268,6 +317,7 @@ pub fn validate_group(mut group: Value) -> Result<(Value, String), ScimError> {
         }
         None => return Err(ScimError::bad_request("invalidValue", "displayName is required")),
     };
+    check_text(&group, GROUP_NAMES)?;
     Ok((group, name))
 }
 
@@ -277,6 +327,10 @@ pub fn to_response<K: Kind>(record: &Record, base_url: &str) -> Value {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
+    super::schema::answer_schemas(&mut out, K::CORE_SCHEMA);
+    if K::NAME == "Group" {
+        add_member_refs(&mut out, base_url, &record.app);
+    }
     out.insert("id".into(), json!(record.id));
     out.insert(
         "meta".into(),
@@ -289,6 +343,21 @@ pub fn to_response<K: Kind>(record: &Record, base_url: &str) -> Value {
         }),
     );
     Value::Object(out)
+}
+
+/// Each member's `$ref` (returned by default, RFC 7643 §4.2): the member's URL, under Groups
+/// when its `type` says Group, else under Users.
+fn add_member_refs(group: &mut Map<String, Value>, base_url: &str, app: &str) {
+    let Some(Value::Array(members)) = group.get_mut("members") else { return };
+    for member in members.iter_mut().filter_map(Value::as_object_mut) {
+        let Some(id) = member.get("value").and_then(Value::as_str) else { continue };
+        let endpoint = match member.get("type").and_then(Value::as_str) {
+            Some(t) if t.eq_ignore_ascii_case("Group") => GroupKind::ENDPOINT,
+            _ => UserKind::ENDPOINT,
+        };
+        let url = format!("{base_url}/scim/{app}/{endpoint}/{id}");
+        member.insert("$ref".into(), Value::String(url));
+    }
 }
 
 /// The URL of a resource.

@@ -38,7 +38,8 @@ async fn present<K: Kind>(state: &ScimState, app: &str, id: &str) -> Result<Reco
 
 /// A resource checked by its kind and by the app's extension schemas.
 fn validated<K: Kind>(app: &App, resource: Value) -> Result<(Value, String), ScimError> {
-    let (resource, name) = K::validate(resource)?;
+    let (mut resource, name) = K::validate(resource)?;
+    K::schemas(app).conform(&mut resource)?;
     for extension in app.extensions.iter().filter(|e| e.resource == K::NAME) {
         extension.check(&resource)?;
     }
@@ -79,6 +80,31 @@ pub async fn search<K: Kind>(
 ) -> Result<Response, ScimError> {
     let query = RawQuery::from_search_body(&parse_body(&body)?)?.parse()?;
     search_with::<K>(&state, &auth, query).await
+}
+
+/// `POST /.search` at the app's root (RFC 7644 §3.4.3): one query over Users and Groups; the
+/// `schemas` of each resource tell them apart.
+pub async fn search_all(
+    State(state): State<Arc<ScimState>>,
+    auth: Authorized,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimError> {
+    let query = RawQuery::from_search_body(&parse_body(&body)?)?.parse()?;
+    let store = &state.provisioner.store;
+    let store_error = |e| ScimError::from(crate::provision::ProvisionError::Store(e));
+    let mut resources: Vec<Value> = store
+        .list(&auth.app.name, resource::UserKind::NAME)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|r| to_response::<resource::UserKind>(r, &auth.base_url))
+        .collect();
+    if auth.app.groups.is_some() {
+        let groups = store.list(&auth.app.name, GroupKind::NAME).await.map_err(store_error)?;
+        resources.extend(groups.iter().map(|r| to_response::<GroupKind>(r, &auth.base_url)));
+    }
+    let (page, total) = query.apply(resources);
+    Ok(scim_json(StatusCode::OK, &list_response(page, total, query.start_index)))
 }
 
 async fn search_with<K: Kind>(
@@ -262,7 +288,7 @@ pub async fn patch<K: Kind>(
     let if_match = IfMatch::from_headers(&headers);
     let record = update_resource::<K>(&state, &auth.app, &id, &if_match, |existing| {
         let mut patched = existing.resource.clone();
-        super::patch::apply(&mut patched, &request)?;
+        super::patch::apply(&mut patched, &request, K::schemas(&auth.app))?;
         let password = password_of(&patched);
         let (resource, name) = validated::<K>(&auth.app, patched)?;
         Ok((resource, name, password))
