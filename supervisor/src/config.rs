@@ -292,6 +292,22 @@ pub struct ConnectorConfig {
     /// Interval of `grpc.health.v1` checks.
     #[serde(default = "default_health_interval", with = "duration")]
     pub health_interval: Duration,
+    /// A call outstanding this long gets the child probed (a health check on the call's
+    /// connection), and again each time this passes while the call lasts. No probe when it is
+    /// not shorter than `call_timeout`.
+    #[serde(default = "default_hang_check_after", with = "duration")]
+    pub hang_check_after: Duration,
+    /// Deadline of each health check (the probes during calls and the periodic ones): a child
+    /// that does not answer within it is taken for hung. A probe during a call kills it at once
+    /// (the call's outcome is unknown); two periodic checks in a row do.
+    #[serde(default = "default_hang_probe_timeout", with = "duration")]
+    pub hang_probe_timeout: Duration,
+    /// How long a write whose outcome is unknown (its child died, hung or overran a deadline
+    /// during the call) waits for the next incarnation to look the object up; past it, the
+    /// answer is 503 with Retry-After, and the pending record is settled by the client's retry
+    /// or when the connector is ready again.
+    #[serde(default = "default_reconcile_wait", with = "duration")]
+    pub reconcile_wait: Duration,
     /// Restart policy.
     #[serde(default)]
     pub restart: RestartConfig,
@@ -314,6 +330,15 @@ fn default_call_timeout() -> Duration {
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_hang_check_after() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_hang_probe_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_reconcile_wait() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_batch_size() -> usize {
     100
@@ -649,6 +674,8 @@ impl Config {
                 ("startup_timeout", connector.startup_timeout),
                 ("call_timeout", connector.call_timeout),
                 ("health_interval", connector.health_interval),
+                ("hang_check_after", connector.hang_check_after),
+                ("hang_probe_timeout", connector.hang_probe_timeout),
                 ("import.full_interval", connector.import.full_interval.unwrap_or(Duration::MAX)),
                 ("import.delta_interval", connector.import.delta_interval.unwrap_or(Duration::MAX)),
                 ("restart.window", connector.restart.window),
@@ -902,6 +929,11 @@ mod tests {
         assert_eq!(people.match_attribute(), Some("user_name"));
         assert_eq!(people.restart.initial_backoff, Duration::from_millis(100));
         assert_eq!(people.restart.max_restarts, 5);
+        // A hung child is found within 3 s of a call meeting it, and its write waits 1 s more
+        // for the next incarnation: an answer within about 4 s.
+        assert_eq!(people.hang_check_after, Duration::from_secs(2));
+        assert_eq!(people.hang_probe_timeout, Duration::from_secs(1));
+        assert_eq!(people.reconcile_wait, Duration::from_secs(1));
     }
 
     #[test]
@@ -940,6 +972,17 @@ mod tests {
             MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nhealth_interval = \"0s\"");
         let problems = parse(&text).unwrap_err();
         assert_eq!(problems[0].key, "connectors.people.health_interval");
+        for key in ["hang_check_after", "hang_probe_timeout"] {
+            let text = MINIMAL
+                .replace("partition = \"default\"", &format!("partition = \"default\"\n{key} = \"0ms\""));
+            let problems = parse(&text).unwrap_err();
+            assert_eq!(problems[0].key, format!("connectors.people.{key}"));
+            assert!(problems[0].message.contains("longer than zero"), "{}", problems[0].message);
+        }
+        // No wait for the next incarnation is a choice: 503 at once after an unknown outcome.
+        let text =
+            MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nreconcile_wait = \"0s\"");
+        assert_eq!(parse(&text).unwrap().connectors["people"].reconcile_wait, Duration::ZERO);
     }
 
     #[test]
@@ -955,6 +998,10 @@ mod tests {
             MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nstartup_timeout = \"soon\"");
         let problems = parse(&text).unwrap_err();
         assert_eq!(problems[0].key, "connectors.people.startup_timeout");
+        let text =
+            MINIMAL.replace("partition = \"default\"", "partition = \"default\"\nhang_check_after = \"2\"");
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems[0].key, "connectors.people.hang_check_after");
     }
 
     #[test]

@@ -206,10 +206,10 @@ impl Provisioner {
         self.targets.get(connector).expect("apps name only configured connectors (checked at load)")
     }
 
-    /// How long an unknown outcome may wait for the connector to come back before answering.
+    /// How long an unknown outcome may wait for the connector to come back before answering
+    /// (503 with Retry-After past it; the pending record is settled later).
     fn reconcile_wait(handle: &ConnectorHandle) -> Duration {
-        (handle.config.startup_timeout + handle.config.restart.initial_backoff * 4)
-            .min(Duration::from_secs(20))
+        handle.config.reconcile_wait
     }
 
     /// Creates a resource. `resource` is validated SCIM JSON without `id` and `meta`.

@@ -113,6 +113,74 @@ fn hung_connector_is_killed_and_the_write_sent_again_once() {
     assert_eq!(user_names(dir.path()), ["noether"]);
 }
 
+/// SIGKILLs a process group when dropped, if its leader is still there: a test that stops a
+/// process (SIGSTOP) leaves nothing stopped behind, whatever it asserts.
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if is_alive(self.0) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_stopped_connector_costs_a_write_less_than_5_s_with_the_default_settings() {
+    let dir = TempDir::new("sigstop");
+    // The shipped settings (no UNIQUE constraint on user_name, so that a duplicate would show).
+    let s = Supervisor::start(&quickstart_config().replace("user_name unique,", "user_name,"), dir.path());
+    // A connector that has been serving: its export session is open.
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("hopper"))).status, 201);
+    let pid = s.connector("demo-users")["pid"].as_u64().unwrap() as u32;
+    let _cleanup = KillGroupOnDrop(pid);
+
+    // Stopped, the child neither dies nor answers: its socket takes the call, and nothing comes
+    // back. A probe 2 s into the call gets no answer within 1 s: the child is killed, the write's
+    // outcome is unknown, and it is reconciled against the next incarnation (201), or, if that
+    // one is not ready within reconcile_wait, answered 503 with Retry-After.
+    signal(pid, Signal::SIGSTOP);
+    let started = Instant::now();
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("lovelace")));
+    let took = started.elapsed();
+    eprintln!("a write on a stopped connector: {} after {took:?}", r.status);
+    assert!(took < Duration::from_secs(5), "answered after {took:?}: {} {}", r.status, r.body);
+    match r.status {
+        201 => {}
+        503 => {
+            assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+            // The client retries, as Entra does: the pending write is found or sent again once.
+            create_retrying(s.scim, "demo", "lovelace", Duration::from_secs(30));
+        }
+        other => panic!("unexpected {other}: {}", r.body),
+    }
+    assert_exactly_once(&s, dir.path(), &["hopper".to_string(), "lovelace".to_string()]);
+    let c = s.connector("demo-users");
+    assert_eq!(c["restarts"], 1, "{c}");
+    assert!(c["last_exit"].as_str().unwrap().contains("hung"), "{c}");
+    assert!(!is_alive(pid), "the stopped child was killed");
+}
+
+#[test]
+fn a_slow_but_live_connector_is_not_taken_for_hung() {
+    let dir = TempDir::new("slow");
+    let fault = arm(&dir);
+    // Each export takes 4.5 s, longer than hang_check_after (2 s, the default) twice over and
+    // shorter than call_timeout: the probes at 2 s and 4 s are answered, and the call goes on.
+    let config = faulty_config("slow-export", &fault, "")
+        .replace("call_timeout = \"2s\"", "call_timeout = \"10s\"")
+        .replace("FAULT_FILE =", "FAULT_SLOW_MS = \"4500\", FAULT_FILE =");
+    let s = Supervisor::start(&config, dir.path());
+    let started = Instant::now();
+    let r = s.scim("POST", "/scim/demo/Users", Some(&user_body("babbage")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(started.elapsed() >= Duration::from_millis(4500), "the export was slow");
+    assert!(s.log().contains("taking 4500 ms over PutExportEntries"));
+    let c = s.connector("demo-users");
+    assert_eq!((c["restarts"].as_u64(), c["incarnation"].as_u64()), (Some(0), Some(1)), "not restarted: {c}");
+    assert_eq!(user_names(dir.path()), ["babbage"]);
+}
+
 #[test]
 fn garbage_on_stdout_is_logged_and_breaks_nothing() {
     let dir = TempDir::new("garbage");

@@ -1,11 +1,18 @@
 //! The gRPC client of one connector incarnation, over its Unix socket: the per-spawn token on
-//! every call, a deadline on every call, and errors mapped to [`CallError`] without parsing
-//! messages.
+//! every call, a deadline on every call, a watch for a child that stopped answering, and errors
+//! mapped to [`CallError`] without parsing messages.
+//!
+//! A call outstanding longer than `hang_check_after` gets the child probed: a `grpc.health.v1`
+//! check on the call's own connection, with the short deadline `hang_probe_timeout`, repeated
+//! every `hang_check_after` while the call lasts. The connector's gRPC server answers health
+//! checks beside its calls, so a child whose target is slow (a long LDAP add, a big SQL batch)
+//! answers and its call goes on up to `call_timeout`; a child that does not answer (stopped,
+//! deadlocked, its runtime starved) is taken for hung: killed at once, the call's outcome unknown.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Weak;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use ecma_proto::v1::{self, ErrorKind, connector_client::ConnectorClient};
 use hyper_util::rt::TokioIo;
@@ -68,8 +75,34 @@ pub struct Session {
     client: Client,
     health: HealthClient<InterceptedService<Channel, TokenInterceptor>>,
     call_timeout: Duration,
+    /// How long a call may be outstanding before the child is probed (and then again each time).
+    hang_check_after: Duration,
+    /// Deadline of each probe: no answer within it, and the child is taken for hung.
+    hang_probe_timeout: Duration,
     /// The connector, to ask for a kill when a call overruns its deadline.
     handle: Weak<ConnectorHandle>,
+}
+
+/// The answer to one `grpc.health.v1` check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Serving,
+    /// It answered, but not `SERVING`.
+    NotServing,
+    /// The check failed with a status (a broken connection, say): the child answered something,
+    /// or its end of the socket is gone; either way it is not stuck.
+    Failed(String),
+    /// Nothing within the deadline: the child stopped answering.
+    NoAnswer(Duration),
+}
+
+/// How a watched call ended.
+enum Outcome<T> {
+    Answered(Result<Response<T>, Status>),
+    /// The child did not answer a probe while the call was outstanding (the detail says so).
+    Hung(String),
+    /// `call_timeout` passed.
+    Overran,
 }
 
 /// Opens a channel to the socket (fails at once if nothing listens there yet).
@@ -99,8 +132,7 @@ impl Session {
         config: v1::ConfigParameters,
         client: Client,
         health: HealthClient<InterceptedService<Channel, TokenInterceptor>>,
-        call_timeout: Duration,
-        handle: Weak<ConnectorHandle>,
+        handle: &Arc<ConnectorHandle>,
     ) -> Self {
         Self {
             incarnation,
@@ -109,8 +141,10 @@ impl Session {
             config,
             client,
             health,
-            call_timeout,
-            handle,
+            call_timeout: handle.config.call_timeout,
+            hang_check_after: handle.config.hang_check_after,
+            hang_probe_timeout: handle.config.hang_probe_timeout,
+            handle: Arc::downgrade(handle),
         }
     }
 
@@ -119,8 +153,10 @@ impl Session {
         self.client.clone()
     }
 
-    /// Runs one call under the deadline. A call that overruns it gets the child killed: its
-    /// outcome is unknown, and a child that ignores deadlines is not trusted with the next one.
+    /// Runs one call under the deadline, watching the child while it lasts. A call that
+    /// overruns its deadline, or meets a child that does not answer a probe, gets the child
+    /// killed: its outcome is unknown, and a child that ignores deadlines (or hung) is not
+    /// trusted with the next call.
     pub async fn call<T, F>(&self, operation: &'static str, call: F) -> Result<T, CallError>
     where
         F: Future<Output = Result<Response<T>, Status>>,
@@ -140,12 +176,31 @@ impl Session {
             ecma.incarnation = self.incarnation,
             error.type = tracing::field::Empty,
         );
-        let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(self.call_timeout, call.instrument(span.clone())).await;
+        let started = Instant::now();
+        let call = call.instrument(span.clone());
+        let watched = async {
+            tokio::select! {
+                biased;
+                answer = call => Outcome::Answered(answer),
+                detail = self.watch(operation, started) => Outcome::Hung(detail),
+            }
+        };
+        let outcome = match tokio::time::timeout(self.call_timeout, watched).await {
+            // The channel enforces the request's grpc-timeout (the same deadline) on its own, and
+            // reports it as CANCELLED: an overrun too.
+            Ok(Outcome::Answered(Err(status)))
+                if status.code() == tonic::Code::Cancelled && started.elapsed() >= self.call_timeout =>
+            {
+                Outcome::Overran
+            }
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Overran,
+        };
         let result = match &outcome {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(_)) => "error",
-            Err(_) => "timeout",
+            Outcome::Answered(Ok(_)) => "ok",
+            Outcome::Answered(Err(_)) => "error",
+            Outcome::Hung(_) => "hung",
+            Outcome::Overran => "timeout",
         };
         metrics::histogram!(
             "connector_call_duration_seconds",
@@ -155,22 +210,22 @@ impl Session {
         )
         .record(started.elapsed().as_secs_f64());
         match &outcome {
-            Ok(Ok(_)) => {
+            Outcome::Answered(Ok(_)) => {
                 span.record("rpc.grpc.status_code", 0);
             }
-            Ok(Err(status)) => {
+            Outcome::Answered(Err(status)) => {
                 span.record("rpc.grpc.status_code", status.code() as i32);
                 span.record("otel.status_code", "ERROR");
                 span.record("error.type", format!("{:?}", status.code()));
             }
-            Err(_) => {
+            Outcome::Hung(_) | Outcome::Overran => {
                 span.record("otel.status_code", "ERROR");
-                span.record("error.type", "timeout");
+                span.record("error.type", result);
             }
         }
         match outcome {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => {
+            Outcome::Answered(Ok(response)) => Ok(response.into_inner()),
+            Outcome::Answered(Err(status)) => {
                 let error = map_status(status);
                 if let CallError::Lost { detail } = &error {
                     // The child died in the call, or its transport broke: either way it is not
@@ -179,10 +234,36 @@ impl Session {
                 }
                 Err(error)
             }
-            Err(_) => {
+            Outcome::Hung(detail) => {
+                metrics::counter!("connector_hangs_total", "connector" => connector).increment(1);
+                self.kill(&detail);
+                Err(CallError::Lost { detail })
+            }
+            Outcome::Overran => {
                 let detail = format!("{operation} overran its {:?} deadline", self.call_timeout);
                 self.kill(&detail);
                 Err(CallError::Lost { detail })
+            }
+        }
+    }
+
+    /// Resolves only if the child stops answering while a call is outstanding: a probe after
+    /// `hang_check_after`, and again every `hang_check_after` while the call lasts, each with
+    /// the deadline `hang_probe_timeout`. A live child answers however slow its target is.
+    async fn watch(&self, operation: &str, started: Instant) -> String {
+        loop {
+            tokio::time::sleep(self.hang_check_after).await;
+            match self.check_health(self.hang_probe_timeout).await {
+                Health::NoAnswer(within) => {
+                    return format!(
+                        "{operation} hung: no answer after {:.1?}, nor to a health check within {within:?}",
+                        started.elapsed()
+                    );
+                }
+                // Alive (a slow target), or its connection broke, which the call itself reports.
+                Health::Serving | Health::NotServing | Health::Failed(_) => {
+                    tracing::debug!(operation, outstanding = ?started.elapsed(), "call outstanding; the connector answers its health check");
+                }
             }
         }
     }
@@ -200,15 +281,18 @@ impl Session {
         request
     }
 
-    /// One `grpc.health.v1` check.
-    pub async fn check_health(&self, timeout: Duration) -> Result<bool, String> {
+    /// One `grpc.health.v1` check, on the connection the calls use.
+    pub async fn check_health(&self, timeout: Duration) -> Health {
         use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
         let mut health = self.health.clone();
-        match tokio::time::timeout(timeout, health.check(HealthCheckRequest { service: String::new() })).await
-        {
-            Ok(Ok(r)) => Ok(r.into_inner().status == ServingStatus::Serving as i32),
-            Ok(Err(status)) => Err(status.message().to_string()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
+        // No grpc-timeout on the request: the deadline is ours alone, so that running out of it
+        // is always "no answer", never a status that looks like one.
+        let check = health.check(HealthCheckRequest { service: String::new() });
+        match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Health::Serving,
+            Ok(Ok(_)) => Health::NotServing,
+            Ok(Err(status)) => Health::Failed(status.message().to_string()),
+            Err(_) => Health::NoAnswer(timeout),
         }
     }
 }

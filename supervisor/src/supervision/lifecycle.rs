@@ -15,7 +15,7 @@ use tokio::process::Child;
 use tokio::sync::watch;
 
 use super::checks::{self, NotReady};
-use super::client::{self, Session};
+use super::client::{self, Health, Session};
 use super::spawn::{self, Contract, Spawner};
 use super::{ConnectorHandle, Phase, rfc3339};
 use crate::config::RestartConfig;
@@ -25,6 +25,10 @@ const DYING_GRACE: Duration = Duration::from_millis(100);
 
 /// Consecutive failed health checks before a child is killed.
 const HEALTH_FAILURES_BEFORE_KILL: u32 = 3;
+
+/// Consecutive health checks left without any answer (within `hang_probe_timeout`) before a
+/// child is killed: fewer, since silence is a clearer sign than a failed answer.
+const UNANSWERED_BEFORE_KILL: u32 = 2;
 
 /// What the lifecycle tasks share.
 #[derive(Clone)]
@@ -323,15 +327,7 @@ async fn launch(
     }
     let config =
         v1::ConfigParameters { values: handle.launch_config().parameter_values().into_iter().collect() };
-    let session = Arc::new(Session::new(
-        incarnation,
-        hello,
-        config,
-        client,
-        health,
-        handle.config.call_timeout,
-        Arc::downgrade(handle),
-    ));
+    let session = Arc::new(Session::new(incarnation, hello, config, client, health, handle));
     // Configuration checks, racing the child's exit.
     let checked = tokio::select! {
         checked = checks::check(handle, &session) => checked,
@@ -432,8 +428,10 @@ async fn serve_incarnation(
     serve_with(handle, &session, ready);
 
     let mut tick = tokio::time::interval(handle.config.health_interval);
+    // A check that waits out its deadline delays the next one rather than bunching them up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
-    let mut failures = 0u32;
+    let (mut failures, mut unanswered) = (0u32, 0u32);
     loop {
         let child = &mut spawned.child;
         tokio::select! {
@@ -446,26 +444,34 @@ async fn serve_incarnation(
                 }
                 kill_group(child);
                 let _ = child.wait().await;
-                return Ended::Exited("killed: a call overran its deadline or lost its connection".into());
+                return Ended::Exited(format!("killed: {}", handle.kill_reason()));
             }
             replies = handle.reload_requested() => {
                 let outcome = reload(handle, ctx, spawned, &mut session, incarnation).await;
                 if outcome.is_ok() {
-                    failures = 0;
+                    (failures, unanswered) = (0, 0);
                 }
                 for reply in replies {
                     let _ = reply.send(outcome.clone());
                 }
             }
             _ = tick.tick() => {
-                match session.check_health(handle.config.call_timeout.min(Duration::from_secs(5))).await {
-                    Ok(true) => failures = 0,
-                    Ok(false) | Err(_) => failures += 1,
+                let health = session.check_health(handle.config.hang_probe_timeout).await;
+                match &health {
+                    Health::Serving => (failures, unanswered) = (0, 0),
+                    Health::NoAnswer(_) => (failures, unanswered) = (failures + 1, unanswered + 1),
+                    Health::NotServing | Health::Failed(_) => (failures, unanswered) = (failures + 1, 0),
                 }
-                if failures >= HEALTH_FAILURES_BEFORE_KILL {
+                if unanswered >= UNANSWERED_BEFORE_KILL || failures >= HEALTH_FAILURES_BEFORE_KILL {
+                    tracing::warn!(connector = %handle.name, incarnation = *incarnation, ?health, failures, "health checks failed; killing the child");
                     kill_group(child);
                     let _ = child.wait().await;
-                    return Ended::Exited(format!("{failures} health checks failed"));
+                    return Ended::Exited(match health {
+                        Health::NoAnswer(within) => {
+                            format!("killed: {unanswered} health checks in a row got no answer within {within:?}")
+                        }
+                        _ => format!("killed: {failures} health checks failed"),
+                    });
                 }
                 // A degraded connector becomes ready again once its target answers and passes
                 // the checks it could not pass while it was down.

@@ -91,6 +91,8 @@ pub struct ConnectorHandle {
     /// Asks the lifecycle task to kill the child of the incarnation in `kill_incarnation`.
     kill: Notify,
     kill_incarnation: std::sync::atomic::AtomicU64,
+    /// Why the kill was asked for (a lost call, an overrun deadline, a hang), for `last_exit`.
+    kill_reason: Mutex<String>,
     /// An operator's reset: leave quarantine or failed_config and start again now.
     reset: Notify,
     /// Reload requests (a new incarnation beside the serving one), each with where its outcome
@@ -118,6 +120,7 @@ impl ConnectorHandle {
             status: Mutex::new(Status::default()),
             kill: Notify::new(),
             kill_incarnation: std::sync::atomic::AtomicU64::new(0),
+            kill_reason: Mutex::new(String::new()),
             reset: Notify::new(),
             reloads: Mutex::new(Vec::new()),
             reload: Notify::new(),
@@ -175,14 +178,20 @@ impl ConnectorHandle {
         }
     }
 
-    /// Waits up to `timeout` for the connector to be ready.
+    /// Waits up to `timeout` for the connector to be ready. Gives up at once when it cannot be
+    /// ready within `timeout`: a backoff that ends later, quarantine, a refused configuration,
+    /// shutdown. The error says when to try again.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<Arc<Session>, CallError> {
+        let deadline = Instant::now() + timeout;
+        let settled = |phase: &Phase| match phase {
+            Phase::Ready(_) => true,
+            Phase::Backoff { until } => *until > deadline,
+            Phase::Quarantined { .. } | Phase::FailedConfig { .. } | Phase::Stopped => true,
+            Phase::Starting | Phase::Degraded { .. } => false,
+        };
         let mut rx = self.phase.subscribe();
-        let ready = tokio::time::timeout(timeout, rx.wait_for(|p| matches!(p, Phase::Ready(_)))).await;
-        match ready {
-            Ok(Ok(_)) => self.session(),
-            _ => self.session(),
-        }
+        let _ = tokio::time::timeout(timeout, rx.wait_for(settled)).await;
+        self.session()
     }
 
     /// A client's advice on when to retry, for `Retry-After`.
@@ -207,10 +216,16 @@ impl ConnectorHandle {
         };
         if current {
             tracing::warn!(connector = %self.name, incarnation, reason, "killing the child");
+            *self.kill_reason.lock().expect("kill reason lock") = reason.to_string();
             self.set_phase(Phase::Starting);
             self.kill_incarnation.store(incarnation, std::sync::atomic::Ordering::SeqCst);
             self.kill.notify_one();
         }
+    }
+
+    /// Why the last kill was asked for.
+    pub(crate) fn kill_reason(&self) -> String {
+        self.kill_reason.lock().expect("kill reason lock").clone()
     }
 
     /// Resolves when a kill of `incarnation` is asked for (requests for earlier incarnations,
@@ -337,4 +352,58 @@ impl ConnectorHandle {
 /// RFC 3339 text for a time.
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> ConnectorHandle {
+        let text = r#"
+            [server]
+            plain_http = true
+            [apps.demo]
+            users = "people"
+            token_env = "SCIM_TOKEN"
+            [connectors.people]
+            executable = "connector-sql"
+            object_type = "user"
+            partition = "default"
+            attributes = { user_name = "userName" }
+        "#;
+        let config = crate::config::Config::parse(text, std::path::Path::new("/nowhere"), &|_| None)
+            .expect("a valid configuration");
+        ConnectorHandle::new("people".into(), config.connectors["people"].clone()).expect("handle")
+    }
+
+    #[tokio::test]
+    async fn waiting_for_readiness_gives_up_at_once_when_it_cannot_come_in_time() {
+        let handle = handle();
+        // A restart due after the wait: no point waiting; the advice is the backoff's end.
+        handle.set_phase(Phase::Backoff { until: Instant::now() + Duration::from_secs(60) });
+        let started = Instant::now();
+        let error = handle.wait_ready(Duration::from_secs(10)).await.err().expect("not ready");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            matches!(error, CallError::Unavailable { retry_after, reason: "backoff" } if retry_after > Duration::from_secs(59)),
+            "{error:?}"
+        );
+        for phase in [
+            Phase::Quarantined { until: Instant::now(), reason: "crash loop".into() },
+            Phase::FailedConfig { reason: "bad".into() },
+            Phase::Stopped,
+        ] {
+            handle.set_phase(phase);
+            let started = Instant::now();
+            assert!(handle.wait_ready(Duration::from_secs(10)).await.is_err());
+            assert!(started.elapsed() < Duration::from_secs(1));
+        }
+        // Starting, or a backoff that ends within the wait: it waits the whole time for readiness.
+        for phase in [Phase::Starting, Phase::Backoff { until: Instant::now() + Duration::from_millis(10) }] {
+            handle.set_phase(phase);
+            let started = Instant::now();
+            assert!(handle.wait_ready(Duration::from_millis(200)).await.is_err());
+            assert!(started.elapsed() >= Duration::from_millis(200));
+        }
+    }
 }

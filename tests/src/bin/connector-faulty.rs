@@ -8,6 +8,7 @@
 //! | `crash-on-start` | exits 1 before serving |
 //! | `crash-mid-export` | writes the batch to the database, then aborts before answering |
 //! | `hang-export` | never answers PutExportEntries (nothing written) |
+//! | `slow-export` | answers PutExportEntries after `FAULT_SLOW_MS` milliseconds (default 3000) while armed, as a slow target would: alive, answering health checks meanwhile |
 //! | `garbage-stdout` | prints garbage (and bytes that are not UTF-8) on stdout, then works |
 //! | `wrong-protocol` | answers Hello with protocol version 999 |
 //! | `exit-config` | exits 78 (EX_CONFIG) before serving |
@@ -39,6 +40,7 @@ enum Fault {
     CrashOnStart,
     CrashMidExport,
     HangExport,
+    SlowExport,
     GarbageStdout,
     WrongProtocol,
     ExitConfig,
@@ -52,6 +54,7 @@ impl Fault {
             "crash-on-start" => Fault::CrashOnStart,
             "crash-mid-export" => Fault::CrashMidExport,
             "hang-export" => Fault::HangExport,
+            "slow-export" => Fault::SlowExport,
             "garbage-stdout" => Fault::GarbageStdout,
             "wrong-protocol" => Fault::WrongProtocol,
             "exit-config" => Fault::ExitConfig,
@@ -208,6 +211,12 @@ impl Connector for Faulty {
                 eprintln!("fault: hanging in PutExportEntries");
                 std::future::pending::<()>().await;
                 unreachable!()
+            }
+            Some(Fault::SlowExport) if armed() => {
+                let ms = std::env::var("FAULT_SLOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+                eprintln!("fault: taking {ms} ms over PutExportEntries");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.inner.put_export_entries(request).await
             }
             Some(Fault::CrashMidExport) if fire_once() => {
                 // The batch is committed to the database; the answer never leaves.
