@@ -72,7 +72,7 @@ fn describe(
     })
 }
 
-/// 200 when every connector is ready, 503 with the ones that are not.
+/// 200 when every connector and the connector space are ready, 503 with what is not.
 async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Value>) {
     let not_ready: Vec<Value> = state
         .connectors
@@ -80,10 +80,16 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Value
         .filter(|c| !matches!(c.phase(), Phase::Ready(_)))
         .map(|c| json!({"name": c.name, "state": c.phase().name()}))
         .collect();
-    if not_ready.is_empty() {
+    let store_ready = state.store.health() == crate::store::Health::Ready;
+    if not_ready.is_empty() && store_ready {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "connectors": not_ready})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "not ready", "connectors": not_ready, "store": store_status(&state.store)}),
+            ),
+        )
     }
 }
 
@@ -102,6 +108,15 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     }
     if let Some(bytes) = state.store.file_bytes() {
         metrics::gauge!("connector_space_bytes").set(bytes as f64);
+    }
+    metrics::gauge!("connector_space_wal_peak_bytes").set(state.store.wal_peak_bytes() as f64);
+    let health = state.store.health();
+    for name in ["ready", "degraded", "failed"] {
+        metrics::gauge!("connector_space_state", "state" => name).set(if health.name() == name {
+            1.0
+        } else {
+            0.0
+        });
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
@@ -203,5 +218,20 @@ async fn connectors(State(state): State<Arc<AdminState>>) -> Json<Value> {
             state.imports.running(&c.name),
         ));
     }
-    Json(json!({ "connectors": described }))
+    Json(json!({ "connectors": described, "store": store_status(&state.store) }))
+}
+
+/// The connector space as the admin API shows it: its state (`ready`, `degraded`, `failed`), the
+/// reason, and the size of its files.
+fn store_status(store: &crate::store::Store) -> Value {
+    let health = store.health();
+    json!({
+        "state": health.name(),
+        "reason": match &health {
+            crate::store::Health::Ready => None,
+            crate::store::Health::Degraded(r) | crate::store::Health::Failed(r) => Some(r.clone()),
+        },
+        "bytes": store.file_bytes(),
+        "wal_peak_bytes": store.wal_peak_bytes(),
+    })
 }

@@ -125,6 +125,42 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The connector space (connector-space.db in the data directory).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Check the connector space's integrity (SQLite's integrity_check: every page, b-tree and
+    /// index). Exit 0 when it is sound, 1 when it is damaged.
+    ///
+    /// Example: supervisor store check --config /etc/ecma-supervisor/supervisor.toml
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Only the quick check that `run` does at start (pages and b-trees, not indexes).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Set a damaged connector space aside (kept beside it, renamed) and start an empty one,
+    /// which the next `supervisor run` fills from the targets with a full import of every
+    /// connector. The supervisor must be stopped.
+    ///
+    /// Example: supervisor store rebuild --config /etc/ecma-supervisor/supervisor.toml
+    Rebuild {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Rebuild even when the check finds the connector space sound.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +303,14 @@ pub fn main() -> ExitCode {
             probe(&config, dir, &connector, false)
         }
         Command::Schema { connector, config, data_dir: dir } => probe(&config, dir, &connector, true),
+        Command::Store { action: StoreAction::Check { config, data_dir: dir, quick } } => {
+            let dir = data_dir(dir, &config);
+            ExitCode::from(crate::operator::store_check(&dir, !quick))
+        }
+        Command::Store { action: StoreAction::Rebuild { config, data_dir: dir, force } } => {
+            let dir = data_dir(dir, &config);
+            one_shot(crate::operator::store_rebuild(&dir, force))
+        }
         Command::CheckConfig { config, data_dir: dir } => {
             let dir = data_dir(dir, &config);
             match Config::load(&config, &dir) {

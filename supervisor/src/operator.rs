@@ -1,6 +1,7 @@
 //! The operator's commands beside `run`: `status` and `import` talk to a running supervisor's
 //! admin API; `test-connection` and `schema` start one connector on their own (the same
-//! supervision code as `run`, no listener), report, and stop it.
+//! supervision code as `run`, no listener), report, and stop it; `store check` and `store rebuild`
+//! look after the connector space file of a stopped supervisor.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -300,4 +301,66 @@ pub async fn schema(config: &Config, data_dir: &Path, name: &str) -> anyhow::Res
     .await;
     probe.stop().await;
     result
+}
+
+/// `store check`: SQLite's integrity check of the connector space; 0 when sound, 1 when
+/// damaged (with what was found and what to do), 69 when there is no store to check.
+pub fn store_check(data_dir: &Path, full: bool) -> u8 {
+    let path = data_dir.join(crate::server::STORE_FILE);
+    if !path.is_file() {
+        eprintln!("error: there is no connector space at {}", path.display());
+        return EXIT_UNAVAILABLE;
+    }
+    match crate::store::Store::check_file(&path, full) {
+        Ok(()) => {
+            println!("{}: sound ({})", path.display(), if full { "integrity_check" } else { "quick_check" });
+            0
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            1
+        }
+    }
+}
+
+/// `store rebuild`: sets the connector space aside (renamed `connector-space.db.damaged-<unix
+/// time>`, its WAL beside it) and creates an empty one, with a marker that makes the next `run`
+/// import every connector in full at start.
+pub async fn store_rebuild(data_dir: &Path, force: bool) -> anyhow::Result<u8> {
+    let path = data_dir.join(crate::server::STORE_FILE);
+    // Held until the rebuild is done: no supervisor starts on the directory meanwhile.
+    let _lock = crate::server::lock_data_dir(data_dir)?;
+    if path.is_file() {
+        match crate::store::Store::check_file(&path, true) {
+            Ok(()) if !force => {
+                println!("{}: sound; nothing to rebuild (--force rebuilds it anyway)", path.display());
+                return Ok(0);
+            }
+            Ok(()) => {}
+            Err(e) => println!("{}: {e}", path.display()),
+        }
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let aside = data_dir.join(format!("{}.damaged-{secs}", crate::server::STORE_FILE));
+        std::fs::rename(&path, &aside).with_context(|| format!("while moving {} aside", path.display()))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut from = path.clone().into_os_string();
+            from.push(suffix);
+            let mut to = aside.clone().into_os_string();
+            to.push(suffix);
+            if Path::new(&from).exists() {
+                std::fs::rename(&from, &to).with_context(|| format!("while moving {from:?} aside"))?;
+            }
+        }
+        println!("the old connector space is kept at {}", aside.display());
+    }
+    let store = crate::store::Store::open(&path).await?;
+    store.close().await;
+    std::fs::write(data_dir.join(crate::server::REBUILD_MARKER), b"")?;
+    println!(
+        "an empty connector space is at {}; the next `supervisor run` imports every connector in full \
+         before it is ready for writes, which rebuilds it from the targets (SCIM ids are new: clients \
+         that kept the old ones find the objects again by userName or displayName)",
+        path.display()
+    );
+    Ok(0)
 }

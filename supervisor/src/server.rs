@@ -103,14 +103,47 @@ fn socket_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The connector space's file in the data directory.
+pub const STORE_FILE: &str = "connector-space.db";
+
+/// Left by `supervisor store rebuild`: the next start imports every connector in full.
+pub const REBUILD_MARKER: &str = "connector-space.rebuild";
+
+/// Held (an exclusive `flock`) by the supervisor that uses a data directory, for as long as it
+/// runs: a second supervisor on the same directory, or `store rebuild` under a running one, is
+/// refused.
+pub struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Takes the data directory's lock, or says who holds it.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    let path = data_dir.join("supervisor.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("while opening {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(DataDirLock(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => anyhow::bail!(
+            "another supervisor is running with the data directory {} (it holds {}): stop it first, \
+             or give this one a data directory of its own (--data-dir)",
+            data_dir.display(),
+            path.display()
+        ),
+        Err((_, e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 /// Runs the supervisor until SIGTERM or SIGINT.
-pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> {
     // First, so that a signal during start-up is a shutdown request, not a sudden death.
     let mut signals = Signals::new()?;
     let data_dir = &options.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("while creating the data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let _lock = lock_data_dir(&data_dir)?;
     let metrics = crate::telemetry::init_metrics();
 
     let mut apps = HashMap::new();
@@ -139,9 +172,17 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         );
     }
 
-    let store_path = data_dir.join("connector-space.db");
+    let store_path = data_dir.join(STORE_FILE);
     let store =
         Store::open(&store_path).await.with_context(|| format!("while opening {}", store_path.display()))?;
+    let rebuild = data_dir.join(REBUILD_MARKER);
+    if rebuild.exists() {
+        tracing::warn!("the connector space was rebuilt: every connector is imported in full at start");
+        for connector in config.connectors.values_mut() {
+            connector.import.on_start = true;
+        }
+        let _ = std::fs::remove_file(&rebuild);
+    }
 
     let ctx = LifecycleContext {
         spawner: Spawner::start()?,

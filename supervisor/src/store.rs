@@ -37,9 +37,61 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     #[error("connector space record is corrupt: {0}")]
     Corrupt(String),
+    /// The store cannot take this write or read now (disk full, an I/O error, a lock held too
+    /// long): transient; the store is reported degraded until a write goes through again.
+    #[error("the connector space cannot be used now: {0}")]
+    Unavailable(String),
+    /// The store file is damaged (SQLite found a malformed page or no database at all): the store
+    /// is reported failed; restore a backup or rebuild it (`supervisor store rebuild`).
+    #[error("the connector space is damaged: {0}")]
+    Damaged(String),
     /// The store was closed (the supervisor is stopping) or its writer thread is gone.
     #[error("the connector space is closed")]
     Closed,
+}
+
+/// What a SQLite error says about the store: transient trouble, damage, or neither (a bug or a
+/// constraint, left as it is).
+fn classify(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match error.sqlite_error_code() {
+        Some(C::DiskFull) => StoreError::Unavailable(format!("the disk is full ({error})")),
+        Some(
+            C::SystemIoFailure
+            | C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::OutOfMemory
+            | C::CannotOpen
+            | C::ReadOnly,
+        ) => StoreError::Unavailable(error.to_string()),
+        Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Damaged(format!(
+            "{error}: restore connector-space.db from a backup, or rebuild it from the targets with \
+             `supervisor store rebuild` (see docs/operations.md)"
+        )),
+        _ => StoreError::Database(error),
+    }
+}
+
+/// The connector space's health, as `/readyz`, `/admin/connectors` and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum Health {
+    Ready,
+    /// Writes fail for a reason that passes (disk full, I/O errors): SCIM answers 503 with
+    /// `Retry-After`; back to ready at the first write (or probe) that goes through.
+    Degraded(String),
+    /// The file is damaged: nothing is served from it until an operator restores or rebuilds it.
+    Failed(String),
+}
+
+impl Health {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Health::Ready => "ready",
+            Health::Degraded(_) => "degraded",
+            Health::Failed(_) => "failed",
+        }
+    }
 }
 
 /// Whether the target is known to hold the object.
@@ -132,6 +184,9 @@ struct Inner {
     /// Bumped around every write, so that a read that overlapped a write does not fill the cache
     /// with what it read.
     generation: AtomicU64,
+    health: Mutex<Health>,
+    /// The largest the WAL file was seen at (bytes), for the metrics and the soak benchmark.
+    wal_peak: AtomicU64,
 }
 
 /// Read connections kept open beyond this many are closed after use.
@@ -238,6 +293,7 @@ const SCHEMA: &str = "
         PRIMARY KEY (app, resource_type, id)
     );
     CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
 ";
 
 /// The schema version this build knows ([`migrate`] brings older files to it).
@@ -367,24 +423,52 @@ fn records(connection: &Connection, sql: &str, params: &[&str]) -> Result<Vec<Re
     Ok(found)
 }
 
+/// SQLite's integrity check of the store (`quick_check`: every page and b-tree well formed, in
+/// time linear in the file; `full`: `integrity_check`, which also checks every index against its
+/// table). `Ok(())`, or the problems found (at most 20).
+pub fn check_integrity(connection: &Connection, full: bool) -> Result<(), StoreError> {
+    let pragma = if full { "PRAGMA integrity_check(20)" } else { "PRAGMA quick_check(20)" };
+    let found: Vec<String> = connection
+        .prepare(pragma)
+        .and_then(|mut s| s.query_map([], |row| row.get::<_, String>(0))?.collect())
+        .map_err(classify)?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Damaged(format!(
+        "{}; restore connector-space.db from a backup, or rebuild it from the targets with \
+         `supervisor store rebuild` (see docs/operations.md)",
+        found.join("; ")
+    )))
+}
+
+/// Opens the store file for the main connection: WAL mode, the schema migrated, and (unless
+/// `check` is false) SQLite's quick integrity check passed.
+fn open_main(path: &Path, check: bool) -> Result<Connection, StoreError> {
+    let connection = connect(path, OpenFlags::default()).map_err(classify)?;
+    connection.pragma_update(None, "journal_mode", "WAL").map_err(classify)?;
+    if check {
+        check_integrity(&connection, false)?;
+    }
+    connection.execute_batch(SCHEMA).map_err(classify)?;
+    migrate(&connection)?;
+    // The WAL is folded into the database by the checkpointer thread, not by the write that
+    // happens to cross the threshold: a checkpoint syncs the disk, and writes run on the
+    // runtime's threads.
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // After a checkpoint that restarts the WAL, the file is cut back to this size.
+    connection.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
+    Ok(connection)
+}
+
 impl Store {
-    /// Opens (and creates) the store file.
+    /// Opens (and creates) the store file; refuses a damaged one (SQLite's `quick_check`).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let opened = path.clone();
-        let main = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let connection = connect(&opened, OpenFlags::default())?;
-            connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.execute_batch(SCHEMA)?;
-            migrate(&connection)?;
-            // The WAL is folded into the database by the checkpointer thread, not by the write
-            // that happens to cross the threshold: a checkpoint syncs the disk, and writes run on
-            // the runtime's threads.
-            connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-            Ok(connection)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("opening the store failed: {e}")))??;
+        let main = tokio::task::spawn_blocking(move || open_main(&opened, true))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("opening the store failed: {e}")))??;
         let checkpoints = connect(&path, OpenFlags::default())?;
         let inner = Arc::new(Inner {
             path,
@@ -392,6 +476,8 @@ impl Store {
             readers: Mutex::new(Vec::new()),
             cache: RwLock::default(),
             generation: AtomicU64::new(0),
+            health: Mutex::new(Health::Ready),
+            wal_peak: AtomicU64::new(0),
         });
         let store = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -401,10 +487,61 @@ impl Store {
         Ok(Self { inner })
     }
 
+    /// Checks a store file's integrity (`full`: every index against its table too) without
+    /// serving it; for `supervisor store check`.
+    pub fn check_file(path: &Path, full: bool) -> Result<(), StoreError> {
+        let connection = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(classify)?;
+        check_integrity(&connection, full)
+    }
+
+    /// The store's health.
+    pub fn health(&self) -> Health {
+        lock(&self.inner.health).clone()
+    }
+
+    /// The largest the write-ahead log has been seen at since the store was opened, in bytes.
+    pub fn wal_peak_bytes(&self) -> u64 {
+        self.inner.wal_peak.load(Ordering::Relaxed)
+    }
+
+    /// Notes what an operation's outcome says about the store's health: a transient failure
+    /// makes it degraded, damage failed, and a write that went through ready again.
+    fn note<T>(&self, result: Result<T, StoreError>, wrote: bool) -> Result<T, StoreError> {
+        let result = result.map_err(|e| match e {
+            StoreError::Database(e) => classify(e),
+            other => other,
+        });
+        let mut health = lock(&self.inner.health);
+        match (&result, &*health) {
+            (Err(StoreError::Damaged(reason)), _) => {
+                if !matches!(*health, Health::Failed(_)) {
+                    tracing::error!(%reason, "the connector space is damaged; store failed");
+                    metrics::counter!("connector_space_errors_total", "kind" => "damaged").increment(1);
+                }
+                *health = Health::Failed(reason.clone());
+            }
+            (Err(StoreError::Unavailable(reason)), Health::Ready | Health::Degraded(_)) => {
+                if *health == Health::Ready {
+                    tracing::warn!(%reason, "the connector space cannot take writes; store degraded");
+                }
+                metrics::counter!("connector_space_errors_total", "kind" => "unavailable").increment(1);
+                *health = Health::Degraded(reason.clone());
+            }
+            (Ok(_), Health::Degraded(_)) if wrote => {
+                tracing::info!("the connector space takes writes again; store ready");
+                *health = Health::Ready;
+            }
+            _ => {}
+        }
+        result
+    }
+
     /// Runs `work` on the main connection, on this thread.
     fn with_main<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let main = lock(&self.inner.main);
-        work(main.as_ref().ok_or(StoreError::Closed)?)
+        let result = work(main.as_ref().ok_or(StoreError::Closed)?);
+        drop(main);
+        self.note(result, false)
     }
 
     /// Runs `read` on an idle read connection (opening one if none is idle).
@@ -427,7 +564,8 @@ impl Store {
         if readers.len() < IDLE_READERS {
             readers.push(connection);
         }
-        result
+        drop(readers);
+        self.note(result, false)
     }
 
     /// Runs `read` on a read connection on tokio's blocking pool (for reads that scan).
@@ -527,7 +665,8 @@ impl Store {
             }
         }
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        result
+        drop(main);
+        self.note(result, true)
     }
 
     /// The record with this userName (case-insensitive), pending or present.
@@ -655,18 +794,57 @@ impl Store {
 /// How often the checkpointer folds the WAL into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The WAL size past which the checkpointer restarts it (waiting briefly for readers), and to
+/// which it is cut back after a restart.
+const WAL_LIMIT: u64 = 32 << 20;
+
+/// How long a restarting checkpoint may wait for readers and the writer (writes wait meanwhile).
+const RESTART_WAIT: Duration = Duration::from_millis(200);
+
 /// Folds the WAL into the database file every [`CHECKPOINT_INTERVAL`], passively (never
 /// waiting for readers or the writer; with nothing new in the WAL it copies nothing), until the
-/// store is closed or dropped.
+/// store is closed or dropped. Passive checkpoints never restart the log while readers and
+/// writers keep coming, so past [`WAL_LIMIT`] a `TRUNCATE` checkpoint waits up to
+/// [`RESTART_WAIT`] for a gap, copies what is left and empties the file. While the store is
+/// degraded, each round also tries a one-row write, so that the store becomes ready again once
+/// the condition clears even if no client writes.
 fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
+    let mut wal = store.upgrade().map(|inner| inner.path.clone().into_os_string()).unwrap_or_default();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
-        match store.upgrade() {
-            Some(inner) if lock(&inner.main).is_some() => {}
+        let inner = match store.upgrade() {
+            Some(inner) if lock(&inner.main).is_some() => inner,
             _ => return,
+        };
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        inner.wal_peak.fetch_max(size, Ordering::Relaxed);
+        let mode = if size > WAL_LIMIT { "TRUNCATE" } else { "PASSIVE" };
+        let _ = connection.busy_timeout(if size > WAL_LIMIT { RESTART_WAIT } else { Duration::ZERO });
+        match connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
+        {
+            Ok(1) if mode == "TRUNCATE" => {
+                tracing::debug!(wal_bytes = size, "the WAL could not be restarted yet (busy); next round")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "connector space checkpoint failed"),
         }
-        if let Err(e) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "connector space checkpoint failed");
+        if matches!(*lock(&inner.health), Health::Degraded(_)) {
+            let _ = connection.busy_timeout(Duration::from_secs(1));
+            let probe = connection
+                .execute(
+                    "REPLACE INTO probe (id, at) VALUES (1, ?1)",
+                    [std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                        .to_string()],
+                )
+                .map(|_| ())
+                .map_err(StoreError::from);
+            let store = Store { inner: inner.clone() };
+            let _ = store.note(probe, true);
         }
     }
 }
@@ -697,10 +875,16 @@ fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
             .prepare_cached("REPLACE INTO watermarks (connector, watermark) VALUES (?1, ?2)")?
             .execute(params![connector, watermark]),
     };
+    // A statement that failed inside SQLite's automatic rollback (a full disk, an I/O error)
+    // must not leave the connection in a transaction, where later writes would never commit.
+    if result.is_err() && !connection.is_autocommit() {
+        tracing::warn!("a failed write left the connector space's connection in a transaction; rolling back");
+        let _ = connection.execute_batch("ROLLBACK");
+    }
     match result {
         Ok(_) => Ok(()),
         Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(classify(e)),
     }
 }
 
@@ -776,5 +960,79 @@ mod tests {
         let reopened = Store::open(&dir.join("space.db")).await.unwrap();
         assert_eq!(reopened.get("demo", "User", "2").await.unwrap().unwrap().user_name, "robert");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("store-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Overwrites `len` bytes of `path` at `offset` with noise (a damaged disk block).
+    fn damage(path: &Path, offset: u64, len: usize) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        let noise: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(151).wrapping_add(7)).collect();
+        file.write_all(&noise).unwrap();
+    }
+
+    async fn filled(dir: &Path, n: usize) -> Store {
+        let store = Store::open(&dir.join("space.db")).await.unwrap();
+        for i in 0..n {
+            let mut r = record(&i.to_string(), &format!("user-{i}"));
+            r.state = RecordState::Present;
+            r.resource = json!({"userName": format!("user-{i}"), "padding": "x".repeat(200)});
+            store.insert(&r).await.unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_refused_at_open_with_what_to_do() {
+        let dir = temp_dir();
+        let store = filled(&dir, 300).await;
+        store.close().await;
+        Store::check_file(&dir.join("space.db"), true).expect("sound before the damage");
+        damage(&dir.join("space.db"), 4096, 4096);
+        let e = Store::open(&dir.join("space.db")).await.unwrap_err();
+        assert!(matches!(e, StoreError::Damaged(_)), "{e:?}");
+        assert!(e.to_string().contains("store rebuild"), "{e}");
+        assert!(matches!(Store::check_file(&dir.join("space.db"), true), Err(StoreError::Damaged(_))));
+        // The file header itself: not a database at all.
+        let dir = temp_dir();
+        filled(&dir, 3).await.close().await;
+        damage(&dir.join("space.db"), 0, 100);
+        assert!(matches!(Store::open(&dir.join("space.db")).await, Err(StoreError::Damaged(_))));
+    }
+
+    #[tokio::test]
+    async fn damage_met_while_running_fails_the_store() {
+        let dir = temp_dir();
+        let store = filled(&dir, 300).await;
+        assert_eq!(store.health(), Health::Ready);
+        // Folded into the file, then damaged under the running store: a scan on a fresh read
+        // connection meets it.
+        store.with_main(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?)).unwrap();
+        damage(&dir.join("space.db"), 4096, 8192);
+        let error = store.list("demo", "User").await.unwrap_err();
+        assert!(matches!(error, StoreError::Damaged(_)), "{error:?}");
+        assert!(matches!(store.health(), Health::Failed(_)), "{:?}", store.health());
+    }
+
+    #[tokio::test]
+    async fn transient_failures_degrade_and_a_write_that_goes_through_restores() {
+        let dir = temp_dir();
+        let store = filled(&dir, 1).await;
+        let busy =
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        let e = store.note::<()>(Err(StoreError::Database(busy)), true).unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(ref r) if r.contains("disk is full")), "{e:?}");
+        assert!(matches!(store.health(), Health::Degraded(_)));
+        // A read that works says nothing about writes; a write that works does.
+        store.get("demo", "User", "0").await.unwrap();
+        assert!(matches!(store.health(), Health::Degraded(_)));
+        store.insert(&record("9", "nine")).await.unwrap();
+        assert_eq!(store.health(), Health::Ready);
     }
 }

@@ -45,6 +45,11 @@ impl ScimError {
     }
 }
 
+/// `Retry-After` while the connector space cannot take writes (a full disk, I/O errors): the
+/// store's probe tries every half second, so a client that waits this long meets the store as it
+/// is by then.
+const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 /// The HTTP status and `scimType` for a connector error kind. Deterministic: the message is
 /// never looked at.
 pub fn status_for(kind: ErrorKind) -> (StatusCode, Option<&'static str>) {
@@ -100,6 +105,31 @@ impl From<ProvisionError> for ScimError {
                     error.retry_after = Some(Duration::from_secs(5));
                 }
                 error
+            }
+            // A full disk or an I/O error passes: 503 with Retry-After (the store is reported
+            // degraded meanwhile). A damaged store does not pass by itself, but it is no fault of
+            // the request either: 503, and the store reported failed.
+            ProvisionError::Store(crate::store::StoreError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "connector space unavailable");
+                Self {
+                    retry_after: Some(Duration::from_secs(STORE_RETRY_AFTER_SECS)),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        None,
+                        "the connector space cannot take this request now (see the supervisor's log); retry later",
+                    )
+                }
+            }
+            ProvisionError::Store(crate::store::StoreError::Damaged(reason)) => {
+                tracing::error!(%reason, "connector space damaged");
+                Self {
+                    retry_after: Some(Duration::from_secs(60)),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        None,
+                        "the connector space is damaged and must be restored or rebuilt by an operator",
+                    )
+                }
             }
             ProvisionError::Store(e) => {
                 tracing::error!(error = %e, "connector space failure");
