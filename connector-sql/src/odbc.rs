@@ -268,12 +268,27 @@ impl OdbcTable {
     pub fn export(&self, changes: &[CsEntryChange]) -> Vec<Result<Applied, EntryError>> {
         changes
             .iter()
-            .map(|change| match self.with(|conn| Ok(self.apply(conn, change))) {
-                Ok(result) => result,
-                Err(status) => Err(EntryError {
-                    kind: ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::ConnectionFailed),
-                    detail: status.message().to_string(),
-                }),
+            .map(|change| {
+                match self.with(|conn| match self.apply(conn, change) {
+                    // A failure of the connection rather than of the entry goes back through `with`,
+                    // which drops a connection the driver reports dead (the next entry opens a new
+                    // one). Each entry is autocommitted, so nothing is left open either way.
+                    Err(e)
+                        if matches!(
+                            e.kind,
+                            ErrorKind::ConnectionFailed | ErrorKind::Retryable | ErrorKind::Timeout
+                        ) =>
+                    {
+                        Err(e)
+                    }
+                    other => Ok(other),
+                }) {
+                    Ok(result) => result,
+                    Err(status) => Err(EntryError {
+                        kind: ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::ConnectionFailed),
+                        detail: status.message().to_string(),
+                    }),
+                }
             })
             .collect()
     }

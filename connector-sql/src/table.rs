@@ -134,6 +134,9 @@ fn db_error(error: sqlx::Error) -> EntryError {
     match &error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if let Some(kind) = passing_kind(db.as_ref(), &code) {
+                return EntryError::new(kind, passing_detail(kind, db.message()));
+            }
             let kind = match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => ErrorKind::AlreadyExists,
                 sqlx::error::ErrorKind::NotNullViolation
@@ -142,8 +145,11 @@ fn db_error(error: sqlx::Error) -> EntryError {
                 // PostgreSQL: connection exceptions (08) and operator intervention (57P: the
                 // server is shutting down or restarting).
                 _ if code.starts_with("08") || code.starts_with("57P") => ErrorKind::ConnectionFailed,
-                // PostgreSQL 42501, MySQL 1142/1143/1044/1045: permission denied.
-                _ if matches!(code.as_str(), "42501" | "1142" | "1143" | "1044" | "1045") => {
+                // PostgreSQL 42501, MySQL 1142/1143/1044/1045 (error numbers; the code sqlx
+                // gives for MySQL is the SQLSTATE): permission denied.
+                _ if code == "42501"
+                    || matches!(mysql_number(db.as_ref()), Some(1142 | 1143 | 1044 | 1045)) =>
+                {
                     ErrorKind::PermissionDenied
                 }
                 _ => ErrorKind::Internal,
@@ -164,6 +170,56 @@ fn db_error(error: sqlx::Error) -> EntryError {
             EntryError::new(ErrorKind::ConnectionFailed, error.to_string())
         }
         _ => EntryError::new(ErrorKind::Internal, error.to_string()),
+    }
+}
+
+/// A MySQL/MariaDB error's number.
+fn mysql_number(db: &dyn sqlx::error::DatabaseError) -> Option<u16> {
+    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number())
+}
+
+/// The error kind of a failure that says the database cannot take writes for now (rather than
+/// that this write is wrong): the supervisor answers 503 with Retry-After and reports the
+/// connector degraded until its health checks pass.
+/// - SQLite (extended result codes; the primary code is the low byte): BUSY (5) and LOCKED (6)
+///   after `busy_timeout`, a timeout; FULL (13), IOERR (10), NOMEM (7), retryable.
+/// - PostgreSQL: serialization failure (40001), deadlock (40P01), lock not available (55P03),
+///   insufficient resources (53xxx: disk full, out of memory, too many connections) retryable;
+///   a statement timeout (57014) a timeout.
+/// - MySQL/MariaDB: lock wait timeout (1205) a timeout; deadlock (1213), table or disk full
+///   (1114, 1021), too many connections (1040) retryable.
+fn passing_kind(db: &dyn sqlx::error::DatabaseError, code: &str) -> Option<ErrorKind> {
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return match code.parse::<u32>().ok()? & 0xff {
+            5 | 6 => Some(ErrorKind::Timeout),
+            7 | 10 | 13 => Some(ErrorKind::Retryable),
+            _ => None,
+        };
+    }
+    if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+        return match code {
+            "57014" => Some(ErrorKind::Timeout),
+            "40001" | "40P01" | "55P03" => Some(ErrorKind::Retryable),
+            c if c.starts_with("53") => Some(ErrorKind::Retryable),
+            _ => None,
+        };
+    }
+    match mysql_number(db)? {
+        1205 => Some(ErrorKind::Timeout),
+        1213 | 1114 | 1021 | 1040 => Some(ErrorKind::Retryable),
+        _ => None,
+    }
+}
+
+/// The detail of a passing failure: what the database said, and what it means.
+fn passing_detail(kind: ErrorKind, message: &str) -> String {
+    match kind {
+        ErrorKind::Timeout => format!(
+            "{message} (the database kept the rows locked; the write was rolled back and can be retried)"
+        ),
+        _ => format!(
+            "{message} (the database cannot take writes for now; the write was rolled back and can be retried)"
+        ),
     }
 }
 
@@ -274,6 +330,30 @@ async fn connect(dialect: Dialect, url: &str, create: bool) -> Result<AnyPool, S
     let options = AnyPoolOptions::new()
         .max_connections(if dialect == Dialect::Sqlite { 4 } else { 8 })
         .acquire_timeout(Duration::from_secs(5))
+        // A connection whose transaction bookkeeping cannot be trusted is dropped, never handed
+        // out again. A COMMIT or ROLLBACK that fails (SQLite's automatic rollback after a full
+        // disk, an I/O error) leaves sqlx counting one transaction too many: its next BEGIN
+        // becomes a SAVEPOINT, a later ROLLBACK only rolls back to it, and the connection then
+        // sits inside a transaction that its COMMITs (RELEASE SAVEPOINTs) never end: writes
+        // acknowledged and never committed, and every other connection "database is locked".
+        .before_acquire(move |conn, _| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                if conn.is_in_transaction() {
+                    tracing::warn!("dropping a database connection left inside a transaction");
+                    return Ok(false);
+                }
+                // SQLite's own view (sqlx cannot show it through the Any driver): a BEGIN fails
+                // inside a transaction. In-process, this costs microseconds.
+                if dialect == Dialect::Sqlite
+                    && sqlx::raw_sql("BEGIN; ROLLBACK").execute(&mut *conn).await.is_err()
+                {
+                    tracing::warn!("dropping a SQLite connection that SQLite says is inside a transaction");
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {

@@ -99,6 +99,9 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
                     for result in &results {
                         let kind =
                             v1::ErrorKind::try_from(result.error_kind).unwrap_or(v1::ErrorKind::Internal);
+                        if passing(kind) {
+                            handle.degrade(format!("{kind:?}: {}", result.error_detail));
+                        }
                         metrics::counter!(
                             "export_results_total",
                             "connector" => handle.name.clone(),
@@ -120,6 +123,11 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
                     }
                 }
                 Err(e) => {
+                    if let CallError::Failed { kind, message } = &e
+                        && passing(*kind)
+                    {
+                        handle.degrade(format!("{kind:?}: {message}"));
+                    }
                     for job in batch {
                         let _ = job.reply.send(Err(e.clone()));
                     }
@@ -128,6 +136,12 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
             drop(permit);
         });
     }
+}
+
+/// Error kinds that say the target cannot take writes for now (rather than that this write is
+/// wrong): the connector is reported degraded until a health check passes.
+fn passing(kind: v1::ErrorKind) -> bool {
+    matches!(kind, v1::ErrorKind::ConnectionFailed | v1::ErrorKind::Retryable | v1::ErrorKind::Timeout)
 }
 
 async fn put_batch(

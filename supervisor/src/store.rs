@@ -457,7 +457,7 @@ fn open_main(path: &Path, check: bool) -> Result<Connection, StoreError> {
     // runtime's threads.
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
     // After a checkpoint that restarts the WAL, the file is cut back to this size.
-    connection.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
+    connection.pragma_update(None, "journal_size_limit", WAL_SOFT_LIMIT as i64)?;
     Ok(connection)
 }
 
@@ -798,6 +798,9 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// which it is cut back after a restart.
 const WAL_LIMIT: u64 = 32 << 20;
 
+/// The WAL size past which the checkpointer tries to empty it at each round, without waiting.
+const WAL_SOFT_LIMIT: u64 = 1 << 20;
+
 /// How long a restarting checkpoint may wait for readers and the writer (writes wait meanwhile).
 const RESTART_WAIT: Duration = Duration::from_millis(200);
 
@@ -820,17 +823,24 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
         };
         let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         inner.wal_peak.fetch_max(size, Ordering::Relaxed);
-        let mode = if size > WAL_LIMIT { "TRUNCATE" } else { "PASSIVE" };
-        let _ = connection.busy_timeout(if size > WAL_LIMIT { RESTART_WAIT } else { Duration::ZERO });
+        // While writes fail (a full disk), emptying the WAL gives its space back.
+        let degraded = matches!(*lock(&inner.health), Health::Degraded(_));
+        // Past WAL_SOFT_LIMIT, a TRUNCATE checkpoint is tried without waiting (it gives up at
+        // once when a reader or the writer is busy); past WAL_LIMIT, or while writes fail, it
+        // waits up to RESTART_WAIT for its turn.
+        let forced = size > WAL_LIMIT || (degraded && size > 0);
+        let mode = if forced || size > WAL_SOFT_LIMIT { "TRUNCATE" } else { "PASSIVE" };
+        let _ = connection.busy_timeout(if forced { RESTART_WAIT } else { Duration::ZERO });
         match connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
         {
-            Ok(1) if mode == "TRUNCATE" => {
+            Ok(1) if forced => {
                 tracing::debug!(wal_bytes = size, "the WAL could not be restarted yet (busy); next round")
             }
             Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && !forced => {}
             Err(e) => tracing::warn!(error = %e, "connector space checkpoint failed"),
         }
-        if matches!(*lock(&inner.health), Health::Degraded(_)) {
+        if degraded {
             let _ = connection.busy_timeout(Duration::from_secs(1));
             let probe = connection
                 .execute(

@@ -171,10 +171,29 @@ impl Supervisor {
         supervisor
     }
 
+    /// Starts `supervisor run` with its configuration file and log in `dir` and its data in
+    /// `data_dir` (a filesystem of its own, say), and waits until it is ready.
+    pub fn start_with_data_dir(config: &str, dir: &Path, data_dir: &Path) -> Self {
+        let mut supervisor = Self::spawn_with_files(config, dir, data_dir, true, &[]);
+        supervisor.data_dir = data_dir.to_path_buf();
+        supervisor.wait_ready(Duration::from_secs(30));
+        supervisor
+    }
+
     fn spawn_with(config: &str, data_dir: &Path, pass_data_dir: bool, env: &[(&str, &str)]) -> Self {
-        let config_file = data_dir.join("supervisor.toml");
+        Self::spawn_with_files(config, data_dir, data_dir, pass_data_dir, env)
+    }
+
+    fn spawn_with_files(
+        config: &str,
+        files: &Path,
+        data_dir: &Path,
+        pass_data_dir: bool,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let config_file = files.join("supervisor.toml");
         std::fs::write(&config_file, config).expect("write config");
-        let log = data_dir.join(format!("supervisor-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = files.join(format!("supervisor-{}.log", Instant::now().elapsed().as_nanos()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let (scim, admin) = (free_addr(), free_addr());
         let mut command = Command::new(binary("supervisor"));

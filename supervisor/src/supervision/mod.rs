@@ -150,6 +150,21 @@ impl ConnectorHandle {
         self.phase.send_replace(phase);
     }
 
+    /// Marks a ready connector degraded because its target failed a write for a passing reason
+    /// (unreachable, locked, full, timed out): SCIM answers 503 with Retry-After until the next
+    /// health tick finds the target fit again (the checks it passed at start, run again).
+    pub fn degrade(&self, reason: String) {
+        self.phase.send_if_modified(|phase| match phase {
+            Phase::Ready(session) => {
+                tracing::warn!(connector = %self.name, %reason, "the target failed a write for a passing reason; degraded until a health check passes");
+                metrics::counter!("connector_degradations_total", "connector" => self.name.clone()).increment(1);
+                *phase = Phase::Degraded { session: session.clone(), reason };
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// A copy of the status.
     pub fn status(&self) -> Status {
         self.status.lock().expect("status lock").clone()
