@@ -201,6 +201,24 @@ pub struct AppConfig {
     pub unknown_attributes: crate::scim::schema::UnknownAttributes,
 }
 
+impl AppConfig {
+    /// The app's custom extension schemas, as the SCIM layer holds them.
+    pub fn scim_extensions(&self) -> Vec<crate::scim::Extension> {
+        self.extensions
+            .iter()
+            .map(|(urn, e)| crate::scim::Extension {
+                urn: urn.clone(),
+                resource: match e.resource {
+                    ExtensionResource::User => "User",
+                    ExtensionResource::Group => "Group",
+                },
+                description: e.description.clone(),
+                attributes: e.attributes.iter().map(|(n, k)| (n.clone(), *k)).collect(),
+            })
+            .collect()
+    }
+}
+
 /// `[apps.<name>.extensions."<urn>"]`: a custom extension schema.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -650,6 +668,30 @@ impl Config {
                     }
                 }
             }
+            // Every SCIM path a mapping reads must be an attribute of the resource's schemas:
+            // what no schema defines is never stored, so it could never be exported.
+            let extensions = app.scim_extensions();
+            for (connector, resource) in [(Some(&app.users), "User"), (app.groups.as_ref(), "Group")] {
+                let Some(connector_config) = connector.and_then(|c| self.connectors.get(c)) else { continue };
+                let schemas = crate::scim::schema::ResourceSchemas::of(
+                    resource,
+                    &extensions,
+                    crate::scim::schema::UnknownAttributes::Refuse,
+                );
+                for (target, source) in &connector_config.attributes {
+                    for path in crate::mapping::source_paths(source) {
+                        if let Err(reason) = schemas.check(&path) {
+                            problem(
+                                format!("connectors.{}.attributes.{target}", connector.unwrap_or(&app.users)),
+                                format!(
+                                    "{reason}: map an attribute that /Schemas lists for {resource}, or declare it \
+                                     in a custom extension ([apps.{name}.extensions.\"<urn>\"])"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
             if app.token_env.is_none() && app.token_file.is_none() && app.insecure_default_token.is_none() {
                 problem(
                     format!("apps.{name}"),
@@ -896,10 +938,11 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// A minimal valid configuration (one app, one SQLite connector), for other modules' tests too.
+    pub(crate) const MINIMAL: &str = r#"
         [server]
         plain_http = true
 
@@ -917,6 +960,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         Config::parse(text, Path::new("/var/lib/x"), &|name| (name == "HOME").then(|| "/home/u".to_string()))
+    }
+
+    #[test]
+    fn a_mapping_that_reads_no_schema_attribute_is_refused_naming_the_fix() {
+        let text = MINIMAL.replace(
+            "mail = \"emails[type eq \\\"work\\\"].value\"",
+            "mail = \"favouriteColour\", title = \"ToLower([name.nickname])\"",
+        );
+        assert!(text.contains("favouriteColour"), "{text}");
+        let problems = parse(&text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"connectors.people.attributes.mail"), "{problems:?}");
+        assert!(keys.contains(&"connectors.people.attributes.title"), "{problems:?}");
+        assert!(problems.iter().all(|p| p.message.contains("extensions")), "{problems:?}");
+        // Declared in an extension, it maps.
+        let declared = text
+            .replace("mail = \"favouriteColour\"", "mail = \"urn:example:2.0:User:colour\"")
+            .replace("name.nickname", "nickName")
+            + "\n[apps.demo.extensions.\"urn:example:2.0:User\"]\nresource = \"User\"\nattributes = { colour = \"string\" }\n";
+        parse(&declared).expect("declared attributes map");
     }
 
     #[test]

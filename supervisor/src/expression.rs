@@ -216,6 +216,16 @@ impl<'a> Parser<'a> {
 }
 
 impl Expr {
+    /// The attribute paths the expression reads.
+    pub fn attribute_paths(&self) -> Vec<&ValuePath> {
+        match self {
+            Expr::Literal(_) => vec![],
+            Expr::Attribute(path) => vec![path],
+            Expr::Call(_, args) => args.iter().flat_map(Expr::attribute_paths).collect(),
+            Expr::Equals(a, b) => a.attribute_paths().into_iter().chain(b.attribute_paths()).collect(),
+        }
+    }
+
     /// Parses an expression.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parser = Parser { text, pos: 0 };

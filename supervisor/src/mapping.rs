@@ -90,6 +90,16 @@ pub fn parse_source(text: &str) -> Result<(), String> {
     }
 }
 
+/// The SCIM paths a mapping source reads (its path, or every path in its expression); none when
+/// it does not parse (`parse_source` says why).
+pub fn source_paths(text: &str) -> Vec<ValuePath> {
+    if is_expression(text) {
+        Expr::parse(text).map(|e| e.attribute_paths().into_iter().cloned().collect()).unwrap_or_default()
+    } else {
+        ValuePath::parse(text).into_iter().collect()
+    }
+}
+
 impl Mapping {
     /// Builds the mapping from the configuration's `attributes` table.
     pub fn new(attributes: &BTreeMap<String, String>) -> Result<Self, String> {

@@ -156,18 +156,7 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
                 app.groups.clone(),
                 resolve_tokens(name, app)?,
                 app.unknown_attributes,
-                app.extensions
-                    .iter()
-                    .map(|(urn, e)| crate::scim::Extension {
-                        urn: urn.clone(),
-                        resource: match e.resource {
-                            crate::config::ExtensionResource::User => "User",
-                            crate::config::ExtensionResource::Group => "Group",
-                        },
-                        description: e.description.clone(),
-                        attributes: e.attributes.iter().map(|(n, k)| (n.clone(), *k)).collect(),
-                    })
-                    .collect(),
+                app.scim_extensions(),
             ),
         );
     }

@@ -10,6 +10,7 @@ use e2e::{Supervisor, TempDir, request, workspace};
 use serde_json::{Value, json};
 
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
@@ -149,6 +150,15 @@ fn users_and_groups_round_trip(slapd: &impl LdapServer, s: &Supervisor) {
         "op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
         "value": {"value": id}}]),
     );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(values(&entry(&slapd, &people, "(uid=bob)"), "manager"), [format!("uid=alice,{people}")]);
+    // Entra's short path `manager`, both ways: removed and set again, in SCIM and in the directory.
+    let bob_path = format!("Users/{}", bob["id"].as_str().unwrap());
+    let r = patch(s, &bob_path, json!([{"op": "Remove", "path": "manager"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json().get(ENTERPRISE).is_none_or(|e| e.get("manager").is_none()), "{}", r.body);
+    assert!(values(&entry(&slapd, &people, "(uid=bob)"), "manager").is_empty());
+    let r = patch(s, &bob_path, json!([{"op": "Add", "path": "manager", "value": [{"value": id}]}]));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(values(&entry(&slapd, &people, "(uid=bob)"), "manager"), [format!("uid=alice,{people}")]);
 

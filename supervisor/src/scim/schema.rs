@@ -147,8 +147,21 @@ impl ResourceSchemas {
         if let Some(extension) = self.extension(text) {
             return Ok(Target::Extension(extension.urn.clone()));
         }
-        let mut path =
+        let path =
             ValuePath::parse(text).map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?;
+        self.resolve_parsed(path, text)
+    }
+
+    /// Whether a parsed path names an attribute of these schemas; the reason when it does not.
+    pub fn check(&self, path: &ValuePath) -> Result<(), String> {
+        match self.resolve_parsed(path.clone(), &path_text(path)) {
+            Ok(Target::Path(_) | Target::Extension(_)) => Ok(()),
+            Ok(Target::Unknown(reason)) => Err(reason),
+            Err(e) => Err(e.detail),
+        }
+    }
+
+    fn resolve_parsed(&self, mut path: ValuePath, text: &str) -> Result<Target, ScimError> {
         let schema = match &path.path.urn {
             None => self.core_or_alias(&mut path.path),
             Some(urn) if self.core.urn.eq_ignore_ascii_case(urn) => {
@@ -330,6 +343,24 @@ impl ResourceSchemas {
             element => check_element(element),
         }
     }
+}
+
+/// A path as text, for messages.
+fn path_text(path: &ValuePath) -> String {
+    let mut text = match &path.path.urn {
+        Some(urn) => format!("{urn}:{}", path.path.attr),
+        None => path.path.attr.clone(),
+    };
+    if let Some(sub) = &path.path.sub {
+        text = format!("{text}.{sub}");
+    }
+    if path.filter.is_some() {
+        text.push_str("[...]");
+    }
+    if let Some(sub) = &path.sub_after_filter {
+        text = format!("{text}.{sub}");
+    }
+    text
 }
 
 /// `schemas` for an answer: the core schema and the extensions that have values (RFC 7643 §3),

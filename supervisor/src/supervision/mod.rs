@@ -374,18 +374,7 @@ mod tests {
     use super::*;
 
     fn handle() -> ConnectorHandle {
-        let text = r#"
-            [server]
-            plain_http = true
-            [apps.demo]
-            users = "people"
-            token_env = "SCIM_TOKEN"
-            [connectors.people]
-            executable = "connector-sql"
-            object_type = "user"
-            partition = "default"
-            attributes = { user_name = "userName" }
-        "#;
+        let text = crate::config::tests::MINIMAL;
         let config = crate::config::Config::parse(text, std::path::Path::new("/nowhere"), &|_| None)
             .expect("a valid configuration");
         ConnectorHandle::new("people".into(), config.connectors["people"].clone()).expect("handle")
