@@ -100,6 +100,12 @@ impl Restarts {
             self.quarantined = true;
             return Next::Quarantine(self.policy.quarantine_probe);
         }
+        // The first exit within the window is restarted at once, as an Erlang/OTP supervisor
+        // does: a connector that was running normally costs its clients only the restart (spawn
+        // and handshake, milliseconds). The backoff starts with the second exit in the window.
+        if self.recent.len() == 1 {
+            return Next::Backoff(Duration::ZERO);
+        }
         let delay = backoff(self.policy.initial_backoff, self.policy.max_backoff, self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         Next::Backoff(delay)
@@ -569,7 +575,14 @@ mod tests {
         let t0 = Instant::now();
         let short = Duration::from_millis(50);
         for i in 0..3 {
-            assert!(matches!(r.exited(short, t0 + Duration::from_secs(i)), Next::Backoff(_)), "restart {i}");
+            let next = r.exited(short, t0 + Duration::from_secs(i));
+            match next {
+                Next::Backoff(d) if i == 0 => {
+                    assert_eq!(d, Duration::ZERO, "the first exit restarts at once")
+                }
+                Next::Backoff(d) => assert!(d >= Duration::from_millis(50), "restart {i}: backoff {d:?}"),
+                Next::Quarantine(_) => panic!("restart {i} quarantined"),
+            }
         }
         assert!(
             matches!(r.exited(short, t0 + Duration::from_secs(3)), Next::Quarantine(d) if d == Duration::from_secs(300))
@@ -582,6 +595,37 @@ mod tests {
         let mut r = Restarts::new(r.policy.clone());
         for i in 0..10 {
             assert!(matches!(r.exited(short, t0 + Duration::from_secs(61 * i)), Next::Backoff(_)));
+        }
+    }
+
+    /// A crash loop reaches quarantine no later than before the first restart became immediate:
+    /// the delays before it add up to at most 0 + 100 + 200 ms, where they were at least 50 +
+    /// 100 + 200 ms (each backoff is jittered in [d/2, d]).
+    #[test]
+    fn a_crash_loop_is_quarantined_no_later_than_with_a_first_backoff() {
+        let policy = RestartConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+            quarantine_probe: Duration::from_secs(300),
+        };
+        for _ in 0..100 {
+            let mut r = Restarts::new(policy.clone());
+            let mut now = Instant::now();
+            let mut waited = Duration::ZERO;
+            loop {
+                match r.exited(Duration::from_millis(5), now) {
+                    Next::Backoff(d) => {
+                        waited += d;
+                        now += d + Duration::from_millis(5);
+                    }
+                    Next::Quarantine(_) => break,
+                }
+            }
+            let before = Duration::from_millis(50 + 100 + 200);
+            assert!(waited < before, "{waited:?} of backoff before quarantine (at least {before:?} before)");
         }
     }
 
