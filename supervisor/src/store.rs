@@ -236,7 +236,9 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 /// Beyond this many cached records the cache starts over (a bound, not an LRU).
-const CACHE_LIMIT: usize = 250_000;
+/// (About 3 KiB a record: a bound of some 150 MiB of heap whatever the size of the connector
+/// space; a read the cache misses is one indexed point read, some microseconds.)
+const CACHE_LIMIT: usize = 50_000;
 
 fn id_key(app: &str, resource_type: &str, id: &str) -> (String, String, String) {
     (app.to_string(), resource_type.to_string(), id.to_string())

@@ -277,6 +277,10 @@ async fn launch(
     // Handshake: connect and Hello until it answers, while watching for the child exiting and
     // for the start-up deadline.
     let handshake = async {
+        // The socket appears a few milliseconds after the spawn (a spawn and Hello take 3 ms
+        // here): tried again after 1 ms, then doubling up to 25 ms, so that a restart is not
+        // held up by the polling.
+        let mut pause = Duration::from_millis(1);
         loop {
             if let Ok((mut client, health)) = client::connect(socket.to_path_buf(), token).await {
                 let hello = v1::HelloRequest {
@@ -292,7 +296,8 @@ async fn launch(
                     Err(_) => {}
                 }
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
         }
     };
     let (client, health, hello) = tokio::select! {
