@@ -143,8 +143,7 @@ fn main() {
         }
         sample(&mut samples);
         if second % 30 == 0 || second == half {
-            let (now, before) =
-                (&samples[samples.len() - 1], &samples[samples.len().saturating_sub(31).max(0)]);
+            let (now, before) = (&samples[samples.len() - 1], &samples[samples.len().saturating_sub(31)]);
             let rate = (now.requests - before.requests) as f64 / (now.at - before.at).max(1e-9);
             println!(
                 "{:>6.0} {:>10} {:>10} {:>12} {:>12} {:>8} {:>9.0}",

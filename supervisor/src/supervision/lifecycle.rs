@@ -620,14 +620,9 @@ mod tests {
             let mut r = Restarts::new(policy.clone());
             let mut now = Instant::now();
             let mut waited = Duration::ZERO;
-            loop {
-                match r.exited(Duration::from_millis(5), now) {
-                    Next::Backoff(d) => {
-                        waited += d;
-                        now += d + Duration::from_millis(5);
-                    }
-                    Next::Quarantine(_) => break,
-                }
+            while let Next::Backoff(d) = r.exited(Duration::from_millis(5), now) {
+                waited += d;
+                now += d + Duration::from_millis(5);
             }
             let before = Duration::from_millis(50 + 100 + 200);
             assert!(waited < before, "{waited:?} of backoff before quarantine (at least {before:?} before)");
