@@ -241,8 +241,15 @@ fn writes_get_503_with_retry_after_while_the_connector_is_down_and_reads_still_w
         format!("{}\n[connectors.demo-users.restart]\ninitial_backoff = \"6s\"\n", quickstart_config());
     let s = Supervisor::start(&config, dir.path());
     let id = create(&s, "lamport")["id"].as_str().unwrap().to_string();
-    let pid = s.connector("demo-users")["pid"].as_u64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The first exit within the restart window is restarted at once; the second waits the
+    // backoff (6 s here).
+    for incarnation in [1, 2] {
+        let c = s.wait_connector("demo-users", Duration::from_secs(10), |c| {
+            c["state"] == "ready" && c["incarnation"] == incarnation
+        });
+        let pid = c["pid"].as_u64().unwrap() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
     s.wait_connector("demo-users", Duration::from_secs(10), |c| c["state"] == "backoff");
 
     let r = s.scim("POST", "/scim/demo/Users", Some(&user("dijkstra")));
