@@ -127,6 +127,14 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and for children to stop.
     #[serde(default = "default_shutdown_timeout", with = "duration")]
     pub shutdown_timeout: Duration,
+    /// The connector space's read cache, in records (about 4.5 KiB of memory each); reads it
+    /// misses are answered from the store file.
+    #[serde(default = "default_store_cache_records")]
+    pub store_cache_records: usize,
+}
+
+fn default_store_cache_records() -> usize {
+    crate::store::DEFAULT_CACHE_RECORDS
 }
 
 /// `[server.tls]`.
@@ -161,6 +169,7 @@ impl Default for ServerConfig {
             admin_listen: default_admin_listen(),
             data_dir: None,
             shutdown_timeout: default_shutdown_timeout(),
+            store_cache_records: default_store_cache_records(),
         }
     }
 }

@@ -162,8 +162,9 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     }
 
     let store_path = data_dir.join(STORE_FILE);
-    let store =
-        Store::open(&store_path).await.with_context(|| format!("while opening {}", store_path.display()))?;
+    let store = Store::open_with(&store_path, config.server.store_cache_records)
+        .await
+        .with_context(|| format!("while opening {}", store_path.display()))?;
     let rebuild = data_dir.join(REBUILD_MARKER);
     if rebuild.exists() {
         tracing::warn!("the connector space was rebuilt: every connector is imported in full at start");

@@ -218,6 +218,8 @@ struct Cache {
     by_id: HashMap<(String, String, String), Arc<Record>>,
     /// (app, resource type, name folded by [`fold`]) → id.
     by_name: HashMap<(String, String, String), String>,
+    /// Beyond this many cached records the cache starts over (a bound, not an LRU).
+    limit: usize,
 }
 
 // The store's locks guard one map operation or one statement at a time, so a panic elsewhere
@@ -235,10 +237,12 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Beyond this many cached records the cache starts over (a bound, not an LRU).
-/// (About 3 KiB a record: a bound of some 150 MiB of heap whatever the size of the connector
-/// space; a read the cache misses is one indexed point read, some microseconds.)
-const CACHE_LIMIT: usize = 50_000;
+/// The read cache's bound by default, in records (`server.store_cache_records`). A record takes
+/// about 4.5 KiB there (the soak benchmark: heap per user): some 450 MB at most, whatever the
+/// size of the connector space. A read the cache misses is one indexed point read: the
+/// 100,000-user read benchmark answers 63-66% of its HTTP ceiling with every user cached, 46-47%
+/// with half of them.
+pub const DEFAULT_CACHE_RECORDS: usize = 100_000;
 
 fn id_key(app: &str, resource_type: &str, id: &str) -> (String, String, String) {
     (app.to_string(), resource_type.to_string(), id.to_string())
@@ -259,7 +263,7 @@ impl Cache {
     }
 
     fn put(&mut self, record: &Record) {
-        if self.by_id.len() >= CACHE_LIMIT {
+        if self.by_id.len() >= self.limit.max(1) {
             self.by_id.clear();
             self.by_name.clear();
         }
@@ -466,6 +470,11 @@ fn open_main(path: &Path, check: bool) -> Result<Connection, StoreError> {
 impl Store {
     /// Opens (and creates) the store file; refuses a damaged one (SQLite's `quick_check`).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, DEFAULT_CACHE_RECORDS).await
+    }
+
+    /// [`Store::open`], with a read cache of at most `cache_records` records.
+    pub async fn open_with(path: &Path, cache_records: usize) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let opened = path.clone();
         let main = tokio::task::spawn_blocking(move || open_main(&opened, true))
@@ -476,7 +485,7 @@ impl Store {
             path,
             main: Mutex::new(Some(main)),
             readers: Mutex::new(Vec::new()),
-            cache: RwLock::default(),
+            cache: RwLock::new(Cache { limit: cache_records, ..Cache::default() }),
             generation: AtomicU64::new(0),
             health: Mutex::new(Health::Ready),
             wal_peak: AtomicU64::new(0),
