@@ -506,6 +506,29 @@ mod tests {
         assert_eq!(e.scim_type, Some("invalidValue"), "a simple attribute holds one value");
     }
 
+    /// A resource stored by an earlier version with data no schema defines (it did not check)
+    /// can still be patched: that data is dropped (and logged), not held against the client.
+    #[test]
+    fn legacy_undeclared_data_does_not_block_a_patch() {
+        let mut stored = user();
+        stored["favouriteColour"] = json!("blue");
+        stored["title"] = json!({"deep": {"deeper": 1}});
+        stored["name"]["nickname"] = json!("x");
+        let schemas = schemas(Refuse);
+        assert!(schemas.conform(&mut stored.clone()).is_err(), "the stored data does not conform");
+        let mut patched = stored.clone();
+        schemas.drop_legacy(&mut patched);
+        let ops = json!([{"op": "replace", "path": "displayName", "value": "B"}]);
+        apply(&mut patched, &json!({"schemas": [PATCH_OP], "Operations": ops}), &schemas).unwrap();
+        schemas.conform(&mut patched).expect("what is left conforms");
+        assert_eq!(patched["displayName"], "B");
+        assert!(patched.get("favouriteColour").is_none() && patched.get("title").is_none(), "{patched}");
+        assert_eq!(patched["name"], json!({"givenName": "Barbara"}));
+        // What the client sends is still checked.
+        let bad = json!([{"op": "add", "path": "favouriteColour", "value": "red"}]);
+        assert!(apply(&mut patched, &json!({"schemas": [PATCH_OP], "Operations": bad}), &schemas).is_err());
+    }
+
     /// Entra's short `manager` path works for every operation, with a path and without.
     #[test]
     fn the_manager_alias_works_for_every_operation() {

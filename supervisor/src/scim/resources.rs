@@ -288,6 +288,7 @@ pub async fn patch<K: Kind>(
     let if_match = IfMatch::from_headers(&headers);
     let record = update_resource::<K>(&state, &auth.app, &id, &if_match, |existing| {
         let mut patched = existing.resource.clone();
+        K::schemas(&auth.app).drop_legacy(&mut patched);
         super::patch::apply(&mut patched, &request, K::schemas(&auth.app))?;
         let password = password_of(&patched);
         let (resource, name) = validated::<K>(&auth.app, patched)?;

@@ -139,6 +139,19 @@ impl ResourceSchemas {
         }
     }
 
+    /// [`Self::refuse_unknown`], or for legacy data a logged drop.
+    fn unknown_as(&self, legacy: bool, scim_type: &'static str, what: &str) -> Result<(), ScimError> {
+        if legacy {
+            tracing::warn!(
+                resource = self.resource,
+                what,
+                "dropping undeclared data stored by an earlier version"
+            );
+            return Ok(());
+        }
+        self.refuse_unknown(scim_type, what)
+    }
+
     /// Resolves a PATCH path: a known extension's URN alone names its whole object; a URN
     /// prefix must name a known schema; the attribute (and sub-attribute) must be defined.
     /// `manager` alone means the enterprise extension's manager (Entra ID sends it so).
@@ -214,6 +227,18 @@ impl ResourceSchemas {
     /// extension objects under known URNs, and `schemas` listing the core schema and exactly the
     /// extensions that have values (RFC 7643 §3).
     pub fn conform(&self, resource: &mut Value) -> Result<(), ScimError> {
+        self.conform_as(resource, false)
+    }
+
+    /// Drops from a stored resource what these schemas do not define, or in a shape they do not
+    /// allow: data stored by a version that did not check (it could never be exported). A PATCH
+    /// applies to the stored resource, so without this every PATCH of such a resource would be
+    /// refused for data the client did not send. Each drop is logged.
+    pub fn drop_legacy(&self, resource: &mut Value) {
+        let _ = self.conform_as(resource, true);
+    }
+
+    fn conform_as(&self, resource: &mut Value, legacy: bool) -> Result<(), ScimError> {
         let Some(object) = resource.as_object_mut() else {
             return Err(ScimError::bad_request("invalidSyntax", "a resource is a JSON object"));
         };
@@ -224,7 +249,8 @@ impl ResourceSchemas {
                     return Err(ScimError::bad_request("invalidValue", "\"schemas\" lists strings"));
                 };
                 if !self.knows(urn) {
-                    self.refuse_unknown(
+                    self.unknown_as(
+                        legacy,
                         "invalidValue",
                         &format!("schema {urn:?} is not one of {}'s", self.resource),
                     )?;
@@ -238,6 +264,9 @@ impl ResourceSchemas {
             }
             if let Some(extension) = self.extension(&key) {
                 let Some(Value::Object(mut values)) = object.remove(&key) else {
+                    if legacy {
+                        continue;
+                    }
                     return Err(ScimError::bad_request("invalidValue", format!("{key} must be an object")));
                 };
                 for name in values.keys().cloned().collect::<Vec<_>>() {
@@ -246,9 +275,11 @@ impl ResourceSchemas {
                             def,
                             &format!("{}:{name}", extension.urn),
                             values.get_mut(&name),
+                            legacy,
                         )?,
                         None => {
-                            self.refuse_unknown(
+                            self.unknown_as(
+                                legacy,
                                 "invalidValue",
                                 &format!("{}:{name} is not an attribute of that extension", extension.urn),
                             )?;
@@ -265,19 +296,21 @@ impl ResourceSchemas {
                 continue;
             }
             let keep = match self.core.attribute(&key) {
-                Some(def) => self.check_value(def, &key, object.get_mut(&key))?,
+                Some(def) => self.check_value(def, &key, object.get_mut(&key), legacy)?,
                 None if key.len() > 4
                     && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
                     && !is_core_urn(&key) =>
                 {
-                    self.refuse_unknown(
+                    self.unknown_as(
+                        legacy,
                         "invalidValue",
                         &format!("{key:?} is not an extension schema of {}", self.resource),
                     )?;
                     false
                 }
                 None => {
-                    self.refuse_unknown(
+                    self.unknown_as(
+                        legacy,
                         "invalidValue",
                         &format!("{key:?} is not an attribute of {}", self.resource),
                     )?;
@@ -302,7 +335,29 @@ impl ResourceSchemas {
 
     /// Checks one attribute's value against its definition; drops unknown sub-attributes in
     /// `Ignore` mode. Returns whether to keep the attribute.
-    fn check_value(&self, def: &AttrDef, name: &str, value: Option<&mut Value>) -> Result<bool, ScimError> {
+    fn check_value(
+        &self,
+        def: &AttrDef,
+        name: &str,
+        value: Option<&mut Value>,
+        legacy: bool,
+    ) -> Result<bool, ScimError> {
+        match self.check_shape(def, name, value, legacy) {
+            Err(e) if legacy => {
+                tracing::warn!(attribute = name, reason = %e.detail, "dropping a stored value of a shape the schema does not allow");
+                Ok(false)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn check_shape(
+        &self,
+        def: &AttrDef,
+        name: &str,
+        value: Option<&mut Value>,
+        legacy: bool,
+    ) -> Result<bool, ScimError> {
         let Some(value) = value else { return Ok(false) };
         let shape = |what: &str| ScimError::bad_request("invalidValue", format!("{name} must be {what}"));
         let check_element = |element: &mut Value| -> Result<bool, ScimError> {
@@ -317,7 +372,8 @@ impl ResourceSchemas {
             let Value::Object(fields) = element else { return Err(shape("an object of sub-attributes")) };
             for sub in fields.keys().cloned().collect::<Vec<_>>() {
                 if !def.subs.iter().any(|s| s.eq_ignore_ascii_case(&sub)) {
-                    self.refuse_unknown(
+                    self.unknown_as(
+                        legacy,
                         "invalidValue",
                         &format!("{name}.{sub} is not a sub-attribute of {name}"),
                     )?;
