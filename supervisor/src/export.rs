@@ -99,8 +99,13 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
                     for result in &results {
                         let kind =
                             v1::ErrorKind::try_from(result.error_kind).unwrap_or(v1::ErrorKind::Internal);
-                        if passing(kind) {
-                            handle.degrade(format!("{kind:?}: {}", result.error_detail));
+                        match kind {
+                            v1::ErrorKind::None => handle.note_write(None),
+                            kind if passing(kind) => handle.note_write(Some((
+                                kind == v1::ErrorKind::ConnectionFailed,
+                                format!("{kind:?}: {}", result.error_detail),
+                            ))),
+                            _ => {}
                         }
                         metrics::counter!(
                             "export_results_total",
@@ -126,7 +131,10 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
                     if let CallError::Failed { kind, message } = &e
                         && passing(*kind)
                     {
-                        handle.degrade(format!("{kind:?}: {message}"));
+                        handle.note_write(Some((
+                            *kind == v1::ErrorKind::ConnectionFailed,
+                            format!("{kind:?}: {message}"),
+                        )));
                     }
                     for job in batch {
                         let _ = job.reply.send(Err(e.clone()));
@@ -139,7 +147,8 @@ async fn worker(handle: Arc<ConnectorHandle>, mut receiver: mpsc::Receiver<Job>)
 }
 
 /// Error kinds that say the target cannot take writes for now (rather than that this write is
-/// wrong): the connector is reported degraded until a health check passes.
+/// wrong): the connector is reported degraded until a health check passes (see
+/// [`ConnectorHandle::note_write`]).
 fn passing(kind: v1::ErrorKind) -> bool {
     matches!(kind, v1::ErrorKind::ConnectionFailed | v1::ErrorKind::Retryable | v1::ErrorKind::Timeout)
 }

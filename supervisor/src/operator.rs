@@ -316,9 +316,13 @@ pub fn store_check(data_dir: &Path, full: bool) -> u8 {
             println!("{}: sound ({})", path.display(), if full { "integrity_check" } else { "quick_check" });
             0
         }
-        Err(e) => {
+        Err(e @ crate::store::StoreError::Damaged(_)) => {
             eprintln!("{}: {e}", path.display());
             1
+        }
+        Err(e) => {
+            eprintln!("{}: cannot be checked: {e}", path.display());
+            EXIT_UNAVAILABLE
         }
     }
 }
@@ -337,6 +341,13 @@ pub async fn store_rebuild(data_dir: &Path, force: bool) -> anyhow::Result<u8> {
                 return Ok(0);
             }
             Ok(()) => {}
+            Err(e @ crate::store::StoreError::Damaged(_)) => println!("{}: {e}", path.display()),
+            // Not damage (permissions, a full disk...): setting a sound store aside would lose
+            // its SCIM ids.
+            Err(e) if !force => {
+                eprintln!("{}: cannot be checked: {e}; nothing was changed", path.display());
+                return Ok(EXIT_UNAVAILABLE);
+            }
             Err(e) => println!("{}: {e}", path.display()),
         }
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
@@ -358,7 +369,7 @@ pub async fn store_rebuild(data_dir: &Path, force: bool) -> anyhow::Result<u8> {
     std::fs::write(data_dir.join(crate::server::REBUILD_MARKER), b"")?;
     println!(
         "an empty connector space is at {}; the next `supervisor run` imports every connector in full \
-         before it is ready for writes, which rebuilds it from the targets (SCIM ids are new: clients \
+         at start (again at each start until every import has succeeded), which rebuilds it from the targets (SCIM ids are new: clients \
          that kept the old ones find the objects again by userName or displayName)",
         path.display()
     );

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
 use crate::export::ExportQueue;
-use crate::import::{Binding, Imports};
+use crate::import::{Binding, Imports, NotRun as NotRunOf};
 use crate::provision::{Provisioner, Target};
 use crate::scim::{App, ScimState, Tokens};
 use crate::store::Store;
@@ -165,14 +165,20 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     let store = Store::open_with(&store_path, config.server.store_cache_records)
         .await
         .with_context(|| format!("while opening {}", store_path.display()))?;
-    let rebuild = data_dir.join(REBUILD_MARKER);
-    if rebuild.exists() {
-        tracing::warn!("the connector space was rebuilt: every connector is imported in full at start");
+    let marker = data_dir.join(REBUILD_MARKER);
+    let rebuild = if marker.exists() {
+        tracing::warn!(
+            "the connector space was rebuilt: every connector is imported in full at start (the marker {} \
+             stays until every import has succeeded)",
+            marker.display()
+        );
         for connector in config.connectors.values_mut() {
             connector.import.on_start = true;
         }
-        let _ = std::fs::remove_file(&rebuild);
-    }
+        Some(Arc::new(Rebuild { marker, left: Mutex::new(config.connectors.keys().cloned().collect()) }))
+    } else {
+        None
+    };
 
     let ctx = LifecycleContext {
         spawner: Spawner::start()?,
@@ -239,7 +245,7 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         &config.connectors.iter().map(|(name, c)| (name.clone(), c.import.on_start)).collect::<Vec<_>>(),
     ));
     for handle in &handles {
-        tokio::spawn(when_ready(handle.clone(), provisioner.clone(), imports.clone()));
+        tokio::spawn(when_ready(handle.clone(), provisioner.clone(), imports.clone(), rebuild.clone()));
     }
     let scim = crate::scim::router(
         Arc::new(ScimState {
@@ -415,11 +421,34 @@ fn bindings(config: &Config) -> HashMap<String, Binding> {
 /// The work a connector's readiness starts: each time it becomes ready, the writes whose outcome
 /// is unknown are settled, then (the first time, if configured) a full import runs; full and
 /// delta imports then run on their schedules while it is ready.
-async fn when_ready(handle: Arc<ConnectorHandle>, provisioner: Arc<Provisioner>, imports: Arc<Imports>) {
+/// A rebuild of the connector space under way: the connectors whose full import has not
+/// succeeded yet; the marker goes when none is left.
+struct Rebuild {
+    marker: PathBuf,
+    left: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Rebuild {
+    fn done(&self, connector: &str) {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        if left.remove(connector) && left.is_empty() {
+            let _ = std::fs::remove_file(&self.marker);
+            tracing::info!("the connector space is rebuilt: every connector's full import succeeded");
+        }
+    }
+}
+
+async fn when_ready(
+    handle: Arc<ConnectorHandle>,
+    provisioner: Arc<Provisioner>,
+    imports: Arc<Imports>,
+    rebuild: Option<Arc<Rebuild>>,
+) {
     let schedule = handle.config.import.clone();
     let name = handle.name.clone();
     let mut phases = handle.subscribe();
-    let mut first = true;
+    // The import at start: tried again each time the connector becomes ready until it succeeds.
+    let mut start_import = schedule.on_start;
     let tick = |every: Option<Duration>| async move {
         match every {
             Some(every) => tokio::time::sleep(every).await,
@@ -463,19 +492,29 @@ async fn when_ready(handle: Arc<ConnectorHandle>, provisioner: Arc<Provisioner>,
                     tracing::warn!(connector = %name, error = %e, "could not settle pending writes yet")
                 }
             }
-            if first && schedule.on_start {
+            if start_import {
                 import = Some(ImportType::Full);
                 if handle.shape().has_references() {
                     imports.wait_for_peers(&name, handle.config.startup_timeout * 2).await;
                 }
             }
-            first = false;
         }
         if let Some(kind) = import
             && matches!(handle.phase(), Phase::Ready(_))
-            && let Err(e) = imports.run(&name, kind).await
         {
-            tracing::debug!(connector = %name, error = %e, "scheduled import not run");
+            match imports.run(&name, kind).await {
+                Ok(_) | Err(NotRunOf::Unknown(_) | NotRunOf::Unbound(_)) if kind == ImportType::Full => {
+                    start_import = false;
+                    if let Some(rebuild) = &rebuild {
+                        rebuild.done(&name);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if start_import => {
+                    tracing::warn!(connector = %name, error = %e, "the import at start failed; tried again when the connector is ready again")
+                }
+                Err(e) => tracing::debug!(connector = %name, error = %e, "scheduled import not run"),
+            }
         }
     }
 }

@@ -326,17 +326,12 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
         let has_key = transaction
             .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'name_key'")?
             .exists([])?;
+        // Nullable: a row written by an earlier build (after a rollback to it) has none, clashes
+        // with nothing in the unique index, and is folded at the next open (below).
         if !has_key {
-            transaction.execute_batch("ALTER TABLE objects ADD COLUMN name_key TEXT NOT NULL DEFAULT ''")?;
+            transaction.execute_batch("ALTER TABLE objects ADD COLUMN name_key TEXT")?;
         }
-        let names: Vec<(i64, String)> = transaction
-            .prepare("SELECT rowid, user_name FROM objects")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (rowid, name) in names {
-            transaction
-                .execute("UPDATE objects SET name_key = ?1 WHERE rowid = ?2", params![fold(&name), rowid])?;
-        }
+        fold_missing_names(&transaction)?;
         transaction.execute_batch("DROP INDEX IF EXISTS objects_by_name")?;
         if let Err(e) = transaction.execute_batch(
             "CREATE UNIQUE INDEX objects_by_name_key ON objects (app, resource_type, name_key)",
@@ -349,6 +344,28 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
         }
         transaction.execute_batch("PRAGMA user_version = 1")?;
         transaction.commit()?;
+    }
+    // Rows an earlier build wrote since (it does not know the column).
+    fold_missing_names(connection)?;
+    Ok(())
+}
+
+/// Sets `name_key` where it is missing.
+fn fold_missing_names(connection: &Connection) -> Result<(), StoreError> {
+    let names: Vec<(i64, String)> = connection
+        .prepare("SELECT rowid, user_name FROM objects WHERE name_key IS NULL")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (rowid, name) in names {
+        let updated = connection
+            .execute("UPDATE objects SET name_key = ?1 WHERE rowid = ?2", params![fold(&name), rowid]);
+        if let Err(e) = updated {
+            return Err(StoreError::Damaged(format!(
+                "names that differ only in case (under Unicode case folding) are in the connector \
+                 space twice ({e}, at {name:?}); rename one of each pair in the target and rebuild \
+                 the connector space (supervisor store rebuild)"
+            )));
+        }
     }
     Ok(())
 }
@@ -563,12 +580,15 @@ impl Store {
         let idle = lock(&self.inner.readers).pop();
         let connection = match idle {
             Some(connection) => connection,
-            None => connect(
+            None => match connect(
                 &self.inner.path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX
                     | OpenFlags::SQLITE_OPEN_URI,
-            )?,
+            ) {
+                Ok(connection) => connection,
+                Err(e) => return self.note(Err(classify(e)), false),
+            },
         };
         let result = read(&connection);
         let mut readers = lock(&self.inner.readers);

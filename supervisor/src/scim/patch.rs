@@ -529,6 +529,20 @@ mod tests {
         assert!(apply(&mut patched, &json!({"schemas": [PATCH_OP], "Operations": bad}), &schemas).is_err());
     }
 
+    #[test]
+    fn a_bare_value_of_a_multi_valued_attribute_is_a_list_of_one_and_legacy_drops_per_value() {
+        let schemas = schemas(Refuse);
+        let mut u = json!({"schemas": [super::super::resource::USER_SCHEMA], "userName": "u",
+                           "emails": {"value": "a@x", "type": "work"}});
+        schemas.conform(&mut u).unwrap();
+        assert_eq!(u["emails"], json!([{"value": "a@x", "type": "work"}]));
+        let mut stored = json!({"schemas": [super::super::resource::USER_SCHEMA, 7], "userName": "u",
+                                "emails": [{"value": "a@x"}, {"value": {"deep": 1}}]});
+        schemas.drop_legacy(&mut stored);
+        assert_eq!(stored["emails"], json!([{"value": "a@x"}]), "only the misshapen value goes");
+        schemas.conform(&mut stored).expect("conforms after the legacy drop");
+    }
+
     /// Entra's short `manager` path works for every operation, with a path and without.
     #[test]
     fn the_manager_alias_works_for_every_operation() {

@@ -246,6 +246,9 @@ impl ResourceSchemas {
         if let Some(Value::Array(listed)) = listed {
             for urn in &listed {
                 let Some(urn) = urn.as_str() else {
+                    if legacy {
+                        continue;
+                    }
                     return Err(ScimError::bad_request("invalidValue", "\"schemas\" lists strings"));
                 };
                 if !self.knows(urn) {
@@ -388,14 +391,27 @@ impl ResourceSchemas {
             Value::Array(items) if def.multi => {
                 let mut kept = Vec::with_capacity(items.len());
                 for mut item in std::mem::take(items) {
-                    if check_element(&mut item)? {
-                        kept.push(item);
+                    match check_element(&mut item) {
+                        Ok(true) => kept.push(item),
+                        Ok(false) => {}
+                        // Stored by an earlier version: the one misshapen value goes, not the rest.
+                        Err(e) if legacy => {
+                            tracing::warn!(attribute = name, reason = %e.detail, "dropping a stored value of a shape the schema does not allow")
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 *items = kept;
                 Ok(!items.is_empty())
             }
             Value::Array(_) => Err(shape("a single value, not a list")),
+            // One value of a multi-valued attribute, sent bare: a list of one.
+            element @ Value::Object(_) if def.multi => {
+                let mut one = std::mem::take(element);
+                let keep = check_element(&mut one)?;
+                *element = Value::Array(vec![one]);
+                Ok(keep)
+            }
             element => check_element(element),
         }
     }

@@ -102,7 +102,14 @@ pub struct ConnectorHandle {
     /// How the next incarnation is started (executable, arguments, environment, parameters):
     /// the configuration at start-up, or as a reload re-read it.
     launch: std::sync::RwLock<Arc<ConnectorConfig>>,
+    /// Write results in a row that said the target could not take them for now (locked, full,
+    /// timed out), with no success between.
+    passing_failures: std::sync::atomic::AtomicU32,
 }
+
+/// Write results in a row, each saying the target cannot take writes for now, that make a
+/// connector degraded (one such result may be a single row's lock or deadlock).
+const PASSING_FAILURES_TO_DEGRADE: u32 = 3;
 
 impl ConnectorHandle {
     /// A handle for a connector that has not started yet.
@@ -124,6 +131,7 @@ impl ConnectorHandle {
             reset: Notify::new(),
             reloads: Mutex::new(Vec::new()),
             reload: Notify::new(),
+            passing_failures: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -148,6 +156,24 @@ impl ConnectorHandle {
 
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
+    }
+
+    /// Notes a write result: a success, or a failure that says the target cannot take writes
+    /// for now (`connection_lost`: it is unreachable, which degrades at once; otherwise locked,
+    /// full or timed out, which degrades after [`PASSING_FAILURES_TO_DEGRADE`] in a row, so that
+    /// one row's lock or deadlock does not hold up every other write).
+    pub fn note_write(&self, failure: Option<(bool, String)>) {
+        use std::sync::atomic::Ordering;
+        match failure {
+            None => self.passing_failures.store(0, Ordering::Relaxed),
+            Some((connection_lost, reason)) => {
+                let in_a_row = self.passing_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if connection_lost || in_a_row >= PASSING_FAILURES_TO_DEGRADE {
+                    self.passing_failures.store(0, Ordering::Relaxed);
+                    self.degrade(reason);
+                }
+            }
+        }
     }
 
     /// Marks a ready connector degraded because its target failed a write for a passing reason
