@@ -300,22 +300,15 @@ impl ResourceSchemas {
             }
             let keep = match self.core.attribute(&key) {
                 Some(def) => self.check_value(def, &key, object.get_mut(&key), legacy)?,
-                None if key.len() > 4
-                    && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
-                    && !is_core_urn(&key) =>
-                {
-                    self.unknown_as(
-                        legacy,
-                        "invalidValue",
-                        &format!("{key:?} is not an extension schema of {}", self.resource),
-                    )?;
-                    false
-                }
                 None => {
+                    let urn = key.len() > 4
+                        && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+                        && !is_core_urn(&key);
+                    let what = if urn { "an extension schema" } else { "an attribute" };
                     self.unknown_as(
                         legacy,
                         "invalidValue",
-                        &format!("{key:?} is not an attribute of {}", self.resource),
+                        &format!("{key:?} is not {what} of {}", self.resource),
                     )?;
                     false
                 }
