@@ -136,7 +136,8 @@ fn main() {
     let half = secs / 2;
     for second in 1..=secs {
         std::thread::sleep(
-            Duration::from_secs(1).saturating_sub(started.elapsed() - Duration::from_secs(second - 1)),
+            Duration::from_secs(1)
+                .saturating_sub(started.elapsed().saturating_sub(Duration::from_secs(second - 1))),
         );
         if second == half {
             flat.store(true, Ordering::Relaxed);

@@ -160,13 +160,31 @@ fn a_full_disk_under_a_burst_loses_no_acknowledged_create() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // The clients stop however this ends (a failed wait below included), or the scope
+        // would wait for them forever.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        let acknowledged_so_far = || acknowledged.lock().unwrap().len();
+        e2e::wait_until(Duration::from_secs(30), "creates under way before the fill", || {
+            acknowledged_so_far() >= 40
+        });
         let filler = fill(&data);
-        std::thread::sleep(Duration::from_millis(1500));
-        readyz_while_full = request(s.admin, "GET", "/readyz", None, None).status;
+        // Full for as long as it takes many creates to be refused and the service to say so.
+        e2e::wait_until(Duration::from_secs(30), "creates refused and /readyz 503 while full", || {
+            readyz_while_full = request(s.admin, "GET", "/readyz", None, None).status;
+            refused.load(std::sync::atomic::Ordering::Relaxed) >= 100 && readyz_while_full == 503
+        });
         std::fs::remove_file(&filler).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Freed under the same burst, until it has taken many more creates.
+        let before = acknowledged_so_far();
+        e2e::wait_until(Duration::from_secs(30), "creates acknowledged again once freed", || {
+            acknowledged_so_far() >= before + 40
+        });
     });
     let refused = refused.into_inner();
     assert!(refused > 0, "the full disk refused some creates");

@@ -242,9 +242,9 @@ impl ResourceSchemas {
         let Some(object) = resource.as_object_mut() else {
             return Err(ScimError::bad_request("invalidSyntax", "a resource is a JSON object"));
         };
-        let listed = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("schemas")).map(|(_, v)| v.clone());
+        let listed = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("schemas")).map(|(_, v)| v);
         if let Some(Value::Array(listed)) = listed {
-            for urn in &listed {
+            for urn in listed {
                 let Some(urn) = urn.as_str() else {
                     if legacy {
                         continue;
@@ -260,63 +260,24 @@ impl ResourceSchemas {
                 }
             }
         }
-        let keys: Vec<String> = object.keys().cloned().collect();
-        for key in keys {
-            if COMMON.iter().any(|c| c.eq_ignore_ascii_case(&key)) {
+        // Each extension's object against its schema, kept under the schema's own URN.
+        for extension in &self.extensions {
+            let Some(key) = object.keys().find(|k| k.eq_ignore_ascii_case(&extension.urn)).cloned() else {
                 continue;
-            }
-            if let Some(extension) = self.extension(&key) {
-                let Some(Value::Object(mut values)) = object.remove(&key) else {
-                    if legacy {
-                        continue;
-                    }
-                    return Err(ScimError::bad_request("invalidValue", format!("{key} must be an object")));
-                };
-                for name in values.keys().cloned().collect::<Vec<_>>() {
-                    let keep = match extension.attribute(&name) {
-                        Some(def) => self.check_value(
-                            def,
-                            &format!("{}:{name}", extension.urn),
-                            values.get_mut(&name),
-                            legacy,
-                        )?,
-                        None => {
-                            self.unknown_as(
-                                legacy,
-                                "invalidValue",
-                                &format!("{}:{name} is not an attribute of that extension", extension.urn),
-                            )?;
-                            false
-                        }
-                    };
-                    if !keep {
-                        values.remove(&name);
-                    }
-                }
-                if !values.is_empty() {
-                    object.insert(extension.urn.clone(), Value::Object(values));
-                }
-                continue;
-            }
-            let keep = match self.core.attribute(&key) {
-                Some(def) => self.check_value(def, &key, object.get_mut(&key), legacy)?,
-                None => {
-                    let urn = key.len() > 4
-                        && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
-                        && !is_core_urn(&key);
-                    let what = if urn { "an extension schema" } else { "an attribute" };
-                    self.unknown_as(
-                        legacy,
-                        "invalidValue",
-                        &format!("{key:?} is not {what} of {}", self.resource),
-                    )?;
-                    false
-                }
             };
-            if !keep {
-                object.remove(&key);
+            let Some(Value::Object(mut values)) = object.remove(&key) else {
+                if legacy {
+                    continue;
+                }
+                return Err(ScimError::bad_request("invalidValue", format!("{key} must be an object")));
+            };
+            self.conform_members(extension, &mut values, legacy)?;
+            if !values.is_empty() {
+                object.insert(extension.urn.clone(), Value::Object(values));
             }
         }
+        // The rest against the core schema.
+        self.conform_members(&self.core, object, legacy)?;
         let mut schemas = vec![Value::String(self.core.urn.clone())];
         schemas.extend(
             self.extensions
@@ -326,6 +287,46 @@ impl ResourceSchemas {
         );
         object.retain(|k, _| !k.eq_ignore_ascii_case("schemas"));
         object.insert("schemas".into(), Value::Array(schemas));
+        Ok(())
+    }
+
+    /// Checks every member of `values` against `schema`'s attributes: unknown ones refused (or
+    /// dropped), known ones checked by [`Self::check_value`]. In the core schema's pass, the
+    /// common attributes and the extensions' objects (already checked) are left as they are.
+    fn conform_members(
+        &self,
+        schema: &SchemaDef,
+        values: &mut Map<String, Value>,
+        legacy: bool,
+    ) -> Result<(), ScimError> {
+        let core = std::ptr::eq(schema, &self.core);
+        for name in values.keys().cloned().collect::<Vec<_>>() {
+            if core
+                && (COMMON.iter().any(|c| c.eq_ignore_ascii_case(&name))
+                    || self.extensions.iter().any(|e| e.urn == name))
+            {
+                continue;
+            }
+            let label = if core { name.clone() } else { format!("{}:{name}", schema.urn) };
+            let keep = match schema.attribute(&name) {
+                Some(def) => self.check_value(def, &label, values.get_mut(&name), legacy)?,
+                None => {
+                    let urn = name.len() > 4
+                        && name.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+                        && !is_core_urn(&name);
+                    let what = match (core, urn) {
+                        (true, true) => format!("an extension schema of {}", self.resource),
+                        (true, false) => format!("an attribute of {}", self.resource),
+                        (false, _) => "an attribute of that extension".to_string(),
+                    };
+                    self.unknown_as(legacy, "invalidValue", &format!("{label:?} is not {what}"))?;
+                    false
+                }
+            };
+            if !keep {
+                values.remove(&name);
+            }
+        }
         Ok(())
     }
 

@@ -257,7 +257,7 @@ impl ConnectorHandle {
         };
         if current {
             tracing::warn!(connector = %self.name, incarnation, reason, "killing the child");
-            *self.kill_reason.lock().expect("kill reason lock") = reason.to_string();
+            *self.kill_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
             self.set_phase(Phase::Starting);
             self.kill_incarnation.store(incarnation, std::sync::atomic::Ordering::SeqCst);
             self.kill.notify_one();
@@ -266,7 +266,7 @@ impl ConnectorHandle {
 
     /// Why the last kill was asked for.
     pub(crate) fn kill_reason(&self) -> String {
-        self.kill_reason.lock().expect("kill reason lock").clone()
+        self.kill_reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Resolves when a kill of `incarnation` is asked for (requests for earlier incarnations,
