@@ -200,7 +200,9 @@ async fn import(
     match state.imports.run(&name, kind).await {
         Ok(report) => (StatusCode::OK, Json(json!(report))),
         Err(e @ NotRun::Unknown(_)) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))),
-        Err(e @ NotRun::Unbound(_)) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))),
+        Err(e @ (NotRun::Unbound(_) | NotRun::Elsewhere(_))) => {
+            (StatusCode::CONFLICT, Json(json!({"error": e.to_string()})))
+        }
         Err(e @ NotRun::Failed(ImportError::Connector(_))) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()})))
         }
@@ -221,11 +223,12 @@ async fn connectors(State(state): State<Arc<AdminState>>) -> Json<Value> {
     Json(json!({ "connectors": described, "store": store_status(&state.store) }))
 }
 
-/// The connector space as the admin API shows it: its state (`ready`, `degraded`, `failed`), the
+/// The connector space as the admin API shows it: its engine (`sqlite`, `postgresql`), its state (`ready`, `degraded`, `failed`), the
 /// reason, and the size of its files.
 fn store_status(store: &crate::store::Store) -> Value {
     let health = store.health();
     json!({
+        "engine": store.kind(),
         "state": health.name(),
         "reason": match &health {
             crate::store::Health::Ready => None,

@@ -125,7 +125,7 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// The connector space (connector-space.db in the data directory).
+    /// The connector space (connector-space.db in the data directory, or a PostgreSQL store).
     Store {
         #[command(subcommand)]
         action: StoreAction,
@@ -158,6 +158,23 @@ enum StoreAction {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Rebuild even when the check finds the connector space sound.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy a connector space from one store to another (a SQLite file or a PostgreSQL URL,
+    /// either way): every record and import watermark, then the counts compared per app,
+    /// resource type and state. Stop every supervisor that uses either store first. A URL's
+    /// password may come from the STORE_PASSWORD environment variable.
+    ///
+    /// Example: supervisor store migrate --from /var/lib/ecma-supervisor/connector-space.db --to postgres://ecma@db:5432/ecma
+    Migrate {
+        /// The store to copy: a SQLite file, or postgres://user@host:port/database.
+        #[arg(long)]
+        from: String,
+        /// The store to copy into (created if missing): a SQLite file or a PostgreSQL URL.
+        #[arg(long)]
+        to: String,
+        /// Copy into a store that already holds records (records with the same id are replaced).
         #[arg(long)]
         force: bool,
     },
@@ -310,6 +327,9 @@ pub fn main() -> ExitCode {
         Command::Store { action: StoreAction::Rebuild { config, data_dir: dir, force } } => {
             let dir = data_dir(dir, &config);
             one_shot(crate::operator::store_rebuild(&dir, force))
+        }
+        Command::Store { action: StoreAction::Migrate { from, to, force } } => {
+            one_shot(crate::operator::store_migrate(&from, &to, force))
         }
         Command::CheckConfig { config, data_dir: dir } => {
             let dir = data_dir(dir, &config);

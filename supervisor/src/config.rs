@@ -71,6 +71,160 @@ pub struct Config {
     /// Trace export, when not set by the standard `OTEL_*` variables.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Where the connector space is: the SQLite file in the data directory by default, or a
+    /// PostgreSQL database that several supervisors share.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the connector space.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user@host:5432/database` (TLS: `?sslmode=verify-full&sslrootcert=/path`), as a
+    /// string or `{ env = "STORE_URL" }` / `{ file = "/path" }`. Absent: the SQLite file
+    /// `connector-space.db` in the data directory.
+    pub url: Option<toml::Value>,
+    /// The password, when not in the URL: `{ env = "STORE_PASSWORD" }` or `{ file = "/path" }`.
+    pub password: Option<toml::Value>,
+    /// PostgreSQL connections for queries, per supervisor.
+    #[serde(default = "default_store_connections")]
+    pub max_connections: u32,
+    /// PostgreSQL connections for the locks held across writes, per supervisor.
+    #[serde(default = "default_store_connections")]
+    pub lock_connections: u32,
+    /// How long opening a connection (or waiting for a free one) may take.
+    #[serde(default = "default_store_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// `url` and `password` with `env` and `file` values read (filled at load).
+    #[serde(skip)]
+    resolved: Option<(String, Option<String>)>,
+}
+
+fn default_store_connections() -> u32 {
+    16
+}
+
+fn default_store_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password: None,
+            max_connections: default_store_connections(),
+            lock_connections: default_store_connections(),
+            connect_timeout: default_store_connect_timeout(),
+            resolved: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.resolved.as_ref().map(|(url, _)| crate::store::postgres::redacted(url)))
+            .field("max_connections", &self.max_connections)
+            .field("lock_connections", &self.lock_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreConfig {
+    /// Where the connector space is, for a supervisor with this data directory.
+    pub fn location(&self, data_dir: &Path) -> crate::store::Location {
+        match &self.resolved {
+            Some((url, password)) => crate::store::Location::Postgres(crate::store::postgres::Settings {
+                url: url.clone(),
+                password: password.clone(),
+                max_connections: self.max_connections,
+                lock_connections: self.lock_connections,
+                connect_timeout: self.connect_timeout,
+            }),
+            None => crate::store::Location::Sqlite(data_dir.join(crate::server::STORE_FILE)),
+        }
+    }
+
+    /// Whether the connector space is shared (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.resolved.is_some()
+    }
+
+    fn resolve(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+        let Some(url) = &self.url else {
+            if self.password.is_some() {
+                problems.push(Problem {
+                    key: "store.password".into(),
+                    message: "a password without a url; set store.url = { env = \"STORE_URL\" } or remove it"
+                        .into(),
+                });
+            }
+            return;
+        };
+        let Some(url) = secret_value(url, "store.url", env, problems) else { return };
+        if !crate::store::postgres::is_url(&url) {
+            problems.push(Problem {
+                key: "store.url".into(),
+                message: format!(
+                    "{} is not a PostgreSQL URL: write postgres://user@host:5432/database, or remove [store] \
+                     for the SQLite file in the data directory",
+                    crate::store::postgres::redacted(&url)
+                ),
+            });
+            return;
+        }
+        let password = match &self.password {
+            Some(value) => match secret_value(value, "store.password", env, problems) {
+                Some(password) => Some(password),
+                None => return,
+            },
+            None => None,
+        };
+        if self.max_connections == 0 || self.lock_connections == 0 {
+            problems.push(Problem {
+                key: "store.max_connections".into(),
+                message: "max_connections and lock_connections must be at least 1".into(),
+            });
+        }
+        self.resolved = Some((url, password));
+    }
+}
+
+/// A secret's text: a string as it is, `{ env = "VAR" }` from the environment, `{ file = "/path" }`
+/// from a file (without the trailing newline). `None` (with the problem noted) when it cannot be
+/// read.
+fn secret_value(
+    value: &toml::Value,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let problem = |problems: &mut Vec<Problem>, message: String| {
+        problems.push(Problem { key: key.to_string(), message });
+        None
+    };
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Table(t) => {
+            match (t.get("env").and_then(|v| v.as_str()), t.get("file").and_then(|v| v.as_str())) {
+                (Some(var), _) => match env(var) {
+                    Some(v) => Some(v),
+                    None => problem(problems, format!("environment variable {var} is not set")),
+                },
+                // A trailing newline is an editor's, not the secret's.
+                (_, Some(path)) => match std::fs::read_to_string(path) {
+                    Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
+                    Err(e) => problem(problems, format!("cannot read {path}: {e}")),
+                },
+                _ => {
+                    problem(problems, "must be a string, or { env = \"VAR\" } or { file = \"/path\" }".into())
+                }
+            }
+        }
+        other => Some(other.to_string()),
+    }
 }
 
 /// `[telemetry]`: OTLP trace export for the supervisor and its connectors. The standard
@@ -131,6 +285,19 @@ pub struct ServerConfig {
     /// misses are answered from the store file.
     #[serde(default = "default_store_cache_records")]
     pub store_cache_records: usize,
+    /// This supervisor's name in the store's bookkeeping (import runs) and in the logs, when
+    /// several share a store. Default: `<hostname>:<SCIM port>`.
+    pub node_name: Option<String>,
+}
+
+impl ServerConfig {
+    /// This supervisor's node name, for one listening on `listen`.
+    pub fn node(&self, listen: SocketAddr) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+            format!("{}:{}", host.unwrap_or_else(|| "localhost".into()), listen.port())
+        })
+    }
 }
 
 fn default_store_cache_records() -> usize {
@@ -170,6 +337,7 @@ impl Default for ServerConfig {
             data_dir: None,
             shutdown_timeout: default_shutdown_timeout(),
             store_cache_records: default_store_cache_records(),
+            node_name: None,
         }
     }
 }
@@ -595,6 +763,7 @@ impl Config {
         for (name, connector) in &mut config.connectors {
             connector.resolve_parameters(name, env, &mut problems);
         }
+        config.store.resolve(env, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -843,36 +1012,14 @@ impl ConnectorConfig {
     ) {
         for (key, value) in &self.parameters {
             let problem_key = format!("connectors.{name}.parameters.{key}");
-            let text = match value {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Table(t) => {
-                    match (t.get("env").and_then(|v| v.as_str()), t.get("file").and_then(|v| v.as_str())) {
-                        (Some(var), _) => match env(var) {
-                            Some(v) => v,
-                            None => {
-                                problems.push(Problem {
-                                    key: problem_key,
-                                    message: format!("environment variable {var} is not set"),
-                                });
-                                continue;
-                            }
-                        },
-                        (_, Some(path)) => match std::fs::read_to_string(path) {
-                            // A trailing newline is an editor's, not the secret's.
-                            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
-                            Err(e) => {
-                                problems.push(Problem {
-                                    key: problem_key,
-                                    message: format!("cannot read {path}: {e}"),
-                                });
-                                continue;
-                            }
-                        },
-                        _ => continue, // reported by check()
-                    }
-                }
-                other => other.to_string(),
-            };
+            // A table without env or file is reported by check().
+            if let toml::Value::Table(t) = value
+                && !t.contains_key("env")
+                && !t.contains_key("file")
+            {
+                continue;
+            }
+            let Some(text) = secret_value(value, &problem_key, env, problems) else { continue };
             self.resolved_parameters.insert(key.clone(), text);
         }
     }

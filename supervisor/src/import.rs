@@ -159,8 +159,7 @@ pub async fn run(
                 if let Some(record) = known.remove(&anchor)
                     && record.state == RecordState::Present
                 {
-                    let _guard =
-                        provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
+                    let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
                     store.delete(&record.app, &record.resource_type, &record.id).await?;
                     report.deleted += 1;
                 }
@@ -171,8 +170,7 @@ pub async fn run(
                 // A deprovisioned object kept in the target stays out of SCIM.
                 Some(record) if record.state == RecordState::Deprovisioned => report.unchanged += 1,
                 Some(record) => {
-                    let _guard =
-                        provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
+                    let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
                     // Re-read under the lock. A record that a SCIM write changed since this import
                     // began is left alone: the page may have been read before that write reached
                     // the target, and must not undo it (the next import sees the target as it is).
@@ -228,7 +226,7 @@ pub async fn run(
                         report.skipped += 1;
                         continue;
                     };
-                    let _guard = provisioner.lock(&[&binding.app, binding.resource_type, &name]).lock().await;
+                    let _guard = provisioner.lock(&[&binding.app, binding.resource_type, &name]).await?;
                     let at = rfc3339(SystemTime::now());
                     let mut record = Record {
                         app: binding.app.clone(),
@@ -289,7 +287,7 @@ pub async fn run(
             if seen.contains(&anchor) || record.state != RecordState::Present {
                 continue;
             }
-            let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).lock().await;
+            let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
             if let Some(current) = store.get(&record.app, &record.resource_type, &record.id).await?
                 && current.state == RecordState::Present
                 && current.version == record.version
@@ -340,6 +338,8 @@ pub struct Imports {
     progress: std::sync::Mutex<HashMap<String, Report>>,
     /// Connectors that import when they start (the ones worth waiting for).
     on_start: HashSet<String>,
+    /// This supervisor's name in the store's bookkeeping of import runs.
+    node: String,
 }
 
 /// Why an import was not run.
@@ -349,6 +349,9 @@ pub enum NotRun {
     Unknown(String),
     #[error("connector {0:?} serves no app, so its objects have nowhere to go")]
     Unbound(String),
+    /// Another supervisor on the same store runs an import of this connector now.
+    #[error("an import of connector {0:?} is running on another supervisor (node) of this store")]
+    Elsewhere(String),
     #[error(transparent)]
     Failed(#[from] ImportError),
 }
@@ -359,6 +362,7 @@ impl Imports {
         provisioner: std::sync::Arc<Provisioner>,
         bindings: HashMap<String, Binding>,
         connectors: &[(String, bool)],
+        node: String,
     ) -> Self {
         let running = connectors.iter().map(|(c, _)| (c.clone(), tokio::sync::Mutex::new(()))).collect();
         let on_start = connectors.iter().filter(|(_, on)| *on).map(|(c, _)| c.clone()).collect();
@@ -369,6 +373,7 @@ impl Imports {
             reports: std::sync::Mutex::new(HashMap::new()),
             progress: std::sync::Mutex::new(HashMap::new()),
             on_start,
+            node,
         }
     }
 
@@ -377,11 +382,27 @@ impl Imports {
         let lock = self.running.get(connector).ok_or_else(|| NotRun::Unknown(connector.to_string()))?;
         let binding = self.bindings.get(connector).ok_or_else(|| NotRun::Unbound(connector.to_string()))?;
         let _one_at_a_time = lock.lock().await;
+        // One import of a connector at a time across the supervisors that share the store.
+        let store = &self.provisioner.store;
+        let lead =
+            store.lead(crate::store::lock_key(&["import", connector])).await.map_err(ImportError::from)?;
+        let Some(_lead) = lead else {
+            return Err(NotRun::Elsewhere(connector.to_string()));
+        };
+        let kind = if requested == ImportType::Delta { "delta" } else { "full" };
+        let run_id = store.import_started(connector, &self.node, kind).await.map_err(ImportError::from)?;
         let progress = |report: &Report| {
             self.progress.lock().expect("progress lock").insert(connector.to_string(), report.clone());
         };
         let result = run(&self.provisioner, connector, binding, requested, &progress).await;
         self.progress.lock().expect("progress lock").remove(connector);
+        let outcome = match &result {
+            Ok(report) => format!("ok ({})", report.import_type),
+            Err(e) => format!("failed: {e}"),
+        };
+        if let Err(e) = store.import_finished(run_id, &outcome).await {
+            tracing::warn!(connector, error = %e, "the end of an import could not be recorded");
+        }
         let report = result.map_err(|e| {
             tracing::warn!(connector, error = %e, "import failed");
             e

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::config::{DeprovisionAction, DeprovisionConfig};
 use crate::export::ExportQueue;
 use crate::mapping::{Mapping, TargetValues};
-use crate::store::{Record, RecordState, Store, StoreError};
+use crate::store::{Held, Record, RecordState, Store, StoreError, lock_key};
 use crate::supervision::{CallError, ConnectorHandle, rfc3339};
 
 /// Why a write did not happen.
@@ -176,6 +176,13 @@ impl Stripes {
     }
 }
 
+/// The lock of an object (or of an object and the name it takes): this process's stripes, then,
+/// on a store that other supervisors share, the store's lock of the same keys. Released on drop.
+pub(crate) struct ObjectLock<'a> {
+    _local: (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>),
+    _store: Held,
+}
+
 /// The write path.
 pub struct Provisioner {
     pub store: Store,
@@ -197,9 +204,22 @@ impl Provisioner {
         self.target(connector).handle.session().map(|_| ()).map_err(ProvisionError::from)
     }
 
-    /// The lock that serialises writes to one object (by app, resource type, and id or name).
-    pub(crate) fn lock(&self, parts: &[&str]) -> &Mutex<()> {
-        self.stripes.lock_for(parts)
+    /// Takes the lock that serialises writes to one object (by app, resource type, and id or
+    /// name), in this process and across the processes that share the store.
+    pub(crate) async fn lock(&self, parts: &[&str]) -> Result<ObjectLock<'_>, StoreError> {
+        let local = self.stripes.lock_for(parts).lock().await;
+        let store = self.store.lock(&[lock_key(parts)]).await?;
+        Ok(ObjectLock { _local: (local, None), _store: store })
+    }
+
+    /// Takes the locks of two keys (an object and a name it takes), in one order everywhere.
+    async fn lock_both(&self, a: &[&str], b: &[&str]) -> Result<ObjectLock<'_>, StoreError> {
+        let local = self.stripes.lock_both(a, b).await;
+        let mut keys = vec![lock_key(a), lock_key(b)];
+        keys.sort_unstable();
+        keys.dedup();
+        let store = self.store.lock(&keys).await?;
+        Ok(ObjectLock { _local: local, _store: store })
     }
 
     pub(crate) fn target(&self, connector: &str) -> &Target {
@@ -229,7 +249,7 @@ impl Provisioner {
     ) -> Result<Record, ProvisionError> {
         let target = self.target(connector);
         tracing::Span::current().record("ecma.object_type", target.handle.config.object_type.as_str());
-        let _guard = self.stripes.lock_for(&[app, resource_type, user_name]).lock().await;
+        let _guard = self.lock(&[app, resource_type, user_name]).await?;
         // Nothing is recorded while the connector is down: answer 503 at once.
         target.handle.session()?;
         let values = self.target_values(target, app, &resource).await?;
@@ -468,11 +488,7 @@ impl Provisioner {
         let target = self.target(connector);
         let mut settled = 0;
         for pending in self.store.pending(connector).await? {
-            let _guard = self
-                .stripes
-                .lock_for(&[&pending.app, &pending.resource_type, &pending.user_name])
-                .lock()
-                .await;
+            let _guard = self.lock(&[&pending.app, &pending.resource_type, &pending.user_name]).await?;
             // Re-read under the lock: the request that wrote it may have settled it meanwhile.
             let Some(mut record) = self
                 .store
@@ -518,12 +534,11 @@ impl Provisioner {
         let target = self.target(&existing.connector);
         // The object, and the name it takes: a create of that name waits (and then meets it).
         let _guards = self
-            .stripes
             .lock_both(
                 &[&existing.app, &existing.resource_type, &existing.id],
                 &[&existing.app, &existing.resource_type, user_name],
             )
-            .await;
+            .await?;
         // Re-read under the lock: a concurrent write may have changed it.
         let mut record = self
             .store
@@ -659,8 +674,7 @@ impl Provisioner {
         precondition: &Precondition<'_>,
     ) -> Result<(), ProvisionError> {
         let target = self.target(&existing.connector);
-        let _guard =
-            self.stripes.lock_for(&[&existing.app, &existing.resource_type, &existing.id]).lock().await;
+        let _guard = self.lock(&[&existing.app, &existing.resource_type, &existing.id]).await?;
         let existing = self
             .store
             .get(&existing.app, &existing.resource_type, &existing.id)

@@ -161,10 +161,12 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         );
     }
 
-    let store_path = data_dir.join(STORE_FILE);
-    let store = Store::open_with(&store_path, config.server.store_cache_records)
+    let location = config.store.location(&data_dir);
+    let store = Store::at(&location, config.server.store_cache_records)
         .await
-        .with_context(|| format!("while opening {}", store_path.display()))?;
+        .with_context(|| format!("while opening the connector space at {location}"))?;
+    let node = config.server.node(options.listen);
+    tracing::info!(store = store.kind(), %node, "connector space open");
     let marker = data_dir.join(REBUILD_MARKER);
     let rebuild = if marker.exists() {
         tracing::warn!(
@@ -243,6 +245,7 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         provisioner.clone(),
         bindings(&config),
         &config.connectors.iter().map(|(name, c)| (name.clone(), c.import.on_start)).collect::<Vec<_>>(),
+        node,
     ));
     for handle in &handles {
         tokio::spawn(when_ready(handle.clone(), provisioner.clone(), imports.clone(), rebuild.clone()));
@@ -438,6 +441,9 @@ impl Rebuild {
     }
 }
 
+/// How often a ready connector's pending records are looked for and settled.
+const SETTLE_INTERVAL: Duration = Duration::from_secs(10);
+
 async fn when_ready(
     handle: Arc<ConnectorHandle>,
     provisioner: Arc<Provisioner>,
@@ -457,8 +463,14 @@ async fn when_ready(
     };
     let mut next_full = Box::pin(tick(schedule.full_interval));
     let mut next_delta = Box::pin(tick(schedule.delta_interval));
+    // Pending records are also settled on a timer, not only when the connector becomes ready:
+    // those a write left when the store went away, and, on a shared store, those of a
+    // supervisor that died during an export (whichever node takes the object's lock first
+    // settles it; the others find it settled).
+    let mut next_settle = Box::pin(tick(Some(SETTLE_INTERVAL)));
     // The phase may already be ready when this task starts.
     let mut check_now = true;
+    let mut settle = false;
     loop {
         let mut import = None;
         let became_ready = if check_now {
@@ -482,28 +494,37 @@ async fn when_ready(
                     import = Some(ImportType::Delta);
                     false
                 }
+                _ = &mut next_settle => {
+                    next_settle = Box::pin(tick(Some(SETTLE_INTERVAL)));
+                    settle = matches!(handle.phase(), Phase::Ready(_));
+                    false
+                }
             }
         };
-        if became_ready {
-            match provisioner.reconcile_pending(&name).await {
+        if became_ready || std::mem::take(&mut settle) {
+            let pending = provisioner.reconcile_pending(&name).await;
+            match pending {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(connector = %name, settled = n, "pending writes settled"),
                 Err(e) => {
                     tracing::warn!(connector = %name, error = %e, "could not settle pending writes yet")
                 }
             }
-            if start_import {
-                import = Some(ImportType::Full);
-                if handle.shape().has_references() {
-                    imports.wait_for_peers(&name, handle.config.startup_timeout * 2).await;
-                }
+        }
+        if became_ready && start_import {
+            import = Some(ImportType::Full);
+            if handle.shape().has_references() {
+                imports.wait_for_peers(&name, handle.config.startup_timeout * 2).await;
             }
         }
         if let Some(kind) = import
             && matches!(handle.phase(), Phase::Ready(_))
         {
             match imports.run(&name, kind).await {
-                Ok(_) | Err(NotRunOf::Unknown(_) | NotRunOf::Unbound(_)) if kind == ImportType::Full => {
+                // Running on another supervisor of the store: that one's import serves this one.
+                Ok(_) | Err(NotRunOf::Unknown(_) | NotRunOf::Unbound(_) | NotRunOf::Elsewhere(_))
+                    if kind == ImportType::Full =>
+                {
                     start_import = false;
                     if let Some(rebuild) = &rebuild {
                         rebuild.done(&name);

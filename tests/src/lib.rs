@@ -136,6 +136,25 @@ pub fn quickstart_config() -> String {
         .expect("read quickstart.toml")
 }
 
+/// `config`, with the connector space in a new PostgreSQL database when `E2E_STORE_URL` names a
+/// PostgreSQL server (`postgres://user@host:port/postgres`) and the configuration has no
+/// `[store]` of its own: the same suites then run against the shared store (scripts/test-all.sh
+/// runs the SCIM protocol suites both ways).
+pub fn with_store_from_env(config: &str) -> String {
+    let Ok(server) = std::env::var("E2E_STORE_URL") else { return config.to_string() };
+    if config.contains("\n[store]") || config.starts_with("[store]") {
+        return config.to_string();
+    }
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!("e2e_store_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    databases::execute(&server, &format!("CREATE DATABASE {name}"), &[]);
+    let url = match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("E2E_STORE_URL must end with a database name: {server}"),
+    };
+    format!("{config}\n[store]\nurl = \"{url}\"\n")
+}
+
 /// A running supervisor process.
 pub struct Supervisor {
     child: Option<Child>,
@@ -192,7 +211,7 @@ impl Supervisor {
         env: &[(&str, &str)],
     ) -> Self {
         let config_file = files.join("supervisor.toml");
-        std::fs::write(&config_file, config).expect("write config");
+        std::fs::write(&config_file, with_store_from_env(config)).expect("write config");
         let log = files.join(format!("supervisor-{}.log", Instant::now().elapsed().as_nanos()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let (scim, admin) = (free_addr(), free_addr());

@@ -527,7 +527,11 @@ fn a_second_sigterm_stops_at_once() {
         assert!(Instant::now() < deadline, "connector {child} outlived the supervisor");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(stuck.join().unwrap().is_err(), "the stuck request was cut off, not answered");
+    // Killing the connector can fail the stuck call an instant before the process exits: the
+    // request is then answered as unavailable (its outcome unknown), never as created.
+    if let Ok(answer) = stuck.join().unwrap() {
+        assert_eq!(answer.status, 503, "the stuck request was cut off or refused: {}", answer.body);
+    }
 }
 
 /// Runs one statement on the connector space of a stopped supervisor, with string binds.

@@ -1,9 +1,5 @@
-//! The connector space: what the supervisor knows of each target object (its SCIM id, the
-//! connector's anchors, the attribute values last exported, the SCIM resource and its version).
-//!
-//! SCIM reads and filters are answered from here, never from the target. The embedded store is
-//! one SQLite file (WAL mode). A record is written `pending` before its export and made `present`
-//! after, so that a write whose outcome is unknown can be reconciled instead of repeated.
+//! The embedded engine of the connector space: one SQLite file in the data directory (WAL
+//! mode), for one supervisor on one machine.
 //!
 //! One connection, behind a mutex, does every write and every point read (by id, by name) on the
 //! calling thread: each is an indexed statement of a few microseconds, less than a hand-off to
@@ -23,32 +19,8 @@ use std::time::Duration;
 use ecma_proto::v1;
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use serde_json::Value;
 
-use crate::mapping::TargetValues;
-
-/// A store failure.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Another resource of the app already has this userName.
-    #[error("userName is already taken")]
-    Conflict,
-    #[error("connector space: {0}")]
-    Database(#[from] rusqlite::Error),
-    #[error("connector space record is corrupt: {0}")]
-    Corrupt(String),
-    /// The store cannot take this write or read now (disk full, an I/O error, a lock held too
-    /// long): transient; the store is reported degraded until a write goes through again.
-    #[error("the connector space cannot be used now: {0}")]
-    Unavailable(String),
-    /// The store file is damaged (SQLite found a malformed page or no database at all): the store
-    /// is reported failed; restore a backup or rebuild it (`supervisor store rebuild`).
-    #[error("the connector space is damaged: {0}")]
-    Damaged(String),
-    /// The store was closed (the supervisor is stopping) or its writer thread is gone.
-    #[error("the connector space is closed")]
-    Closed,
-}
+use super::{Engine, Health, ImportRun, Record, RecordState, StoreError, fold};
 
 /// What a SQLite error says about the store: transient trouble, damage, or neither (a bug or a
 /// constraint, left as it is).
@@ -72,103 +44,9 @@ fn classify(error: rusqlite::Error) -> StoreError {
     }
 }
 
-/// The connector space's health, as `/readyz`, `/admin/connectors` and the metrics show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
-pub enum Health {
-    Ready,
-    /// Writes fail for a reason that passes (disk full, I/O errors): SCIM answers 503 with
-    /// `Retry-After`; back to ready at the first write (or probe) that goes through.
-    Degraded(String),
-    /// The file is damaged: nothing is served from it until an operator restores or rebuilds it.
-    Failed(String),
-}
-
-impl Health {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Health::Ready => "ready",
-            Health::Degraded(_) => "degraded",
-            Health::Failed(_) => "failed",
-        }
-    }
-}
-
-/// Whether the target is known to hold the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordState {
-    /// Written before an ADD whose outcome is not known yet.
-    Pending,
-    /// Confirmed by the connector.
-    Present,
-    /// Deleted from SCIM while its target object was kept (deprovisioned by setting values, or
-    /// left alone): not served, and taken up again by a create with the same name.
-    Deprovisioned,
-}
-
-impl RecordState {
-    fn as_str(self) -> &'static str {
-        match self {
-            RecordState::Pending => "pending",
-            RecordState::Present => "present",
-            RecordState::Deprovisioned => "deprovisioned",
-        }
-    }
-}
-
-/// One object of the connector space.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub app: String,
-    pub resource_type: String,
-    pub id: String,
-    pub connector: String,
-    pub state: RecordState,
-    /// Case-insensitively unique per app and resource type.
-    pub user_name: String,
-    /// The SCIM resource as stored (without `id` and `meta`, which are derived).
-    pub resource: Value,
-    /// The target object: anchors, DN and the attribute values last exported.
-    pub target: v1::Entry,
-    pub version: i64,
-    pub created: String,
-    pub modified: String,
-}
-
-impl Record {
-    /// The attribute values last exported, by name.
-    pub fn target_values(&self) -> TargetValues {
-        entry_values(&self.target)
-    }
-
-    /// Records `values` as the exported attribute values.
-    pub fn set_target_values(&mut self, values: &TargetValues) {
-        self.target.attributes = values
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(name, v)| v1::AttributeValues { name: name.clone(), values: v.clone() })
-            .collect();
-    }
-
-    /// What a reference to this object carries: its DN when it has one, else its anchor.
-    pub fn reference(&self) -> Option<v1::Value> {
-        let text = if self.target.dn.is_empty() {
-            self.target.anchors.first()?.value.as_ref()?.as_text()?
-        } else {
-            self.target.dn.clone()
-        };
-        Some(v1::Value { kind: Some(v1::value::Kind::ReferenceValue(text)) })
-    }
-}
-
-/// An entry's attribute values, by name.
-pub fn entry_values(entry: &v1::Entry) -> TargetValues {
-    entry.attributes.iter().map(|a| (a.name.clone(), a.values.clone())).collect()
-}
-
 /// The embedded connector space.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -300,16 +178,19 @@ const SCHEMA: &str = "
     );
     CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS imports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        connector TEXT NOT NULL,
+        node TEXT NOT NULL,
+        import_type TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER,
+        outcome TEXT
+    );
 ";
 
 /// The schema version this build knows ([`migrate`] brings older files to it).
 const SCHEMA_VERSION: i64 = 1;
-
-/// A name as uniqueness compares it: Unicode default case folding (full folding, Unicode's
-/// CaseFolding.txt, status C and F; `ß` and `ss` are one name, `É` and `é` too), no normalisation.
-pub fn fold(name: &str) -> String {
-    caseless::default_case_fold_str(name)
-}
 
 /// Brings the store file to [`SCHEMA_VERSION`]; refuses a file written by a newer build.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
@@ -484,7 +365,7 @@ fn open_main(path: &Path, check: bool) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (and creates) the store file; refuses a damaged one (SQLite's `quick_check`).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with(path, DEFAULT_CACHE_RECORDS).await
@@ -520,16 +401,6 @@ impl Store {
     pub fn check_file(path: &Path, full: bool) -> Result<(), StoreError> {
         let connection = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(classify)?;
         check_integrity(&connection, full)
-    }
-
-    /// The store's health.
-    pub fn health(&self) -> Health {
-        lock(&self.inner.health).clone()
-    }
-
-    /// The largest the write-ahead log has been seen at since the store was opened, in bytes.
-    pub fn wal_peak_bytes(&self) -> u64 {
-        self.inner.wal_peak.load(Ordering::Relaxed)
     }
 
     /// Notes what an operation's outcome says about the store's health: a transient failure
@@ -632,23 +503,6 @@ impl Store {
         Ok(self.with_main(|c| records(c, &sql, &[app, resource_type, key]))?.into_iter().next())
     }
 
-    /// The present record with this id in any resource type of the app (for references).
-    pub async fn find(&self, app: &str, id: &str) -> Result<Option<Record>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND id = ?2 AND state = 'present'");
-        Ok(self.with_main(|c| records(c, &sql, &[app, id]))?.into_iter().next())
-    }
-
-    /// The record with this id, pending or present.
-    pub async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = read(&self.inner.cache).get(app, resource_type, id) {
-            return Ok(Some(record));
-        }
-        let generation = self.inner.generation.load(Ordering::SeqCst);
-        let record = self.one("id = ?3", app, resource_type, id)?;
-        self.remember(&record, generation);
-        Ok(record)
-    }
-
     /// Caches what a read found, unless a write happened meanwhile.
     fn remember(&self, record: &Option<Record>, generation: u64) {
         if let Some(record) = record {
@@ -699,9 +553,102 @@ impl Store {
         drop(main);
         self.note(result, true)
     }
+}
+
+#[async_trait::async_trait]
+impl Engine for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn present(&self, app: &str) -> Result<Vec<Record>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND state = 'present'");
+        self.scan(sql, vec![app.to_string()]).await
+    }
+
+    async fn all(&self) -> Result<Vec<Record>, StoreError> {
+        self.scan(format!("SELECT {COLUMNS} FROM objects ORDER BY created, id"), vec![]).await
+    }
+
+    async fn watermarks(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.off_thread(|c| {
+            Ok(c.prepare("SELECT connector, watermark FROM watermarks ORDER BY connector")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn import_started(
+        &self,
+        connector: &str,
+        node: &str,
+        import_type: &str,
+    ) -> Result<i64, StoreError> {
+        let now = super::now_ms();
+        self.with_main(|c| {
+            c.prepare_cached(
+                "UPDATE imports SET finished_ms = ?2, outcome = 'abandoned' WHERE connector = ?1 AND finished_ms IS NULL",
+            )?
+            .execute(params![connector, now])?;
+            c.prepare_cached(
+                "INSERT INTO imports (connector, node, import_type, started_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![connector, node, import_type, now])?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    async fn import_finished(&self, run: i64, outcome: &str) -> Result<(), StoreError> {
+        self.with_main(|c| {
+            c.prepare_cached("UPDATE imports SET finished_ms = ?2, outcome = ?3 WHERE id = ?1")?
+                .execute(params![run, super::now_ms(), outcome])?;
+            Ok(())
+        })
+    }
+
+    async fn imports(&self, connector: &str) -> Result<Vec<ImportRun>, StoreError> {
+        let connector = connector.to_string();
+        self.off_thread(move |c| {
+            Ok(c.prepare(
+                "SELECT id, connector, node, import_type, started_ms, finished_ms, outcome FROM imports \
+                 WHERE connector = ?1 ORDER BY id",
+            )?
+            .query_map([connector], |row| {
+                Ok(ImportRun {
+                    id: row.get(0)?,
+                    connector: row.get(1)?,
+                    node: row.get(2)?,
+                    import_type: row.get(3)?,
+                    started_ms: row.get(4)?,
+                    finished_ms: row.get(5)?,
+                    outcome: row.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// The present record with this id in any resource type of the app (for references).
+    async fn find(&self, app: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND id = ?2 AND state = 'present'");
+        Ok(self.with_main(|c| records(c, &sql, &[app, id]))?.into_iter().next())
+    }
+
+    /// The record with this id, pending or present.
+    async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(record) = read(&self.inner.cache).get(app, resource_type, id) {
+            return Ok(Some(record));
+        }
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let record = self.one("id = ?3", app, resource_type, id)?;
+        self.remember(&record, generation);
+        Ok(record)
+    }
 
     /// The record with this userName (case-insensitive), pending or present.
-    pub async fn by_user_name(
+    async fn by_user_name(
         &self,
         app: &str,
         resource_type: &str,
@@ -717,7 +664,7 @@ impl Store {
     }
 
     /// Every present record of an app's resource type, in creation order.
-    pub async fn list(&self, app: &str, resource_type: &str) -> Result<Vec<Record>, StoreError> {
+    async fn list(&self, app: &str, resource_type: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 AND state = 'present' \
              ORDER BY created, id"
@@ -726,18 +673,18 @@ impl Store {
     }
 
     /// Inserts a new record; [`StoreError::Conflict`] when the userName is taken.
-    pub async fn insert(&self, record: &Record) -> Result<(), StoreError> {
+    async fn insert(&self, record: &Record) -> Result<(), StoreError> {
         self.write(Op::Put { record: Box::new(record.clone()), upsert: false }).await
     }
 
     /// Replaces a record (same app, type and id); [`StoreError::Conflict`] when its new userName
     /// belongs to another record.
-    pub async fn update(&self, record: &Record) -> Result<(), StoreError> {
+    async fn update(&self, record: &Record) -> Result<(), StoreError> {
         self.write(Op::Put { record: Box::new(record.clone()), upsert: true }).await
     }
 
     /// Removes a record.
-    pub async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
         self.write(Op::Delete {
             app: app.to_string(),
             resource_type: resource_type.to_string(),
@@ -746,39 +693,19 @@ impl Store {
         .await
     }
 
-    /// Bytes of the store on disk (the database file and its write-ahead log).
-    pub fn file_bytes(&self) -> Option<u64> {
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-        let mut wal = self.inner.path.clone().into_os_string();
-        wal.push("-wal");
-        Some(size(&self.inner.path)? + size(Path::new(&wal)).unwrap_or(0))
-    }
-
     /// Number of records.
-    pub async fn count(&self) -> Result<i64, StoreError> {
+    async fn count(&self) -> Result<i64, StoreError> {
         self.off_thread(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?)).await
     }
 
     /// Every record of a connector, whatever its state (for imports).
-    pub async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
+    async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM objects WHERE connector = ?1");
         self.scan(sql, vec![connector.to_string()]).await
     }
 
-    /// Reference text (DN or anchor) → SCIM id, for every present record of an app.
-    pub async fn reference_ids(&self, app: &str) -> Result<HashMap<String, String>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM objects WHERE app = ?1 AND state = 'present'");
-        let mut ids = HashMap::new();
-        for record in self.scan(sql, vec![app.to_string()]).await? {
-            if let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text) {
-                ids.insert(text, record.id);
-            }
-        }
-        Ok(ids)
-    }
-
     /// The import watermark last committed for a connector.
-    pub async fn watermark(&self, connector: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn watermark(&self, connector: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.with_main(|c| {
             Ok(c.prepare_cached("SELECT watermark FROM watermarks WHERE connector = ?1")?
                 .query_row([connector], |row| row.get(0))
@@ -787,12 +714,12 @@ impl Store {
     }
 
     /// Commits an import watermark (call only once the entries it covers are stored).
-    pub async fn set_watermark(&self, connector: &str, watermark: &[u8]) -> Result<(), StoreError> {
+    async fn set_watermark(&self, connector: &str, watermark: &[u8]) -> Result<(), StoreError> {
         self.write(Op::Watermark { connector: connector.to_string(), watermark: watermark.to_vec() }).await
     }
 
     /// The pending records of a connector: writes whose outcome is not known yet.
-    pub async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
+    async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM objects WHERE connector = ?1 AND state = 'pending' ORDER BY created"
         );
@@ -800,7 +727,7 @@ impl Store {
     }
 
     /// How many writes of a connector have an unknown outcome.
-    pub async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
+    async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
         let connector = connector.to_string();
         self.off_thread(move |c| {
             Ok(c.prepare_cached("SELECT COUNT(*) FROM objects WHERE connector = ?1 AND state = 'pending'")?
@@ -811,7 +738,7 @@ impl Store {
 
     /// Folds the WAL into the database file and closes every connection: a stopped supervisor
     /// leaves one file behind.
-    pub async fn close(&self) {
+    async fn close(&self) {
         lock(&self.inner.readers).clear();
         let main = lock(&self.inner.main).take();
         if let Some(main) = main
@@ -819,6 +746,24 @@ impl Store {
         {
             tracing::warn!(error = %e, "the connector space's last checkpoint failed");
         }
+    }
+
+    /// The store's health.
+    fn health(&self) -> Health {
+        lock(&self.inner.health).clone()
+    }
+
+    /// The largest the write-ahead log has been seen at since the store was opened, in bytes.
+    fn wal_peak_bytes(&self) -> u64 {
+        self.inner.wal_peak.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the store on disk (the database file and its write-ahead log).
+    fn file_bytes(&self) -> Option<u64> {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+        let mut wal = self.inner.path.clone().into_os_string();
+        wal.push("-wal");
+        Some(size(&self.inner.path)? + size(Path::new(&wal)).unwrap_or(0))
     }
 }
 
@@ -884,7 +829,7 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
                 )
                 .map(|_| ())
                 .map_err(StoreError::from);
-            let store = Store { inner: inner.clone() };
+            let store = SqliteStore { inner: inner.clone() };
             let _ = store.note(probe, true);
         }
     }
@@ -957,7 +902,7 @@ mod tests {
     async fn records_round_trip_and_names_are_unique() {
         let dir = std::env::temp_dir().join(format!("store-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("space.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.join("space.db")).await.unwrap();
         store.insert(&record("1", "Alice")).await.unwrap();
         assert!(matches!(store.insert(&record("2", "alice")).await, Err(StoreError::Conflict)));
         // Unicode case folding, not ASCII only: one name, whichever case it is written in.
@@ -998,7 +943,7 @@ mod tests {
         let wal = std::fs::metadata(dir.join("space.db-wal")).map(|m| m.len()).unwrap_or(0);
         assert_eq!(wal, 0, "the WAL is empty after close");
         assert!(matches!(store.insert(&record("3", "carol")).await, Err(StoreError::Closed)));
-        let reopened = Store::open(&dir.join("space.db")).await.unwrap();
+        let reopened = SqliteStore::open(&dir.join("space.db")).await.unwrap();
         assert_eq!(reopened.get("demo", "User", "2").await.unwrap().unwrap().user_name, "robert");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -1018,8 +963,8 @@ mod tests {
         file.write_all(&noise).unwrap();
     }
 
-    async fn filled(dir: &Path, n: usize) -> Store {
-        let store = Store::open(&dir.join("space.db")).await.unwrap();
+    async fn filled(dir: &Path, n: usize) -> SqliteStore {
+        let store = SqliteStore::open(&dir.join("space.db")).await.unwrap();
         for i in 0..n {
             let mut r = record(&i.to_string(), &format!("user-{i}"));
             r.state = RecordState::Present;
@@ -1034,17 +979,17 @@ mod tests {
         let dir = temp_dir();
         let store = filled(&dir, 300).await;
         store.close().await;
-        Store::check_file(&dir.join("space.db"), true).expect("sound before the damage");
+        SqliteStore::check_file(&dir.join("space.db"), true).expect("sound before the damage");
         damage(&dir.join("space.db"), 4096, 4096);
-        let e = Store::open(&dir.join("space.db")).await.unwrap_err();
+        let e = SqliteStore::open(&dir.join("space.db")).await.unwrap_err();
         assert!(matches!(e, StoreError::Damaged(_)), "{e:?}");
         assert!(e.to_string().contains("store rebuild"), "{e}");
-        assert!(matches!(Store::check_file(&dir.join("space.db"), true), Err(StoreError::Damaged(_))));
+        assert!(matches!(SqliteStore::check_file(&dir.join("space.db"), true), Err(StoreError::Damaged(_))));
         // The file header itself: not a database at all.
         let dir = temp_dir();
         filled(&dir, 3).await.close().await;
         damage(&dir.join("space.db"), 0, 100);
-        assert!(matches!(Store::open(&dir.join("space.db")).await, Err(StoreError::Damaged(_))));
+        assert!(matches!(SqliteStore::open(&dir.join("space.db")).await, Err(StoreError::Damaged(_))));
     }
 
     #[tokio::test]

@@ -1,0 +1,659 @@
+//! The shared engine of the connector space: the schema `connector_space` of a PostgreSQL
+//! database, used by every supervisor of an installation at once.
+//!
+//! Nothing is cached: each read is one indexed query, so a read on one node sees the write
+//! another node made just before. Names are unique by the database's own index on the folded
+//! name (two nodes creating one name at once: one insert wins, the other is a conflict). Writes
+//! of one object are serialised across nodes by session advisory locks, taken on connections of a
+//! pool of their own (so that a write holding its lock never waits for a connection that another
+//! lock holder has) and released when the connection goes back to the pool, or when its node
+//! dies and PostgreSQL ends the session. An import's lead is a session advisory lock too.
+//!
+//! A connection failure makes the store degraded (SCIM answers 503 with Retry-After, `/readyz`
+//! is 503); a probe every second brings it back to ready once a write goes through again. The
+//! pools reconnect by themselves.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ecma_proto::v1;
+use prost::Message;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+use super::{Engine, Health, Held, ImportRun, Record, RecordState, StoreError, fold, lock_key};
+
+/// Whether `text` is a PostgreSQL URL.
+pub fn is_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct Settings {
+    /// `postgres://user@host:port/database?sslmode=verify-full&sslrootcert=...`.
+    pub url: String,
+    /// The password, when not in the URL.
+    pub password: Option<String>,
+    /// Connections for queries.
+    pub max_connections: u32,
+    /// Connections for the locks held across writes.
+    pub lock_connections: u32,
+    /// How long a connection may take to open (and a query to wait for one).
+    pub connect_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            password: None,
+            max_connections: 16,
+            lock_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("max_connections", &self.max_connections)
+            .field("lock_connections", &self.lock_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The schema version this build knows.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Each version's statements, in order (index 0 brings a new database to version 1).
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE connector_space.objects (
+        app TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        state TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        target BYTEA NOT NULL,
+        version BIGINT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        PRIMARY KEY (app, resource_type, id)
+    );
+    CREATE UNIQUE INDEX objects_by_name_key ON connector_space.objects (app, resource_type, name_key);
+    CREATE INDEX objects_by_app_id ON connector_space.objects (app, id);
+    CREATE INDEX objects_by_connector ON connector_space.objects (connector, state);
+    CREATE TABLE connector_space.watermarks (connector TEXT PRIMARY KEY, watermark BYTEA NOT NULL);
+    CREATE TABLE connector_space.imports (
+        id BIGSERIAL PRIMARY KEY,
+        connector TEXT NOT NULL,
+        node TEXT NOT NULL,
+        import_type TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        finished_ms BIGINT,
+        outcome TEXT
+    );
+    CREATE INDEX imports_by_connector ON connector_space.imports (connector, id);
+    CREATE TABLE connector_space.probe (node TEXT PRIMARY KEY, at_ms BIGINT NOT NULL);
+"];
+
+const COLUMNS: &str =
+    "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
+
+const INSERT: &str = "INSERT INTO connector_space.objects (app, resource_type, id, connector, state, \
+     user_name, resource, target, version, created, modified, name_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// An upsert on the id: a clash on the name index fails instead of touching the other record.
+const UPSERT: &str = "INSERT INTO connector_space.objects (app, resource_type, id, connector, state, \
+     user_name, resource, target, version, created, modified, name_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
+     state = excluded.state, user_name = excluded.user_name, name_key = excluded.name_key, \
+     resource = excluded.resource, target = excluded.target, version = excluded.version, \
+     created = excluded.created, modified = excluded.modified";
+
+/// What a PostgreSQL error says about the store.
+fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(e) => {
+            let code = e.code().unwrap_or_default();
+            if code == "23505" {
+                StoreError::Conflict
+            } else if
+            // Connection exceptions, the server shutting down or not accepting connections yet,
+            // out of resources (disk full, too many connections), serialization failures and
+            // deadlocks, a lock not available: all pass.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
+                || code == "55P03"
+            {
+                StoreError::Unavailable(format!("PostgreSQL: {e}"))
+            } else {
+                StoreError::Postgres(error)
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(format!("PostgreSQL: {error}")),
+        _ => StoreError::Postgres(error),
+    }
+}
+
+fn record(row: &PgRow) -> Result<Record, StoreError> {
+    let state: String = row.try_get("state")?;
+    let state = match state.as_str() {
+        "pending" => RecordState::Pending,
+        "present" => RecordState::Present,
+        "deprovisioned" => RecordState::Deprovisioned,
+        other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
+    };
+    let resource: String = row.try_get("resource")?;
+    let resource = serde_json::from_str(&resource).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let target: Vec<u8> = row.try_get("target")?;
+    let target = v1::Entry::decode(target.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Record {
+        app: row.try_get("app")?,
+        resource_type: row.try_get("resource_type")?,
+        id: row.try_get("id")?,
+        connector: row.try_get("connector")?,
+        state,
+        user_name: row.try_get("user_name")?,
+        resource,
+        target,
+        version: row.try_get("version")?,
+        created: row.try_get("created")?,
+        modified: row.try_get("modified")?,
+    })
+}
+
+/// The PostgreSQL connector space.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    queries: PgPool,
+    locks: PgPool,
+    health: Arc<Mutex<Health>>,
+    /// This process's row in the probe table.
+    node: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PgStore {
+    /// Connects, creates or migrates the schema (refusing one newer than this build knows), and
+    /// starts the health probe.
+    pub async fn connect(settings: &Settings) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(&settings.url).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "store.url ({}) is not a usable PostgreSQL URL: {e}",
+                redacted(&settings.url)
+            ))
+        })?;
+        if let Some(password) = &settings.password {
+            options = options.password(password);
+        }
+        options = options.application_name("ecma-supervisor");
+        let queries = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.connect_timeout)
+            // A broken connection fails its query (a 503 the client retries) and is dropped when
+            // it goes back to the pool, which pings every connection it takes back.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| match classify(e) {
+                StoreError::Unavailable(reason) => StoreError::Unavailable(format!(
+                    "cannot reach the connector space at {}: {reason}",
+                    redacted(&settings.url)
+                )),
+                other => other,
+            })?;
+        let locks = PgPoolOptions::new()
+            .max_connections(settings.lock_connections.max(1))
+            .acquire_timeout(settings.connect_timeout.max(Duration::from_secs(30)))
+            .test_before_acquire(false)
+            // Whatever a connection held is let go before another write gets it.
+            .after_release(|connection, _| {
+                Box::pin(async move {
+                    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *connection).await?;
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(options);
+        migrate(&queries).await?;
+        let node = format!(
+            "{}:{}:{}",
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let store = Self { queries, locks, health: Arc::new(Mutex::new(Health::Ready)), node };
+        tokio::spawn(probe_loop(store.clone()));
+        Ok(store)
+    }
+
+    /// Notes what an operation's outcome says about the store's health.
+    fn note<T>(&self, result: Result<T, sqlx::Error>, wrote: bool) -> Result<T, StoreError> {
+        let result = result.map_err(classify);
+        let mut health = lock(&self.health);
+        match (&result, &*health) {
+            (Err(StoreError::Unavailable(reason)), _) => {
+                if *health == Health::Ready {
+                    tracing::warn!(%reason, "the connector space cannot be reached; store degraded");
+                }
+                metrics::counter!("connector_space_errors_total", "kind" => "unavailable").increment(1);
+                *health = Health::Degraded(reason.clone());
+            }
+            (Ok(_), Health::Degraded(_)) if wrote => {
+                tracing::info!("the connector space takes writes again; store ready");
+                *health = Health::Ready;
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn records(&self, sql: String, binds: &[&str]) -> Result<Vec<Record>, StoreError> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = query.bind(bind.to_string());
+        }
+        let rows = self.note(query.fetch_all(&self.queries).await, false)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn one(&self, sql: String, binds: &[&str]) -> Result<Option<Record>, StoreError> {
+        Ok(self.records(sql, binds).await?.into_iter().next())
+    }
+
+    async fn put(&self, r: &Record, upsert: bool) -> Result<(), StoreError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "store",
+            otel.name = "connector space write",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.collection.name = "objects",
+            ecma.record.state = r.state.as_str(),
+        );
+        let done = sqlx::query(if upsert { UPSERT } else { INSERT })
+            .bind(&r.app)
+            .bind(&r.resource_type)
+            .bind(&r.id)
+            .bind(&r.connector)
+            .bind(r.state.as_str())
+            .bind(&r.user_name)
+            .bind(r.resource.to_string())
+            .bind(r.target.encode_to_vec())
+            .bind(r.version)
+            .bind(&r.created)
+            .bind(&r.modified)
+            .bind(fold(&r.user_name))
+            .execute(&self.queries)
+            .instrument(span)
+            .await;
+        self.note(done, true).map(|_| ())
+    }
+
+    /// Writes a probe row: whether the database takes writes now.
+    async fn probe(&self) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO connector_space.probe (node, at_ms) VALUES ($1, $2) \
+             ON CONFLICT (node) DO UPDATE SET at_ms = excluded.at_ms",
+        )
+        .bind(&self.node)
+        .bind(super::now_ms())
+        .execute(&self.queries)
+        .await;
+        self.note(done, true).map(|_| ())
+    }
+}
+
+/// Creates the schema or brings it to [`SCHEMA_VERSION`], one node at a time (a transaction
+/// advisory lock); refuses a schema written by a newer build.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut transaction = pool.begin().await.map_err(classify)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock_key(&["connector_space", "migrations"]))
+        .execute(&mut *transaction)
+        .await
+        .map_err(classify)?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS connector_space")
+        .execute(&mut *transaction)
+        .await
+        .map_err(classify)?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS connector_space.schema_version (version INTEGER NOT NULL)")
+        .execute(&mut *transaction)
+        .await
+        .map_err(classify)?;
+    let version: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM connector_space.schema_version")
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(classify)?;
+    let version = version.unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the connector space has schema version {version}, newer than this supervisor knows \
+             ({SCHEMA_VERSION}): run the newer supervisor on every node, or restore a backup made for \
+             this one"
+        )));
+    }
+    for (i, statements) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*statements)).execute(&mut *transaction).await.map_err(classify)?;
+        sqlx::query("INSERT INTO connector_space.schema_version (version) VALUES ($1)")
+            .bind(i as i32 + 1)
+            .execute(&mut *transaction)
+            .await
+            .map_err(classify)?;
+        tracing::info!(version = i + 1, "connector space schema migrated");
+    }
+    transaction.commit().await.map_err(classify)
+}
+
+/// Every second: a read while ready (so that `/readyz` tells when the database went away even
+/// without traffic), a write while degraded (so that the store is ready again once writes go
+/// through). Ends when the store's pools are closed.
+async fn probe_loop(store: PgStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if store.queries.is_closed() {
+            return;
+        }
+        if matches!(store.health(), Health::Ready) {
+            let _ = store.note(sqlx::query("SELECT 1").execute(&store.queries).await, false);
+        } else {
+            let _ = store.probe().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    async fn find(&self, app: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND id = $2 AND state = 'present' LIMIT 1"
+        );
+        self.one(sql, &[app, id]).await
+    }
+
+    async fn get(&self, app: &str, resource_type: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND resource_type = $2 AND id = $3"
+        );
+        self.one(sql, &[app, resource_type, id]).await
+    }
+
+    async fn by_user_name(
+        &self,
+        app: &str,
+        resource_type: &str,
+        name: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND resource_type = $2 AND name_key = $3"
+        );
+        self.one(sql, &[app, resource_type, &fold(name)]).await
+    }
+
+    async fn list(&self, app: &str, resource_type: &str) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND resource_type = $2 \
+             AND state = 'present' ORDER BY created, id"
+        );
+        self.records(sql, &[app, resource_type]).await
+    }
+
+    async fn present(&self, app: &str) -> Result<Vec<Record>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND state = 'present'");
+        self.records(sql, &[app]).await
+    }
+
+    async fn all(&self) -> Result<Vec<Record>, StoreError> {
+        self.records(format!("SELECT {COLUMNS} FROM connector_space.objects ORDER BY created, id"), &[]).await
+    }
+
+    async fn insert(&self, record: &Record) -> Result<(), StoreError> {
+        self.put(record, false).await
+    }
+
+    async fn update(&self, record: &Record) -> Result<(), StoreError> {
+        self.put(record, true).await
+    }
+
+    async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM connector_space.objects WHERE app = $1 AND resource_type = $2 AND id = $3",
+        )
+        .bind(app)
+        .bind(resource_type)
+        .bind(id)
+        .execute(&self.queries)
+        .await;
+        self.note(done, true).map(|_| ())
+    }
+
+    async fn count(&self) -> Result<i64, StoreError> {
+        self.note(
+            sqlx::query_scalar("SELECT count(*) FROM connector_space.objects").fetch_one(&self.queries).await,
+            false,
+        )
+    }
+
+    async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM connector_space.objects WHERE connector = $1");
+        self.records(sql, &[connector]).await
+    }
+
+    async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE connector = $1 AND state = 'pending' ORDER BY created"
+        );
+        self.records(sql, &[connector]).await
+    }
+
+    async fn count_pending(&self, connector: &str) -> Result<i64, StoreError> {
+        let count = sqlx::query_scalar(
+            "SELECT count(*) FROM connector_space.objects WHERE connector = $1 AND state = 'pending'",
+        )
+        .bind(connector)
+        .fetch_one(&self.queries)
+        .await;
+        self.note(count, false)
+    }
+
+    async fn watermark(&self, connector: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let found =
+            sqlx::query_scalar("SELECT watermark FROM connector_space.watermarks WHERE connector = $1")
+                .bind(connector)
+                .fetch_optional(&self.queries)
+                .await;
+        self.note(found, false)
+    }
+
+    async fn set_watermark(&self, connector: &str, watermark: &[u8]) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO connector_space.watermarks (connector, watermark) VALUES ($1, $2) \
+             ON CONFLICT (connector) DO UPDATE SET watermark = excluded.watermark",
+        )
+        .bind(connector)
+        .bind(watermark)
+        .execute(&self.queries)
+        .await;
+        self.note(done, true).map(|_| ())
+    }
+
+    async fn watermarks(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows =
+            sqlx::query_as("SELECT connector, watermark FROM connector_space.watermarks ORDER BY connector")
+                .fetch_all(&self.queries)
+                .await;
+        self.note(rows, false)
+    }
+
+    async fn lock(&self, keys: &[i64]) -> Result<Held, StoreError> {
+        let mut connection = self.note(self.locks.acquire().await, false)?;
+        for key in keys {
+            let locked = sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut *connection).await;
+            if let Err(e) = locked {
+                // Whatever it holds is let go when it goes back (or, broken, closes).
+                return Err(self.note::<()>(Err(e), false).unwrap_err());
+            }
+        }
+        Ok(Held::new(connection))
+    }
+
+    async fn lead(&self, key: i64) -> Result<Option<Held>, StoreError> {
+        let mut connection = self.note(self.locks.acquire().await, false)?;
+        let taken: bool = self.note(
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *connection).await,
+            false,
+        )?;
+        Ok(taken.then(|| Held::new(connection)))
+    }
+
+    async fn import_started(
+        &self,
+        connector: &str,
+        node: &str,
+        import_type: &str,
+    ) -> Result<i64, StoreError> {
+        let now = super::now_ms();
+        let abandoned = sqlx::query(
+            "UPDATE connector_space.imports SET finished_ms = $2, outcome = 'abandoned' \
+             WHERE connector = $1 AND finished_ms IS NULL",
+        )
+        .bind(connector)
+        .bind(now)
+        .execute(&self.queries)
+        .await;
+        self.note(abandoned, true)?;
+        let id = sqlx::query_scalar(
+            "INSERT INTO connector_space.imports (connector, node, import_type, started_ms) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(connector)
+        .bind(node)
+        .bind(import_type)
+        .bind(now)
+        .fetch_one(&self.queries)
+        .await;
+        self.note(id, true)
+    }
+
+    async fn import_finished(&self, run: i64, outcome: &str) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE connector_space.imports SET finished_ms = $2, outcome = $3 WHERE id = $1")
+                .bind(run)
+                .bind(super::now_ms())
+                .bind(outcome)
+                .execute(&self.queries)
+                .await;
+        self.note(done, true).map(|_| ())
+    }
+
+    async fn imports(&self, connector: &str) -> Result<Vec<ImportRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, connector, node, import_type, started_ms, finished_ms, outcome \
+             FROM connector_space.imports WHERE connector = $1 ORDER BY id",
+        )
+        .bind(connector)
+        .fetch_all(&self.queries)
+        .await;
+        let rows = self.note(rows, false)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ImportRun {
+                    id: row.try_get(0)?,
+                    connector: row.try_get(1)?,
+                    node: row.try_get(2)?,
+                    import_type: row.try_get(3)?,
+                    started_ms: row.try_get(4)?,
+                    finished_ms: row.try_get(5)?,
+                    outcome: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        self.locks.close().await;
+        self.queries.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redacted("postgres://u:s3cret@db:5432/x?sslmode=require"),
+            "postgres://u:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(redacted("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redacted("postgresql://db/x"), "postgresql://db/x");
+        assert_eq!(redacted("postgres://u:p@ss@db/x"), "postgres://u:***@db/x", "an @ in the password");
+        let settings = Settings {
+            url: "postgres://u:s3cret@db/x".into(),
+            password: Some("other".into()),
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("other"), "{shown}");
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_fold_names() {
+        assert_eq!(lock_key(&["demo", "User", "Alice"]), lock_key(&["demo", "User", "ALICE"]));
+        assert_ne!(lock_key(&["demo", "User", "alice"]), lock_key(&["demo", "Group", "alice"]));
+        assert_ne!(lock_key(&["ab", "c"]), lock_key(&["a", "bc"]), "parts are delimited");
+        // The same on every node and every build: SHA-256 of the folded parts, each ended by a
+        // NUL, its first 8 bytes big-endian (never the process's hasher, which may change).
+        assert_eq!(lock_key(&["import", "demo-users"]), 301_549_547_545_082_609);
+    }
+}
