@@ -5,6 +5,7 @@
 # list with the RFC reasoning for why the server is right.
 #
 #   ./scripts/conformance.sh [SUPERVISOR_BINARY]     (default: target/debug/supervisor)
+#   CONFORMANCE_STORE_URL=postgres://... ./scripts/conformance.sh    (the connector space in PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 supervisor=${1:-${CARGO_TARGET_DIR:-target}/debug/supervisor}
@@ -21,6 +22,11 @@ scim_port=$(free_port)
 admin_port=$(free_port)
 sed -e "s/127.0.0.1:8080/127.0.0.1:$scim_port/" -e "s/127.0.0.1:9090/127.0.0.1:$admin_port/" \
     deploy/examples/quickstart.toml >"$work/quickstart.toml"
+# With CONFORMANCE_STORE_URL (a PostgreSQL database), the connector space is there instead of
+# the SQLite file: the same checks against the shared store.
+if [ -n "${CONFORMANCE_STORE_URL:-}" ]; then
+    printf '\n[store]\nurl = { env = "CONFORMANCE_STORE_URL" }\n' >>"$work/quickstart.toml"
+fi
 token=conformance-$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 SCIM_TOKEN=$token setsid "$supervisor" run --config "$work/quickstart.toml" --data-dir "$work/data" \
     >"$work/supervisor.log" 2>&1 &

@@ -100,9 +100,23 @@ step "scim2-tester: third-party SCIM conformance checks against the quickstart"
 conformance=$(./scripts/conformance.sh "$target_dir/debug/supervisor" | tail -1)
 echo "$conformance"
 
+step "the SCIM suites again, with the connector space in PostgreSQL"
+# A throwaway PostgreSQL server (the tests' own fixture), stopped when its stdin closes. The
+# SCIM protocol and Entra suites and scim2-tester run unchanged against it: each supervisor they
+# start gets a new database as its store (E2E_STORE_URL, tests/src/lib.rs).
+coproc PG { "$target_dir/debug/throwaway-postgres" conformance; }
+read -r store_server <&"${PG[0]}"
+E2E_STORE_URL=$store_server cargo test -p e2e --locked $FEATURES --test scim_protocol --test entra 2>&1 | tee -a "$log"
+pg_conformance=$(CONFORMANCE_STORE_URL=${store_server%/*}/conformance \
+    ./scripts/conformance.sh "$target_dir/debug/supervisor" | tail -1)
+echo "$pg_conformance (the connector space in PostgreSQL)"
+exec {PG[1]}>&-
+wait "$PG_PID" || true
+
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "\nall test binaries: %d passed, %d failed, %d ignored\n", p, f, i;
            printf "%d passed, %d failed\n", p, f }' "$log"
 echo "$conformance"
+echo "$pg_conformance (the connector space in PostgreSQL)"
