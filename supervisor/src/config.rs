@@ -90,8 +90,9 @@ pub struct StoreConfig {
     /// PostgreSQL connections for queries, per supervisor.
     #[serde(default = "default_store_connections")]
     pub max_connections: u32,
-    /// PostgreSQL connections for the locks held across writes, per supervisor.
-    #[serde(default = "default_store_connections")]
+    /// PostgreSQL sessions that hold the locks taken across writes, per supervisor (each key
+    /// always on the same one; a lock or unlock is one short statement).
+    #[serde(default = "default_lock_connections")]
     pub lock_connections: u32,
     /// How long opening a connection (or waiting for a free one) may take.
     #[serde(default = "default_store_connect_timeout", with = "duration")]
@@ -105,6 +106,10 @@ fn default_store_connections() -> u32 {
     16
 }
 
+fn default_lock_connections() -> u32 {
+    4
+}
+
 fn default_store_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -115,7 +120,7 @@ impl Default for StoreConfig {
             url: None,
             password: None,
             max_connections: default_store_connections(),
-            lock_connections: default_store_connections(),
+            lock_connections: default_lock_connections(),
             connect_timeout: default_store_connect_timeout(),
             resolved: None,
         }

@@ -253,44 +253,54 @@ impl Provisioner {
         // Nothing is recorded while the connector is down: answer 503 at once.
         target.handle.session()?;
         let values = self.target_values(target, app, &resource).await?;
-        let mut record = match self.store.by_user_name(app, resource_type, user_name).await? {
-            Some(r) if r.state == RecordState::Present => return Err(ProvisionError::Conflict),
-            Some(mut pending) => {
-                // An earlier attempt's outcome is unknown, or the name belongs to a deprovisioned
-                // object that was kept in the target: find it before writing again.
-                tracing::info!(app, id = %pending.id, state = ?pending.state, "looking for an earlier object with this name");
-                if pending.state == RecordState::Deprovisioned {
-                    pending.version += 1;
-                }
-                pending.resource = resource;
-                pending.user_name = user_name.to_string();
-                pending.modified = now();
-                if let Some(record) = self.reconcile_create(target, &mut pending, &values).await? {
-                    if let Some(password) = &password {
-                        self.set_password(target, &record, password).await?;
+        let at = now();
+        let fresh = Record {
+            app: app.into(),
+            resource_type: resource_type.into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            connector: connector.into(),
+            state: RecordState::Pending,
+            user_name: user_name.into(),
+            resource: resource.clone(),
+            target: v1::Entry::default(),
+            version: 1,
+            created: at.clone(),
+            modified: at,
+        };
+        // The name is free as a rule: the pending record is written at once (the store's unique
+        // index says when it is not), and only a clash reads what holds the name.
+        let mut record = match self.store.insert(&fresh).await {
+            Ok(()) => fresh,
+            Err(StoreError::Conflict) => {
+                match self.store.by_user_name(app, resource_type, user_name).await? {
+                    Some(r) if r.state == RecordState::Present => return Err(ProvisionError::Conflict),
+                    Some(mut pending) => {
+                        // An earlier attempt's outcome is unknown, or the name belongs to a
+                        // deprovisioned object that was kept in the target: find it before writing
+                        // again.
+                        tracing::info!(app, id = %pending.id, state = ?pending.state, "looking for an earlier object with this name");
+                        if pending.state == RecordState::Deprovisioned {
+                            pending.version += 1;
+                        }
+                        pending.resource = resource;
+                        pending.user_name = user_name.to_string();
+                        pending.modified = now();
+                        if let Some(record) = self.reconcile_create(target, &mut pending, &values).await? {
+                            if let Some(password) = &password {
+                                self.set_password(target, &record, password).await?;
+                            }
+                            return Ok(record);
+                        }
+                        pending
                     }
-                    return Ok(record);
+                    // Freed between the two (a delete of the resource that held it).
+                    None => {
+                        self.store.insert(&fresh).await?;
+                        fresh
+                    }
                 }
-                pending
             }
-            None => {
-                let at = now();
-                let record = Record {
-                    app: app.into(),
-                    resource_type: resource_type.into(),
-                    id: uuid::Uuid::new_v4().to_string(),
-                    connector: connector.into(),
-                    state: RecordState::Pending,
-                    user_name: user_name.into(),
-                    resource,
-                    target: v1::Entry::default(),
-                    version: 1,
-                    created: at.clone(),
-                    modified: at,
-                };
-                self.store.insert(&record).await?;
-                record
-            }
+            Err(e) => return Err(e.into()),
         };
         record.set_target_values(&values);
         let record = self.add(target, record, &values, true, password.as_ref()).await?;

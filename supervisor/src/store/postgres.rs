@@ -4,14 +4,16 @@
 //! Nothing is cached: each read is one indexed query, so a read on one node sees the write
 //! another node made just before. Names are unique by the database's own index on the folded
 //! name (two nodes creating one name at once: one insert wins, the other is a conflict). Writes
-//! of one object are serialised across nodes by session advisory locks, taken on connections of a
-//! pool of their own (so that a write holding its lock never waits for a connection that another
-//! lock holder has) and released when the connection goes back to the pool, or when its node
-//! dies and PostgreSQL ends the session. An import's lead is a session advisory lock too.
+//! of one object are serialised across nodes by session advisory locks, held on a few lock
+//! sessions of their own ([`LockSessions`]): each key always goes to the same session, which
+//! takes it with `pg_try_advisory_lock` (polled while another node holds it: writes of one
+//! object on two nodes at once are rare) and lets it go with `pg_advisory_unlock` after the write,
+//! without the write waiting for that. A node that dies lets go of every lock it held, as
+//! PostgreSQL ends its sessions. An import's lead is a session advisory lock too.
 //!
 //! A connection failure makes the store degraded (SCIM answers 503 with Retry-After, `/readyz`
 //! is 503); a probe every second brings it back to ready once a write goes through again. The
-//! pools reconnect by themselves.
+//! pool and the lock sessions reconnect by themselves.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -55,7 +57,7 @@ pub struct Settings {
     pub password: Option<String>,
     /// Connections for queries.
     pub max_connections: u32,
-    /// Connections for the locks held across writes.
+    /// Sessions that hold the locks taken across writes.
     pub lock_connections: u32,
     /// How long a connection may take to open (and a query to wait for one).
     pub connect_timeout: Duration,
@@ -67,7 +69,7 @@ impl Default for Settings {
             url: String::new(),
             password: None,
             max_connections: 16,
-            lock_connections: 16,
+            lock_connections: 4,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -202,7 +204,7 @@ fn record(row: &PgRow) -> Result<Record, StoreError> {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     queries: PgPool,
-    locks: PgPool,
+    locks: LockSessions,
     health: Arc<Mutex<Health>>,
     /// This process's row in the probe table.
     node: String,
@@ -241,18 +243,7 @@ impl PgStore {
                 )),
                 other => other,
             })?;
-        let locks = PgPoolOptions::new()
-            .max_connections(settings.lock_connections.max(1))
-            .acquire_timeout(settings.connect_timeout.max(Duration::from_secs(30)))
-            .test_before_acquire(false)
-            // Whatever a connection held is let go before another write gets it.
-            .after_release(|connection, _| {
-                Box::pin(async move {
-                    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *connection).await?;
-                    Ok(true)
-                })
-            })
-            .connect_lazy_with(options);
+        let locks = LockSessions::start(options, settings.lock_connections.max(1), settings.connect_timeout);
         migrate(&queries).await?;
         let node = format!(
             "{}:{}:{}",
@@ -339,6 +330,126 @@ impl PgStore {
         .execute(&self.queries)
         .await;
         self.note(done, true).map(|_| ())
+    }
+}
+
+/// What a lock session is asked to do.
+enum LockOp {
+    /// `pg_try_advisory_lock(key)`: whether it was taken.
+    Try(i64, tokio::sync::oneshot::Sender<Result<bool, sqlx::Error>>),
+    /// `pg_advisory_unlock(key)`, no answer awaited.
+    Unlock(i64),
+    /// Ends the session (and with it every lock it holds).
+    Close,
+}
+
+/// A few sessions that hold this process's advisory locks, each its own connection driven by a
+/// task: a key always goes to the same session (so that its unlock and the next lock of it are
+/// done in order), and a session that breaks is opened again at its next request (the locks it
+/// held went with it).
+#[derive(Debug, Clone)]
+struct LockSessions {
+    sessions: Arc<Vec<tokio::sync::mpsc::UnboundedSender<LockOp>>>,
+}
+
+/// A lock held on a session, let go when dropped.
+struct SessionLock {
+    key: i64,
+    session: tokio::sync::mpsc::UnboundedSender<LockOp>,
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        // A closed session (the store closed, or the process stopping) holds nothing any more.
+        let _ = self.session.send(LockOp::Unlock(self.key));
+    }
+}
+
+impl LockSessions {
+    fn start(options: PgConnectOptions, count: u32, connect_timeout: Duration) -> Self {
+        let sessions = (0..count)
+            .map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(lock_session(options.clone(), connect_timeout, rx));
+                tx
+            })
+            .collect();
+        Self { sessions: Arc::new(sessions) }
+    }
+
+    fn session(&self, key: i64) -> &tokio::sync::mpsc::UnboundedSender<LockOp> {
+        &self.sessions[key.rem_euclid(self.sessions.len() as i64) as usize]
+    }
+
+    /// Takes `key` if no other session (no other node) holds it.
+    async fn try_lock(&self, key: i64) -> Result<Option<SessionLock>, sqlx::Error> {
+        let session = self.session(key);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        session.send(LockOp::Try(key, tx)).map_err(|_| sqlx::Error::PoolClosed)?;
+        let taken = rx.await.map_err(|_| sqlx::Error::PoolClosed)??;
+        Ok(taken.then(|| SessionLock { key, session: session.clone() }))
+    }
+
+    fn close(&self) {
+        for session in self.sessions.iter() {
+            let _ = session.send(LockOp::Close);
+        }
+    }
+}
+
+/// One lock session: requests in order on one connection, opened (again) when needed.
+async fn lock_session(
+    options: PgConnectOptions,
+    connect_timeout: Duration,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<LockOp>,
+) {
+    use sqlx::Connection;
+    let mut connection: Option<sqlx::PgConnection> = None;
+    while let Some(op) = requests.recv().await {
+        if matches!(op, LockOp::Close) {
+            return;
+        }
+        if connection.is_none() {
+            // The locks of a broken session went with it: nothing to let go.
+            if matches!(op, LockOp::Unlock(_)) {
+                continue;
+            }
+            match tokio::time::timeout(connect_timeout, sqlx::PgConnection::connect_with(&options)).await {
+                Ok(Ok(opened)) => connection = Some(opened),
+                Ok(Err(e)) => {
+                    if let LockOp::Try(_, reply) = op {
+                        let _ = reply.send(Err(e));
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    if let LockOp::Try(_, reply) = op {
+                        let _ = reply.send(Err(sqlx::Error::PoolTimedOut));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(open) = connection.as_mut() else { continue };
+        let result = match op {
+            LockOp::Try(key, reply) => {
+                let taken = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut *open)
+                    .await;
+                let failed = taken.is_err();
+                let _ = reply.send(taken);
+                failed
+            }
+            LockOp::Unlock(key) => {
+                sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *open).await.is_err()
+            }
+            LockOp::Close => return,
+        };
+        if result {
+            // Broken (the database restarted, the network cut): whatever it held is gone with it.
+            connection = None;
+        }
     }
 }
 
@@ -535,24 +646,29 @@ impl Engine for PgStore {
     }
 
     async fn lock(&self, keys: &[i64]) -> Result<Held, StoreError> {
-        let mut connection = self.note(self.locks.acquire().await, false)?;
-        for key in keys {
-            let locked = sqlx::query("SELECT pg_advisory_lock($1)").bind(key).execute(&mut *connection).await;
-            if let Err(e) = locked {
-                // Whatever it holds is let go when it goes back (or, broken, closes).
-                return Err(self.note::<()>(Err(e), false).unwrap_err());
+        let mut held = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let mut wait = Duration::from_millis(1);
+            loop {
+                match self.locks.try_lock(key).await {
+                    Ok(Some(lock)) => break held.push(lock),
+                    // Another node writes this object: its write is short.
+                    Ok(None) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_millis(25));
+                    }
+                    Err(e) => return Err(self.note::<()>(Err(e), false).unwrap_err()),
+                }
             }
         }
-        Ok(Held::new(connection))
+        Ok(Held::new(held))
     }
 
     async fn lead(&self, key: i64) -> Result<Option<Held>, StoreError> {
-        let mut connection = self.note(self.locks.acquire().await, false)?;
-        let taken: bool = self.note(
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *connection).await,
-            false,
-        )?;
-        Ok(taken.then(|| Held::new(connection)))
+        match self.locks.try_lock(key).await {
+            Ok(lock) => Ok(lock.map(Held::new)),
+            Err(e) => Err(self.note::<()>(Err(e), false).unwrap_err()),
+        }
     }
 
     async fn import_started(
@@ -620,7 +736,7 @@ impl Engine for PgStore {
     }
 
     async fn close(&self) {
-        self.locks.close().await;
+        self.locks.close();
         self.queries.close().await;
     }
 }
