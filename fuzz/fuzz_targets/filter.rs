@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supervisor::scim::filter::{Filter, ValuePath};
+use supervisor::paths::{Filter, ValuePath};
 
 fn grow(shape: u8, text: &str) -> String {
     let n = usize::from(shape >> 2) * 40; // up to 2,520 levels or links

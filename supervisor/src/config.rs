@@ -843,10 +843,7 @@ impl Config {
                     problem(key.clone(), "extends Group, but the app has no groups connector".into());
                 }
                 for attribute in extension.attributes.keys() {
-                    if crate::scim::filter::AttrPath::parse(attribute)
-                        .map(|p| p.sub.is_some())
-                        .unwrap_or(true)
-                    {
+                    if crate::paths::AttrPath::parse(attribute).map(|p| p.sub.is_some()).unwrap_or(true) {
                         problem(format!("{key}.attributes.{attribute}"), "not an attribute name".into());
                     }
                 }

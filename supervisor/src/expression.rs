@@ -18,7 +18,7 @@
 
 use serde_json::Value;
 
-use crate::scim::filter::{ValuePath, get_ci, is_present as present};
+use crate::paths::{ValuePath, get_ci, is_present as present};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]

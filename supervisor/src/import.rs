@@ -104,7 +104,7 @@ pub async fn run(
         .await?
         .session_id;
 
-    let shape = handle.shape();
+    let shape = target.shape();
     let mut seen: HashSet<String> = HashSet::new();
     let mut known: HashMap<String, Record> = store
         .by_connector(connector)
@@ -190,7 +190,7 @@ pub async fn run(
                         merged = values;
                     }
                     let mut resource = current.resource.clone();
-                    handle.mapping.from_target(&mut resource, &merged, &shape, &ids);
+                    target.mapping.from_target(&mut resource, &merged, &shape, &ids);
                     let name = resource_name(&resource, binding);
                     if resource == current.resource && current.state == RecordState::Present {
                         report.unchanged += 1;
@@ -221,7 +221,7 @@ pub async fn run(
                 }
                 None => {
                     let mut resource = json!({ "schemas": [binding.schema] });
-                    handle.mapping.from_target(&mut resource, &values, &shape, &ids);
+                    target.mapping.from_target(&mut resource, &values, &shape, &ids);
                     let Some(name) = resource_name(&resource, binding) else {
                         report.skipped += 1;
                         continue;
@@ -322,7 +322,7 @@ pub async fn run(
 }
 
 fn resource_name(resource: &Value, binding: &Binding) -> Option<String> {
-    crate::scim::filter::get_ci(resource, binding.unique)
+    crate::paths::get_ci(resource, binding.unique)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string)

@@ -9,6 +9,7 @@ pub mod expression;
 pub mod import;
 pub mod mapping;
 pub mod operator;
+pub mod paths;
 pub mod provision;
 pub mod scim;
 pub mod server;

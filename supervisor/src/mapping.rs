@@ -18,7 +18,7 @@ use ecma_proto::v1::{self, AttributeChange, AttributeModificationType, Attribute
 use serde_json::Value;
 
 use crate::expression::{Expr, is_expression};
-use crate::scim::filter::{FilterError, ValuePath, get_ci};
+use crate::paths::{FilterError, ValuePath, get_ci};
 
 /// Connector attribute values computed from a resource; an empty list means absent.
 pub type TargetValues = BTreeMap<String, Vec<v1::Value>>;
@@ -130,7 +130,7 @@ impl Mapping {
                 if p.path.attr.eq_ignore_ascii_case("password")
                     && p.path.sub.is_none()
                     && p.filter.is_none()
-                    && p.path.urn.as_deref().is_none_or(crate::scim::filter::is_core_urn) =>
+                    && p.path.urn.as_deref().is_none_or(crate::paths::is_core_urn) =>
             {
                 Some(t.as_str())
             }
@@ -308,7 +308,7 @@ fn scim_multi_valued(path: &ValuePath) -> bool {
     let core = match &path.path.urn {
         None => true,
         Some(urn) => {
-            crate::scim::filter::is_core_urn(urn)
+            crate::paths::is_core_urn(urn)
                 || urn.eq_ignore_ascii_case("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")
         }
     };
@@ -329,7 +329,7 @@ pub fn value_to_json(v: &v1::Value) -> Value {
 
 /// Sets the values a path reaches (see [`Mapping::from_target`]).
 fn set_path(resource: &mut Value, path: &ValuePath, values: Vec<Value>, multi: bool) {
-    use crate::scim::filter::is_core_urn;
+    use crate::paths::is_core_urn;
     let Some(root) = resource.as_object_mut() else { return };
     let container = match &path.path.urn {
         Some(urn) if !is_core_urn(urn) => {

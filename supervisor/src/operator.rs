@@ -177,7 +177,7 @@ impl Probe {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&sockets)?;
         }
-        let handle = Arc::new(ConnectorHandle::new(name.to_string(), connector.clone())?);
+        let (handle, _) = crate::provision::Target::handle_for(name, connector.clone())?;
         let ctx = lifecycle::Context {
             spawner: Spawner::start()?,
             socket_dir: sockets.clone(),

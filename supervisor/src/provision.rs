@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{DeprovisionAction, DeprovisionConfig};
 use crate::export::ExportQueue;
-use crate::mapping::{Mapping, TargetValues};
+use crate::mapping::{Mapping, Shape, TargetValues};
 use crate::store::{Held, Record, RecordState, Store, StoreError, lock_key};
 use crate::supervision::{CallError, ConnectorHandle, rfc3339};
 
@@ -41,6 +41,9 @@ pub enum ProvisionError {
     /// The resource changed between the read a change was computed from and its write.
     #[error("the resource changed meanwhile")]
     Changed,
+    /// The task that ran the write ended without an outcome (a bug, or the runtime stopping).
+    #[error("the write was cut short: {0}")]
+    Aborted(String),
 }
 
 impl From<StoreError> for ProvisionError {
@@ -70,6 +73,21 @@ impl From<CallError> for ProvisionError {
 /// A client's condition on the current record (an `If-Match`), checked under the object's lock.
 pub type Precondition<'a> = dyn Fn(&Record) -> bool + Send + Sync + 'a;
 
+/// A [`Precondition`] that a write's own task can hold.
+pub type SharedPrecondition = Arc<Precondition<'static>>;
+
+/// A new version of a resource, computed from its current record.
+pub struct Revision {
+    pub resource: Value,
+    /// Its userName (a group's displayName).
+    pub name: String,
+    pub password: Option<Password>,
+}
+
+/// How often a change computed from a record is computed again when concurrent writes keep
+/// changing the record first.
+const CHANGED_RETRIES: usize = 32;
+
 /// The ADD of a record's object with `values`.
 fn add_change(
     target: &Target,
@@ -79,7 +97,7 @@ fn add_change(
 ) -> CsEntryChange {
     let mut attribute_changes = Mapping::add_changes(values);
     // The initial password goes in the ADD itself, where the mapping names its attribute.
-    if let (Some(password), Some(name)) = (password, target.handle.mapping.password_target()) {
+    if let (Some(password), Some(name)) = (password, target.mapping.password_target()) {
         attribute_changes.retain(|c| c.name != name);
         attribute_changes.push(v1::AttributeChange {
             name: name.to_string(),
@@ -122,7 +140,7 @@ fn confirmed_dn(result: &v1::CsEntryChangeResult) -> Option<String> {
 
 /// Whether a resource is active (`active` absent means active).
 fn is_active(resource: &Value) -> bool {
-    crate::scim::filter::get_ci(resource, "active") != Some(&Value::Bool(false))
+    crate::paths::get_ci(resource, "active") != Some(&Value::Bool(false))
 }
 
 /// The connector attribute values of the `set` deprovisioning action.
@@ -142,11 +160,71 @@ fn set_values(policy: &DeprovisionConfig) -> TargetValues {
         .collect()
 }
 
-/// One connector as the write path uses it.
+/// One connector as the write path uses it: its supervision handle, its export queue, and the
+/// SCIM attribute mapping (which supervision never sees: it checks the connector's schema with
+/// [`Target::handle_for`]'s check, and exposes the schema).
 #[derive(Clone)]
 pub struct Target {
     pub handle: Arc<ConnectorHandle>,
     pub queue: ExportQueue,
+    pub mapping: Arc<Mapping>,
+    /// The mapping's view of the connector's schema, and the schema it was computed from.
+    shape: Arc<std::sync::RwLock<(Arc<v1::SchemaType>, Shape)>>,
+}
+
+impl Target {
+    /// A connector's supervision handle, which checks at each start that the connector's schema
+    /// has every attribute `config`'s mapping writes; and the mapping.
+    pub fn handle_for(
+        name: &str,
+        config: crate::config::ConnectorConfig,
+    ) -> anyhow::Result<(Arc<ConnectorHandle>, Arc<Mapping>)> {
+        let mapping = Arc::new(
+            Mapping::new(&config.attributes)
+                .map_err(|e| anyhow::anyhow!("connectors.{name}.attributes: {e}"))?,
+        );
+        let checked = mapping.clone();
+        let check = Box::new(move |schema: &v1::SchemaType| {
+            let unknown: Vec<_> =
+                checked.targets().filter(|t| !schema.attributes.iter().any(|a| a.name == *t)).collect();
+            if unknown.is_empty() {
+                return Ok(());
+            }
+            Err(format!(
+                "{unknown:?} are not attributes of {:?}; it has {:?}",
+                schema.name,
+                schema.attributes.iter().map(|a| &a.name).collect::<Vec<_>>()
+            ))
+        });
+        Ok((Arc::new(ConnectorHandle::new(name.to_string(), config, check)), mapping))
+    }
+
+    /// The write path's side of a connector: its export queue starts here.
+    pub fn new(handle: Arc<ConnectorHandle>, mapping: Arc<Mapping>) -> Self {
+        let schema = handle.schema();
+        let shape = Shape::of(&schema);
+        Self {
+            queue: ExportQueue::start(handle.clone()),
+            handle,
+            mapping,
+            shape: Arc::new(std::sync::RwLock::new((schema, shape))),
+        }
+    }
+
+    /// How the connector declares the mapped attributes (multi-valued, references), as of its
+    /// last start.
+    pub fn shape(&self) -> Shape {
+        let schema = self.handle.schema();
+        {
+            let cached = self.shape.read().unwrap_or_else(|e| e.into_inner());
+            if Arc::ptr_eq(&cached.0, &schema) {
+                return cached.1.clone();
+            }
+        }
+        let shape = Shape::of(&schema);
+        *self.shape.write().unwrap_or_else(|e| e.into_inner()) = (schema, shape.clone());
+        shape
+    }
 }
 
 /// Serialises writes to the same object (by a hash of app, type and key) without one global lock.
@@ -306,7 +384,7 @@ impl Provisioner {
         let record = self.add(target, record, &values, true, password.as_ref()).await?;
         // Without an attribute for it in the mapping, the password is set on its own.
         if let Some(password) = &password
-            && target.handle.mapping.password_target().is_none()
+            && target.mapping.password_target().is_none()
         {
             self.set_password(target, &record, password).await?;
         }
@@ -342,7 +420,7 @@ impl Provisioner {
                 }),
             };
         }
-        let Some(name) = handle.mapping.password_target() else {
+        let Some(name) = target.mapping.password_target() else {
             tracing::debug!(id = %record.id, "a password was sent, but the connector has no way to set it");
             return Ok(());
         };
@@ -454,7 +532,7 @@ impl Provisioner {
         record.target.dn = entry.dn;
         record.state = RecordState::Present;
         record.set_target_values(&actual);
-        let changes = Mapping::update_changes(&actual, values, &handle.shape());
+        let changes = Mapping::update_changes(&actual, values, &target.shape());
         if !changes.is_empty()
             && let Some(dn) = self.export_update(target, record, changes).await?
         {
@@ -474,9 +552,9 @@ impl Provisioner {
         app: &str,
         resource: &Value,
     ) -> Result<TargetValues, ProvisionError> {
-        let shape = target.handle.shape();
+        let shape = target.shape();
         let mut resolved = HashMap::new();
-        for id in target.handle.mapping.referenced_ids(resource, &shape) {
+        for id in target.mapping.referenced_ids(resource, &shape) {
             if resolved.contains_key(&id) {
                 continue;
             }
@@ -484,7 +562,7 @@ impl Provisioner {
                 resolved.insert(id, reference);
             }
         }
-        target.handle.mapping.to_target(resource, &shape, &resolved).map_err(|e| ProvisionError::Target {
+        target.mapping.to_target(resource, &shape, &resolved).map_err(|e| ProvisionError::Target {
             kind: ErrorKind::InvalidAttributeValue,
             detail: e.to_string(),
         })
@@ -529,6 +607,97 @@ impl Provisioner {
             settled += 1;
         }
         Ok(settled)
+    }
+
+    /// The present record `id` of an app's resource type.
+    pub async fn present(&self, app: &str, resource_type: &str, id: &str) -> Result<Record, ProvisionError> {
+        self.store
+            .get(app, resource_type, id)
+            .await?
+            .filter(|r| r.state == RecordState::Present)
+            .ok_or(ProvisionError::NotFound)
+    }
+
+    /// Writes a new version of a present resource, computed from its current record by
+    /// `compute` (a PUT's body, a PATCH applied to a copy); computes it again when a concurrent
+    /// write (on this supervisor or another that shares the store) changed the record meanwhile,
+    /// so that no update is lost. Each write runs in a task of its own, so that it finishes even
+    /// if the client hangs up midway.
+    pub async fn update<E: From<ProvisionError>>(
+        self: &Arc<Self>,
+        app: &str,
+        resource_type: &str,
+        id: &str,
+        precondition: SharedPrecondition,
+        compute: impl Fn(&Record) -> Result<Revision, E>,
+    ) -> Result<Record, E> {
+        use tracing::Instrument;
+        for _ in 0..CHANGED_RETRIES {
+            let existing = self.present(app, resource_type, id).await?;
+            let Revision { resource, name, password } = compute(&existing)?;
+            let (provisioner, precondition) = (self.clone(), precondition.clone());
+            let write = tokio::spawn(
+                async move { provisioner.replace(existing, &name, resource, password, &*precondition).await }
+                    .in_current_span(),
+            );
+            match write.await.map_err(|e| ProvisionError::Aborted(e.to_string()))? {
+                Err(ProvisionError::Changed) => {
+                    // Let the writer that won go first; a little jitter keeps the losers apart.
+                    let pause = rand::random_range(1..5u64);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                result => return Ok(result?),
+            }
+        }
+        Err(ProvisionError::Changed.into())
+    }
+
+    /// Deletes a present resource, which first leaves every group of the app that lists it as a
+    /// member (`groups`: the app's group resource type, when it has one; `membership` computes a
+    /// group with the resource in its members or not). The groups are left once the resource's
+    /// own connector can take the delete, so that the delete rarely fails after them; if it
+    /// does, the memberships are put back.
+    pub async fn delete_member<E: From<ProvisionError> + std::fmt::Debug>(
+        self: &Arc<Self>,
+        existing: Record,
+        precondition: SharedPrecondition,
+        groups: Option<&str>,
+        membership: impl Fn(&Record, bool) -> Result<Revision, E>,
+    ) -> Result<(), E> {
+        use tracing::Instrument;
+        if !precondition(&existing) {
+            return Err(ProvisionError::PreconditionFailed.into());
+        }
+        self.ready(&existing.connector)?;
+        let (app, member) = (existing.app.clone(), existing.id.clone());
+        let mut left = Vec::new();
+        if let Some(groups) = groups {
+            let is_member = |m: &Value| m.get("value").and_then(Value::as_str) == Some(member.as_str());
+            for group in self.store.list(&app, groups).await.map_err(ProvisionError::from)? {
+                let Some(Value::Array(members)) = group.resource.get("members") else { continue };
+                if !members.iter().any(is_member) {
+                    continue;
+                }
+                tracing::info!(group = %group.id, %member, "removing a deleted member from its group");
+                self.update(&app, groups, &group.id, Arc::new(|_: &Record| true), |g| membership(g, false))
+                    .await?;
+                left.push(group.id);
+            }
+        }
+        let provisioner = self.clone();
+        let write =
+            tokio::spawn(async move { provisioner.delete(existing, &*precondition).await }.in_current_span());
+        let deleted = write.await.map_err(|e| ProvisionError::Aborted(e.to_string()))?;
+        if let (Err(error), Some(groups)) = (&deleted, groups) {
+            for group in left {
+                let rejoin =
+                    self.update(&app, groups, &group, Arc::new(|_: &Record| true), |g| membership(g, true));
+                if let Err(e) = rejoin.await {
+                    tracing::warn!(group, %member, %error, rejoin = ?e, "could not put a membership back after a failed delete");
+                }
+            }
+        }
+        Ok(deleted?)
     }
 
     /// Replaces a present resource's content (PUT, or PATCH after the patch was applied).
@@ -594,7 +763,7 @@ impl Provisioner {
             }
             _ => {}
         }
-        let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
+        let changes = Mapping::update_changes(&before, &after, &target.shape());
         // A new DN (a changed naming attribute) is a rename: it goes with the update, even alone.
         let renamed = Mapping::dn(&after).filter(|dn| *dn != record.target.dn);
         if !changes.is_empty() || renamed.is_some() {
@@ -713,7 +882,7 @@ impl Provisioner {
                     let before = kept.target_values();
                     let mut after = before.clone();
                     after.extend(set_values(policy));
-                    let changes = Mapping::update_changes(&before, &after, &target.handle.shape());
+                    let changes = Mapping::update_changes(&before, &after, &target.shape());
                     match self.export_update(target, &kept, changes).await {
                         // Gone from the target already: nothing to keep.
                         Err(ProvisionError::NotFound) => {

@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
-use crate::export::ExportQueue;
 use crate::import::{Binding, Imports, NotRun as NotRunOf};
 use crate::provision::{Provisioner, Target};
 use crate::scim::{App, ScimState, Tokens};
@@ -193,12 +192,9 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     let mut targets = HashMap::new();
     let mut lifecycles = Vec::new();
     for (name, connector) in &config.connectors {
-        let handle = Arc::new(ConnectorHandle::new(name.clone(), connector.clone())?);
+        let (handle, mapping) = Target::handle_for(name, connector.clone())?;
         lifecycles.push(tokio::spawn(lifecycle::run(handle.clone(), ctx.clone(), children_stop.clone())));
-        targets.insert(
-            name.clone(),
-            Target { handle: handle.clone(), queue: ExportQueue::start(handle.clone()) },
-        );
+        targets.insert(name.clone(), Target::new(handle.clone(), mapping));
         handles.push(handle);
     }
 
@@ -513,7 +509,7 @@ async fn when_ready(
         }
         if became_ready && start_import {
             import = Some(ImportType::Full);
-            if handle.shape().has_references() {
+            if provisioner.target(&name).shape().has_references() {
                 imports.wait_for_peers(&name, handle.config.startup_timeout * 2).await;
             }
         }

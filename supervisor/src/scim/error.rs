@@ -87,6 +87,7 @@ impl From<ProvisionError> for ScimError {
                 "another resource has this userName (or, for a group, displayName)",
             ),
             ProvisionError::NotFound => Self::not_found("resource not found"),
+            ProvisionError::Aborted(reason) => Self::internal(format!("the write was cut short: {reason}")),
             ProvisionError::Changed => Self::new(
                 StatusCode::CONFLICT,
                 None,

@@ -12,7 +12,6 @@
 
 pub mod discovery;
 pub mod error;
-pub mod filter;
 pub mod patch;
 pub mod query;
 pub mod resource;
@@ -132,7 +131,7 @@ impl Extension {
     pub fn check(&self, resource: &serde_json::Value) -> Result<(), ScimError> {
         use crate::config::AttributeKind as K;
         use serde_json::Value;
-        let Some(values) = filter::get_ci(resource, &self.urn) else { return Ok(()) };
+        let Some(values) = crate::paths::get_ci(resource, &self.urn) else { return Ok(()) };
         let Value::Object(values) = values else {
             return Err(ScimError::bad_request("invalidSyntax", format!("{} must be an object", self.urn)));
         };

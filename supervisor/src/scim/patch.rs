@@ -6,9 +6,9 @@
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
-use super::filter::{AttrPath, Filter, ValuePath, is_core_urn};
 use super::resource::{PATCH_OP, lists_schema};
 use super::schema::{ResourceSchemas, Target};
+use crate::paths::{AttrPath, Filter, ValuePath, is_core_urn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {

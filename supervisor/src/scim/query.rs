@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
-use super::filter::{AttrPath, Filter, get_ci};
 use super::resource::lists_schema;
+use crate::paths::{AttrPath, Filter, get_ci};
 
 /// Page size when the client gives none, and the most returned in one page.
 pub const DEFAULT_COUNT: usize = 100;
@@ -273,7 +273,7 @@ impl Projection {
 
 /// Whether path `p` names the top-level attribute `key` (core attributes only).
 fn names(p: &AttrPath, key: &str) -> bool {
-    p.attr.eq_ignore_ascii_case(key) && p.urn.as_deref().is_none_or(super::filter::is_core_urn)
+    p.attr.eq_ignore_ascii_case(key) && p.urn.as_deref().is_none_or(crate::paths::is_core_urn)
 }
 
 /// Whether path `p` is exactly the URN `key` of an extension (its whole object): parsed, the

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use super::App;
 use super::discovery::ENTERPRISE_USER_SCHEMA;
 use super::error::ScimError;
-use super::filter::get_ci;
+use crate::paths::get_ci;
 use crate::store::Record;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";

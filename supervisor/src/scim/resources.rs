@@ -13,7 +13,7 @@ use super::error::ScimError;
 use super::query::{Projection, Query as ListQuery, RawQuery};
 use super::resource::{self, GroupKind, Kind, list_response, parse_body, to_response};
 use super::{App, Authorized, ScimBody, ScimState, scim_json};
-use crate::provision::{Password, ProvisionError};
+use crate::provision::{Password, Revision};
 use crate::store::{Record, RecordState};
 use serde_json::Value;
 
@@ -215,43 +215,22 @@ pub async fn get<K: Kind>(
     Ok(response)
 }
 
-/// How often a change computed from a record is computed again when concurrent writes keep
-/// changing the record first.
-const CHANGED_RETRIES: usize = 32;
-
-/// Writes a new version of a resource, computed from its current record by `compute`; computes
-/// it again when a concurrent write changed the record meanwhile. The write runs in a task of
-/// its own, so that it finishes even if the client hangs up midway.
+/// Writes a new version of a resource through the write path ([`Provisioner::update`]), which
+/// computes it again from the current record when a concurrent write came first.
+///
+/// [`Provisioner::update`]: crate::provision::Provisioner::update
 async fn update_resource<K: Kind>(
     state: &ScimState,
     app: &App,
     id: &str,
     if_match: &IfMatch,
-    compute: impl Fn(&Record) -> Result<(Value, String, Option<Password>), ScimError>,
+    compute: impl Fn(&Record) -> Result<Revision, ScimError>,
 ) -> Result<Record, ScimError> {
-    for _ in 0..CHANGED_RETRIES {
-        let existing = present::<K>(state, &app.name, id).await?;
-        let (resource, name, password) = compute(&existing)?;
-        let provisioner = state.provisioner.clone();
-        let if_match = if_match.clone();
-        let write = tokio::spawn(
-            async move {
-                let check = move |r: &Record| if_match.holds(r);
-                provisioner.replace(existing, &name, resource, password, &check).await
-            }
-            .in_current_span(),
-        );
-        match write.await.map_err(|e| ScimError::internal(format!("the write failed: {e}")))? {
-            Err(ProvisionError::Changed) => {
-                // Let the writer that won go first; a little jitter keeps the losers apart.
-                let pause = rand::random_range(1..5u64);
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                continue;
-            }
-            result => return Ok(result?),
-        }
-    }
-    Err(ProvisionError::Changed.into())
+    let if_match = if_match.clone();
+    state
+        .provisioner
+        .update(&app.name, K::NAME, id, Arc::new(move |r: &Record| if_match.holds(r)), compute)
+        .await
 }
 
 /// `PUT /Users/{id}`.
@@ -268,7 +247,7 @@ pub async fn replace<K: Kind>(
     let (resource, name) = validated::<K>(&auth.app, body)?;
     let if_match = IfMatch::from_headers(&headers);
     let record = update_resource::<K>(&state, &auth.app, &id, &if_match, |_| {
-        Ok((resource.clone(), name.clone(), password.clone()))
+        Ok(Revision { resource: resource.clone(), name: name.clone(), password: password.clone() })
     })
     .await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
@@ -292,7 +271,7 @@ pub async fn patch<K: Kind>(
         super::patch::apply(&mut patched, &request, K::schemas(&auth.app))?;
         let password = password_of(&patched);
         let (resource, name) = validated::<K>(&auth.app, patched)?;
-        Ok((resource, name, password))
+        Ok(Revision { resource, name, password })
     })
     .await?;
     Ok(reply::<K>(StatusCode::OK, &record, &auth.base_url))
@@ -305,38 +284,17 @@ pub async fn delete<K: Kind>(
     Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
-    let connector = connector::<K>(&auth)?.to_string();
+    connector::<K>(&auth)?;
     let existing = present::<K>(&state, &auth.app.name, &id).await?;
     let if_match = IfMatch::from_headers(&headers);
-    if !if_match.holds(&existing) {
-        return Err(ProvisionError::PreconditionFailed.into());
-    }
-    // A deleted resource is no member of any group any more. The groups are left first, once the
-    // resource's own connector can take the delete, so that the delete rarely fails after them;
-    // if it does, the memberships are put back.
-    state.provisioner.ready(&connector)?;
-    let left = leave_groups(&state, &auth.app, &id).await?;
-    let provisioner = state.provisioner.clone();
-    let write = tokio::spawn(
-        async move {
-            let check = move |r: &Record| if_match.holds(r);
-            provisioner.delete(existing, &check).await
-        }
-        .in_current_span(),
-    );
-    let deleted = write.await.map_err(|e| ScimError::internal(format!("the delete failed: {e}")))?;
-    if let Err(error) = deleted {
-        for group in left {
-            let any = IfMatch::any();
-            let rejoin = update_resource::<GroupKind>(&state, &auth.app, &group, &any, |g| {
-                GroupKind::validate(with_member(&g.resource, &id, true)).map(|(r, n)| (r, n, None))
-            });
-            if let Err(e) = rejoin.await {
-                tracing::warn!(group, member = %id, error = ?e, "could not put a membership back after a failed delete");
-            }
-        }
-        return Err(error.into());
-    }
+    // A deleted resource is no member of any group any more.
+    let membership = |group: &Record, member: bool| {
+        let (resource, name) = GroupKind::validate(with_member(&group.resource, &id, member))?;
+        Ok::<_, ScimError>(Revision { resource, name, password: None })
+    };
+    let groups = auth.app.groups.is_some().then_some(GroupKind::NAME);
+    let precondition = Arc::new(move |r: &Record| if_match.holds(r));
+    state.provisioner.delete_member(existing, precondition, groups, membership).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -355,28 +313,4 @@ fn with_member(group: &Value, member: &str, wanted: bool) -> Value {
         object.remove("members");
     }
     group
-}
-
-/// Removes `member` from every group of the app that lists it; returns those groups' ids.
-async fn leave_groups(state: &ScimState, app: &App, member: &str) -> Result<Vec<String>, ScimError> {
-    if app.groups.is_none() {
-        return Ok(vec![]);
-    }
-    let is_member = |m: &Value| m.get("value").and_then(Value::as_str) == Some(member);
-    let groups =
-        state.provisioner.store.list(&app.name, GroupKind::NAME).await.map_err(ProvisionError::from)?;
-    let mut left = Vec::new();
-    for group in groups {
-        let Some(Value::Array(members)) = group.resource.get("members") else { continue };
-        if !members.iter().any(is_member) {
-            continue;
-        }
-        tracing::info!(group = %group.id, member, "removing a deleted member from its group");
-        update_resource::<GroupKind>(state, app, &group.id, &IfMatch::any(), |g| {
-            GroupKind::validate(with_member(&g.resource, member, false)).map(|(r, n)| (r, n, None))
-        })
-        .await?;
-        left.push(group.id);
-    }
-    Ok(left)
 }

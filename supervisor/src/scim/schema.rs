@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
-use super::filter::{AttrPath, ValuePath, is_core_urn};
+use crate::paths::{AttrPath, ValuePath, is_core_urn};
 
 /// What to do with an attribute that no schema of the resource type defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]

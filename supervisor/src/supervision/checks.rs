@@ -78,13 +78,8 @@ pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<(), No
             types.iter().map(|t| &t.name).collect::<Vec<_>>()
         )));
     };
-    let unknown: Vec<_> =
-        handle.mapping.targets().filter(|t| !object_type.attributes.iter().any(|a| a.name == *t)).collect();
-    if !unknown.is_empty() {
-        return Err(NotReady::BadConfig(format!(
-            "connectors.{name}.attributes: {unknown:?} are not attributes of {wanted:?}; it has {:?}",
-            object_type.attributes.iter().map(|a| &a.name).collect::<Vec<_>>()
-        )));
+    if let Err(reason) = (handle.schema_check)(object_type) {
+        return Err(NotReady::BadConfig(format!("connectors.{name}.attributes: {reason}")));
     }
 
     let unknown: Vec<_> = handle
@@ -99,7 +94,7 @@ pub async fn check(handle: &ConnectorHandle, session: &Session) -> Result<(), No
             "connectors.{name}.deprovision.set: {unknown:?} are not attributes of {wanted:?}"
         )));
     }
-    handle.set_shape(crate::mapping::Shape::of(object_type));
+    handle.set_schema(object_type.clone());
 
     let partitions = session
         .call(

@@ -16,11 +16,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use ecma_proto::v1;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::config::ConnectorConfig;
-use crate::mapping::{Mapping, Shape};
 pub use client::{CallError, Session};
 
 /// How many output lines of a child are kept for its crash report.
@@ -79,13 +79,18 @@ pub struct Status {
     pub recent_output: VecDeque<String>,
 }
 
+/// What the layer above checks of a connector's schema when it starts (its attribute mapping's
+/// targets, say): `Err` says why the configuration does not fit the connector.
+pub type SchemaCheck = Box<dyn Fn(&v1::SchemaType) -> Result<(), String> + Send + Sync>;
+
 /// A connector as the rest of the supervisor sees it.
 pub struct ConnectorHandle {
     pub name: String,
     pub config: Arc<ConnectorConfig>,
-    pub mapping: Mapping,
-    /// How the connector's schema declares the mapped attributes (from GetSchema at start-up).
-    shape: std::sync::RwLock<Shape>,
+    /// The connector's schema of its object type (from GetSchema at start-up).
+    schema: std::sync::RwLock<Arc<v1::SchemaType>>,
+    /// Checked against that schema at each start (a failure is a configuration error).
+    schema_check: SchemaCheck,
     phase: watch::Sender<Phase>,
     status: Mutex<Status>,
     /// Asks the lifecycle task to kill the child of the incarnation in `kill_incarnation`.
@@ -112,17 +117,16 @@ pub struct ConnectorHandle {
 const PASSING_FAILURES_TO_DEGRADE: u32 = 3;
 
 impl ConnectorHandle {
-    /// A handle for a connector that has not started yet.
-    pub fn new(name: String, config: ConnectorConfig) -> anyhow::Result<Self> {
-        let mapping = Mapping::new(&config.attributes)
-            .map_err(|e| anyhow::anyhow!("connectors.{name}.attributes: {e}"))?;
+    /// A handle for a connector that has not started yet; `schema_check` is run on its schema
+    /// at each start.
+    pub fn new(name: String, config: ConnectorConfig, schema_check: SchemaCheck) -> Self {
         let config = Arc::new(config);
-        Ok(Self {
+        Self {
             name,
             launch: std::sync::RwLock::new(config.clone()),
             config,
-            mapping,
-            shape: std::sync::RwLock::new(Shape::default()),
+            schema: std::sync::RwLock::new(Arc::new(v1::SchemaType::default())),
+            schema_check,
             phase: watch::Sender::new(Phase::Starting),
             status: Mutex::new(Status::default()),
             kill: Notify::new(),
@@ -132,16 +136,17 @@ impl ConnectorHandle {
             reloads: Mutex::new(Vec::new()),
             reload: Notify::new(),
             passing_failures: std::sync::atomic::AtomicU32::new(0),
-        })
+        }
     }
 
-    /// How the connector declares the mapped attributes (multi-valued, references).
-    pub fn shape(&self) -> Shape {
-        self.shape.read().expect("shape lock").clone()
+    /// The connector's schema of its object type, as it declared it at its last start (empty
+    /// before the first).
+    pub fn schema(&self) -> Arc<v1::SchemaType> {
+        self.schema.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(crate) fn set_shape(&self, shape: Shape) {
-        *self.shape.write().expect("shape lock") = shape;
+    fn set_schema(&self, schema: v1::SchemaType) {
+        *self.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schema);
     }
 
     /// The current phase.
@@ -403,7 +408,7 @@ mod tests {
         let text = crate::config::tests::MINIMAL;
         let config = crate::config::Config::parse(text, std::path::Path::new("/nowhere"), &|_| None)
             .expect("a valid configuration");
-        ConnectorHandle::new("people".into(), config.connectors["people"].clone()).expect("handle")
+        ConnectorHandle::new("people".into(), config.connectors["people"].clone(), Box::new(|_| Ok(())))
     }
 
     #[tokio::test]

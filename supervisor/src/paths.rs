@@ -1,6 +1,8 @@
-//! The RFC 7644 §3.4.2.2 filter grammar: parsed once into a [`Filter`], then evaluated against
-//! SCIM resources (JSON). Also parses attribute paths (`name.givenName`, URN-prefixed paths,
-//! value paths like `emails[type eq "work"].value`) for PATCH and the attribute mapping.
+//! The SCIM path grammar every layer shares: RFC 7644 §3.4.2.2 filters, parsed once into a
+//! [`Filter`] and evaluated against SCIM resources (JSON), and attribute paths (`name.givenName`,
+//! URN-prefixed paths, value paths like `emails[type eq "work"].value`). The SCIM front door
+//! (filters, PATCH paths, `attributes`), the attribute mapping, the write path and imports all
+//! read resources through it; it depends on nothing else of ours.
 //!
 //! Attribute names are case-insensitive. String comparison is case-insensitive except for the
 //! attributes the core schema marks `caseExact` (`id`, `externalId`, `meta.version`).
