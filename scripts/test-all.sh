@@ -105,13 +105,22 @@ step "the SCIM suites again, with the connector space in PostgreSQL"
 # SCIM protocol and Entra suites and scim2-tester run unchanged against it: each supervisor they
 # start gets a new database as its store (E2E_STORE_URL, tests/src/lib.rs).
 coproc PG { "$target_dir/debug/throwaway-postgres" conformance; }
-read -r store_server <&"${PG[0]}"
+# (bash unsets PG and PG_PID once the coprocess is reaped: keep copies.)
+pg_pid=$PG_PID
+exec {pg_out}<&"${PG[0]:?throwaway-postgres exited at once}" {pg_in}>&"${PG[1]:?throwaway-postgres exited at once}"
+store_server=
+read -r store_server <&"$pg_out" || true
+if [ -z "$store_server" ]; then
+    echo "throwaway-postgres did not start a PostgreSQL server" >&2
+    exit 1
+fi
 E2E_STORE_URL=$store_server cargo test -p e2e --locked $FEATURES --test scim_protocol --test entra 2>&1 | tee -a "$log"
 pg_conformance=$(CONFORMANCE_STORE_URL=${store_server%/*}/conformance \
     ./scripts/conformance.sh "$target_dir/debug/supervisor" | tail -1)
 echo "$pg_conformance (the connector space in PostgreSQL)"
-exec {PG[1]}>&-
-wait "$PG_PID" || true
+exec {pg_in}>&- {pg_out}<&-
+[ -z "${PG[1]:-}" ] || exec {PG[1]}>&-
+wait "$pg_pid" || true
 
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).

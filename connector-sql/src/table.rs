@@ -513,14 +513,14 @@ impl Table {
                 ddl.push_str(&format!(", {} {}", q(column), dialect.ddl_watermark()));
             }
             ddl.push(')');
-            sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await.map_err(db_status)?;
+            create_if_missing(&pool, ddl).await?;
             let key = dialect.ddl_type(AttributeType::String, true);
             for attribute in &multi_valued {
                 let child = format!(
                     "CREATE TABLE IF NOT EXISTS {} (owner {key} NOT NULL, value {key} NOT NULL, PRIMARY KEY (owner, value))",
                     q(&child_table(&name, attribute))
                 );
-                sqlx::query(AssertSqlSafe(child)).execute(&pool).await.map_err(db_status)?;
+                create_if_missing(&pool, child).await?;
             }
         }
 
@@ -1638,6 +1638,20 @@ fn bind(query: Query<'_>, value: Option<Value>) -> Query<'_> {
         Some(Kind::IntegerValue(i)) => query.bind(i),
         Some(Kind::BooleanValue(b)) => query.bind(b),
         Some(Kind::BinaryValue(b)) => query.bind(b),
+    }
+}
+
+/// Runs a `CREATE TABLE IF NOT EXISTS`. Two processes creating one table at the same moment
+/// (two supervisors started at once, each with its connector) make PostgreSQL refuse one of them
+/// with a unique violation on its own catalog (or "already exists"): that one runs it again, and
+/// then finds the table there.
+async fn create_if_missing(pool: &AnyPool, ddl: String) -> Result<(), Status> {
+    match sqlx::query(AssertSqlSafe(ddl.clone())).execute(pool).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("23505" | "42P07" | "42710")) => {
+            sqlx::query(AssertSqlSafe(ddl)).execute(pool).await.map(|_| ()).map_err(db_status)
+        }
+        Err(e) => Err(db_status(e)),
     }
 }
 

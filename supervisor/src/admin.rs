@@ -197,7 +197,20 @@ async fn import(
             );
         }
     };
-    match state.imports.run(&name, kind).await {
+    // In a task of its own: an import goes on to its end (and lets go of its locks) even if the
+    // client that asked for it hangs up.
+    let imports = state.imports.clone();
+    let run = tokio::spawn(async move { imports.run(&name, kind).await });
+    let outcome = match run.await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": format!("the import was cut short: {e}")})),
+            );
+        }
+    };
+    match outcome {
         Ok(report) => (StatusCode::OK, Json(json!(report))),
         Err(e @ NotRun::Unknown(_)) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))),
         Err(e @ (NotRun::Unbound(_) | NotRun::Elsewhere(_))) => {

@@ -8,7 +8,6 @@
 //! pending record and goes through the same reconciliation, so it never creates a duplicate.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -231,12 +230,10 @@ impl Target {
 struct Stripes(Vec<Mutex<()>>);
 
 impl Stripes {
+    /// The stripe of a key: from the store's lock key, so that two names that fold alike (one
+    /// lock in the store) are one stripe here too.
     fn index(&self, parts: &[&str]) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for p in parts {
-            p.to_lowercase().hash(&mut h);
-        }
-        (h.finish() as usize) % self.0.len()
+        (lock_key(parts).rem_euclid(self.0.len() as i64)) as usize
     }
 
     fn lock_for(&self, parts: &[&str]) -> &Mutex<()> {
@@ -257,8 +254,10 @@ impl Stripes {
 /// The lock of an object (or of an object and the name it takes): this process's stripes, then,
 /// on a store that other supervisors share, the store's lock of the same keys. Released on drop.
 pub(crate) struct ObjectLock<'a> {
-    _local: (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>),
+    // Dropped in this order: the store's lock is let go (its unlock queued) before another
+    // writer in this process can take the stripe and ask for the same key.
     _store: Held,
+    _local: (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>),
 }
 
 /// The write path.
@@ -576,37 +575,62 @@ impl Provisioner {
         let target = self.target(connector);
         let mut settled = 0;
         for pending in self.store.pending(connector).await? {
-            let _guard = self.lock(&[&pending.app, &pending.resource_type, &pending.user_name]).await?;
-            // Re-read under the lock: the request that wrote it may have settled it meanwhile.
-            let Some(mut record) = self
-                .store
-                .get(&pending.app, &pending.resource_type, &pending.id)
-                .await?
-                .filter(|r| r.state == RecordState::Pending)
-            else {
-                continue;
-            };
-            let resource = record.resource.clone();
-            let values = match self.target_values(target, &record.app, &resource).await {
-                Ok(values) => values,
+            match self.settle(target, connector, &pending).await {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                // The connector or the store is away: the others would fail alike.
+                Err(
+                    e @ (ProvisionError::Unavailable { .. }
+                    | ProvisionError::Store(StoreError::Unavailable(_))),
+                ) => {
+                    return Err(e);
+                }
+                // This one cannot be settled now; the others may.
                 Err(e) => {
-                    tracing::warn!(connector, id = %record.id, error = %e, "pending write cannot be mapped; dropped");
-                    self.store.delete(&record.app, &record.resource_type, &record.id).await?;
-                    continue;
-                }
-            };
-            match self.reconcile_create(target, &mut record, &values).await? {
-                Some(_) => {
-                    tracing::info!(connector, id = %record.id, "pending write found in the target; confirmed")
-                }
-                None => {
-                    tracing::info!(connector, id = %record.id, "pending write not in the target; dropped");
-                    self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                    tracing::warn!(connector, id = %pending.id, error = %e, "a pending write could not be settled; tried again later")
                 }
             }
-            settled += 1;
         }
         Ok(settled)
+    }
+
+    /// Settles one pending record; `false` when it was no longer pending.
+    async fn settle(
+        &self,
+        target: &Target,
+        connector: &str,
+        pending: &Record,
+    ) -> Result<bool, ProvisionError> {
+        let _guard = self.lock(&[&pending.app, &pending.resource_type, &pending.user_name]).await?;
+        // Re-read under the lock: the request that wrote it (on this supervisor or another) may
+        // have settled it meanwhile.
+        let Some(mut record) = self
+            .store
+            .get(&pending.app, &pending.resource_type, &pending.id)
+            .await?
+            .filter(|r| r.state == RecordState::Pending)
+        else {
+            return Ok(false);
+        };
+        let resource = record.resource.clone();
+        let values = match self.target_values(target, &record.app, &resource).await {
+            Ok(values) => values,
+            Err(e) => {
+                tracing::warn!(connector, id = %record.id, error = %e, "pending write cannot be mapped; dropped");
+                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+                return Ok(true);
+            }
+        };
+        match self.reconcile_create(target, &mut record, &values).await? {
+            Some(_) => {
+                tracing::info!(connector, id = %record.id, "pending write found in the target; confirmed")
+            }
+            None => {
+                tracing::info!(connector, id = %record.id, "pending write not in the target; dropped");
+                self.store.delete(&record.app, &record.resource_type, &record.id).await?;
+            }
+        }
+        Ok(true)
     }
 
     /// The present record `id` of an app's resource type.

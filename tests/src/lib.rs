@@ -141,7 +141,9 @@ pub fn quickstart_config() -> String {
 /// `[store]` of its own: the same suites then run against the shared store (scripts/test-all.sh
 /// runs the SCIM protocol suites both ways).
 pub fn with_store_from_env(config: &str) -> String {
-    let Ok(server) = std::env::var("E2E_STORE_URL") else { return config.to_string() };
+    let Some(server) = std::env::var("E2E_STORE_URL").ok().filter(|s| !s.is_empty()) else {
+        return config.to_string();
+    };
     if config.contains("\n[store]") || config.starts_with("[store]") {
         return config.to_string();
     }
@@ -152,7 +154,8 @@ pub fn with_store_from_env(config: &str) -> String {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("E2E_STORE_URL must end with a database name: {server}"),
     };
-    format!("{config}\n[store]\nurl = \"{url}\"\n")
+    // Small pools: many supervisors of a parallel test run share the server's connections.
+    format!("{config}\n[store]\nurl = \"{url}\"\nmax_connections = 4\nlock_connections = 2\n")
 }
 
 /// A running supervisor process.

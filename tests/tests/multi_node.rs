@@ -31,16 +31,26 @@ fn node(config: &str, dir: &Path, label: &str, store: &str, target: &str) -> Sup
 
 struct Cluster {
     pg: Postgres,
+    /// The target's own server, when it is not the store's.
+    _target_pg: Option<Postgres>,
     store: String,
     target: String,
     dir: TempDir,
 }
 
 impl Cluster {
+    /// The store and the target on one PostgreSQL server (as ha.toml allows).
     fn new(label: &str) -> Self {
         let pg = Postgres::start();
         let (store, target) = (pg.database(), pg.database());
-        Self { pg, store, target, dir: TempDir::new(label) }
+        Self { pg, _target_pg: None, store, target, dir: TempDir::new(label) }
+    }
+
+    /// The store and the target on two servers, so that the store can go away alone.
+    fn apart(label: &str) -> Self {
+        let (pg, target_pg) = (Postgres::start(), Postgres::start());
+        let (store, target) = (pg.database(), target_pg.database());
+        Self { pg, _target_pg: Some(target_pg), store, target, dir: TempDir::new(label) }
     }
 
     fn node(&self, config: &str, label: &str) -> Supervisor {
@@ -271,7 +281,7 @@ fn the_import_leader_killed_mid_import_is_replaced_and_no_import_runs_twice_at_o
         &cluster.target,
         "INSERT INTO users (id, user_name, display_name, active, updated_at, deleted) \
          SELECT gen_random_uuid()::text, 'imported-' || g, 'Imported ' || g, true, now(), false \
-         FROM generate_series(1, 3000) AS g",
+         FROM generate_series(1, 20000) AS g",
         &[],
     );
     let scheduled = ha_config("[connectors.sql-users.import]\non_start = false\nfull_interval = \"1s\"\n");
@@ -291,8 +301,15 @@ fn the_import_leader_killed_mid_import_is_replaced_and_no_import_runs_twice_at_o
     });
     let running = running.unwrap();
     let leader = running["node"].as_str().unwrap().to_string();
-    let (killed, survivor) =
-        if leader.ends_with(&format!(":{}", a.scim.port())) { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (killed, survivor) = if leader.ends_with(&format!(":{}", a.scim.port())) {
+        (&mut a, &mut b)
+    } else {
+        assert!(
+            leader.ends_with(&format!(":{}", b.scim.port())),
+            "the import runs on neither node: {running}"
+        );
+        (&mut b, &mut a)
+    };
     killed.kill_hard();
     let survivor_name = format!(":{}", survivor.scim.port());
     wait_until(Duration::from_secs(90), "an import finished by the other node", || {
@@ -311,13 +328,15 @@ fn the_import_leader_killed_mid_import_is_replaced_and_no_import_runs_twice_at_o
         let ended = before["finished_ms"].as_i64().expect("every run but the last has ended");
         assert!(after["started_ms"].as_i64().unwrap() >= ended, "overlapping imports: {before} / {after}");
     }
-    let r = survivor.scim("GET", "/scim/demo/Users?filter=userName%20eq%20%22imported-2999%22", None);
+    let r = survivor.scim("GET", "/scim/demo/Users?filter=userName%20eq%20%22imported-19999%22", None);
     assert_eq!(r.json()["totalResults"], 1, "{}", r.body);
 }
 
 #[test]
 fn postgresql_restarted_during_a_burst_loses_nothing_and_the_nodes_recover_alone() {
-    let mut cluster = Cluster::new("ha-pg-restart");
+    // The store's server alone goes away: the targets keep taking writes, so that writes whose
+    // export succeeded meet a store that cannot record it.
+    let mut cluster = Cluster::apart("ha-pg-restart");
     let config = ha_config("");
     let a = cluster.node(&config, "a");
     let b = cluster.node(&config, "b");
@@ -431,4 +450,29 @@ fn a_store_from_a_newer_supervisor_is_refused_with_the_reason() {
     let status = s.wait_exit(Duration::from_secs(30));
     assert!(!status.success());
     assert!(s.log().contains("schema version 99, newer than this supervisor knows"), "{}", s.log());
+}
+
+#[test]
+fn two_nodes_started_at_once_on_empty_databases_both_come_up() {
+    // The store's schema and the target's tables are created by whichever node comes first;
+    // the other must neither fail nor wait for an operator.
+    let cluster = Cluster::new("ha-cold-start");
+    let config = ha_config("");
+    let spawn = |label: &str| {
+        let data = cluster.dir.path().join(label);
+        std::fs::create_dir_all(&data).unwrap();
+        Supervisor::spawn_with_env(
+            &config,
+            &data,
+            &[("STORE_URL", &cluster.store), ("DATABASE_URL", &cluster.target)],
+        )
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    a.wait_ready(Duration::from_secs(60));
+    b.wait_ready(Duration::from_secs(60));
+    assert_eq!(a.scim("POST", "/scim/demo/Users", Some(&user_body("first"))).status, 201);
+    let r = b.scim("GET", "/scim/demo/Users?filter=userName%20eq%20%22first%22", None);
+    assert_eq!(r.json()["totalResults"], 1, "{}", r.body);
+    let versions = cluster.store_rows("SELECT version FROM connector_space.schema_version");
+    assert_eq!(versions.len(), 1, "the schema was migrated once: {versions:?}");
 }

@@ -31,21 +31,26 @@ pub fn is_url(text: &str) -> bool {
     text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
-/// `url` with its password (if any) replaced by `***`, for messages and logs.
+/// `url` with its password (in the user part or a `password` parameter) replaced by `***`, for
+/// messages and logs; a URL that cannot be parsed shows only that it is one.
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "postgres://(a URL that cannot be parsed; not shown, it may hold a password)".into();
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => url.to_string(),
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "***".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// How to reach the database.
@@ -86,6 +91,10 @@ impl std::fmt::Debug for Settings {
             .finish()
     }
 }
+
+/// How long a write waits for another supervisor to let go of the object's lock before it is
+/// answered 503 (longer than any export with the default timeouts).
+const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The schema version this build knows.
 const SCHEMA_VERSION: i32 = 1;
@@ -149,11 +158,18 @@ fn classify(error: sqlx::Error) -> StoreError {
                 StoreError::Conflict
             } else if
             // Connection exceptions, the server shutting down or not accepting connections yet,
-            // out of resources (disk full, too many connections), serialization failures and
-            // deadlocks, a lock not available: all pass.
+            // out of resources (disk full, too many connections), system errors, a cancelled
+            // statement, a read-only server (a primary demoted during a failover), a refused
+            // login (a password being rotated), serialization failures and deadlocks, a lock
+            // not available: all pass.
             code.starts_with("08")
                 || code.starts_with("57P")
                 || code.starts_with("53")
+                || code.starts_with("58")
+                || code == "57014"
+                || code == "25006"
+                || code == "28000"
+                || code == "28P01"
                 || code == "40001"
                 || code == "40P01"
                 || code == "55P03"
@@ -243,7 +259,11 @@ impl PgStore {
                 )),
                 other => other,
             })?;
-        let locks = LockSessions::start(options, settings.lock_connections.max(1), settings.connect_timeout);
+        let locks = LockSessions::start(
+            options,
+            settings.lock_connections.max(1),
+            settings.connect_timeout.max(Duration::from_secs(1)),
+        );
         migrate(&queries).await?;
         let node = format!(
             "{}:{}:{}",
@@ -258,6 +278,12 @@ impl PgStore {
 
     /// Notes what an operation's outcome says about the store's health.
     fn note<T>(&self, result: Result<T, sqlx::Error>, wrote: bool) -> Result<T, StoreError> {
+        // Every connection busy for connect_timeout is load, not an unreachable database: that
+        // request is answered 503, the store stays ready.
+        if let Err(sqlx::Error::PoolTimedOut) = result {
+            metrics::counter!("connector_space_errors_total", "kind" => "busy").increment(1);
+            return Err(StoreError::Unavailable("every connection to the connector space is busy".into()));
+        }
         let result = result.map_err(classify);
         let mut health = lock(&self.health);
         match (&result, &*health) {
@@ -319,8 +345,12 @@ impl PgStore {
         self.note(done, true).map(|_| ())
     }
 
-    /// Writes a probe row: whether the database takes writes now.
+    /// Writes a probe row and takes a lock: whether the database takes writes and locks now.
     async fn probe(&self) -> Result<(), StoreError> {
+        let key = lock_key(&["probe", &self.node]);
+        if let Err(e) = self.locks.try_lock(key).await {
+            return self.note(Err(e), false);
+        }
         let done = sqlx::query(
             "INSERT INTO connector_space.probe (node, at_ms) VALUES ($1, $2) \
              ON CONFLICT (node) DO UPDATE SET at_ms = excluded.at_ms",
@@ -335,10 +365,11 @@ impl PgStore {
 
 /// What a lock session is asked to do.
 enum LockOp {
-    /// `pg_try_advisory_lock(key)`: whether it was taken.
-    Try(i64, tokio::sync::oneshot::Sender<Result<bool, sqlx::Error>>),
-    /// `pg_advisory_unlock(key)`, no answer awaited.
-    Unlock(i64),
+    /// `pg_try_advisory_lock(key)`: the session's generation when taken, `None` when another
+    /// session holds it.
+    Try(i64, tokio::sync::oneshot::Sender<Result<Option<u64>, sqlx::Error>>),
+    /// `pg_advisory_unlock(key)` of a lock taken in a generation, no answer awaited.
+    Unlock(i64, u64),
     /// Ends the session (and with it every lock it holds).
     Close,
 }
@@ -346,7 +377,8 @@ enum LockOp {
 /// A few sessions that hold this process's advisory locks, each its own connection driven by a
 /// task: a key always goes to the same session (so that its unlock and the next lock of it are
 /// done in order), and a session that breaks is opened again at its next request (the locks it
-/// held went with it).
+/// held went with it: each connection is a new generation, and an unlock of an earlier one is
+/// dropped, so that it can never let go of a lock taken since).
 #[derive(Debug, Clone)]
 struct LockSessions {
     sessions: Arc<Vec<tokio::sync::mpsc::UnboundedSender<LockOp>>>,
@@ -355,22 +387,23 @@ struct LockSessions {
 /// A lock held on a session, let go when dropped.
 struct SessionLock {
     key: i64,
+    generation: u64,
     session: tokio::sync::mpsc::UnboundedSender<LockOp>,
 }
 
 impl Drop for SessionLock {
     fn drop(&mut self) {
         // A closed session (the store closed, or the process stopping) holds nothing any more.
-        let _ = self.session.send(LockOp::Unlock(self.key));
+        let _ = self.session.send(LockOp::Unlock(self.key, self.generation));
     }
 }
 
 impl LockSessions {
-    fn start(options: PgConnectOptions, count: u32, connect_timeout: Duration) -> Self {
+    fn start(options: PgConnectOptions, count: u32, timeout: Duration) -> Self {
         let sessions = (0..count)
             .map(|_| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(lock_session(options.clone(), connect_timeout, rx));
+                tokio::spawn(lock_session(options.clone(), timeout, rx));
                 tx
             })
             .collect();
@@ -387,7 +420,7 @@ impl LockSessions {
         let (tx, rx) = tokio::sync::oneshot::channel();
         session.send(LockOp::Try(key, tx)).map_err(|_| sqlx::Error::PoolClosed)?;
         let taken = rx.await.map_err(|_| sqlx::Error::PoolClosed)??;
-        Ok(taken.then(|| SessionLock { key, session: session.clone() }))
+        Ok(taken.map(|generation| SessionLock { key, generation, session: session.clone() }))
     }
 
     fn close(&self) {
@@ -397,57 +430,103 @@ impl LockSessions {
     }
 }
 
-/// One lock session: requests in order on one connection, opened (again) when needed.
+/// Whether an error says the connection itself is broken (not merely the statement refused).
+fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            let code = e.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// After a failed connect, requests fail at once for this long (rather than each waiting for a
+/// connect of its own).
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// One lock session: requests in order on one connection, opened (again) when needed; each
+/// statement bounded by `timeout` (a connection that does not answer is taken for broken).
 async fn lock_session(
     options: PgConnectOptions,
-    connect_timeout: Duration,
+    timeout: Duration,
     mut requests: tokio::sync::mpsc::UnboundedReceiver<LockOp>,
 ) {
     use sqlx::Connection;
     let mut connection: Option<sqlx::PgConnection> = None;
+    let mut generation = 0u64;
+    let mut down: Option<(std::time::Instant, String)> = None;
+    let unreachable = |reason: &str| sqlx::Error::Io(std::io::Error::other(reason.to_string()));
     while let Some(op) = requests.recv().await {
-        if matches!(op, LockOp::Close) {
-            return;
-        }
-        if connection.is_none() {
-            // The locks of a broken session went with it: nothing to let go.
-            if matches!(op, LockOp::Unlock(_)) {
-                continue;
-            }
-            match tokio::time::timeout(connect_timeout, sqlx::PgConnection::connect_with(&options)).await {
-                Ok(Ok(opened)) => connection = Some(opened),
-                Ok(Err(e)) => {
-                    if let LockOp::Try(_, reply) = op {
-                        let _ = reply.send(Err(e));
-                    }
+        let (key, reply) = match op {
+            LockOp::Close => return,
+            // The locks of a broken session, or of an earlier connection, went with it.
+            LockOp::Unlock(key, taken_in) => {
+                if taken_in != generation {
                     continue;
                 }
-                Err(_) => {
-                    if let LockOp::Try(_, reply) = op {
-                        let _ = reply.send(Err(sqlx::Error::PoolTimedOut));
-                    }
+                let Some(open) = connection.as_mut() else { continue };
+                let unlocked = tokio::time::timeout(
+                    timeout,
+                    sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *open),
+                )
+                .await;
+                if !matches!(unlocked, Ok(Ok(_))) {
+                    connection = None;
+                }
+                continue;
+            }
+            LockOp::Try(key, reply) => (key, reply),
+        };
+        if connection.is_none() {
+            if let Some((since, reason)) = &down
+                && since.elapsed() < RECONNECT_PAUSE
+            {
+                let _ = reply.send(Err(unreachable(reason)));
+                continue;
+            }
+            match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&options)).await {
+                Ok(Ok(opened)) => {
+                    connection = Some(opened);
+                    generation += 1;
+                    down = None;
+                }
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => format!("the lock session cannot reach PostgreSQL: {e}"),
+                        _ => format!("the lock session cannot reach PostgreSQL within {timeout:?}"),
+                    };
+                    let _ = reply.send(Err(unreachable(&reason)));
+                    down = Some((std::time::Instant::now(), reason));
                     continue;
                 }
             }
         }
         let Some(open) = connection.as_mut() else { continue };
-        let result = match op {
-            LockOp::Try(key, reply) => {
-                let taken = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut *open)
-                    .await;
-                let failed = taken.is_err();
-                let _ = reply.send(taken);
-                failed
-            }
-            LockOp::Unlock(key) => {
-                sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *open).await.is_err()
-            }
-            LockOp::Close => return,
-        };
-        if result {
-            // Broken (the database restarted, the network cut): whatever it held is gone with it.
+        let taken = tokio::time::timeout(
+            timeout,
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *open),
+        )
+        .await
+        .unwrap_or_else(|_| Err(unreachable("PostgreSQL did not answer the lock session in time")));
+        let broken = taken.as_ref().err().is_some_and(is_connection_error);
+        let answer = taken.map(|taken| taken.then_some(generation));
+        if let Err(Ok(Some(_))) = reply.send(answer) {
+            // Whoever asked is gone (its request was dropped): nobody will let go of it.
+            let _ = tokio::time::timeout(
+                timeout,
+                sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *open),
+            )
+            .await;
+        }
+        if broken {
+            // The database restarted, the network cut: whatever it held is gone with it.
             connection = None;
         }
     }
@@ -552,7 +631,7 @@ impl Engine for PgStore {
     async fn list(&self, app: &str, resource_type: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND resource_type = $2 \
-             AND state = 'present' ORDER BY created, id"
+             AND state = 'present' ORDER BY created COLLATE \"C\", id COLLATE \"C\""
         );
         self.records(sql, &[app, resource_type]).await
     }
@@ -564,7 +643,7 @@ impl Engine for PgStore {
     }
 
     async fn all(&self) -> Result<Vec<Record>, StoreError> {
-        self.records(format!("SELECT {COLUMNS} FROM connector_space.objects ORDER BY created, id"), &[]).await
+        self.records(format!("SELECT {COLUMNS} FROM connector_space.objects ORDER BY created COLLATE \"C\", id COLLATE \"C\""), &[]).await
     }
 
     async fn insert(&self, record: &Record) -> Result<(), StoreError> {
@@ -601,7 +680,7 @@ impl Engine for PgStore {
 
     async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM connector_space.objects WHERE connector = $1 AND state = 'pending' ORDER BY created"
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE connector = $1 AND state = 'pending' ORDER BY created COLLATE \"C\""
         );
         self.records(sql, &[connector]).await
     }
@@ -646,6 +725,7 @@ impl Engine for PgStore {
     }
 
     async fn lock(&self, keys: &[i64]) -> Result<Held, StoreError> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
         let mut held = Vec::with_capacity(keys.len());
         for &key in keys {
             let mut wait = Duration::from_millis(1);
@@ -653,9 +733,14 @@ impl Engine for PgStore {
                 match self.locks.try_lock(key).await {
                     Ok(Some(lock)) => break held.push(lock),
                     // Another node writes this object: its write is short.
-                    Ok(None) => {
+                    Ok(None) if std::time::Instant::now() < deadline => {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_millis(25));
+                    }
+                    Ok(None) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "another supervisor has held this object's lock for over {LOCK_WAIT:?}"
+                        )));
                     }
                     Err(e) => return Err(self.note::<()>(Err(e), false).unwrap_err()),
                 }
@@ -753,7 +838,16 @@ mod tests {
         );
         assert_eq!(redacted("postgres://u@db/x"), "postgres://u@db/x");
         assert_eq!(redacted("postgresql://db/x"), "postgresql://db/x");
-        assert_eq!(redacted("postgres://u:p@ss@db/x"), "postgres://u:***@db/x", "an @ in the password");
+        for leaky in [
+            "postgres://u:Zq%409@db/x",
+            "postgres://u:Zq/9@db/x",
+            "postgres://u:Zq?9@db/x",
+            "postgres://u@db/x?sslmode=require&password=Zq9",
+            "postgres://u:Zq 9@db/x",
+        ] {
+            let shown = redacted(leaky);
+            assert!(!shown.contains("Zq"), "{leaky} shown as {shown}");
+        }
         let settings = Settings {
             url: "postgres://u:s3cret@db/x".into(),
             password: Some("other".into()),
