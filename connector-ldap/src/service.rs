@@ -114,6 +114,10 @@ impl Connector for LdapConnector {
         request: Request<v1::ValidateConfigurationRequest>,
     ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
         let config = request.into_inner().config;
+        let missing = ecma_connector_sdk::missing_required(&parameters(), &config);
+        if !missing.is_empty() {
+            return Ok(Response::new(v1::ValidateConfigurationResponse { problems: missing }));
+        }
         let problem = |e: OpError| {
             // Settings errors start with the parameter they concern.
             let parameter = e

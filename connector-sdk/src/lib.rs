@@ -179,6 +179,23 @@ pub fn parameter(
     }
 }
 
+/// The problems of a configuration that lacks parameters declared required: one per missing
+/// parameter, naming it (for `ValidateConfiguration`, before anything is tried with it).
+pub fn missing_required(
+    declared: &[ConfigParameterDefinition],
+    config: &Option<ConfigParameters>,
+) -> Vec<ecma_proto::v1::ConfigProblem> {
+    declared
+        .iter()
+        .filter(|p| p.required && config.get(&p.name).is_none())
+        .map(|p| ecma_proto::v1::ConfigProblem {
+            parameter: p.name.clone(),
+            message: format!("{} is required: {}", p.name, p.description),
+            kind: ErrorKind::InvalidConfiguration as i32,
+        })
+        .collect()
+}
+
 /// Serves `connector` until SIGTERM/SIGINT or until the supervisor is gone.
 pub async fn serve<C: Connector>(connector: C) -> anyhow::Result<()> {
     let env = Environment::from_env()?;

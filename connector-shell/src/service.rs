@@ -265,6 +265,10 @@ impl Connector for ShellConnector {
         request: Request<v1::ValidateConfigurationRequest>,
     ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
         let config = request.into_inner().config;
+        let missing = ecma_connector_sdk::missing_required(&crate::settings::definitions(), &config);
+        if !missing.is_empty() {
+            return Ok(Response::new(v1::ValidateConfigurationResponse { problems: missing }));
+        }
         let settings = match Settings::read(&config) {
             Ok(settings) => settings,
             Err(e) => {

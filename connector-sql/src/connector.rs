@@ -98,130 +98,7 @@ impl Connector for SqlConnector {
         &self,
         _: Request<v1::GetConfigParametersRequest>,
     ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
-        let mut parameters = vec![
-            parameter(
-                "connection_string",
-                T::EncryptedString,
-                true,
-                true,
-                "",
-                "Database URL: postgres://user:password@host/db, mysql://... (MariaDB too), \
-                     sqlite:///var/lib/app/users.db; add ?sslmode=require (PostgreSQL) or \
-                     ?ssl-mode=required (MySQL) for TLS",
-            ),
-            parameter("table", T::String, true, false, "", "Table (or view) holding the objects"),
-            parameter("anchor_column", T::String, false, false, "id", "Column that identifies a row"),
-            parameter("object_type", T::String, false, false, "user", "Object type name the table offers"),
-            parameter("create_table", T::Boolean, false, false, "false", "Create the table if it is missing"),
-            parameter(
-                "multi_valued",
-                T::Text,
-                false,
-                false,
-                "",
-                "Comma-separated multi-valued attributes, each in a table <table>_<attribute> (owner, value)",
-            ),
-            parameter(
-                "references",
-                T::Text,
-                false,
-                false,
-                "",
-                "Comma-separated attributes whose values are anchors of other objects (e.g. members)",
-            ),
-            parameter(
-                "watermark_column",
-                T::String,
-                false,
-                false,
-                "",
-                "Column holding each row's last change time: enables delta imports (created \
-                     with the table when create_table is set)",
-            ),
-            parameter(
-                "watermark_query",
-                T::Text,
-                false,
-                false,
-                "",
-                "Query returning the mark a run starts from (default: now less 5 minutes)",
-            ),
-            parameter(
-                "soft_delete_column",
-                T::String,
-                false,
-                false,
-                "",
-                "Boolean column marking deleted rows: left out of full imports, reported as \
-                     deletes by delta imports",
-            ),
-            parameter(
-                "change_table",
-                T::String,
-                false,
-                false,
-                "",
-                "Table (anchor, changed_at) of changed anchors that delta imports read; a changed \
-                 anchor whose row is gone is reported as deleted",
-            ),
-            parameter(
-                "install_change_triggers",
-                T::Boolean,
-                false,
-                false,
-                "false",
-                "Create change_table and triggers on the table (and its multi-valued tables) that fill it",
-            ),
-            parameter(
-                "columns",
-                T::Text,
-                false,
-                false,
-                "",
-                "With create_table: comma-separated `name [text|integer|boolean|blob] [unique]`",
-            ),
-        ];
-        // Per operation, the admin's own SQL or stored procedure instead of the generated SQL.
-        for operation in Operation::ALL {
-            let op = operation.key();
-            let (statement_help, procedure_help, parameters_help) = match operation {
-                Operation::Read => (
-                    "Paged SELECT for full imports, with :after (the last anchor, NULL at first) and \
-                     :page_size; columns named as the table's",
-                    "Stored procedure (PostgreSQL: set-returning function) called with (:after, :page_size)",
-                    "Its parameters, in order (default: after, page_size)",
-                ),
-                Operation::Delete => (
-                    "SQL run to delete an object, with :anchor",
-                    "Stored procedure called to delete an object",
-                    "Its parameters, in order (default: anchor)",
-                ),
-                _ => (
-                    "SQL run for this operation, with :anchor and :<column> parameters (an add \
-                     may return the new anchor as its one row)",
-                    "Stored procedure called for this operation",
-                    "Its parameters, in order (default: anchor, then every column)",
-                ),
-            };
-            parameters.push(parameter(&format!("{op}_statement"), T::Text, false, false, "", statement_help));
-            parameters.push(parameter(
-                &format!("{op}_procedure"),
-                T::String,
-                false,
-                false,
-                "",
-                procedure_help,
-            ));
-            parameters.push(parameter(
-                &format!("{op}_procedure_parameters"),
-                T::String,
-                false,
-                false,
-                "",
-                parameters_help,
-            ));
-        }
-        Ok(Response::new(v1::GetConfigParametersResponse { parameters }))
+        Ok(Response::new(v1::GetConfigParametersResponse { parameters: parameters() }))
     }
 
     async fn validate_configuration(
@@ -229,6 +106,10 @@ impl Connector for SqlConnector {
         request: Request<v1::ValidateConfigurationRequest>,
     ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
         let config = request.into_inner().config;
+        let missing = ecma_connector_sdk::missing_required(&parameters(), &config);
+        if !missing.is_empty() {
+            return Ok(Response::new(v1::ValidateConfigurationResponse { problems: missing }));
+        }
         let problems = match self.table(&config).await {
             Ok(table) => match table.ping().await {
                 Ok(()) => vec![],
@@ -439,6 +320,127 @@ impl Connector for SqlConnector {
     ) -> Result<Response<v1::PasswordResponse>, Status> {
         Err(error_status(ErrorKind::Unsupported, "password operations are not supported by connector-sql"))
     }
+}
+
+/// The parameters this connector declares.
+pub fn parameters() -> Vec<v1::ConfigParameterDefinition> {
+    let mut parameters = vec![
+        parameter(
+            "connection_string",
+            T::EncryptedString,
+            true,
+            true,
+            "",
+            "Database URL: postgres://user:password@host/db, mysql://... (MariaDB too), \
+                     sqlite:///var/lib/app/users.db; add ?sslmode=require (PostgreSQL) or \
+                     ?ssl-mode=required (MySQL) for TLS",
+        ),
+        parameter("table", T::String, true, false, "", "Table (or view) holding the objects"),
+        parameter("anchor_column", T::String, false, false, "id", "Column that identifies a row"),
+        parameter("object_type", T::String, false, false, "user", "Object type name the table offers"),
+        parameter("create_table", T::Boolean, false, false, "false", "Create the table if it is missing"),
+        parameter(
+            "multi_valued",
+            T::Text,
+            false,
+            false,
+            "",
+            "Comma-separated multi-valued attributes, each in a table <table>_<attribute> (owner, value)",
+        ),
+        parameter(
+            "references",
+            T::Text,
+            false,
+            false,
+            "",
+            "Comma-separated attributes whose values are anchors of other objects (e.g. members)",
+        ),
+        parameter(
+            "watermark_column",
+            T::String,
+            false,
+            false,
+            "",
+            "Column holding each row's last change time: enables delta imports (created \
+                     with the table when create_table is set)",
+        ),
+        parameter(
+            "watermark_query",
+            T::Text,
+            false,
+            false,
+            "",
+            "Query returning the mark a run starts from (default: now less 5 minutes)",
+        ),
+        parameter(
+            "soft_delete_column",
+            T::String,
+            false,
+            false,
+            "",
+            "Boolean column marking deleted rows: left out of full imports, reported as \
+                     deletes by delta imports",
+        ),
+        parameter(
+            "change_table",
+            T::String,
+            false,
+            false,
+            "",
+            "Table (anchor, changed_at) of changed anchors that delta imports read; a changed \
+                 anchor whose row is gone is reported as deleted",
+        ),
+        parameter(
+            "install_change_triggers",
+            T::Boolean,
+            false,
+            false,
+            "false",
+            "Create change_table and triggers on the table (and its multi-valued tables) that fill it",
+        ),
+        parameter(
+            "columns",
+            T::Text,
+            false,
+            false,
+            "",
+            "With create_table: comma-separated `name [text|integer|boolean|blob] [unique]`",
+        ),
+    ];
+    // Per operation, the admin's own SQL or stored procedure instead of the generated SQL.
+    for operation in Operation::ALL {
+        let op = operation.key();
+        let (statement_help, procedure_help, parameters_help) = match operation {
+            Operation::Read => (
+                "Paged SELECT for full imports, with :after (the last anchor, NULL at first) and \
+                     :page_size; columns named as the table's",
+                "Stored procedure (PostgreSQL: set-returning function) called with (:after, :page_size)",
+                "Its parameters, in order (default: after, page_size)",
+            ),
+            Operation::Delete => (
+                "SQL run to delete an object, with :anchor",
+                "Stored procedure called to delete an object",
+                "Its parameters, in order (default: anchor)",
+            ),
+            _ => (
+                "SQL run for this operation, with :anchor and :<column> parameters (an add \
+                     may return the new anchor as its one row)",
+                "Stored procedure called for this operation",
+                "Its parameters, in order (default: anchor, then every column)",
+            ),
+        };
+        parameters.push(parameter(&format!("{op}_statement"), T::Text, false, false, "", statement_help));
+        parameters.push(parameter(&format!("{op}_procedure"), T::String, false, false, "", procedure_help));
+        parameters.push(parameter(
+            &format!("{op}_procedure_parameters"),
+            T::String,
+            false,
+            false,
+            "",
+            parameters_help,
+        ));
+    }
+    parameters
 }
 
 fn problem_from(status: Status) -> v1::ConfigProblem {

@@ -1236,6 +1236,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_store_url_and_password_come_from_env_or_file_and_a_bad_url_names_its_key() {
+        let dir = std::env::temp_dir().join(format!("config-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("store-password");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[store]\nurl = {{ env = \"STORE_URL\" }}\npassword = {{ file = \"{}\" }}\n",
+            password.display()
+        );
+        let env = |name: &str| (name == "STORE_URL").then(|| "postgres://ecma@db:5432/ecma".to_string());
+        let config = Config::parse(&text, Path::new("/var/lib/x"), &env).unwrap();
+        match config.store.location(Path::new("/var/lib/x")) {
+            crate::store::Location::Postgres(settings) => {
+                assert_eq!(settings.url, "postgres://ecma@db:5432/ecma");
+                assert_eq!(
+                    settings.password.as_deref(),
+                    Some("s3cret"),
+                    "the file's trailing newline is not the secret's"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{config:?}").contains("s3cret"), "never in a Debug print");
+        // Without [store]: the SQLite file in the data directory.
+        let config = parse(MINIMAL).unwrap();
+        assert!(
+            matches!(config.store.location(Path::new("/d")), crate::store::Location::Sqlite(p) if p == Path::new("/d/connector-space.db"))
+        );
+        // A URL that is not PostgreSQL's, an unset variable: the key and the fix.
+        let problems = parse(&format!("{MINIMAL}\n[store]\nurl = \"mysql://u:pw@db/x\"\n")).unwrap_err();
+        assert_eq!(problems[0].key, "store.url");
+        assert!(
+            problems[0].message.contains("postgres://") && !problems[0].message.contains("pw@"),
+            "{}",
+            problems[0].message
+        );
+        let problems =
+            parse(&format!("{MINIMAL}\n[store]\nurl = {{ env = \"NO_SUCH_VAR\" }}\n")).unwrap_err();
+        assert_eq!(
+            (problems[0].key.as_str(), problems[0].message.as_str()),
+            ("store.url", "environment variable NO_SUCH_VAR is not set")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn secret_parameters_come_from_env_or_file() {
         let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -140,6 +140,8 @@ pub struct Postgres {
     bin: PathBuf,
     port: u16,
     durable: bool,
+    /// TLS on (`ssl=on` with a certificate of the fixture's own CA).
+    tls: bool,
     server: Option<Child>,
     databases: std::sync::atomic::AtomicU32,
 }
@@ -152,7 +154,31 @@ impl Postgres {
     /// `durable`: fsync and synchronous commit on (PostgreSQL's defaults), as a database in
     /// service runs; off otherwise.
     pub fn start_with(durable: bool) -> Self {
+        Self::start_full(durable, false)
+    }
+
+    /// A server that also accepts TLS (`ssl = on`), with a server certificate for `localhost`
+    /// and `127.0.0.1` signed by a CA of its own: [`Postgres::ca_file`].
+    pub fn start_tls() -> Self {
+        Self::start_full(false, true)
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    fn start_full(durable: bool, tls: bool) -> Self {
         let dir = TempDir::new("postgres");
+        if tls {
+            crate::slapd::write_certificates(dir.path());
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.path().join("tls/server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod server.key");
+        }
         let bin = postgres_bin();
         give_to("postgres", dir.path());
         let mut initdb = as_user("postgres", &bin.join("initdb"));
@@ -167,7 +193,7 @@ impl Postgres {
         ]);
         run(initdb, "initdb");
         let port = free_addr().port();
-        let mut pg = Self { dir, bin, port, durable, server: None, databases: Default::default() };
+        let mut pg = Self { dir, bin, port, durable, tls, server: None, databases: Default::default() };
         pg.launch();
         pg
     }
@@ -183,6 +209,14 @@ impl Postgres {
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]);
         if !self.durable {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        if self.tls {
+            let tls = self.dir.path().join("tls");
+            command
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", tls.join("server.pem").display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.join("server.key").display()));
         }
         command
             .stdin(Stdio::null())

@@ -476,3 +476,45 @@ fn two_nodes_started_at_once_on_empty_databases_both_come_up() {
     let versions = cluster.store_rows("SELECT version FROM connector_space.schema_version");
     assert_eq!(versions.len(), 1, "the schema was migrated once: {versions:?}");
 }
+
+#[test]
+fn the_store_is_reached_over_tls_and_its_certificate_is_verified() {
+    let dir = TempDir::new("store-tls");
+    let pg = Postgres::start_tls();
+    let plain = pg.database();
+    let port = plain.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
+    let name = plain.rsplit('/').next().unwrap().to_string();
+    let url = |ca: &Path| {
+        format!(
+            "postgres://postgres@localhost:{port}/{name}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        )
+    };
+    // With the server's CA: up, and every connection of the supervisor's is encrypted.
+    let config = format!("{}\n[store]\nurl = {{ env = \"STORE_URL\" }}\n", e2e::quickstart_config());
+    let verified = url(&pg.ca_file());
+    {
+        let s = Supervisor::spawn_with_env(&config, dir.path(), &[("STORE_URL", &verified)]);
+        s.wait_ready(Duration::from_secs(30));
+        assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("over-tls"))).status, 201);
+        let connections = databases::query(
+            &plain,
+            "SELECT count(*) FILTER (WHERE s.ssl) AS encrypted, count(*) AS total FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'ecma-supervisor'",
+            &[],
+        );
+        assert!(connections[0]["total"].as_i64().unwrap() > 0, "{connections:?}");
+        assert_eq!(connections[0]["encrypted"], connections[0]["total"], "{connections:?}");
+    }
+    // With another CA: refused at start, saying why, and the password-free URL is all it shows.
+    let other = dir.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
+    let second = dir.path().join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    let mut s = Supervisor::spawn_with_env(&config, &second, &[("STORE_URL", &url(&other))]);
+    assert!(!s.wait_exit(Duration::from_secs(30)).success());
+    assert!(s.log().to_lowercase().contains("certificate"), "{}", s.log());
+}
