@@ -92,6 +92,25 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// How long one statement may take before its connection is taken for lost (a server that no
+/// longer answers at all, as a network that drops packets leaves it): longer than any scan of a
+/// large connector space.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A statement bounded by [`STATEMENT_TIMEOUT`].
+trait Bounded<T>: std::future::Future<Output = Result<T, sqlx::Error>> + Sized {
+    async fn bounded(self) -> Result<T, sqlx::Error> {
+        tokio::time::timeout(STATEMENT_TIMEOUT, self).await.unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("PostgreSQL did not answer within {STATEMENT_TIMEOUT:?}"),
+            )))
+        })
+    }
+}
+
+impl<T, F: std::future::Future<Output = Result<T, sqlx::Error>>> Bounded<T> for F {}
+
 /// How long a write waits for another supervisor to let go of the object's lock before it is
 /// answered 503 (longer than any export with the default timeouts).
 const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -308,7 +327,7 @@ impl PgStore {
         for bind in binds {
             query = query.bind(bind.to_string());
         }
-        let rows = self.note(query.fetch_all(&self.queries).await, false)?;
+        let rows = self.note(query.fetch_all(&self.queries).bounded().await, false)?;
         rows.iter().map(record).collect()
     }
 
@@ -340,6 +359,7 @@ impl PgStore {
             .bind(&r.modified)
             .bind(fold(&r.user_name))
             .execute(&self.queries)
+            .bounded()
             .instrument(span)
             .await;
         self.note(done, true).map(|_| ())
@@ -358,6 +378,7 @@ impl PgStore {
         .bind(&self.node)
         .bind(super::now_ms())
         .execute(&self.queries)
+        .bounded()
         .await;
         self.note(done, true).map(|_| ())
     }
@@ -585,7 +606,7 @@ async fn probe_loop(store: PgStore) {
             return;
         }
         if matches!(store.health(), Health::Ready) {
-            let _ = store.note(sqlx::query("SELECT 1").execute(&store.queries).await, false);
+            let _ = store.note(sqlx::query("SELECT 1").execute(&store.queries).bounded().await, false);
         } else {
             let _ = store.probe().await;
         }
@@ -662,13 +683,17 @@ impl Engine for PgStore {
         .bind(resource_type)
         .bind(id)
         .execute(&self.queries)
+        .bounded()
         .await;
         self.note(done, true).map(|_| ())
     }
 
     async fn count(&self) -> Result<i64, StoreError> {
         self.note(
-            sqlx::query_scalar("SELECT count(*) FROM connector_space.objects").fetch_one(&self.queries).await,
+            sqlx::query_scalar("SELECT count(*) FROM connector_space.objects")
+                .fetch_one(&self.queries)
+                .bounded()
+                .await,
             false,
         )
     }
@@ -691,6 +716,7 @@ impl Engine for PgStore {
         )
         .bind(connector)
         .fetch_one(&self.queries)
+        .bounded()
         .await;
         self.note(count, false)
     }
@@ -700,6 +726,7 @@ impl Engine for PgStore {
             sqlx::query_scalar("SELECT watermark FROM connector_space.watermarks WHERE connector = $1")
                 .bind(connector)
                 .fetch_optional(&self.queries)
+                .bounded()
                 .await;
         self.note(found, false)
     }
@@ -712,6 +739,7 @@ impl Engine for PgStore {
         .bind(connector)
         .bind(watermark)
         .execute(&self.queries)
+        .bounded()
         .await;
         self.note(done, true).map(|_| ())
     }
@@ -720,6 +748,7 @@ impl Engine for PgStore {
         let rows =
             sqlx::query_as("SELECT connector, watermark FROM connector_space.watermarks ORDER BY connector")
                 .fetch_all(&self.queries)
+                .bounded()
                 .await;
         self.note(rows, false)
     }
@@ -770,6 +799,7 @@ impl Engine for PgStore {
         .bind(connector)
         .bind(now)
         .execute(&self.queries)
+        .bounded()
         .await;
         self.note(abandoned, true)?;
         let id = sqlx::query_scalar(
@@ -781,6 +811,7 @@ impl Engine for PgStore {
         .bind(import_type)
         .bind(now)
         .fetch_one(&self.queries)
+        .bounded()
         .await;
         self.note(id, true)
     }
@@ -792,6 +823,7 @@ impl Engine for PgStore {
                 .bind(super::now_ms())
                 .bind(outcome)
                 .execute(&self.queries)
+                .bounded()
                 .await;
         self.note(done, true).map(|_| ())
     }
@@ -803,6 +835,7 @@ impl Engine for PgStore {
         )
         .bind(connector)
         .fetch_all(&self.queries)
+        .bounded()
         .await;
         let rows = self.note(rows, false)?;
         rows.iter()
