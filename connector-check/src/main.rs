@@ -372,6 +372,22 @@ fn one_result<'a>(
     }
 }
 
+/// The one result for `identifier` in an export's answer, whose error kind must be one of
+/// `allowed`.
+fn expect(
+    answer: Result<Vec<v1::CsEntryChangeResult>, String>,
+    identifier: &str,
+    allowed: &[ErrorKind],
+) -> Result<v1::CsEntryChangeResult, String> {
+    let results = answer?;
+    let result = one_result(&results, 1, identifier)?;
+    if allowed.iter().any(|k| *k as i32 == result.error_kind) {
+        Ok(result.clone())
+    } else {
+        Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail))
+    }
+}
+
 fn has_value(entry: &v1::Entry, name: &str, wanted: &[v1::Value]) -> bool {
     let values = entry.attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name)).map(|a| &a.values);
     let texts =
@@ -692,14 +708,10 @@ async fn target_checks(
         }
     };
     let add = add_of(description, object, "check-add", &value);
-    let added = run.export(&session, vec![add.clone()]).await.and_then(|results| {
-        let result = one_result(&results, 1, "check-add")?.clone();
-        match ErrorKind::try_from(result.error_kind) {
-            Ok(ErrorKind::None) if !result.anchors.is_empty() => Ok(result),
-            Ok(ErrorKind::None) => Err("no anchor for the new object".into()),
-            _ => Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail)),
-        }
-    });
+    let added = expect(run.export(&session, vec![add.clone()]).await, "check-add", &[ErrorKind::None])
+        .and_then(|result| {
+            if result.anchors.is_empty() { Err("no anchor for the new object".into()) } else { Ok(result) }
+        });
     let Ok(added) = added.map_err(|reason| {
         report.check("export: an add gets one result, with the new object's anchor", Err(reason))
     }) else {
@@ -727,13 +739,12 @@ async fn target_checks(
 
     // A re-sent add (the supervisor's retry after an unknown outcome looks first, but a
     // connector must not make a second object either way).
-    let resent = run.export(&session, vec![add.clone()]).await.and_then(|results| {
-        let result = one_result(&results, 1, "check-add")?;
-        match ErrorKind::try_from(result.error_kind) {
-            Ok(ErrorKind::None | ErrorKind::AlreadyExists) => Ok(()),
-            _ => Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail)),
-        }
-    });
+    let resent = expect(
+        run.export(&session, vec![add.clone()]).await,
+        "check-add",
+        &[ErrorKind::None, ErrorKind::AlreadyExists],
+    )
+    .map(|_| ());
     let resent = match resent {
         Ok(()) if capabilities.supports_lookup => {
             run.lookup_match(&object.match_attribute, &value).await.and_then(|entries| match entries.len() {
@@ -806,14 +817,8 @@ async fn target_checks(
             &dn,
             &object.update,
         );
-        let updated = run.export(&session, vec![update]).await.and_then(|results| {
-            let result = one_result(&results, 1, "check-update")?;
-            if result.error_kind == ErrorKind::None as i32 {
-                Ok(())
-            } else {
-                Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail))
-            }
-        });
+        let updated =
+            expect(run.export(&session, vec![update]).await, "check-update", &[ErrorKind::None]).map(|_| ());
         let updated = match updated {
             Ok(()) if capabilities.supports_lookup => {
                 run.lookup_anchor(&anchors[0]).await.and_then(|entries| {
@@ -847,14 +852,8 @@ async fn target_checks(
         &missing_dn,
         &object.update,
     );
-    let kind = run.export(&session, vec![update]).await.and_then(|results| {
-        let result = one_result(&results, 1, "check-missing")?;
-        if result.error_kind == ErrorKind::NoSuchObject as i32 {
-            Ok(())
-        } else {
-            Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail))
-        }
-    });
+    let kind = expect(run.export(&session, vec![update]).await, "check-missing", &[ErrorKind::NoSuchObject])
+        .map(|_| ());
     report.check("export: an update of an object that is not there is NO_SUCH_OBJECT", kind);
 
     if capabilities.concurrent_operation {
@@ -872,14 +871,9 @@ async fn target_checks(
         &dn,
         &BTreeMap::new(),
     );
-    let deleted = run.export(&session, vec![delete.clone()]).await.and_then(|results| {
-        let result = one_result(&results, 1, "check-delete")?;
-        if result.error_kind == ErrorKind::None as i32 {
-            Ok(())
-        } else {
-            Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail))
-        }
-    });
+    let deleted =
+        expect(run.export(&session, vec![delete.clone()]).await, "check-delete", &[ErrorKind::None])
+            .map(|_| ());
     let deleted = match deleted {
         Ok(()) if capabilities.supports_lookup => run.lookup_anchor(&anchors[0]).await.and_then(|entries| {
             if entries.is_empty() { Ok(()) } else { Err("the object is still there".into()) }
@@ -887,13 +881,12 @@ async fn target_checks(
         other => other,
     };
     report.check("export: a delete is applied", deleted);
-    let again = run.export(&session, vec![delete]).await.and_then(|results| {
-        let result = one_result(&results, 1, "check-delete")?;
-        match ErrorKind::try_from(result.error_kind) {
-            Ok(ErrorKind::None | ErrorKind::NoSuchObject) => Ok(()),
-            _ => Err(format!("{}: {}", kind_name(result.error_kind), result.error_detail)),
-        }
-    });
+    let again = expect(
+        run.export(&session, vec![delete]).await,
+        "check-delete",
+        &[ErrorKind::None, ErrorKind::NoSuchObject],
+    )
+    .map(|_| ());
     report.check("export: a re-sent delete is NO_SUCH_OBJECT (or NONE)", again);
     let _ =
         run.client.close_export_connection(v1::CloseExportConnectionRequest { session_id: session }).await;

@@ -88,6 +88,33 @@ fn create_spread(nodes: &[SocketAddr], first: usize, name: &str, timeout: Durati
     }
 }
 
+/// Four clients, each creating `per_client` users (`<label>-<client>-<i>`) spread over `nodes`
+/// and moving on to the next node when one fails; `done` counts the creates that ended. Each
+/// client's thread ends with its names and how many retries they cost.
+fn burst(
+    nodes: &[SocketAddr; 2],
+    label: &str,
+    per_client: usize,
+    done: &Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<(Vec<String>, u32)>> {
+    (0..4)
+        .map(|client| {
+            let (nodes, done, label) = (*nodes, done.clone(), label.to_string());
+            std::thread::spawn(move || {
+                let mut names = Vec::new();
+                let mut retries = 0;
+                for i in 0..per_client {
+                    let name = format!("{label}-{client}-{i}");
+                    retries += create_spread(&nodes, client + i, &name, Duration::from_secs(120)).1;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    names.push(name);
+                }
+                (names, retries)
+            })
+        })
+        .collect()
+}
+
 /// What a user is called in SCIM, the store and the target: each name must be there once.
 fn assert_each_once(cluster: &Cluster, reader: SocketAddr, names: &[String]) {
     let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
@@ -135,22 +162,7 @@ fn a_node_killed_mid_burst_costs_clients_one_retry_and_loses_nothing() {
     let b = cluster.node(&config, "b");
     let nodes = [a.scim, b.scim];
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let clients: Vec<_> = (0..4)
-        .map(|client| {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let mut names = Vec::new();
-                let mut retries = 0;
-                for i in 0..40 {
-                    let name = format!("burst-{client}-{i}");
-                    retries += create_spread(&nodes, client + i, &name, Duration::from_secs(60)).1;
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    names.push(name);
-                }
-                (names, retries)
-            })
-        })
-        .collect();
+    let clients = burst(&nodes, "burst", 40, &done);
     wait_until(Duration::from_secs(60), "a third of the creates", || {
         done.load(std::sync::atomic::Ordering::SeqCst) >= 50
     });
@@ -343,21 +355,7 @@ fn postgresql_restarted_during_a_burst_loses_nothing_and_the_nodes_recover_alone
     let nodes = [a.scim, b.scim];
     let admins = [a.admin, b.admin];
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let clients: Vec<_> = (0..4)
-        .map(|client| {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let mut names = Vec::new();
-                for i in 0..30 {
-                    let name = format!("outage-{client}-{i}");
-                    create_spread(&nodes, client + i, &name, Duration::from_secs(120));
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    names.push(name);
-                }
-                names
-            })
-        })
-        .collect();
+    let clients = burst(&nodes, "outage", 30, &done);
     wait_until(Duration::from_secs(60), "a third of the creates", || {
         done.load(std::sync::atomic::Ordering::SeqCst) >= 40
     });
@@ -375,7 +373,7 @@ fn postgresql_restarted_during_a_burst_loses_nothing_and_the_nodes_recover_alone
     cluster.pg.restart();
     let mut names = Vec::new();
     for client in clients {
-        names.extend(client.join().unwrap());
+        names.extend(client.join().unwrap().0);
     }
     assert!(a.running() && b.running(), "a node died with the database");
     for admin in admins {

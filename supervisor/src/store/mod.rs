@@ -152,6 +152,42 @@ pub fn fold(name: &str) -> String {
     caseless::default_case_fold_str(name)
 }
 
+/// A row of the objects table, as each engine reads its columns.
+pub(crate) trait StoredRow {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn integer(&self, column: &str) -> Result<i64, StoreError>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+/// The record a row holds (the state by name, the resource as JSON text, the target entry as
+/// protobuf).
+pub(crate) fn record_of(row: &impl StoredRow) -> Result<Record, StoreError> {
+    use prost::Message;
+    let state = match row.text("state")?.as_str() {
+        "pending" => RecordState::Pending,
+        "present" => RecordState::Present,
+        "deprovisioned" => RecordState::Deprovisioned,
+        other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
+    };
+    let resource =
+        serde_json::from_str(&row.text("resource")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let target =
+        v1::Entry::decode(row.bytes("target")?.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Record {
+        app: row.text("app")?,
+        resource_type: row.text("resource_type")?,
+        id: row.text("id")?,
+        connector: row.text("connector")?,
+        state,
+        user_name: row.text("user_name")?,
+        resource,
+        target,
+        version: row.integer("version")?,
+        created: row.text("created")?,
+        modified: row.text("modified")?,
+    })
+}
+
 /// Something held until dropped: an object's lock, or an import's lead.
 pub struct Held(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
 

@@ -19,12 +19,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ecma_proto::v1;
 use prost::Message;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{Engine, Health, Held, ImportRun, Record, RecordState, StoreError, fold, lock_key};
+use super::{Engine, Health, Held, ImportRun, Record, StoreError, fold, lock_key};
 
 /// Whether `text` is a PostgreSQL URL.
 pub fn is_url(text: &str) -> bool {
@@ -208,31 +207,18 @@ fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
-fn record(row: &PgRow) -> Result<Record, StoreError> {
-    let state: String = row.try_get("state")?;
-    let state = match state.as_str() {
-        "pending" => RecordState::Pending,
-        "present" => RecordState::Present,
-        "deprovisioned" => RecordState::Deprovisioned,
-        other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
-    };
-    let resource: String = row.try_get("resource")?;
-    let resource = serde_json::from_str(&resource).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let target: Vec<u8> = row.try_get("target")?;
-    let target = v1::Entry::decode(target.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Record {
-        app: row.try_get("app")?,
-        resource_type: row.try_get("resource_type")?,
-        id: row.try_get("id")?,
-        connector: row.try_get("connector")?,
-        state,
-        user_name: row.try_get("user_name")?,
-        resource,
-        target,
-        version: row.try_get("version")?,
-        created: row.try_get("created")?,
-        modified: row.try_get("modified")?,
-    })
+impl super::StoredRow for PgRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn integer(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
 }
 
 /// The PostgreSQL connector space.
@@ -328,7 +314,7 @@ impl PgStore {
             query = query.bind(bind.to_string());
         }
         let rows = self.note(query.fetch_all(&self.queries).bounded().await, false)?;
-        rows.iter().map(record).collect()
+        rows.iter().map(super::record_of).collect()
     }
 
     async fn one(&self, sql: String, binds: &[&str]) -> Result<Option<Record>, StoreError> {

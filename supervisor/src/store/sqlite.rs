@@ -16,11 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ecma_proto::v1;
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Engine, Health, ImportRun, Record, RecordState, StoreError, fold};
+use super::{Engine, Health, ImportRun, Record, StoreError, fold};
 
 /// What a SQLite error says about the store: transient trouble, damage, or neither (a bug or a
 /// constraint, left as it is).
@@ -289,31 +288,18 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
     )
 }
 
-fn record(row: &rusqlite::Row<'_>) -> Result<Record, StoreError> {
-    let state: String = row.get("state")?;
-    let state = match state.as_str() {
-        "pending" => RecordState::Pending,
-        "present" => RecordState::Present,
-        "deprovisioned" => RecordState::Deprovisioned,
-        other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
-    };
-    let resource: String = row.get("resource")?;
-    let resource = serde_json::from_str(&resource).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let target: Vec<u8> = row.get("target")?;
-    let target = v1::Entry::decode(target.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Record {
-        app: row.get("app")?,
-        resource_type: row.get("resource_type")?,
-        id: row.get("id")?,
-        connector: row.get("connector")?,
-        state,
-        user_name: row.get("user_name")?,
-        resource,
-        target,
-        version: row.get("version")?,
-        created: row.get("created")?,
-        modified: row.get("modified")?,
-    })
+impl super::StoredRow for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn integer(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.get(column)?)
+    }
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.get(column)?)
+    }
 }
 
 /// Every record `sql` selects (its columns are [`COLUMNS`]).
@@ -322,7 +308,7 @@ fn records(connection: &Connection, sql: &str, params: &[&str]) -> Result<Vec<Re
     let mut rows = statement.query(rusqlite::params_from_iter(params))?;
     let mut found = Vec::new();
     while let Some(row) = rows.next()? {
-        found.push(record(row)?);
+        found.push(super::record_of(row)?);
     }
     Ok(found)
 }
@@ -877,6 +863,8 @@ fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RecordState;
+    use ecma_proto::v1;
     use serde_json::json;
 
     fn record(id: &str, name: &str) -> Record {
