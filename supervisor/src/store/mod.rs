@@ -74,6 +74,35 @@ impl Health {
     }
 }
 
+impl Health {
+    /// Notes what an operation's outcome says about the store: a transient failure makes it
+    /// degraded, damage failed, and a write that went through (`wrote`) ready again.
+    pub(crate) fn note<T>(health: &std::sync::Mutex<Health>, result: &Result<T, StoreError>, wrote: bool) {
+        let mut health = health.lock().unwrap_or_else(|e| e.into_inner());
+        match (result, &*health) {
+            (Err(StoreError::Damaged(reason)), _) => {
+                if !matches!(*health, Health::Failed(_)) {
+                    tracing::error!(%reason, "the connector space is damaged; store failed");
+                    metrics::counter!("connector_space_errors_total", "kind" => "damaged").increment(1);
+                }
+                *health = Health::Failed(reason.clone());
+            }
+            (Err(StoreError::Unavailable(reason)), Health::Ready | Health::Degraded(_)) => {
+                if *health == Health::Ready {
+                    tracing::warn!(%reason, "the connector space cannot be used now; store degraded");
+                }
+                metrics::counter!("connector_space_errors_total", "kind" => "unavailable").increment(1);
+                *health = Health::Degraded(reason.clone());
+            }
+            (Ok(_), Health::Degraded(_)) if wrote => {
+                tracing::info!("the connector space takes writes again; store ready");
+                *health = Health::Ready;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Whether the target is known to hold the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordState {

@@ -290,21 +290,7 @@ impl PgStore {
             return Err(StoreError::Unavailable("every connection to the connector space is busy".into()));
         }
         let result = result.map_err(classify);
-        let mut health = lock(&self.health);
-        match (&result, &*health) {
-            (Err(StoreError::Unavailable(reason)), _) => {
-                if *health == Health::Ready {
-                    tracing::warn!(%reason, "the connector space cannot be reached; store degraded");
-                }
-                metrics::counter!("connector_space_errors_total", "kind" => "unavailable").increment(1);
-                *health = Health::Degraded(reason.clone());
-            }
-            (Ok(_), Health::Degraded(_)) if wrote => {
-                tracing::info!("the connector space takes writes again; store ready");
-                *health = Health::Ready;
-            }
-            _ => {}
-        }
+        Health::note(&self.health, &result, wrote);
         result
     }
 

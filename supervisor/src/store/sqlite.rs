@@ -396,28 +396,7 @@ impl SqliteStore {
             StoreError::Database(e) => classify(e),
             other => other,
         });
-        let mut health = lock(&self.inner.health);
-        match (&result, &*health) {
-            (Err(StoreError::Damaged(reason)), _) => {
-                if !matches!(*health, Health::Failed(_)) {
-                    tracing::error!(%reason, "the connector space is damaged; store failed");
-                    metrics::counter!("connector_space_errors_total", "kind" => "damaged").increment(1);
-                }
-                *health = Health::Failed(reason.clone());
-            }
-            (Err(StoreError::Unavailable(reason)), Health::Ready | Health::Degraded(_)) => {
-                if *health == Health::Ready {
-                    tracing::warn!(%reason, "the connector space cannot take writes; store degraded");
-                }
-                metrics::counter!("connector_space_errors_total", "kind" => "unavailable").increment(1);
-                *health = Health::Degraded(reason.clone());
-            }
-            (Ok(_), Health::Degraded(_)) if wrote => {
-                tracing::info!("the connector space takes writes again; store ready");
-                *health = Health::Ready;
-            }
-            _ => {}
-        }
+        Health::note(&self.inner.health, &result, wrote);
         result
     }
 
