@@ -305,10 +305,15 @@ fn the_import_leader_killed_mid_import_is_replaced_and_no_import_runs_twice_at_o
          WHERE connector = 'sql-users' ORDER BY id",
         )
     };
-    // The first import that is running now: kill its node.
+    // The first import of node a or b that is running now (a run the seeding node left
+    // unfinished when it stopped does not count): kill its node.
+    let ours = [format!(":{}", a.scim.port()), format!(":{}", b.scim.port())];
     let mut running = None;
     wait_until(Duration::from_secs(60), "an import under way", || {
-        running = runs().into_iter().find(|r| r["finished_ms"].is_null());
+        running = runs().into_iter().find(|r| {
+            r["finished_ms"].is_null()
+                && ours.iter().any(|port| r["node"].as_str().unwrap_or("").ends_with(port))
+        });
         running.is_some()
     });
     let running = running.unwrap();
