@@ -27,6 +27,12 @@ use tonic::{Request, Status};
 
 pub use ecma_proto;
 
+pub mod connector;
+pub use connector::{
+    Capabilities, Connector as ConnectorV2, ConnectorError, ExportScope, ImportRequest, ImportRun, Outcome,
+    Page, PasswordChange, Target, run_connector,
+};
+
 /// How often the connector checks that the supervisor is still its parent.
 const PARENT_POLL: Duration = Duration::from_millis(500);
 

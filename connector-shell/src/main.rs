@@ -12,5 +12,5 @@ mod service;
 mod settings;
 
 fn main() -> anyhow::Result<()> {
-    ecma_connector_sdk::run(service::ShellConnector::default())
+    ecma_connector_sdk::run_connector(service::ShellConnector)
 }

@@ -1,13 +1,15 @@
-//! The `ecma.v1` service of the shell connector: each operation runs its script
-//! (docs/shell-connector.md).
+//! The `ecma.v1` service of the shell connector, on the SDK's `Connector` trait: each operation
+//! runs its script (docs/shell-connector.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ecma_connector_sdk::{Sessions, error_status, negotiate};
-use ecma_proto::v1::{self, AttributeType, ConfigParameters, ErrorKind, connector_server::Connector};
+use ecma_connector_sdk::{
+    Capabilities, ConnectorError, ConnectorV2, ExportScope, ImportRequest, ImportRun, Outcome, Page,
+    PasswordChange, Target,
+};
+use ecma_proto::v1::{self, AttributeType, ConfigParameters, ErrorKind};
 use serde_json::{Map, Value as Json, json};
-use tonic::{Request, Response, Status};
 
 use crate::protocol::{self, call_error, parse_line};
 use crate::runner::{self, Script, ScriptError};
@@ -16,49 +18,95 @@ use crate::settings::Settings;
 const DEFAULT_PAGE_SIZE: u32 = 500;
 const MAX_PAGE_SIZE: u32 = 10_000;
 
-fn status(e: ScriptError) -> Status {
-    error_status(e.kind, e.message)
+impl From<ScriptError> for ConnectorError {
+    fn from(e: ScriptError) -> Self {
+        ConnectorError::new(e.kind, e.message)
+    }
 }
 
-/// A configuration with what its schema script said.
-struct State {
-    settings: Settings,
+/// What the schema script said of a configuration (or the `attributes` parameter).
+struct Loaded {
     schema: v1::SchemaType,
     /// Attribute name → (type, multi-valued).
     types: BTreeMap<String, (AttributeType, bool)>,
 }
 
-impl State {
-    fn schema_json(&self) -> Json {
-        let attributes: Vec<Json> = self
-            .schema
-            .attributes
-            .iter()
-            .map(|a| {
-                json!({
-                    "name": a.name,
-                    "type": type_name(AttributeType::try_from(a.r#type).unwrap_or(AttributeType::String)),
-                    "multi_valued": a.multi_valued,
-                    "required": a.required,
-                })
-            })
-            .collect();
-        json!({ "object_type": self.schema.name, "anchor": self.settings.anchor, "attributes": attributes })
+/// One configuration of the connector: its settings, and its schema once asked for.
+struct Configured {
+    settings: Settings,
+    loaded: tokio::sync::OnceCell<Arc<Loaded>>,
+}
+
+/// The target of one configuration.
+#[derive(Clone)]
+pub struct ShellTarget(Arc<Configured>);
+
+impl ShellTarget {
+    fn settings(&self) -> &Settings {
+        &self.0.settings
     }
 
-    fn script(&self, operation: &str) -> Result<&Script, Status> {
-        self.settings.scripts.get(operation).ok_or_else(|| {
-            error_status(ErrorKind::Unsupported, format!("no {operation}_script is configured"))
-        })
+    /// The schema, from the schema script (run once per configuration, again after a failure)
+    /// or from the `attributes` parameter.
+    async fn loaded(&self) -> Result<Arc<Loaded>, ConnectorError> {
+        let settings = &self.0.settings;
+        self.0
+            .loaded
+            .get_or_try_init(|| async {
+                let schema = match settings.scripts.get("schema") {
+                    Some(script) => schema_from_script(settings, script).await?,
+                    None => schema_from_settings(settings),
+                };
+                let types = schema
+                    .attributes
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.name.clone(),
+                            (
+                                AttributeType::try_from(a.r#type).unwrap_or(AttributeType::String),
+                                a.multi_valued,
+                            ),
+                        )
+                    })
+                    .collect();
+                Ok(Arc::new(Loaded { schema, types }))
+            })
+            .await
+            .cloned()
+    }
+
+    fn script(&self, operation: &str) -> Result<&Script, ConnectorError> {
+        self.0
+            .settings
+            .scripts
+            .get(operation)
+            .ok_or_else(|| ConnectorError::unsupported(format!("no {operation}_script is configured")))
     }
 
     /// The input document of `operation`: the envelope, the schema, and `extra`.
-    fn input(&self, operation: &str, extra: Map<String, Json>) -> Json {
-        let mut document = self.settings.envelope(operation);
-        document.insert("schema".into(), self.schema_json());
+    fn input(&self, loaded: &Loaded, operation: &str, extra: Map<String, Json>) -> Json {
+        let mut document = self.0.settings.envelope(operation);
+        document.insert("schema".into(), schema_json(&loaded.schema, &self.0.settings.anchor));
         document.extend(extra);
         Json::Object(document)
     }
+}
+
+fn schema_json(schema: &v1::SchemaType, anchor: &str) -> Json {
+    let attributes: Vec<Json> = schema
+        .attributes
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "type": type_name(AttributeType::try_from(a.r#type).unwrap_or(AttributeType::String)),
+                "multi_valued": a.multi_valued,
+                "required": a.required,
+            })
+        })
+        .collect();
+    json!({ "object_type": schema.name, "anchor": anchor, "attributes": attributes })
 }
 
 fn type_name(kind: AttributeType) -> &'static str {
@@ -80,63 +128,6 @@ fn type_by_name(name: &str) -> Option<AttributeType> {
         "reference" => AttributeType::Reference,
         _ => return None,
     })
-}
-
-#[derive(Clone)]
-struct ImportSession {
-    state: Arc<State>,
-    kind: &'static str,
-    watermark: Option<String>,
-    cursor: Json,
-    page_size: u32,
-    done: bool,
-    final_watermark: Option<String>,
-}
-
-#[derive(Default)]
-pub struct ShellConnector {
-    state: tokio::sync::Mutex<Option<(ConfigParameters, Arc<State>)>>,
-    imports: Sessions<ImportSession>,
-    exports: Sessions<Arc<State>>,
-}
-
-impl ShellConnector {
-    /// The state of `config`: read once (running the schema script) and kept while the
-    /// configuration stays the same.
-    async fn state(&self, config: &Option<ConfigParameters>) -> Result<Arc<State>, Status> {
-        let key = config.clone().unwrap_or_default();
-        let mut slot = self.state.lock().await;
-        if let Some((cached, state)) = slot.as_ref()
-            && *cached == key
-        {
-            return Ok(state.clone());
-        }
-        let settings = Settings::read(config)?;
-        if let Some(problem) = settings.problems().into_iter().next() {
-            // The message alone, outside ValidateConfiguration: it names its parameter itself.
-            return Err(error_status(
-                ErrorKind::InvalidConfiguration,
-                format!("{}: {}", problem.parameter, problem.message),
-            ));
-        }
-        let schema = match settings.scripts.get("schema") {
-            Some(script) => schema_from_script(&settings, script).await?,
-            None => schema_from_settings(&settings),
-        };
-        let types = schema
-            .attributes
-            .iter()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    (AttributeType::try_from(a.r#type).unwrap_or(AttributeType::String), a.multi_valued),
-                )
-            })
-            .collect();
-        let state = Arc::new(State { settings, schema, types });
-        *slot = Some((key, state.clone()));
-        Ok(state)
-    }
 }
 
 fn schema_from_settings(settings: &Settings) -> v1::SchemaType {
@@ -166,7 +157,7 @@ fn schema_from_settings(settings: &Settings) -> v1::SchemaType {
 
 /// Runs the schema script: one line, `{"object_type": ..., "anchor": ..., "attributes":
 /// [{"name", "type", "multi_valued", "required"}]}`.
-async fn schema_from_script(settings: &Settings, script: &Script) -> Result<v1::SchemaType, Status> {
+async fn schema_from_script(settings: &Settings, script: &Script) -> Result<v1::SchemaType, ConnectorError> {
     let mut found = None;
     runner::run(script, &Json::Object(settings.envelope("schema")), |number, line| {
         let object = parse_line("schema", number, line)?;
@@ -176,11 +167,12 @@ async fn schema_from_script(settings: &Settings, script: &Script) -> Result<v1::
         found = Some(object);
         Ok(())
     })
-    .await
-    .map_err(status)?;
+    .await?;
     let object =
-        found.ok_or_else(|| error_status(ErrorKind::Internal, "the schema script printed nothing"))?;
-    let bad = |what: String| error_status(ErrorKind::Internal, format!("the schema script's answer: {what}"));
+        found.ok_or_else(|| ConnectorError::new(ErrorKind::Internal, "the schema script printed nothing"))?;
+    let bad = |what: String| {
+        ConnectorError::new(ErrorKind::Internal, format!("the schema script's answer: {what}"))
+    };
     let anchor = object.get("anchor").and_then(Json::as_str).unwrap_or(&settings.anchor).to_string();
     let mut attributes = Vec::new();
     for a in object
@@ -224,67 +216,60 @@ async fn schema_from_script(settings: &Settings, script: &Script) -> Result<v1::
     })
 }
 
-fn problem(kind: ErrorKind, parameter: &str, message: String) -> v1::ConfigProblem {
-    v1::ConfigProblem { parameter: parameter.to_string(), message, kind: kind as i32 }
+/// The shell connector.
+#[derive(Default)]
+pub struct ShellConnector;
+
+#[tonic::async_trait]
+impl ConnectorV2 for ShellConnector {
+    type Target = ShellTarget;
+
+    fn name(&self) -> &'static str {
+        env!("CARGO_PKG_NAME")
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn capabilities(&self) -> v1::Capabilities {
+        // Scripts look nothing up: a write whose outcome is unknown waits for an import.
+        Capabilities::new()
+            .import()
+            .delta_import()
+            .export(v1::ExportType::AttributeReplace)
+            .password()
+            .batches(100, MAX_PAGE_SIZE)
+            .build()
+    }
+
+    fn parameters(&self) -> Vec<v1::ConfigParameterDefinition> {
+        crate::settings::definitions()
+    }
+
+    async fn open(&self, config: &ConfigParameters) -> Result<ShellTarget, ConnectorError> {
+        let settings = Settings::read(&Some(config.clone())).map_err(|e| {
+            let kind = ecma_proto::error_kind_of(&e).unwrap_or(ErrorKind::InvalidConfiguration);
+            ConnectorError::new(kind, e.message())
+        })?;
+        if let Some(problem) = settings.problems().into_iter().next() {
+            let kind = ErrorKind::try_from(problem.kind).unwrap_or(ErrorKind::InvalidConfiguration);
+            // The message names its parameter itself.
+            return Err(ConnectorError::new(kind, format!("{}: {}", problem.parameter, problem.message))
+                .on(problem.parameter));
+        }
+        Ok(ShellTarget(Arc::new(Configured { settings, loaded: tokio::sync::OnceCell::new() })))
+    }
 }
 
 #[tonic::async_trait]
-impl Connector for ShellConnector {
-    async fn hello(&self, request: Request<v1::HelloRequest>) -> Result<Response<v1::HelloResponse>, Status> {
-        Ok(Response::new(v1::HelloResponse {
-            protocol_version: negotiate(request.get_ref())?,
-            connector_name: env!("CARGO_PKG_NAME").into(),
-            connector_version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: Some(v1::Capabilities {
-                distinguished_name_style: v1::DistinguishedNameStyle::None as i32,
-                export_type: v1::ExportType::AttributeReplace as i32,
-                delta_import: true,
-                supports_import: true,
-                supports_export: true,
-                supports_password: true,
-                // Scripts look nothing up: a write whose outcome is unknown waits for an import.
-                supports_lookup: false,
-                normalizations: v1::Normalizations::None as i32,
-                object_confirmation: v1::ObjectConfirmation::Normal as i32,
-                export_batch_size: 100,
-                import_max_page_size: MAX_PAGE_SIZE,
-                ..Default::default()
-            }),
-        }))
-    }
-
-    async fn get_config_parameters(
-        &self,
-        _: Request<v1::GetConfigParametersRequest>,
-    ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
-        Ok(Response::new(v1::GetConfigParametersResponse { parameters: crate::settings::definitions() }))
-    }
-
-    async fn validate_configuration(
-        &self,
-        request: Request<v1::ValidateConfigurationRequest>,
-    ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
-        let config = request.into_inner().config;
-        let missing = ecma_connector_sdk::missing_required(&crate::settings::definitions(), &config);
-        if !missing.is_empty() {
-            return Ok(Response::new(v1::ValidateConfigurationResponse { problems: missing }));
-        }
-        let settings = match Settings::read(&config) {
-            Ok(settings) => settings,
-            Err(e) => {
-                let kind = ecma_proto::error_kind_of(&e).unwrap_or(ErrorKind::InvalidConfiguration);
-                return Ok(Response::new(v1::ValidateConfigurationResponse {
-                    problems: vec![problem(kind, "", e.message().to_string())],
-                }));
-            }
-        };
-        let mut problems = settings.problems();
-        if problems.is_empty()
-            && let Some(script) = settings.scripts.get("validate")
-        {
-            // The validate script prints `{"problem": "...", "parameter": "..."}` lines; a
-            // failure of its own (exit code, timeout) is one problem more.
-            let mut found = Vec::new();
+impl Target for ShellTarget {
+    /// The validate script's problems (`{"problem": "...", "parameter": "..."}` lines; a failure
+    /// of its own is one problem more), then whether the schema can be had.
+    async fn validate(&self) -> Vec<ConnectorError> {
+        let settings = self.settings();
+        let mut problems = Vec::new();
+        if let Some(script) = settings.scripts.get("validate") {
             let ran = runner::run(script, &Json::Object(settings.envelope("validate")), |number, line| {
                 let object = parse_line("validate", number, line)?;
                 if let Some(message) = object.get("problem").and_then(Json::as_str) {
@@ -293,100 +278,180 @@ impl Connector for ShellConnector {
                         .get("kind")
                         .and_then(Json::as_str)
                         .map_or(ErrorKind::ConnectionFailed, protocol::kind_by_name);
-                    found.push(problem(kind, parameter, message.to_string()));
+                    problems.push(ConnectorError::new(kind, message).on(parameter));
                 }
                 Ok(())
             })
             .await;
-            problems.extend(found);
             if let Err(e) = ran {
                 let kind = if e.kind == ErrorKind::Internal { ErrorKind::ConnectionFailed } else { e.kind };
-                problems.push(problem(kind, "validate_script", e.message));
+                problems.push(ConnectorError::new(kind, e.message).on("validate_script"));
             }
         }
         if problems.is_empty()
-            && let Err(e) = self.state(&config).await
+            && let Err(e) = self.loaded().await
         {
-            let kind = ecma_proto::error_kind_of(&e).unwrap_or(ErrorKind::Internal);
-            problems.push(problem(kind, "schema_script", e.message().to_string()));
+            problems.push(e.on("schema_script"));
         }
-        Ok(Response::new(v1::ValidateConfigurationResponse { problems }))
+        problems
     }
 
-    async fn get_schema(
-        &self,
-        request: Request<v1::GetSchemaRequest>,
-    ) -> Result<Response<v1::GetSchemaResponse>, Status> {
-        let state = self.state(&request.into_inner().config).await?;
-        Ok(Response::new(v1::GetSchemaResponse {
-            schema: Some(v1::Schema { types: vec![state.schema.clone()] }),
-        }))
+    async fn schema(&self) -> Result<Vec<v1::SchemaType>, ConnectorError> {
+        Ok(vec![self.loaded().await?.schema.clone()])
     }
 
-    async fn get_partitions(
-        &self,
-        request: Request<v1::GetPartitionsRequest>,
-    ) -> Result<Response<v1::GetPartitionsResponse>, Status> {
-        let settings = Settings::read(&request.into_inner().config)?;
-        Ok(Response::new(v1::GetPartitionsResponse {
-            partitions: vec![v1::Partition { id: settings.partition.clone(), name: settings.partition }],
-        }))
+    async fn partitions(&self) -> Result<Vec<v1::Partition>, ConnectorError> {
+        let partition = self.settings().partition.clone();
+        Ok(vec![v1::Partition { id: partition.clone(), name: partition }])
     }
 
-    async fn get_hierarchy(
-        &self,
-        _: Request<v1::GetHierarchyRequest>,
-    ) -> Result<Response<v1::GetHierarchyResponse>, Status> {
-        Ok(Response::new(v1::GetHierarchyResponse { nodes: vec![] }))
-    }
-
-    async fn open_import_connection(
-        &self,
-        request: Request<v1::OpenImportConnectionRequest>,
-    ) -> Result<Response<v1::OpenImportConnectionResponse>, Status> {
-        let request = request.into_inner();
-        let state = self.state(&request.config).await?;
-        state.script("import")?;
-        let delta = request.import_type == v1::ImportType::Delta as i32;
+    async fn import(&self, request: ImportRequest) -> Result<Box<dyn ImportRun>, ConnectorError> {
+        self.script("import")?;
+        let loaded = self.loaded().await?;
         let watermark = String::from_utf8(request.watermark).ok().filter(|w| !w.is_empty());
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let session_id = self.imports.open(ImportSession {
-            state,
-            kind: if delta { "delta" } else { "full" },
-            watermark: if delta { watermark } else { None },
+        Ok(Box::new(ShellImport {
+            target: self.clone(),
+            loaded,
+            kind: if request.delta { "delta" } else { "full" },
+            watermark: if request.delta { watermark } else { None },
             cursor: Json::Null,
             page_size,
             done: false,
             final_watermark: None,
-        });
-        Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
+        }))
     }
 
-    /// One page: one run of the import script, which prints an object per line and, last, a
-    /// control line `{"more": bool, "cursor": ..., "watermark": "..."}`.
-    async fn get_import_entries(
-        &self,
-        request: Request<v1::GetImportEntriesRequest>,
-    ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
-        let session_id = request.into_inner().session_id;
-        let ImportSession { state, kind, watermark, cursor, page_size, done, .. } =
-            self.imports.get(&session_id)?;
-        if done {
-            return Ok(Response::new(v1::GetImportEntriesResponse::default()));
+    /// One run of the export script for the batch: it prints one result line per entry,
+    /// `{"identifier": ..., "anchor": ..., "error": {"kind": ..., "message": ...}}`. Entries the
+    /// script gave no result for failed: with the script's own failure when it failed, else as
+    /// missing.
+    async fn export(&self, _: &ExportScope, entries: &[v1::CsEntryChange]) -> Vec<Outcome> {
+        let prepared = async {
+            let script = self.script("export")?;
+            let loaded = self.loaded().await?;
+            Ok::<_, ConnectorError>((script, loaded))
+        };
+        let (script, loaded) = match prepared.await {
+            Ok(prepared) => prepared,
+            Err(e) => return entries.iter().map(|_| Outcome::Failed(e.clone())).collect(),
+        };
+        let mut extra = Map::new();
+        extra.insert("entries".into(), Json::Array(entries.iter().map(protocol::export_entry).collect()));
+        let input = self.input(&loaded, "export", extra);
+        let expected: HashMap<&str, &v1::CsEntryChange> =
+            entries.iter().map(|e| (e.identifier.as_str(), e)).collect();
+        let mut results: HashMap<String, Outcome> = HashMap::new();
+        let ran = runner::run(script, &input, |number, line| {
+            let object = parse_line("export", number, line)?;
+            if let Some(e) = call_error("export", &object) {
+                return Err(e);
+            }
+            let identifier = object.get("identifier").and_then(Json::as_str).unwrap_or_default();
+            let Some(change) = expected.get(identifier) else {
+                return Err(ScriptError::new(
+                    ErrorKind::Internal,
+                    format!("the export script's line {number} names identifier {identifier:?}, which is not in the batch"),
+                ));
+            };
+            results.insert(identifier.to_string(), export_result(self.settings(), change, &object));
+            Ok(())
+        })
+        .await;
+        let missing = match ran {
+            Ok(()) => {
+                ConnectorError::new(ErrorKind::Internal, "the export script printed no result for this entry")
+            }
+            Err(e) => {
+                tracing::warn!(kind = ?e.kind, "{}", e.message);
+                e.into()
+            }
+        };
+        entries
+            .iter()
+            .map(|change| {
+                results.remove(&change.identifier).unwrap_or_else(|| Outcome::Failed(missing.clone()))
+            })
+            .collect()
+    }
+
+    /// Runs the password script; the password is in its stdin document only.
+    async fn password(&self, change: PasswordChange) -> Result<(), ConnectorError> {
+        let Some(script) = self.settings().scripts.get("password") else {
+            // As with a connector that has no way to set passwords: the object is written, the
+            // password is not kept anywhere.
+            tracing::info!("a password was sent, but no password_script is configured: it is not kept");
+            return Ok(());
+        };
+        let loaded = self.loaded().await?;
+        let mut extra = Map::new();
+        match &change.old {
+            None => {
+                extra.insert("password_operation".into(), json!("set"));
+                extra.insert("unlock_account".into(), json!(change.unlock_account));
+                extra.insert("force_change_at_logon".into(), json!(change.force_change_at_logon));
+            }
+            Some(old) => {
+                extra.insert("password_operation".into(), json!("change"));
+                extra.insert("old_password".into(), json!(old));
+            }
         }
-        let script = state.script("import")?;
+        extra.insert("new_password".into(), json!(change.new));
+        let anchor = change
+            .anchors
+            .first()
+            .and_then(|a| a.value.as_ref())
+            .map(protocol::to_json)
+            .unwrap_or(Json::Null);
+        extra.insert("anchor".into(), anchor);
+        extra.insert("dn".into(), json!(change.dn));
+        let input = self.input(&loaded, "password", extra);
+        let mut error = None;
+        runner::run(script, &input, |number, line| {
+            let object = parse_line("password", number, line)?;
+            if let Some(e) = object.get("error") {
+                let (kind, message) = protocol::error_of(e);
+                error = Some(ConnectorError::new(kind, message));
+            }
+            Ok(())
+        })
+        .await?;
+        error.map_or(Ok(()), Err)
+    }
+}
+
+/// An import under way: one run of the import script per page, which prints an object per line
+/// and, last, a control line `{"more": bool, "cursor": ..., "watermark": "..."}`.
+struct ShellImport {
+    target: ShellTarget,
+    loaded: Arc<Loaded>,
+    kind: &'static str,
+    watermark: Option<String>,
+    cursor: Json,
+    page_size: u32,
+    done: bool,
+    final_watermark: Option<String>,
+}
+
+#[tonic::async_trait]
+impl ImportRun for ShellImport {
+    async fn next_page(&mut self) -> Result<Page, ConnectorError> {
+        if self.done {
+            return Ok(Page::default());
+        }
+        let script = self.target.script("import")?;
         let mut extra = Map::new();
         extra.insert(
             "import".into(),
-            json!({ "type": kind, "page_size": page_size, "watermark": watermark, "cursor": cursor }),
+            json!({ "type": self.kind, "page_size": self.page_size, "watermark": self.watermark, "cursor": self.cursor }),
         );
-        let input = state.input("import", extra);
+        let input = self.target.input(&self.loaded, "import", extra);
+        let settings = self.target.settings();
         let mut entries = Vec::new();
         let mut control = Map::new();
-        let anchor = state.settings.anchor.clone();
         runner::run(script, &input, |number, line| {
             let object = parse_line("import", number, line)?;
             if let Some(e) = call_error("import", &object) {
@@ -395,10 +460,10 @@ impl Connector for ShellConnector {
             if object.contains_key("anchor") {
                 match protocol::import_entry(
                     &object,
-                    &state.types,
-                    &state.schema.name,
-                    &anchor,
-                    &state.settings.partition,
+                    &self.loaded.types,
+                    &self.loaded.schema.name,
+                    &settings.anchor,
+                    &settings.partition,
                 ) {
                     Ok(entry) => entries.push(entry),
                     // A bad object is skipped with its error; the run goes on.
@@ -417,213 +482,49 @@ impl Connector for ShellConnector {
             }
             Ok(())
         })
-        .await
-        .map_err(status)?;
+        .await?;
         let more = control.get("more").and_then(Json::as_bool).unwrap_or(false);
         let new_watermark = control.get("watermark").and_then(|w| match w {
             Json::String(s) => Some(s.clone()),
             Json::Null => None,
             other => Some(other.to_string()),
         });
-        self.imports.update(&session_id, |s| {
-            s.cursor = control.get("cursor").cloned().unwrap_or(Json::Null);
-            s.done = !more;
-            if new_watermark.is_some() {
-                s.final_watermark = new_watermark.clone();
-            }
-        });
-        Ok(Response::new(v1::GetImportEntriesResponse {
+        self.cursor = control.get("cursor").cloned().unwrap_or(Json::Null);
+        self.done = !more;
+        if new_watermark.is_some() {
+            self.final_watermark = new_watermark.clone();
+        }
+        Ok(Page {
             entries,
-            more_to_import: more,
+            more,
             watermark: if more { vec![] } else { new_watermark.unwrap_or_default().into_bytes() },
-        }))
-    }
-
-    async fn close_import_connection(
-        &self,
-        request: Request<v1::CloseImportConnectionRequest>,
-    ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        let session = self.imports.close(&request.into_inner().session_id);
-        let watermark = session.filter(|s| s.done).and_then(|s| s.final_watermark).unwrap_or_default();
-        Ok(Response::new(v1::CloseImportConnectionResponse { watermark: watermark.into_bytes() }))
-    }
-
-    async fn open_export_connection(
-        &self,
-        request: Request<v1::OpenExportConnectionRequest>,
-    ) -> Result<Response<v1::OpenExportConnectionResponse>, Status> {
-        let request = request.into_inner();
-        let state = self.state(&request.config).await?;
-        let session_id = self.exports.open(state);
-        Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
-    }
-
-    /// One run of the export script for the batch: it prints one result line per entry,
-    /// `{"identifier": ..., "anchor": ..., "error": {"kind": ..., "message": ...}}`.
-    async fn put_export_entries(
-        &self,
-        request: Request<v1::PutExportEntriesRequest>,
-    ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
-        let request = request.into_inner();
-        let state = self.exports.get(&request.session_id)?;
-        let script = state.script("export")?;
-        let mut extra = Map::new();
-        extra.insert(
-            "entries".into(),
-            Json::Array(request.entries.iter().map(protocol::export_entry).collect()),
-        );
-        let input = state.input("export", extra);
-        let expected: HashMap<&str, &v1::CsEntryChange> =
-            request.entries.iter().map(|e| (e.identifier.as_str(), e)).collect();
-        let mut results: HashMap<String, v1::CsEntryChangeResult> = HashMap::new();
-        let ran = runner::run(script, &input, |number, line| {
-            let object = parse_line("export", number, line)?;
-            if let Some(e) = call_error("export", &object) {
-                return Err(e);
-            }
-            let identifier = object.get("identifier").and_then(Json::as_str).unwrap_or_default();
-            let Some(change) = expected.get(identifier) else {
-                return Err(ScriptError::new(
-                    ErrorKind::Internal,
-                    format!("the export script's line {number} names identifier {identifier:?}, which is not in the batch"),
-                ));
-            };
-            results.insert(identifier.to_string(), export_result(&state, change, &object));
-            Ok(())
         })
-        .await;
-        // Entries the script gave no result for failed: with the script's own failure when it
-        // failed, else as missing.
-        let missing = match &ran {
-            Ok(()) => (ErrorKind::Internal, "the export script printed no result for this entry".to_string()),
-            Err(e) => (e.kind, e.message.clone()),
-        };
-        if let Err(e) = &ran {
-            tracing::warn!(kind = ?e.kind, "{}", e.message);
-        }
-        let results = request
-            .entries
-            .iter()
-            .map(|change| {
-                results.remove(&change.identifier).unwrap_or_else(|| v1::CsEntryChangeResult {
-                    identifier: change.identifier.clone(),
-                    error_kind: missing.0 as i32,
-                    error_detail: missing.1.clone(),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        Ok(Response::new(v1::PutExportEntriesResponse { results }))
     }
 
-    async fn close_export_connection(
-        &self,
-        request: Request<v1::CloseExportConnectionRequest>,
-    ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
-        self.exports.close(&request.into_inner().session_id);
-        Ok(Response::new(v1::CloseExportConnectionResponse {}))
-    }
-
-    async fn set_password(
-        &self,
-        request: Request<v1::SetPasswordRequest>,
-    ) -> Result<Response<v1::PasswordResponse>, Status> {
-        let request = request.into_inner();
-        let mut extra = Map::new();
-        extra.insert("password_operation".into(), json!("set"));
-        extra.insert("new_password".into(), json!(request.new_password));
-        extra.insert("unlock_account".into(), json!(request.unlock_account));
-        extra.insert("force_change_at_logon".into(), json!(request.force_change_at_logon));
-        self.password(&request.config, &request.anchors, &request.dn, extra).await
-    }
-
-    async fn change_password(
-        &self,
-        request: Request<v1::ChangePasswordRequest>,
-    ) -> Result<Response<v1::PasswordResponse>, Status> {
-        let request = request.into_inner();
-        let mut extra = Map::new();
-        extra.insert("password_operation".into(), json!("change"));
-        extra.insert("old_password".into(), json!(request.old_password));
-        extra.insert("new_password".into(), json!(request.new_password));
-        self.password(&request.config, &request.anchors, &request.dn, extra).await
-    }
-}
-
-impl ShellConnector {
-    /// Runs the password script; the password is in its stdin document only.
-    async fn password(
-        &self,
-        config: &Option<ConfigParameters>,
-        anchors: &[v1::Anchor],
-        dn: &str,
-        mut extra: Map<String, Json>,
-    ) -> Result<Response<v1::PasswordResponse>, Status> {
-        let state = self.state(config).await?;
-        let Some(script) = state.settings.scripts.get("password") else {
-            // As with a connector that has no way to set passwords: the object is written, the
-            // password is not kept anywhere.
-            tracing::info!("a password was sent, but no password_script is configured: it is not kept");
-            return Ok(Response::new(v1::PasswordResponse { error: None }));
-        };
-        let anchor =
-            anchors.first().and_then(|a| a.value.as_ref()).map(protocol::to_json).unwrap_or(Json::Null);
-        extra.insert("anchor".into(), anchor);
-        extra.insert("dn".into(), json!(dn));
-        let input = state.input("password", extra);
-        let mut error = None;
-        let ran = runner::run(script, &input, |number, line| {
-            let object = parse_line("password", number, line)?;
-            if let Some(e) = object.get("error") {
-                let (kind, message) = protocol::error_of(e);
-                error = Some(v1::Error { kind: kind as i32, message, attribute: String::new() });
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = ran {
-            error = Some(v1::Error { kind: e.kind as i32, message: e.message, attribute: String::new() });
-        }
-        Ok(Response::new(v1::PasswordResponse { error }))
+    fn final_watermark(&self) -> Vec<u8> {
+        if self.done { self.final_watermark.clone().unwrap_or_default().into_bytes() } else { vec![] }
     }
 }
 
 /// One result line of the export script as the protocol's result.
-fn export_result(
-    state: &State,
-    change: &v1::CsEntryChange,
-    object: &Map<String, Json>,
-) -> v1::CsEntryChangeResult {
-    let identifier = change.identifier.clone();
+fn export_result(settings: &Settings, change: &v1::CsEntryChange, object: &Map<String, Json>) -> Outcome {
     if let Some(error) = object.get("error").filter(|e| !e.is_null()) {
         let (kind, message) = protocol::error_of(error);
-        return v1::CsEntryChangeResult {
-            identifier,
-            error_kind: kind as i32,
-            error_detail: message,
-            ..Default::default()
-        };
+        return Outcome::Failed(ConnectorError::new(kind, message));
     }
     let anchor = match object.get("anchor") {
         Some(Json::String(s)) => Some(s.clone()),
         Some(Json::Number(n)) => Some(n.to_string()),
         _ => change.anchors.first().and_then(|a| a.value.as_ref()).and_then(v1::Value::as_text),
     };
-    let Some(anchor) = anchor else {
-        return v1::CsEntryChangeResult {
-            identifier,
-            error_kind: ErrorKind::Internal as i32,
-            error_detail: "the export script's result for an add has no \"anchor\"".into(),
-            ..Default::default()
-        };
-    };
-    v1::CsEntryChangeResult {
-        identifier,
-        error_kind: ErrorKind::None as i32,
-        anchors: vec![v1::Anchor {
-            name: state.settings.anchor.clone(),
+    match anchor {
+        Some(anchor) => Outcome::applied(vec![v1::Anchor {
+            name: settings.anchor.clone(),
             value: Some(v1::Value::string(anchor)),
-        }],
-        ..Default::default()
+        }]),
+        None => Outcome::Failed(ConnectorError::new(
+            ErrorKind::Internal,
+            "the export script's result for an add has no \"anchor\"",
+        )),
     }
 }
