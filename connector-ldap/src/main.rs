@@ -18,5 +18,5 @@ mod settings;
 mod target;
 
 fn main() -> anyhow::Result<()> {
-    ecma_connector_sdk::run(service::LdapConnector::default())
+    ecma_connector_sdk::run_connector(service::LdapConnector)
 }

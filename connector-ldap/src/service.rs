@@ -1,12 +1,15 @@
-//! The `ecma.v1` service of the LDAP connector.
+//! The `ecma.v1` service of the LDAP connector, on the SDK's `Connector` trait.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use ecma_connector_sdk::{Sessions, error_status, negotiate};
-use ecma_proto::v1::{self, ConfigParameters, ErrorKind, connector_server::Connector};
+use ecma_connector_sdk::{
+    Capabilities, ConnectorError, ConnectorV2, ExportScope, ImportRequest, ImportRun, Outcome, Page,
+    PasswordChange,
+};
+use ecma_proto::v1::{self, ConfigParameters, ErrorKind};
 use ldap3::ldap_escape;
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status};
 
 use crate::directory::OpError;
 use crate::export;
@@ -16,52 +19,26 @@ use crate::target::Target;
 
 const MAX_PAGE_SIZE: u32 = 5000;
 
-struct ImportSession {
-    items: tokio::sync::Mutex<mpsc::Receiver<Item>>,
-    page_size: usize,
-    finished: Mutex<Option<Vec<u8>>>,
-}
-
-struct ExportSession {
-    target: Arc<Target>,
-    partition: String,
-}
-
-/// The connector's state: the open target for the current configuration, and open sessions.
-#[derive(Default)]
-pub struct LdapConnector {
-    target: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Target>)>>,
-    imports: Sessions<Arc<ImportSession>>,
-    exports: Sessions<Arc<ExportSession>>,
-}
-
-impl LdapConnector {
-    /// The target for `config`, opened once and reused while the configuration stays the same.
-    async fn target(&self, config: &Option<ConfigParameters>) -> Result<Arc<Target>, OpError> {
-        let value = config.clone().unwrap_or_default();
-        let mut slot = self.target.lock().await;
-        if let Some((cached, target)) = slot.as_ref()
-            && *cached == value
-        {
-            return Ok(target.clone());
-        }
-        let settings = Settings::parse(config).map_err(|s| {
-            OpError::new(
-                ecma_proto::error_kind_of(&s).unwrap_or(ErrorKind::InvalidConfiguration),
-                s.message(),
-            )
-        })?;
-        let target = Arc::new(Target::open(settings).await?);
-        *slot = Some((value, target.clone()));
-        Ok(target)
+impl From<OpError> for ConnectorError {
+    fn from(e: OpError) -> Self {
+        ConnectorError::new(e.kind, e.detail)
     }
+}
 
-    fn partition_of(target: &Target, partition: &str) -> Result<String, OpError> {
+/// The LDAP connector.
+#[derive(Default)]
+pub struct LdapConnector;
+
+/// The open directory of one configuration.
+pub struct LdapTarget(Arc<Target>);
+
+impl LdapTarget {
+    fn partition_of(&self, partition: &str) -> Result<String, ConnectorError> {
         if !partition.is_empty() {
             return Ok(partition.to_string());
         }
-        target.features.naming_contexts.first().cloned().ok_or_else(|| {
-            OpError::new(
+        self.0.features.naming_contexts.first().cloned().ok_or_else(|| {
+            ConnectorError::new(
                 ErrorKind::InvalidConfiguration,
                 "the server names no naming context; set a partition",
             )
@@ -69,226 +46,146 @@ impl LdapConnector {
     }
 }
 
-fn status(e: OpError) -> Status {
-    e.status()
+#[tonic::async_trait]
+impl ConnectorV2 for LdapConnector {
+    type Target = LdapTarget;
+
+    fn name(&self) -> &'static str {
+        env!("CARGO_PKG_NAME")
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn capabilities(&self) -> v1::Capabilities {
+        Capabilities::new()
+            .import()
+            .delta_import()
+            .export(v1::ExportType::AttributeUpdate)
+            .lookup()
+            .password()
+            .concurrent()
+            .batches(100, MAX_PAGE_SIZE)
+            .with(|c| {
+                c.distinguished_name_style = v1::DistinguishedNameStyle::Ldap as i32;
+                c.object_rename = true;
+                c.export_password_in_first_pass = true;
+                c.supports_partitions = true;
+            })
+            .build()
+    }
+
+    fn parameters(&self) -> Vec<v1::ConfigParameterDefinition> {
+        parameters()
+    }
+
+    async fn open(&self, config: &ConfigParameters) -> Result<LdapTarget, ConnectorError> {
+        let settings = Settings::parse(&Some(config.clone())).map_err(|s| {
+            let kind = ecma_proto::error_kind_of(&s).unwrap_or(ErrorKind::InvalidConfiguration);
+            with_parameter(ConnectorError::new(kind, s.message()))
+        })?;
+        let target = Target::open(settings).await.map_err(|e| with_parameter(e.into()))?;
+        Ok(LdapTarget(Arc::new(target)))
+    }
+}
+
+/// Settings errors start with the parameter they concern: name it.
+fn with_parameter(e: ConnectorError) -> ConnectorError {
+    let parameter = e
+        .detail
+        .split_once(':')
+        .map(|(p, _)| p.to_string())
+        .filter(|p| parameters().iter().any(|d| d.name == *p));
+    match parameter {
+        Some(p) => e.on(p),
+        None => e,
+    }
 }
 
 #[tonic::async_trait]
-impl Connector for LdapConnector {
-    async fn hello(&self, request: Request<v1::HelloRequest>) -> Result<Response<v1::HelloResponse>, Status> {
-        Ok(Response::new(v1::HelloResponse {
-            protocol_version: negotiate(request.get_ref())?,
-            connector_name: env!("CARGO_PKG_NAME").into(),
-            connector_version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: Some(v1::Capabilities {
-                distinguished_name_style: v1::DistinguishedNameStyle::Ldap as i32,
-                object_rename: true,
-                delta_import: true,
-                concurrent_operation: true,
-                export_type: v1::ExportType::AttributeUpdate as i32,
-                export_password_in_first_pass: true,
-                supports_password: true,
-                supports_lookup: true,
-                supports_import: true,
-                supports_export: true,
-                supports_partitions: true,
-                supports_hierarchy: false,
-                normalizations: v1::Normalizations::None as i32,
-                object_confirmation: v1::ObjectConfirmation::Normal as i32,
-                export_batch_size: 100,
-                import_max_page_size: MAX_PAGE_SIZE,
-                ..Default::default()
-            }),
-        }))
-    }
-
-    async fn get_config_parameters(
-        &self,
-        _: Request<v1::GetConfigParametersRequest>,
-    ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
-        Ok(Response::new(v1::GetConfigParametersResponse { parameters: parameters() }))
-    }
-
-    async fn validate_configuration(
-        &self,
-        request: Request<v1::ValidateConfigurationRequest>,
-    ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
-        let config = request.into_inner().config;
-        let missing = ecma_connector_sdk::missing_required(&parameters(), &config);
-        if !missing.is_empty() {
-            return Ok(Response::new(v1::ValidateConfigurationResponse { problems: missing }));
+impl ecma_connector_sdk::Target for LdapTarget {
+    async fn validate(&self) -> Vec<ConnectorError> {
+        if self.0.settings().delta == DeltaMethod::Sync && !self.0.features.sync {
+            return vec![with_parameter(ConnectorError::new(
+                ErrorKind::Unsupported,
+                "delta_method: the server does not offer the RFC 4533 sync control (OpenLDAP: load the syncprov overlay), or use \"timestamp\"",
+            ))];
         }
-        let problem = |e: OpError| {
-            // Settings errors start with the parameter they concern.
-            let parameter = e
-                .detail
-                .split_once(':')
-                .map(|(p, _)| p)
-                .filter(|p| parameters().iter().any(|d| d.name == *p))
-                .unwrap_or("")
-                .to_string();
-            v1::ConfigProblem { parameter, message: e.detail, kind: e.kind as i32 }
-        };
-        let problems = match self.target(&config).await {
-            Err(e) => vec![problem(e)],
-            Ok(target) => {
-                let mut problems = Vec::new();
-                if target.settings().delta == DeltaMethod::Sync && !target.features.sync {
-                    problems.push(problem(OpError::new(
-                        ErrorKind::Unsupported,
-                        "delta_method: the server does not offer the RFC 4533 sync control (OpenLDAP: load the syncprov overlay), or use \"timestamp\"",
-                    )));
-                }
-                problems
-            }
-        };
-        Ok(Response::new(v1::ValidateConfigurationResponse { problems }))
+        vec![]
     }
 
-    async fn get_schema(
-        &self,
-        request: Request<v1::GetSchemaRequest>,
-    ) -> Result<Response<v1::GetSchemaResponse>, Status> {
-        let target = self.target(&request.into_inner().config).await.map_err(status)?;
-        let s = target.settings();
+    async fn schema(&self) -> Result<Vec<v1::SchemaType>, ConnectorError> {
+        let target = &self.0;
         let mut types = vec![target.type_schema.clone()];
         // The other structural classes, for an admin choosing an object type.
         for class in target.schema.structural_classes() {
             if !class.eq_ignore_ascii_case(&target.type_schema.name) {
-                types.push(target.schema.schema_type(&class, &[], &s.anchor));
+                types.push(target.schema.schema_type(&class, &[], &target.settings().anchor));
             }
         }
-        Ok(Response::new(v1::GetSchemaResponse { schema: Some(v1::Schema { types }) }))
+        Ok(types)
     }
 
-    async fn get_partitions(
-        &self,
-        request: Request<v1::GetPartitionsRequest>,
-    ) -> Result<Response<v1::GetPartitionsResponse>, Status> {
-        let target = self.target(&request.into_inner().config).await.map_err(status)?;
-        Ok(Response::new(v1::GetPartitionsResponse {
-            partitions: target
-                .features
-                .naming_contexts
-                .iter()
-                .map(|nc| v1::Partition { id: nc.clone(), name: nc.clone() })
-                .collect(),
-        }))
+    async fn partitions(&self) -> Result<Vec<v1::Partition>, ConnectorError> {
+        Ok(self
+            .0
+            .features
+            .naming_contexts
+            .iter()
+            .map(|nc| v1::Partition { id: nc.clone(), name: nc.clone() })
+            .collect())
     }
 
-    async fn open_import_connection(
-        &self,
-        request: Request<v1::OpenImportConnectionRequest>,
-    ) -> Result<Response<v1::OpenImportConnectionResponse>, Status> {
-        let request = request.into_inner();
-        let target = self.target(&request.config).await.map_err(status)?;
-        target.check_type(&request.object_type).map_err(status)?;
-        let partition = Self::partition_of(&target, &request.partition_id).map_err(status)?;
+    async fn import(&self, request: ImportRequest) -> Result<Box<dyn ImportRun>, ConnectorError> {
+        self.0.check_type(&request.object_type)?;
+        let partition = self.partition_of(&request.partition)?;
         let page_size = match request.page_size {
-            0 => target.settings().page_size as u32,
+            0 => self.0.settings().page_size as u32,
             n => n,
         }
         .min(MAX_PAGE_SIZE) as usize;
-        let delta = request.import_type == v1::ImportType::Delta as i32;
-        let items = import::start(target, partition, delta, request.watermark, page_size).map_err(status)?;
-        let session_id = self.imports.open(Arc::new(ImportSession {
-            items: tokio::sync::Mutex::new(items),
-            page_size,
-            finished: Mutex::new(None),
-        }));
-        Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
+        let items = import::start(self.0.clone(), partition, request.delta, request.watermark, page_size)?;
+        Ok(Box::new(LdapImport { items, page_size, finished: None }))
     }
 
-    async fn get_import_entries(
-        &self,
-        request: Request<v1::GetImportEntriesRequest>,
-    ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
-        let session_id = request.into_inner().session_id;
-        let session = self.imports.get(&session_id)?;
-        if session.finished.lock().expect("finished lock").is_some() {
-            return Ok(Response::new(v1::GetImportEntriesResponse::default()));
-        }
-        let mut items = session.items.lock().await;
-        let mut entries = Vec::new();
-        let mut done = None;
-        while entries.len() < session.page_size {
-            match items.recv().await {
-                Some(Item::Entry(e)) => entries.push(e),
-                Some(Item::Done(watermark)) => {
-                    done = Some(watermark);
-                    break;
-                }
-                Some(Item::Failed(e)) => return Err(status(e)),
-                None => {
-                    return Err(error_status(ErrorKind::Internal, "the import task ended without a result"));
-                }
-            }
-        }
-        let more = done.is_none();
-        if let Some(watermark) = done {
-            *session.finished.lock().expect("finished lock") = Some(watermark);
-        }
-        Ok(Response::new(v1::GetImportEntriesResponse { entries, more_to_import: more, watermark: vec![] }))
-    }
-
-    async fn close_import_connection(
-        &self,
-        request: Request<v1::CloseImportConnectionRequest>,
-    ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        let session = self.imports.close(&request.into_inner().session_id);
-        // The watermark counts only for a run read to its end.
-        let watermark =
-            session.and_then(|s| s.finished.lock().expect("finished lock").take()).unwrap_or_default();
-        Ok(Response::new(v1::CloseImportConnectionResponse { watermark }))
-    }
-
-    async fn open_export_connection(
-        &self,
-        request: Request<v1::OpenExportConnectionRequest>,
-    ) -> Result<Response<v1::OpenExportConnectionResponse>, Status> {
-        let request = request.into_inner();
-        let target = self.target(&request.config).await.map_err(status)?;
-        target.check_type(&request.object_type).map_err(status)?;
-        let partition = Self::partition_of(&target, &request.partition_id).map_err(status)?;
-        let session_id = self.exports.open(Arc::new(ExportSession { target, partition }));
-        Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
-    }
-
-    async fn put_export_entries(
-        &self,
-        request: Request<v1::PutExportEntriesRequest>,
-    ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
-        let request = request.into_inner();
-        let session = self.exports.get(&request.session_id)?;
-        // Entries of one batch are distinct objects: they go to the directory concurrently,
-        // pipelined on the one connection.
+    /// Entries of one batch are distinct objects: they go to the directory concurrently,
+    /// pipelined on the one connection.
+    async fn export(&self, scope: &ExportScope, entries: &[v1::CsEntryChange]) -> Vec<Outcome> {
+        let partition = match self
+            .0
+            .check_type(&scope.object_type)
+            .map_err(ConnectorError::from)
+            .and_then(|()| self.partition_of(&scope.partition))
+        {
+            Ok(partition) => Arc::new(partition),
+            Err(e) => return entries.iter().map(|_| Outcome::Failed(e.clone())).collect(),
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        for change in request.entries {
-            let session = session.clone();
+        for change in entries.iter().cloned() {
+            let (target, partition) = (self.0.clone(), partition.clone());
             tasks.spawn(async move {
-                let outcome = export::apply(&session.target, &session.partition, &change).await;
-                (change.identifier, outcome, session)
+                let outcome = export::apply(&target, &partition, &change).await;
+                (change.identifier, outcome)
             });
         }
-        let mut results = Vec::new();
+        let anchor_name = self.0.type_schema.anchor_attributes[0].clone();
+        let mut outcomes = HashMap::new();
         while let Some(joined) = tasks.join_next().await {
             // A task that panicked leaves its entry without a result: its outcome is unknown,
             // and the supervisor reconciles it (a failure would deny a write that may be done).
-            let Ok((identifier, outcome, session)) = joined else {
+            let Ok((identifier, outcome)) = joined else {
                 tracing::error!("an export task panicked; its entry's outcome is left unknown");
                 continue;
             };
-            let anchor_name = session.target.type_schema.anchor_attributes[0].clone();
-            results.push(match outcome {
-                Ok(applied) => v1::CsEntryChangeResult {
-                    identifier,
-                    error_kind: ErrorKind::None as i32,
+            let outcome = match outcome {
+                Ok(applied) => Outcome::Applied {
                     anchors: applied
                         .anchor
-                        .map(|a| v1::Anchor { name: anchor_name, value: Some(v1::Value::string(a)) })
+                        .map(|a| v1::Anchor { name: anchor_name.clone(), value: Some(v1::Value::string(a)) })
                         .into_iter()
                         .collect(),
-                    confirmed_attributes: if applied.dn.is_empty() {
+                    attributes: if applied.dn.is_empty() {
                         vec![]
                     } else {
                         vec![v1::AttributeValues {
@@ -296,52 +193,43 @@ impl Connector for LdapConnector {
                             values: vec![v1::Value::string(applied.dn)],
                         }]
                     },
-                    ..Default::default()
                 },
                 // No result: the supervisor takes the entry's outcome for unknown and looks the
                 // object up instead of taking the write for failed (it may have been applied).
                 Err(e) if e.unknown_outcome => {
                     tracing::warn!(%identifier, detail = %e.detail, "entry outcome unknown");
-                    continue;
+                    Outcome::Unknown
                 }
                 Err(e) => {
                     tracing::info!(%identifier, kind = ?e.kind, detail = %e.detail, "entry failed");
-                    v1::CsEntryChangeResult {
-                        identifier,
-                        error_kind: e.kind as i32,
-                        error_detail: e.detail,
-                        ..Default::default()
-                    }
+                    Outcome::Failed(e.into())
                 }
-            });
+            };
+            outcomes.insert(identifier, outcome);
         }
-        Ok(Response::new(v1::PutExportEntriesResponse { results }))
+        entries.iter().map(|e| outcomes.remove(&e.identifier).unwrap_or(Outcome::Unknown)).collect()
     }
 
-    async fn close_export_connection(
+    async fn lookup(
         &self,
-        request: Request<v1::CloseExportConnectionRequest>,
-    ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
-        self.exports.close(&request.into_inner().session_id);
-        Ok(Response::new(v1::CloseExportConnectionResponse {}))
-    }
-
-    async fn lookup_entries(
-        &self,
-        request: Request<v1::LookupEntriesRequest>,
-    ) -> Result<Response<v1::LookupEntriesResponse>, Status> {
-        let request = request.into_inner();
-        let target = self.target(&request.config).await.map_err(status)?;
-        target.check_type(&request.object_type).map_err(status)?;
-        let partition = Self::partition_of(&target, &request.partition_id).map_err(status)?;
-        let filter = match request.by {
-            Some(v1::lookup_entries_request::By::Anchor(anchor)) => {
+        object_type: &str,
+        partition: &str,
+        by: &v1::lookup_entries_request::By,
+    ) -> Result<Vec<v1::Entry>, ConnectorError> {
+        let target = &self.0;
+        target.check_type(object_type)?;
+        let partition = self.partition_of(partition)?;
+        let filter = match by {
+            v1::lookup_entries_request::By::Anchor(anchor) => {
                 let text = anchor.value.as_ref().and_then(v1::Value::as_text).ok_or_else(|| {
-                    error_status(ErrorKind::InvalidAttributeValue, "lookup by an anchor without a value")
+                    ConnectorError::new(
+                        ErrorKind::InvalidAttributeValue,
+                        "lookup by an anchor without a value",
+                    )
                 })?;
-                format!("(&{}{})", target.type_filter(), target.anchor_filter(&text).map_err(status)?)
+                format!("(&{}{})", target.type_filter(), target.anchor_filter(&text)?)
             }
-            Some(v1::lookup_entries_request::By::Attribute(attr)) => {
+            v1::lookup_entries_request::By::Attribute(attr) => {
                 // Only attributes of the type's schema: a name is never taken from a request as is.
                 let name = target
                     .type_schema
@@ -350,46 +238,75 @@ impl Connector for LdapConnector {
                     .find(|a| a.name.eq_ignore_ascii_case(&attr.name))
                     .map(|a| a.name.clone())
                     .ok_or_else(|| {
-                        error_status(
+                        ConnectorError::new(
                             ErrorKind::SchemaViolation,
                             format!("{:?} is not an attribute of this type", attr.name),
                         )
                     })?;
                 let value = attr.values.first().and_then(v1::Value::as_text).ok_or_else(|| {
-                    error_status(ErrorKind::InvalidAttributeValue, "lookup by an attribute without a value")
+                    ConnectorError::new(
+                        ErrorKind::InvalidAttributeValue,
+                        "lookup by an attribute without a value",
+                    )
                 })?;
                 format!("(&{}({name}={}))", target.type_filter(), ldap_escape(&value))
             }
-            None => {
-                return Err(error_status(
-                    ErrorKind::InvalidAttributeValue,
-                    "lookup needs an anchor or an attribute",
-                ));
-            }
         };
-        let entries = target.search(&partition, &filter).await.map_err(status)?;
-        Ok(Response::new(v1::LookupEntriesResponse {
-            entries: entries.iter().map(|e| target.to_entry(e, &partition)).collect(),
-        }))
+        let entries = target.search(&partition, &filter).await?;
+        Ok(entries.iter().map(|e| target.to_entry(e, &partition)).collect())
     }
 
-    async fn set_password(
-        &self,
-        request: Request<v1::SetPasswordRequest>,
-    ) -> Result<Response<v1::PasswordResponse>, Status> {
-        let request = request.into_inner();
-        let target = self.target(&request.config).await.map_err(status)?;
-        let partition = Self::partition_of(&target, "").map_err(status)?;
+    async fn password(&self, change: PasswordChange) -> Result<(), ConnectorError> {
+        if change.old.is_some() {
+            return Err(ConnectorError::unsupported("changing a password with the old one; set it instead"));
+        }
+        let target = &self.0;
+        let partition = self.partition_of("")?;
         let base = target.settings().container.clone().unwrap_or(partition);
-        let anchor = request.anchors.first().and_then(|a| a.value.as_ref()).and_then(v1::Value::as_text);
-        let error = match export::set_password(&target, &base, anchor, &request.dn, &request.new_password)
+        let anchor = change.anchors.first().and_then(|a| a.value.as_ref()).and_then(v1::Value::as_text);
+        export::set_password(target, &base, anchor, &change.dn, &change.new)
             .await
-        {
-            Ok(()) => None,
-            Err(e) => {
-                Some(v1::Error { kind: e.kind as i32, message: e.detail, attribute: "userPassword".into() })
+            .map_err(|e| ConnectorError::from(e).on("userPassword"))
+    }
+}
+
+/// An import under way: a task of its own feeds entries into a bounded channel; each page takes
+/// up to `page_size` of them.
+struct LdapImport {
+    items: mpsc::Receiver<Item>,
+    page_size: usize,
+    /// The run's watermark, once it was read to its end.
+    finished: Option<Vec<u8>>,
+}
+
+#[tonic::async_trait]
+impl ImportRun for LdapImport {
+    async fn next_page(&mut self) -> Result<Page, ConnectorError> {
+        if self.finished.is_some() {
+            return Ok(Page::default());
+        }
+        let mut entries = Vec::new();
+        while entries.len() < self.page_size {
+            match self.items.recv().await {
+                Some(Item::Entry(e)) => entries.push(e),
+                Some(Item::Done(watermark)) => {
+                    self.finished = Some(watermark);
+                    break;
+                }
+                Some(Item::Failed(e)) => return Err(e.into()),
+                None => {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Internal,
+                        "the import task ended without a result",
+                    ));
+                }
             }
-        };
-        Ok(Response::new(v1::PasswordResponse { error }))
+        }
+        Ok(Page { entries, more: self.finished.is_none(), watermark: vec![] })
+    }
+
+    /// The watermark counts only for a run read to its end.
+    fn final_watermark(&self) -> Vec<u8> {
+        self.finished.clone().unwrap_or_default()
     }
 }

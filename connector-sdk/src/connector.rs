@@ -21,7 +21,8 @@ use crate::{Sessions, error_status, missing_required, negotiate};
 pub struct ConnectorError {
     pub kind: ErrorKind,
     pub detail: String,
-    /// The parameter a configuration problem concerns.
+    /// What it concerns: the parameter of a configuration problem, the attribute of a refused
+    /// password.
     pub parameter: Option<String>,
 }
 
