@@ -151,16 +151,17 @@ impl ecma_connector_sdk::Target for LdapTarget {
 
     /// Entries of one batch are distinct objects: they go to the directory concurrently,
     /// pipelined on the one connection.
-    async fn export(&self, scope: &ExportScope, entries: &[v1::CsEntryChange]) -> Vec<Outcome> {
-        let partition = match self
-            .0
-            .check_type(&scope.object_type)
-            .map_err(ConnectorError::from)
-            .and_then(|()| self.partition_of(&scope.partition))
-        {
-            Ok(partition) => Arc::new(partition),
-            Err(e) => return entries.iter().map(|_| Outcome::Failed(e.clone())).collect(),
-        };
+    async fn open_export(&self, scope: &ExportScope) -> Result<(), ConnectorError> {
+        self.0.check_type(&scope.object_type)?;
+        self.partition_of(&scope.partition).map(|_| ())
+    }
+
+    async fn export(
+        &self,
+        scope: &ExportScope,
+        entries: &[v1::CsEntryChange],
+    ) -> Result<Vec<Outcome>, ConnectorError> {
+        let partition = Arc::new(self.partition_of(&scope.partition)?);
         let mut tasks = tokio::task::JoinSet::new();
         for change in entries.iter().cloned() {
             let (target, partition) = (self.0.clone(), partition.clone());
@@ -207,7 +208,7 @@ impl ecma_connector_sdk::Target for LdapTarget {
             };
             outcomes.insert(identifier, outcome);
         }
-        entries.iter().map(|e| outcomes.remove(&e.identifier).unwrap_or(Outcome::Unknown)).collect()
+        Ok(entries.iter().map(|e| outcomes.remove(&e.identifier).unwrap_or(Outcome::Unknown)).collect())
     }
 
     async fn lookup(

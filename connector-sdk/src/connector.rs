@@ -175,13 +175,20 @@ pub trait Target: Send + Sync + 'static {
     }
     async fn schema(&self) -> Result<Vec<v1::SchemaType>, ConnectorError>;
     async fn partitions(&self) -> Result<Vec<v1::Partition>, ConnectorError>;
-    /// One outcome per entry, in the entries' order.
-    async fn export(&self, scope: &ExportScope, entries: &[v1::CsEntryChange]) -> Vec<Outcome> {
+    /// Checks an export session's object type and partition when it is opened.
+    async fn open_export(&self, scope: &ExportScope) -> Result<(), ConnectorError> {
         let _ = scope;
-        entries
-            .iter()
-            .map(|_| Outcome::Failed(ConnectorError::unsupported("this connector does not export")))
-            .collect()
+        Ok(())
+    }
+    /// One outcome per entry, in the entries' order; an error fails the whole call (nothing of
+    /// the batch was written).
+    async fn export(
+        &self,
+        scope: &ExportScope,
+        entries: &[v1::CsEntryChange],
+    ) -> Result<Vec<Outcome>, ConnectorError> {
+        let _ = (scope, entries);
+        Err(ConnectorError::unsupported("this connector does not export"))
     }
     async fn import(&self, request: ImportRequest) -> Result<Box<dyn ImportRun>, ConnectorError> {
         let _ = request;
@@ -457,6 +464,7 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
         let request = request.into_inner();
         let target = self.target(&request.config).await?;
         let scope = ExportScope { object_type: request.object_type, partition: request.partition_id };
+        target.open_export(&scope).await?;
         let session_id = self.exports.open((target, Arc::new(scope)));
         Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
     }
@@ -467,7 +475,7 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
     ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
         let request = request.into_inner();
         let (target, scope) = self.exports.get(&request.session_id)?;
-        let outcomes = target.export(&scope, &request.entries).await;
+        let outcomes = target.export(&scope, &request.entries).await?;
         Ok(Response::new(v1::PutExportEntriesResponse { results: results(&request.entries, outcomes) }))
     }
 

@@ -329,16 +329,13 @@ impl Target for ShellTarget {
     /// `{"identifier": ..., "anchor": ..., "error": {"kind": ..., "message": ...}}`. Entries the
     /// script gave no result for failed: with the script's own failure when it failed, else as
     /// missing.
-    async fn export(&self, _: &ExportScope, entries: &[v1::CsEntryChange]) -> Vec<Outcome> {
-        let prepared = async {
-            let script = self.script("export")?;
-            let loaded = self.loaded().await?;
-            Ok::<_, ConnectorError>((script, loaded))
-        };
-        let (script, loaded) = match prepared.await {
-            Ok(prepared) => prepared,
-            Err(e) => return entries.iter().map(|_| Outcome::Failed(e.clone())).collect(),
-        };
+    async fn export(
+        &self,
+        _: &ExportScope,
+        entries: &[v1::CsEntryChange],
+    ) -> Result<Vec<Outcome>, ConnectorError> {
+        let script = self.script("export")?;
+        let loaded = self.loaded().await?;
         let mut extra = Map::new();
         extra.insert("entries".into(), Json::Array(entries.iter().map(protocol::export_entry).collect()));
         let input = self.input(&loaded, "export", extra);
@@ -370,12 +367,12 @@ impl Target for ShellTarget {
                 e.into()
             }
         };
-        entries
+        Ok(entries
             .iter()
             .map(|change| {
                 results.remove(&change.identifier).unwrap_or_else(|| Outcome::Failed(missing.clone()))
             })
-            .collect()
+            .collect())
     }
 
     /// Runs the password script; the password is in its stdin document only.

@@ -5,7 +5,7 @@ use ecma_connector_sdk::{ConfigExt, error_status};
 use ecma_proto::v1::{self, ConfigParameters, CsEntryChange, Entry, ErrorKind, Value};
 use tonic::Status;
 
-use crate::table::{Applied, EntryError, Page, Table};
+use crate::table::{Applied, ConnectorError, Page, Table};
 
 pub enum Backend {
     Sqlx(Box<Table>),
@@ -113,7 +113,7 @@ impl Backend {
     pub async fn export(
         &self,
         changes: &[CsEntryChange],
-    ) -> Result<Vec<Result<Applied, EntryError>>, Status> {
+    ) -> Result<Vec<Result<Applied, ConnectorError>>, Status> {
         match self {
             Self::Sqlx(t) => t.export(changes).await,
             #[cfg(feature = "odbc")]

@@ -1,12 +1,12 @@
-//! The `ecma.v1` service of the SQL connector.
+//! The `ecma.v1` service of the SQL connector, on the SDK's `Connector` trait.
 
 use std::sync::Arc;
 
-use ecma_connector_sdk::{Sessions, error_status, negotiate, parameter};
-use ecma_proto::v1::{
-    self, ConfigParameterType as T, ConfigParameters, ErrorKind, connector_server::Connector,
+use ecma_connector_sdk::{
+    Capabilities, ConnectorError, ConnectorV2, ExportScope, ImportRequest, ImportRun, Outcome, Page, Target,
+    parameter,
 };
-use tonic::{Request, Response, Status};
+use ecma_proto::v1::{self, ConfigParameterType as T, ConfigParameters, ErrorKind};
 
 use crate::backend::Backend;
 use crate::statements::Operation;
@@ -15,48 +15,21 @@ use crate::table::PARTITION;
 const DEFAULT_PAGE_SIZE: u32 = 500;
 const MAX_PAGE_SIZE: u32 = 5000;
 
-#[derive(Clone)]
-struct ImportSession {
-    table: Arc<Backend>,
-    after: Option<String>,
-    /// Delta: rows whose watermark column is at or after this mark.
-    since: Option<String>,
-    /// The mark taken when this run started: the next delta starts from it.
-    mark: Option<String>,
-    page_size: u32,
-    done: bool,
-}
-
-/// The connector's state: the open table for the current configuration, and open sessions.
+/// The SQL connector.
 #[derive(Default)]
-pub struct SqlConnector {
-    table: tokio::sync::Mutex<Option<(ConfigParameters, Arc<Backend>)>>,
-    imports: Sessions<ImportSession>,
-    exports: Sessions<Arc<Backend>>,
-}
+pub struct SqlConnector;
 
-impl SqlConnector {
-    /// The table for `config`, opened once and reused while the configuration stays the same.
-    async fn table(&self, config: &Option<ConfigParameters>) -> Result<Arc<Backend>, Status> {
-        let config_value = config.clone().unwrap_or_default();
-        let mut slot = self.table.lock().await;
-        if let Some((cached, table)) = slot.as_ref()
-            && *cached == config_value
-        {
-            return Ok(table.clone());
-        }
-        let table = Arc::new(Backend::open(config).await?);
-        *slot = Some((config_value, table.clone()));
-        Ok(table)
-    }
+/// The open table of one configuration.
+pub struct SqlTarget(Arc<Backend>);
 
-    fn check_type(table: &Backend, object_type: &str) -> Result<(), Status> {
-        if !object_type.is_empty() && object_type != table.object_type() {
-            return Err(error_status(
+impl SqlTarget {
+    fn check_type(&self, object_type: &str) -> Result<(), ConnectorError> {
+        if !object_type.is_empty() && object_type != self.0.object_type() {
+            return Err(ConnectorError::new(
                 ErrorKind::SchemaViolation,
                 format!(
                     "object type {object_type:?} is not offered; this table offers {:?}",
-                    table.object_type()
+                    self.0.object_type()
                 ),
             ));
         }
@@ -65,108 +38,67 @@ impl SqlConnector {
 }
 
 #[tonic::async_trait]
-impl Connector for SqlConnector {
-    async fn hello(&self, request: Request<v1::HelloRequest>) -> Result<Response<v1::HelloResponse>, Status> {
-        let version = negotiate(request.get_ref())?;
-        Ok(Response::new(v1::HelloResponse {
-            protocol_version: version,
-            connector_name: env!("CARGO_PKG_NAME").into(),
-            connector_version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: Some(v1::Capabilities {
-                distinguished_name_style: v1::DistinguishedNameStyle::None as i32,
-                object_rename: false,
-                delta_import: true,
-                // Batches of a database server run concurrently; SQLite's are serialised inside.
-                concurrent_operation: true,
-                export_type: v1::ExportType::AttributeReplace as i32,
-                full_export: false,
-                supports_lookup: true,
-                supports_import: true,
-                supports_export: true,
-                supports_partitions: false,
-                supports_hierarchy: false,
-                normalizations: v1::Normalizations::None as i32,
-                object_confirmation: v1::ObjectConfirmation::Normal as i32,
-                export_batch_size: 100,
-                import_max_page_size: MAX_PAGE_SIZE,
-                ..Default::default()
-            }),
-        }))
+impl ConnectorV2 for SqlConnector {
+    type Target = SqlTarget;
+
+    fn name(&self) -> &'static str {
+        env!("CARGO_PKG_NAME")
     }
 
-    async fn get_config_parameters(
-        &self,
-        _: Request<v1::GetConfigParametersRequest>,
-    ) -> Result<Response<v1::GetConfigParametersResponse>, Status> {
-        Ok(Response::new(v1::GetConfigParametersResponse { parameters: parameters() }))
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
     }
 
-    async fn validate_configuration(
-        &self,
-        request: Request<v1::ValidateConfigurationRequest>,
-    ) -> Result<Response<v1::ValidateConfigurationResponse>, Status> {
-        let config = request.into_inner().config;
-        let missing = ecma_connector_sdk::missing_required(&parameters(), &config);
-        if !missing.is_empty() {
-            return Ok(Response::new(v1::ValidateConfigurationResponse { problems: missing }));
+    fn capabilities(&self) -> v1::Capabilities {
+        // Batches of a database server run concurrently; SQLite's are serialised inside.
+        Capabilities::new()
+            .import()
+            .delta_import()
+            .export(v1::ExportType::AttributeReplace)
+            .lookup()
+            .concurrent()
+            .batches(100, MAX_PAGE_SIZE)
+            .build()
+    }
+
+    fn parameters(&self) -> Vec<v1::ConfigParameterDefinition> {
+        parameters()
+    }
+
+    async fn open(&self, config: &ConfigParameters) -> Result<SqlTarget, ConnectorError> {
+        Ok(SqlTarget(Arc::new(Backend::open(&Some(config.clone())).await?)))
+    }
+}
+
+#[tonic::async_trait]
+impl Target for SqlTarget {
+    async fn validate(&self) -> Vec<ConnectorError> {
+        match self.0.ping().await {
+            Ok(()) => vec![],
+            Err(status) => vec![status.into()],
         }
-        let problems = match self.table(&config).await {
-            Ok(table) => match table.ping().await {
-                Ok(()) => vec![],
-                Err(status) => vec![problem_from(status)],
-            },
-            Err(status) => vec![problem_from(status)],
-        };
-        Ok(Response::new(v1::ValidateConfigurationResponse { problems }))
     }
 
-    async fn get_schema(
-        &self,
-        request: Request<v1::GetSchemaRequest>,
-    ) -> Result<Response<v1::GetSchemaResponse>, Status> {
-        let table = self.table(&request.into_inner().config).await?;
-        Ok(Response::new(v1::GetSchemaResponse {
-            schema: Some(v1::Schema { types: vec![table.schema_type()] }),
-        }))
+    async fn schema(&self) -> Result<Vec<v1::SchemaType>, ConnectorError> {
+        Ok(vec![self.0.schema_type()])
     }
 
-    async fn get_partitions(
-        &self,
-        request: Request<v1::GetPartitionsRequest>,
-    ) -> Result<Response<v1::GetPartitionsResponse>, Status> {
-        let table = self.table(&request.into_inner().config).await?;
-        Ok(Response::new(v1::GetPartitionsResponse {
-            partitions: vec![v1::Partition { id: PARTITION.into(), name: table.name().to_string() }],
-        }))
+    async fn partitions(&self) -> Result<Vec<v1::Partition>, ConnectorError> {
+        Ok(vec![v1::Partition { id: PARTITION.into(), name: self.0.name().to_string() }])
     }
 
-    async fn get_hierarchy(
-        &self,
-        _: Request<v1::GetHierarchyRequest>,
-    ) -> Result<Response<v1::GetHierarchyResponse>, Status> {
-        // A table is flat: no hierarchy.
-        Ok(Response::new(v1::GetHierarchyResponse { nodes: vec![] }))
-    }
-
-    async fn open_import_connection(
-        &self,
-        request: Request<v1::OpenImportConnectionRequest>,
-    ) -> Result<Response<v1::OpenImportConnectionResponse>, Status> {
-        let request = request.into_inner();
-        let table = self.table(&request.config).await?;
-        Self::check_type(&table, &request.object_type)?;
-        let delta = request.import_type == v1::ImportType::Delta as i32;
-        if delta && !table.has_watermark() {
-            return Err(error_status(
-                ErrorKind::Unsupported,
-                "delta import needs watermark_column (a column holding each row's last change time) \
-                 or change_table",
+    async fn import(&self, request: ImportRequest) -> Result<Box<dyn ImportRun>, ConnectorError> {
+        self.check_type(&request.object_type)?;
+        let table = self.0.clone();
+        if request.delta && !table.has_watermark() {
+            return Err(ConnectorError::unsupported(
+                "delta import needs watermark_column (a column holding each row's last change time) or change_table",
             ));
         }
-        let since = if delta {
+        let since = if request.delta {
             let since = String::from_utf8(request.watermark).unwrap_or_default();
             if since.is_empty() {
-                return Err(error_status(
+                return Err(ConnectorError::new(
                     ErrorKind::InvalidAttributeValue,
                     "no watermark from an earlier import: run a full import first",
                 ));
@@ -181,33 +113,84 @@ impl Connector for SqlConnector {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let session_id =
-            self.imports.open(ImportSession { table, after: None, since, mark, page_size, done: false });
-        Ok(Response::new(v1::OpenImportConnectionResponse { session_id }))
+        Ok(Box::new(SqlImport { table, after: None, since, mark, page_size, done: false }))
     }
 
-    async fn get_import_entries(
+    async fn open_export(&self, scope: &ExportScope) -> Result<(), ConnectorError> {
+        self.check_type(&scope.object_type)
+    }
+
+    async fn export(
         &self,
-        request: Request<v1::GetImportEntriesRequest>,
-    ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
-        let session_id = request.into_inner().session_id;
-        let ImportSession { table, after, since, mark, page_size, done } = self.imports.get(&session_id)?;
-        if done {
-            return Ok(Response::new(v1::GetImportEntriesResponse::default()));
+        _: &ExportScope,
+        entries: &[v1::CsEntryChange],
+    ) -> Result<Vec<Outcome>, ConnectorError> {
+        let applied = self.0.export(entries).await?;
+        Ok(entries
+            .iter()
+            .zip(applied)
+            .map(|(change, result)| match result {
+                Ok(applied) => Outcome::applied(vec![v1::Anchor {
+                    name: self.0.anchor_name().to_string(),
+                    value: Some(applied.anchor),
+                }]),
+                Err(e) => {
+                    tracing::info!(identifier = %change.identifier, kind = ?e.kind, detail = %e.detail, "entry failed");
+                    Outcome::Failed(e)
+                }
+            })
+            .collect())
+    }
+
+    async fn lookup(
+        &self,
+        object_type: &str,
+        _: &str,
+        by: &v1::lookup_entries_request::By,
+    ) -> Result<Vec<v1::Entry>, ConnectorError> {
+        self.check_type(object_type)?;
+        let (column, value) = match by {
+            v1::lookup_entries_request::By::Anchor(anchor) => (anchor.name.clone(), anchor.value.clone()),
+            v1::lookup_entries_request::By::Attribute(attr) => {
+                (attr.name.clone(), attr.values.first().cloned())
+            }
+        };
+        let value = value
+            .ok_or_else(|| ConnectorError::new(ErrorKind::InvalidAttributeValue, "lookup without a value"))?;
+        Ok(self.0.lookup(&column, value).await?)
+    }
+}
+
+/// An import under way: pages of rows by anchor (after the last one read), and the mark taken
+/// when it started.
+struct SqlImport {
+    table: Arc<Backend>,
+    after: Option<String>,
+    /// Delta: rows whose watermark column is at or after this mark.
+    since: Option<String>,
+    /// The mark taken when this run started: the next delta starts from it.
+    mark: Option<String>,
+    page_size: u32,
+    done: bool,
+}
+
+#[tonic::async_trait]
+impl ImportRun for SqlImport {
+    async fn next_page(&mut self) -> Result<Page, ConnectorError> {
+        if self.done {
+            return Ok(Page::default());
         }
-        let page = table.page(after.as_deref(), since.as_deref(), page_size).await?;
-        let more = page.entries.len() as u32 == page_size;
-        self.imports.update(&session_id, |s| {
-            s.after = page.last.or(s.after.take());
-            s.done = !more;
-        });
+        let page = self.table.page(self.after.as_deref(), self.since.as_deref(), self.page_size).await?;
+        let more = page.entries.len() as u32 == self.page_size;
+        self.after = page.last.or(self.after.take());
+        self.done = !more;
         // A full run adds every row; a delta replaces what changed and deletes what was marked.
-        let changed = if since.is_some() {
+        let changed = if self.since.is_some() {
             v1::ObjectModificationType::Replace
         } else {
             v1::ObjectModificationType::Add
         };
-        Ok(Response::new(v1::GetImportEntriesResponse {
+        Ok(Page {
             entries: page
                 .entries
                 .into_iter()
@@ -218,107 +201,14 @@ impl Connector for SqlConnector {
                     error: None,
                 })
                 .collect(),
-            more_to_import: more,
-            watermark: if more { vec![] } else { mark.unwrap_or_default().into_bytes() },
-        }))
+            more,
+            watermark: if more { vec![] } else { self.mark.clone().unwrap_or_default().into_bytes() },
+        })
     }
 
-    async fn close_import_connection(
-        &self,
-        request: Request<v1::CloseImportConnectionRequest>,
-    ) -> Result<Response<v1::CloseImportConnectionResponse>, Status> {
-        let session = self.imports.close(&request.into_inner().session_id);
-        // The run's mark, for the next delta (a full run's is stored only now that it ended).
-        let watermark = session.filter(|s| s.done).and_then(|s| s.mark).unwrap_or_default().into_bytes();
-        Ok(Response::new(v1::CloseImportConnectionResponse { watermark }))
-    }
-
-    async fn open_export_connection(
-        &self,
-        request: Request<v1::OpenExportConnectionRequest>,
-    ) -> Result<Response<v1::OpenExportConnectionResponse>, Status> {
-        let request = request.into_inner();
-        let table = self.table(&request.config).await?;
-        Self::check_type(&table, &request.object_type)?;
-        let session_id = self.exports.open(table);
-        Ok(Response::new(v1::OpenExportConnectionResponse { session_id }))
-    }
-
-    async fn put_export_entries(
-        &self,
-        request: Request<v1::PutExportEntriesRequest>,
-    ) -> Result<Response<v1::PutExportEntriesResponse>, Status> {
-        let request = request.into_inner();
-        let table = self.exports.get(&request.session_id)?;
-        let applied = table.export(&request.entries).await?;
-        let mut results = Vec::with_capacity(applied.len());
-        for (change, result) in request.entries.iter().zip(applied) {
-            results.push(match result {
-                Ok(applied) => v1::CsEntryChangeResult {
-                    identifier: change.identifier.clone(),
-                    error_kind: ErrorKind::None as i32,
-                    anchors: vec![v1::Anchor { name: table.anchor_name().to_string(), value: Some(applied.anchor) }],
-                    ..Default::default()
-                },
-                Err(e) => {
-                    tracing::info!(identifier = %change.identifier, kind = ?e.kind, detail = %e.detail, "entry failed");
-                    v1::CsEntryChangeResult {
-                        identifier: change.identifier.clone(),
-                        error_kind: e.kind as i32,
-                        error_detail: e.detail,
-                        ..Default::default()
-                    }
-                }
-            });
-        }
-        Ok(Response::new(v1::PutExportEntriesResponse { results }))
-    }
-
-    async fn close_export_connection(
-        &self,
-        request: Request<v1::CloseExportConnectionRequest>,
-    ) -> Result<Response<v1::CloseExportConnectionResponse>, Status> {
-        self.exports.close(&request.into_inner().session_id);
-        Ok(Response::new(v1::CloseExportConnectionResponse {}))
-    }
-
-    async fn lookup_entries(
-        &self,
-        request: Request<v1::LookupEntriesRequest>,
-    ) -> Result<Response<v1::LookupEntriesResponse>, Status> {
-        let request = request.into_inner();
-        let table = self.table(&request.config).await?;
-        Self::check_type(&table, &request.object_type)?;
-        let (column, value) = match request.by {
-            Some(v1::lookup_entries_request::By::Anchor(anchor)) => (anchor.name, anchor.value),
-            Some(v1::lookup_entries_request::By::Attribute(attr)) => {
-                (attr.name, attr.values.into_iter().next())
-            }
-            None => {
-                return Err(error_status(
-                    ErrorKind::InvalidAttributeValue,
-                    "lookup needs an anchor or an attribute",
-                ));
-            }
-        };
-        let value =
-            value.ok_or_else(|| error_status(ErrorKind::InvalidAttributeValue, "lookup without a value"))?;
-        let entries = table.lookup(&column, value).await?;
-        Ok(Response::new(v1::LookupEntriesResponse { entries }))
-    }
-
-    async fn set_password(
-        &self,
-        _: Request<v1::SetPasswordRequest>,
-    ) -> Result<Response<v1::PasswordResponse>, Status> {
-        Err(error_status(ErrorKind::Unsupported, "password operations are not supported by connector-sql"))
-    }
-
-    async fn change_password(
-        &self,
-        _: Request<v1::ChangePasswordRequest>,
-    ) -> Result<Response<v1::PasswordResponse>, Status> {
-        Err(error_status(ErrorKind::Unsupported, "password operations are not supported by connector-sql"))
+    /// The run's mark, for the next delta (a full run's is stored only now that it ended).
+    fn final_watermark(&self) -> Vec<u8> {
+        if self.done { self.mark.clone().unwrap_or_default().into_bytes() } else { vec![] }
     }
 }
 
@@ -441,9 +331,4 @@ pub fn parameters() -> Vec<v1::ConfigParameterDefinition> {
         ));
     }
     parameters
-}
-
-fn problem_from(status: Status) -> v1::ConfigProblem {
-    let kind = ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::Internal);
-    v1::ConfigProblem { parameter: String::new(), message: status.message().to_string(), kind: kind as i32 }
 }

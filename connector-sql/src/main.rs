@@ -1,3 +1,3 @@
 fn main() -> anyhow::Result<()> {
-    ecma_connector_sdk::run(connector_sql::SqlConnector::default())
+    ecma_connector_sdk::run_connector(connector_sql::SqlConnector)
 }

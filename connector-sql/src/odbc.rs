@@ -26,7 +26,7 @@ use tonic::Status;
 
 use crate::dialect::Dialect;
 use crate::statements::{Custom, Operation};
-use crate::table::{Applied, Column, EntryError, PARTITION, Page, check_identifier, single_value};
+use crate::table::{Applied, Column, ConnectorError, PARTITION, Page, check_identifier, single_value};
 
 fn environment() -> Result<&'static Environment, Status> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -36,7 +36,7 @@ fn environment() -> Result<&'static Environment, Status> {
 }
 
 /// Maps an ODBC error to the protocol's error kinds by its SQLSTATE.
-fn odbc_error(error: odbc_api::Error) -> EntryError {
+fn odbc_error(error: odbc_api::Error) -> ConnectorError {
     let state = match &error {
         odbc_api::Error::Diagnostics { record, .. } => String::from_utf8_lossy(&record.state.0).to_string(),
         _ => String::new(),
@@ -56,7 +56,7 @@ fn odbc_error(error: odbc_api::Error) -> EntryError {
         "42000" | "42501" | "28000" => ErrorKind::PermissionDenied,
         _ => ErrorKind::Internal,
     };
-    EntryError { kind, detail: error.to_string() }
+    ConnectorError::new(kind, error.to_string())
 }
 
 /// What to change in connection_string when the driver manager or the driver refused to
@@ -77,7 +77,7 @@ fn connect_hint(state: &[u8; 5]) -> &'static str {
     }
 }
 
-fn entry_status(e: EntryError) -> Status {
+fn entry_status(e: ConnectorError) -> Status {
     error_status(e.kind, e.detail)
 }
 
@@ -213,7 +213,10 @@ impl OdbcTable {
 
     /// Runs `f` on the connection, opening it first if needed; forgets a connection the driver
     /// reports dead, so that the next call opens a new one.
-    fn with<T>(&self, f: impl FnOnce(&Connection<'static>) -> Result<T, EntryError>) -> Result<T, Status> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection<'static>) -> Result<T, ConnectorError>,
+    ) -> Result<T, Status> {
         // A driver that panicked under the lock leaves it poisoned: its connection is dropped and
         // the next call opens a new one, instead of every later call failing.
         let mut slot = self.connection.lock().unwrap_or_else(|poisoned| {
@@ -252,10 +255,12 @@ impl OdbcTable {
         format!("{q}{name}{q}", q = self.quote)
     }
 
-    fn column(&self, name: &str) -> Result<&Column, EntryError> {
-        self.columns.iter().find(|c| c.name == name).ok_or_else(|| EntryError {
-            kind: ErrorKind::SchemaViolation,
-            detail: format!("{name:?} is not a column of table {:?}", self.name),
+    fn column(&self, name: &str) -> Result<&Column, ConnectorError> {
+        self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
+            ConnectorError::new(
+                ErrorKind::SchemaViolation,
+                format!("{name:?} is not a column of table {:?}", self.name),
+            )
         })
     }
 
@@ -265,7 +270,7 @@ impl OdbcTable {
     }
 
     /// Applies each entry as its own autocommitted statement.
-    pub fn export(&self, changes: &[CsEntryChange]) -> Vec<Result<Applied, EntryError>> {
+    pub fn export(&self, changes: &[CsEntryChange]) -> Vec<Result<Applied, ConnectorError>> {
         changes
             .iter()
             .map(|change| {
@@ -284,16 +289,16 @@ impl OdbcTable {
                     other => Ok(other),
                 }) {
                     Ok(result) => result,
-                    Err(status) => Err(EntryError {
-                        kind: ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::ConnectionFailed),
-                        detail: status.message().to_string(),
-                    }),
+                    Err(status) => Err(ConnectorError::new(
+                        ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::ConnectionFailed),
+                        status.message().to_string(),
+                    )),
                 }
             })
             .collect()
     }
 
-    fn apply(&self, conn: &Connection<'static>, change: &CsEntryChange) -> Result<Applied, EntryError> {
+    fn apply(&self, conn: &Connection<'static>, change: &CsEntryChange) -> Result<Applied, ConnectorError> {
         use v1::ObjectModificationType as M;
         let anchor = change.anchors.iter().find(|a| a.name == self.anchor.name).and_then(|a| a.value.clone());
         let mut values: HashMap<String, Option<Value>> = HashMap::new();
@@ -301,9 +306,11 @@ impl OdbcTable {
             let column = self.column(&attr.name)?;
             values.insert(column.name.clone(), single_value(attr)?);
         }
-        let missing_anchor = || EntryError {
-            kind: ErrorKind::InvalidAttributeValue,
-            detail: format!("anchor {:?} missing", self.anchor.name),
+        let missing_anchor = || {
+            ConnectorError::new(
+                ErrorKind::InvalidAttributeValue,
+                format!("anchor {:?} missing", self.anchor.name),
+            )
         };
         let table = self.q(&self.name);
         let key = self.q(&self.anchor.name);
@@ -352,10 +359,7 @@ impl OdbcTable {
                 bound.push("anchor".into());
                 let count = self.execute_counting(conn, &sql, &bound, &values, Some(&anchor))?;
                 if count == Some(0) {
-                    return Err(EntryError {
-                        kind: ErrorKind::NoSuchObject,
-                        detail: "no row with that anchor".into(),
-                    });
+                    return Err(ConnectorError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
                 }
                 Ok(Applied { anchor })
             }
@@ -369,16 +373,11 @@ impl OdbcTable {
                 let count =
                     self.execute_counting(conn, &sql, &["anchor".to_string()], &values, Some(&anchor))?;
                 if count == Some(0) {
-                    return Err(EntryError {
-                        kind: ErrorKind::NoSuchObject,
-                        detail: "no row with that anchor".into(),
-                    });
+                    return Err(ConnectorError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
                 }
                 Ok(Applied { anchor })
             }
-            other => {
-                Err(EntryError { kind: ErrorKind::Unsupported, detail: format!("modification {other:?}") })
-            }
+            other => Err(ConnectorError::new(ErrorKind::Unsupported, format!("modification {other:?}"))),
         }
     }
 
@@ -410,7 +409,7 @@ impl OdbcTable {
         values: &HashMap<String, Option<Value>>,
         anchor: Option<&Value>,
         first_text: bool,
-    ) -> Result<Option<String>, EntryError> {
+    ) -> Result<Option<String>, ConnectorError> {
         let params = self.bind(names, values, anchor);
         let cursor = conn.execute(sql, &params[..], None).map_err(odbc_error)?;
         match (cursor, first_text) {
@@ -435,7 +434,7 @@ impl OdbcTable {
         names: &[String],
         values: &HashMap<String, Option<Value>>,
         anchor: Option<&Value>,
-    ) -> Result<Option<usize>, EntryError> {
+    ) -> Result<Option<usize>, ConnectorError> {
         let params = self.bind(names, values, anchor);
         let mut statement = conn.preallocate().map_err(odbc_error)?;
         statement.execute(sql, &params[..]).map_err(odbc_error)?;
@@ -455,7 +454,7 @@ impl OdbcTable {
         &self,
         conn: &Connection<'static>,
         anchor: &Value,
-    ) -> Result<HashMap<String, Option<Value>>, EntryError> {
+    ) -> Result<HashMap<String, Option<Value>>, ConnectorError> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {} = ?",
             self.select_list(),
@@ -468,7 +467,7 @@ impl OdbcTable {
             .map(|c| self.read(c, 1))
             .transpose()?
             .and_then(|mut e| e.pop())
-            .ok_or(EntryError { kind: ErrorKind::NoSuchObject, detail: "no row with that anchor".into() })?;
+            .ok_or(ConnectorError::new(ErrorKind::NoSuchObject, "no row with that anchor"))?;
         let mut values: HashMap<String, Option<Value>> =
             self.columns.iter().map(|c| (c.name.clone(), None)).collect();
         for attribute in entry.attributes {
@@ -478,18 +477,18 @@ impl OdbcTable {
     }
 
     /// Up to `limit` rows of a cursor as entries, columns found by name.
-    fn read(&self, mut cursor: impl Cursor, limit: usize) -> Result<Vec<Entry>, EntryError> {
+    fn read(&self, mut cursor: impl Cursor, limit: usize) -> Result<Vec<Entry>, ConnectorError> {
         let count = cursor.num_result_cols().map_err(odbc_error)? as u16;
         let mut names = Vec::with_capacity(count as usize);
         for i in 1..=count {
             names.push(cursor.col_name(i).map_err(odbc_error)?.to_ascii_lowercase());
         }
-        let anchor_index = names
-            .iter()
-            .position(|n| *n == self.anchor.name.to_ascii_lowercase())
-            .ok_or_else(|| EntryError {
-                kind: ErrorKind::Internal,
-                detail: format!("the rows have no column {:?} (the anchor)", self.anchor.name),
+        let anchor_index =
+            names.iter().position(|n| *n == self.anchor.name.to_ascii_lowercase()).ok_or_else(|| {
+                ConnectorError::new(
+                    ErrorKind::Internal,
+                    format!("the rows have no column {:?} (the anchor)", self.anchor.name),
+                )
             })?;
         let mut entries = Vec::new();
         let mut buf = Vec::new();
@@ -544,10 +543,8 @@ impl OdbcTable {
                     attributes.push(AttributeValues { name: column_name, values: vec![value] });
                 }
             }
-            let anchor = anchor.ok_or_else(|| EntryError {
-                kind: ErrorKind::Internal,
-                detail: "a row without anchor".into(),
-            })?;
+            let anchor =
+                anchor.ok_or_else(|| ConnectorError::new(ErrorKind::Internal, "a row without anchor"))?;
             entries.push(Entry {
                 object_type: self.object_type.clone(),
                 anchors: vec![Anchor { name: self.anchor.name.clone(), value: Some(anchor) }],

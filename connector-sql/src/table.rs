@@ -87,17 +87,8 @@ pub struct Applied {
     pub anchor: Value,
 }
 
-/// An entry-level failure, reported in that entry's result.
-pub struct EntryError {
-    pub kind: ErrorKind,
-    pub detail: String,
-}
-
-impl EntryError {
-    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
-    }
-}
+/// An entry-level failure, reported in that entry's result: the SDK's one error type.
+pub use ecma_connector_sdk::ConnectorError;
 
 /// One page of an import.
 pub struct Page {
@@ -130,12 +121,12 @@ fn child_table(table: &str, attribute: &str) -> String {
 }
 
 /// Maps a database error to the protocol's error kinds, naming the constraint's column.
-fn db_error(error: sqlx::Error) -> EntryError {
+fn db_error(error: sqlx::Error) -> ConnectorError {
     match &error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             if let Some(kind) = passing_kind(db.as_ref(), &code) {
-                return EntryError::new(kind, passing_detail(kind, db.message()));
+                return ConnectorError::new(kind, passing_detail(kind, db.message()));
             }
             let kind = match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => ErrorKind::AlreadyExists,
@@ -164,12 +155,12 @@ fn db_error(error: sqlx::Error) -> EntryError {
                     detail = format!("{detail} (column {column})");
                 }
             }
-            EntryError::new(kind, detail)
+            ConnectorError::new(kind, detail)
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-            EntryError::new(ErrorKind::ConnectionFailed, error.to_string())
+            ConnectorError::new(ErrorKind::ConnectionFailed, error.to_string())
         }
-        _ => EntryError::new(ErrorKind::Internal, error.to_string()),
+        _ => ConnectorError::new(ErrorKind::Internal, error.to_string()),
     }
 }
 
@@ -672,19 +663,19 @@ impl Table {
         schema_type(&self.object_type, &self.anchor, &self.columns)
     }
 
-    fn column(&self, name: &str) -> Result<&Column, EntryError> {
+    fn column(&self, name: &str) -> Result<&Column, ConnectorError> {
         self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
-            EntryError::new(
+            ConnectorError::new(
                 ErrorKind::SchemaViolation,
                 format!("{name:?} is not a column of table {:?}", self.name),
             )
         })
     }
 
-    fn anchor_of(&self, change: &CsEntryChange) -> Result<Value, EntryError> {
+    fn anchor_of(&self, change: &CsEntryChange) -> Result<Value, ConnectorError> {
         change.anchors.iter().find(|a| a.name == self.anchor.name).and_then(|a| a.value.clone()).ok_or_else(
             || {
-                EntryError::new(
+                ConnectorError::new(
                     ErrorKind::InvalidAttributeValue,
                     format!("anchor {:?} missing", self.anchor.name),
                 )
@@ -708,7 +699,7 @@ impl Table {
     pub async fn export(
         &self,
         changes: &[CsEntryChange],
-    ) -> Result<Vec<Result<Applied, EntryError>>, Status> {
+    ) -> Result<Vec<Result<Applied, ConnectorError>>, Status> {
         let _writer = if self.concurrent { None } else { Some(self.writer.lock().await) };
         if changes.len() > 1
             && let Some(done) = self.export_whole(changes).await?
@@ -718,7 +709,7 @@ impl Table {
         let mut tx = self.pool.begin().await.map_err(db_status)?;
         let mut results = Vec::with_capacity(changes.len());
         let single = changes.len() == 1;
-        let mut broken: Option<EntryError> = None;
+        let mut broken: Option<ConnectorError> = None;
         for (i, change) in changes.iter().enumerate() {
             if single {
                 results.push(self.apply(&mut tx, change).await);
@@ -743,7 +734,7 @@ impl Table {
             // Nothing of the batch is committed: every entry fails with the transaction.
             let _ = tx.rollback().await;
             let detail = format!("the batch's transaction failed: {}", e.detail);
-            return Ok(changes.iter().map(|_| Err(EntryError::new(e.kind, detail.clone()))).collect());
+            return Ok(changes.iter().map(|_| Err(ConnectorError::new(e.kind, detail.clone()))).collect());
         }
         if single && results[0].is_err() {
             tx.rollback().await.map_err(db_status)?;
@@ -758,7 +749,7 @@ impl Table {
     async fn export_whole(
         &self,
         changes: &[CsEntryChange],
-    ) -> Result<Option<Vec<Result<Applied, EntryError>>>, Status> {
+    ) -> Result<Option<Vec<Result<Applied, ConnectorError>>>, Status> {
         let mut tx = self.pool.begin().await.map_err(db_status)?;
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
@@ -779,11 +770,11 @@ impl Table {
         &self,
         tx: &mut Transaction<'static, Any>,
         change: &CsEntryChange,
-    ) -> Result<Applied, EntryError> {
+    ) -> Result<Applied, ConnectorError> {
         use tracing::Instrument;
         use v1::ObjectModificationType as M;
         if !change.object_type.is_empty() && change.object_type != self.object_type {
-            return Err(EntryError::new(
+            return Err(ConnectorError::new(
                 ErrorKind::SchemaViolation,
                 format!("object type {:?} is not {:?}", change.object_type, self.object_type),
             ));
@@ -818,14 +809,14 @@ impl Table {
         &self,
         tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
-    ) -> Result<Applied, EntryError> {
+    ) -> Result<Applied, ConnectorError> {
         use v1::ObjectModificationType as M;
         match M::try_from(change.modification_type).unwrap_or(M::Unspecified) {
             M::Add => self.insert(tx, change).await,
             M::Update => self.update(tx, change, false).await,
             M::Replace => self.update(tx, change, true).await,
             M::Delete => self.delete(tx, change).await,
-            other => Err(EntryError::new(ErrorKind::Unsupported, format!("modification {other:?}"))),
+            other => Err(ConnectorError::new(ErrorKind::Unsupported, format!("modification {other:?}"))),
         }
     }
 
@@ -833,7 +824,7 @@ impl Table {
         &self,
         tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
-    ) -> Result<Applied, EntryError> {
+    ) -> Result<Applied, ConnectorError> {
         let given = self.anchor_of(change).ok();
         let anchor = match given {
             Some(v) => Some(v),
@@ -857,7 +848,7 @@ impl Table {
                 (Some(returned), _) => Value::string(returned),
                 (None, Some(anchor)) => anchor,
                 (None, None) => {
-                    return Err(EntryError::new(
+                    return Err(ConnectorError::new(
                         ErrorKind::Internal,
                         format!(
                             "{} returned no row: the database assigns {:?}, so the statement must return it \
@@ -902,7 +893,7 @@ impl Table {
                 let sql = format!("INSERT INTO {table} ({columns}) VALUES ({values})");
                 let done = params.query(sql).execute(&mut **tx).await.map_err(db_error)?;
                 let id = done.last_insert_id().ok_or_else(|| {
-                    EntryError::new(ErrorKind::Internal, "the database returned no auto_increment id")
+                    ConnectorError::new(ErrorKind::Internal, "the database returned no auto_increment id")
                 })?;
                 Value::string(id.to_string())
             }
@@ -930,7 +921,7 @@ impl Table {
         owner: &Value,
         change: &AttributeChange,
         fresh: bool,
-    ) -> Result<(), EntryError> {
+    ) -> Result<(), ConnectorError> {
         use AttributeModificationType as A;
         let d = self.dialect;
         let table = self.q(&child_table(&self.name, &column.name));
@@ -1003,7 +994,7 @@ impl Table {
         tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
         replace: bool,
-    ) -> Result<Applied, EntryError> {
+    ) -> Result<Applied, ConnectorError> {
         let anchor = self.anchor_of(change)?;
         let mut sets: Vec<(&Column, Option<Value>)> = Vec::new();
         let mut multi = Vec::new();
@@ -1078,7 +1069,7 @@ impl Table {
                 || self.exists(tx, &anchor).await?
         };
         if !found {
-            return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
+            return Err(ConnectorError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
         }
         for (column, attr) in &multi {
             self.change_values(tx, column, &anchor, attr, false).await?;
@@ -1087,7 +1078,7 @@ impl Table {
     }
 
     /// Whether the row is there (MySQL counts only rows an UPDATE changed, not those it found).
-    async fn exists(&self, tx: &mut Transaction<'_, Any>, anchor: &Value) -> Result<bool, EntryError> {
+    async fn exists(&self, tx: &mut Transaction<'_, Any>, anchor: &Value) -> Result<bool, ConnectorError> {
         if self.dialect != Dialect::MySql {
             return Ok(false);
         }
@@ -1101,7 +1092,7 @@ impl Table {
         &self,
         tx: &mut Transaction<'_, Any>,
         change: &CsEntryChange,
-    ) -> Result<Applied, EntryError> {
+    ) -> Result<Applied, ConnectorError> {
         let anchor = self.anchor_of(change)?;
         let owner = anchor.as_text().unwrap_or_default();
         for column in self.columns.iter().filter(|c| c.multi) {
@@ -1122,7 +1113,7 @@ impl Table {
         let sql = format!("DELETE FROM {} WHERE {} = {key}", self.q(&self.name), self.q(&self.anchor.name));
         let done = params.query(sql).execute(&mut **tx).await.map_err(db_error)?;
         if done.rows_affected() == 0 {
-            return Err(EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
+            return Err(ConnectorError::new(ErrorKind::NoSuchObject, "no row with that anchor"));
         }
         Ok(Applied { anchor })
     }
@@ -1135,7 +1126,7 @@ impl Table {
         statement: &Statement,
         values: &HashMap<String, Option<Value>>,
         anchor: Option<Value>,
-    ) -> Result<Option<AnyRow>, EntryError> {
+    ) -> Result<Option<AnyRow>, ConnectorError> {
         let bound = statement.values(|name| match name {
             "anchor" => anchor.clone(),
             _ => values.get(name).cloned().flatten(),
@@ -1156,7 +1147,7 @@ impl Table {
         &self,
         tx: &mut Transaction<'_, Any>,
         anchor: &Value,
-    ) -> Result<HashMap<String, Option<Value>>, EntryError> {
+    ) -> Result<HashMap<String, Option<Value>>, ConnectorError> {
         let mut params = Params::new(self.dialect);
         let key = params.add(&self.anchor, Some(anchor.clone()));
         let sql = format!(
@@ -1170,8 +1161,8 @@ impl Table {
             .fetch_optional(&mut **tx)
             .await
             .map_err(db_error)?
-            .ok_or_else(|| EntryError::new(ErrorKind::NoSuchObject, "no row with that anchor"))?;
-        let entry = self.entry(&row).map_err(|s| EntryError::new(ErrorKind::Internal, s.message()))?;
+            .ok_or_else(|| ConnectorError::new(ErrorKind::NoSuchObject, "no row with that anchor"))?;
+        let entry = self.entry(&row).map_err(|s| ConnectorError::new(ErrorKind::Internal, s.message()))?;
         let mut values: HashMap<String, Option<Value>> =
             self.columns.iter().filter(|c| !c.multi).map(|c| (c.name.clone(), None)).collect();
         for attribute in entry.attributes {
@@ -1475,12 +1466,12 @@ impl Table {
 fn any_text<I: sqlx::ColumnIndex<AnyRow> + Copy + std::fmt::Debug>(
     row: &AnyRow,
     index: I,
-) -> Result<String, EntryError> {
+) -> Result<String, ConnectorError> {
     match row.try_get::<Option<String>, _>(index) {
         Ok(Some(text)) => Ok(text),
-        Ok(None) => Err(EntryError::new(ErrorKind::Internal, format!("column {index:?} is NULL"))),
+        Ok(None) => Err(ConnectorError::new(ErrorKind::Internal, format!("column {index:?} is NULL"))),
         Err(_) => row.try_get::<i64, _>(index).map(|i| i.to_string()).map_err(|e| {
-            EntryError::new(
+            ConnectorError::new(
                 ErrorKind::Internal,
                 format!(
                     "column {index:?} is neither text nor an integer (cast it to text in the statement): {e}"
@@ -1607,10 +1598,10 @@ fn read_bool<I: sqlx::ColumnIndex<AnyRow> + Copy>(
 }
 
 /// The one value a single-valued column gets from an attribute change (`None` clears it).
-pub(crate) fn single_value(change: &AttributeChange) -> Result<Option<Value>, EntryError> {
+pub(crate) fn single_value(change: &AttributeChange) -> Result<Option<Value>, ConnectorError> {
     use AttributeModificationType as A;
     let too_many = || {
-        EntryError::new(
+        ConnectorError::new(
             ErrorKind::InvalidAttributeValue,
             format!("column {:?} holds one value; several were given", change.name),
         )
@@ -1624,7 +1615,7 @@ pub(crate) fn single_value(change: &AttributeChange) -> Result<Option<Value>, En
             Ok(change.value_adds.first().cloned())
         }
         A::Unspecified => {
-            Err(EntryError::new(ErrorKind::InvalidAttributeValue, "attribute change without a type"))
+            Err(ConnectorError::new(ErrorKind::InvalidAttributeValue, "attribute change without a type"))
         }
     }
 }

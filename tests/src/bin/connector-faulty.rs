@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use connector_sql::SqlConnector;
+use ecma_connector_sdk::connector::Service;
 use ecma_proto::v1::{self, connector_server::Connector};
 use tonic::{Request, Response, Status};
 
@@ -88,7 +89,7 @@ fn fire_once() -> bool {
 }
 
 struct Faulty {
-    inner: SqlConnector,
+    inner: Service<SqlConnector>,
     fault: Option<Fault>,
     /// The open delta import: its entries and the watermark it ends with.
     delta: std::sync::Mutex<Option<(Vec<v1::ImportEntry>, usize)>>,
@@ -329,5 +330,5 @@ fn main() -> anyhow::Result<()> {
             _ => {}
         }
     }
-    ecma_connector_sdk::run(Faulty { inner: SqlConnector::default(), fault, delta: Default::default() })
+    ecma_connector_sdk::run(Faulty { inner: Service::new(SqlConnector), fault, delta: Default::default() })
 }
