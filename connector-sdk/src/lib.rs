@@ -165,23 +165,75 @@ pub fn run<C: Connector>(connector: C) -> anyhow::Result<()> {
     runtime.block_on(serve(connector))
 }
 
-/// A parameter declaration for `GetConfigParameters`.
-pub fn parameter(
-    name: &str,
-    kind: ConfigParameterType,
-    required: bool,
-    secret: bool,
-    default: &str,
-    description: &str,
-) -> ConfigParameterDefinition {
-    ConfigParameterDefinition {
-        name: name.into(),
-        r#type: kind as i32,
-        required,
-        secret,
-        default_value: default.into(),
-        description: description.into(),
-        allowed_values: vec![],
+/// One parameter a connector declares: its name, type and help, and whether it is required or
+/// secret and what its default is. A connector declares its table of these once, and reads a
+/// configuration against the same table ([`Settings`]), so that a default is written in one
+/// place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameter(ConfigParameterDefinition);
+
+impl Parameter {
+    pub fn new(name: impl Into<String>, kind: ConfigParameterType, help: impl Into<String>) -> Self {
+        Self(ConfigParameterDefinition {
+            name: name.into(),
+            r#type: kind as i32,
+            description: help.into(),
+            ..Default::default()
+        })
+    }
+
+    /// A configuration without it is refused (naming it).
+    pub fn required(self) -> Self {
+        self.required_if(true)
+    }
+
+    /// Required when `required` holds.
+    pub fn required_if(mut self, required: bool) -> Self {
+        self.0.required = required;
+        self
+    }
+
+    /// Never logged or shown.
+    pub fn secret(mut self) -> Self {
+        self.0.secret = true;
+        self
+    }
+
+    /// What a configuration that leaves it out gets.
+    pub fn default(mut self, value: impl Into<String>) -> Self {
+        self.0.default_value = value.into();
+        self
+    }
+
+    pub fn definition(self) -> ConfigParameterDefinition {
+        self.0
+    }
+}
+
+/// A configuration read against the connector's declared table: each parameter's value, or the
+/// default the table declares for it.
+pub struct Settings<'a> {
+    declared: &'a [ConfigParameterDefinition],
+    config: Option<&'a ConfigParameters>,
+}
+
+impl<'a> Settings<'a> {
+    pub fn new(declared: &'a [ConfigParameterDefinition], config: &'a Option<ConfigParameters>) -> Self {
+        Self { declared, config: config.as_ref() }
+    }
+}
+
+impl ConfigExt for Settings<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        let given =
+            self.config.and_then(|c| c.values.get(name)).map(String::as_str).filter(|v| !v.is_empty());
+        given.or_else(|| {
+            self.declared
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.default_value.as_str())
+                .filter(|v| !v.is_empty())
+        })
     }
 }
 
@@ -310,6 +362,10 @@ pub trait ConfigExt {
             error_status(ErrorKind::InvalidConfiguration, format!("parameter {name} is required"))
         })
     }
+    /// The value of `name`, or empty.
+    fn text(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
     /// A boolean parameter (`true`/`false`, `yes`/`no`, `1`/`0`), `default` when unset.
     fn boolean(&self, name: &str, default: bool) -> Result<bool, Status> {
         match self.get(name).map(|v| v.to_ascii_lowercase()) {
@@ -388,5 +444,36 @@ impl<T: Clone> Sessions<T> {
     /// Closes the session `id`; returns what it held.
     pub fn close(&self, id: &str) -> Option<T> {
         self.map().remove(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_give_the_declared_default_of_what_is_not_set() {
+        let declared = [
+            Parameter::new("table", ConfigParameterType::String, "the table").required().definition(),
+            Parameter::new("anchor", ConfigParameterType::String, "its key").default("id").definition(),
+            Parameter::new("create", ConfigParameterType::Boolean, "create it").default("true").definition(),
+            Parameter::new("password", ConfigParameterType::EncryptedString, "a secret")
+                .secret()
+                .definition(),
+        ];
+        assert!(declared[0].required && !declared[1].required && declared[3].secret);
+        let config = Some(ConfigParameters {
+            values: [("table", "users"), ("anchor", ""), ("create", "no")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        let settings = Settings::new(&declared, &config);
+        assert_eq!(settings.text("table"), "users");
+        assert_eq!(settings.text("anchor"), "id", "empty is not set: the declared default");
+        assert!(!settings.boolean("create", true).unwrap(), "a value given wins over the default");
+        assert_eq!(settings.get("password"), None);
+        let missing = missing_required(&declared, &None);
+        assert_eq!(missing.iter().map(|p| p.parameter.as_str()).collect::<Vec<_>>(), ["table"]);
     }
 }

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use ecma_connector_sdk::{ConfigExt, error_status, parameter};
+use ecma_connector_sdk::{ConfigExt, Parameter, error_status};
 use ecma_proto::v1::{
     self, AttributeType, ConfigParameterDefinition, ConfigParameterType as T, ConfigParameters, ErrorKind,
 };
@@ -28,47 +27,33 @@ pub const OPERATIONS: [(&str, &str, u64); 5] = [
 pub fn definitions() -> Vec<ConfigParameterDefinition> {
     let mut out = Vec::new();
     for (op, help, timeout) in OPERATIONS {
-        out.push(parameter(&format!("{op}_script"), T::File, op == "export", false, "", help));
-        out.push(parameter(
-            &format!("{op}_args"),
-            T::Text,
-            false,
-            false,
-            "[]",
-            "Its arguments, a JSON array of strings (passed as they are: no shell)",
-        ));
-        out.push(parameter(
-            &format!("{op}_timeout"),
-            T::String,
-            false,
-            false,
-            &format!("{timeout}s"),
-            "Its timeout",
-        ));
+        out.push(
+            Parameter::new(format!("{op}_script"), T::File, help).required_if(op == "export").definition(),
+        );
+        out.push(
+            Parameter::new(
+                format!("{op}_args"),
+                T::Text,
+                "Its arguments, a JSON array of strings (passed as they are: no shell)",
+            )
+            .default("[]")
+            .definition(),
+        );
+        out.push(
+            Parameter::new(format!("{op}_timeout"), T::String, "Its timeout")
+                .default(format!("{timeout}s"))
+                .definition(),
+        );
     }
     out.extend([
-        parameter("working_dir", T::String, false, false, "", "Working directory of every script"),
-        parameter("environment", T::Text, false, false, "{}", "Extra environment variables, a JSON object"),
-        parameter("parameters", T::Text, false, false, "{}", "Values handed to every script, a JSON object"),
-        parameter(
-            "secrets",
-            T::EncryptedString,
-            false,
-            true,
-            "",
-            "Secrets handed to scripts on stdin only: a JSON object, or one string (as \"secret\")",
-        ),
-        parameter("object_type", T::String, false, false, "user", "Object type name (without a schema script)"),
-        parameter(
-            "attributes",
-            T::Text,
-            false,
-            false,
-            "",
-            "Without a schema script: comma-separated `name[:string|integer|boolean|binary|reference][*]` (* = multi-valued)",
-        ),
-        parameter("anchor_attribute", T::String, false, false, "id", "The attribute that identifies an object"),
-        parameter("partition", T::String, false, false, "default", "The one partition's name"),
+        Parameter::new("working_dir", T::String, "Working directory of every script").definition(),
+        Parameter::new("environment", T::Text, "Extra environment variables, a JSON object").default("{}").definition(),
+        Parameter::new("parameters", T::Text, "Values handed to every script, a JSON object").default("{}").definition(),
+        Parameter::new("secrets", T::EncryptedString, "Secrets handed to scripts on stdin only: a JSON object, or one string (as \"secret\")").secret().definition(),
+        Parameter::new("object_type", T::String, "Object type name (without a schema script)").default("user").definition(),
+        Parameter::new("attributes", T::Text, "Without a schema script: comma-separated `name[:string|integer|boolean|binary|reference][*]` (* = multi-valued)").definition(),
+        Parameter::new("anchor_attribute", T::String, "The attribute that identifies an object").default("id").definition(),
+        Parameter::new("partition", T::String, "The one partition's name").default("default").definition(),
     ]);
     out
 }
@@ -97,8 +82,9 @@ fn invalid(message: String) -> Status {
     error_status(ErrorKind::InvalidConfiguration, message)
 }
 
-fn json_parameter(config: &Option<ConfigParameters>, key: &str, default: &str) -> Result<Json, Status> {
-    let text = config.get(key).unwrap_or(default);
+/// A JSON parameter (its declared default when it is not set).
+fn json_parameter(config: &impl ConfigExt, key: &str) -> Result<Json, Status> {
+    let text = config.text(key);
     serde_json::from_str(text).map_err(|e| invalid(format!("{key} is not valid JSON ({e})")))
 }
 
@@ -123,9 +109,13 @@ pub fn not_executable(path: &std::path::Path) -> Option<String> {
 }
 
 impl Settings {
+    /// Reads a configuration against the declared parameters (a default is the one
+    /// [`definitions`] declares).
     pub fn read(config: &Option<ConfigParameters>) -> Result<Self, Status> {
+        let declared = definitions();
+        let config = &ecma_connector_sdk::Settings::new(&declared, config);
         let working_dir = config.get("working_dir").map(PathBuf::from);
-        let env = match json_parameter(config, "environment", "{}")? {
+        let env = match json_parameter(config, "environment")? {
             Json::Object(map) => map
                 .into_iter()
                 .map(|(k, v)| match v {
@@ -136,10 +126,10 @@ impl Settings {
             _ => return Err(invalid("environment must be a JSON object".into())),
         };
         let mut scripts = BTreeMap::new();
-        for (op, _, default_timeout) in OPERATIONS {
+        for (op, _, _) in OPERATIONS {
             let Some(path) = config.get(&format!("{op}_script")) else { continue };
             let args_key = format!("{op}_args");
-            let args = match json_parameter(config, &args_key, "[]")? {
+            let args = match json_parameter(config, &args_key)? {
                 Json::Array(items) => items
                     .into_iter()
                     .map(|i| match i {
@@ -150,12 +140,9 @@ impl Settings {
                 _ => return Err(invalid(format!("{args_key} must be a JSON array of strings"))),
             };
             let timeout_key = format!("{op}_timeout");
-            let timeout = match config.get(&timeout_key) {
-                Some(text) => humantime::parse_duration(text).map_err(|e| {
-                    invalid(format!("{timeout_key} {text:?} is not a duration like 30s ({e})"))
-                })?,
-                None => Duration::from_secs(default_timeout),
-            };
+            let text = config.text(&timeout_key);
+            let timeout = humantime::parse_duration(text)
+                .map_err(|e| invalid(format!("{timeout_key} {text:?} is not a duration like 30s ({e})")))?;
             let mut path = PathBuf::from(path);
             if path.is_relative()
                 && let Some(dir) = &working_dir
@@ -185,8 +172,7 @@ impl Settings {
             },
         };
         let mut attributes = Vec::new();
-        for spec in config.get("attributes").unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty())
-        {
+        for spec in config.text("attributes").split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (spec, multi) = match spec.strip_suffix('*') {
                 Some(s) => (s, true),
                 None => (spec, false),
@@ -211,12 +197,12 @@ impl Settings {
         }
         Ok(Self {
             scripts,
-            parameters: json_parameter(config, "parameters", "{}")?,
+            parameters: json_parameter(config, "parameters")?,
             secrets,
-            object_type: config.get("object_type").unwrap_or("user").to_string(),
-            anchor: config.get("anchor_attribute").unwrap_or("id").to_string(),
+            object_type: config.text("object_type").to_string(),
+            anchor: config.text("anchor_attribute").to_string(),
             attributes,
-            partition: config.get("partition").unwrap_or("default").to_string(),
+            partition: config.text("partition").to_string(),
         })
     }
 
@@ -251,6 +237,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn config(pairs: &[(&str, &str)]) -> Option<ConfigParameters> {
         Some(ConfigParameters { values: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() })

@@ -22,13 +22,23 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Backend {
+    /// Opens the table `config` describes, its parameters read against the declared table (a
+    /// default is the one `parameters()` declares).
     pub async fn open(config: &Option<ConfigParameters>) -> Result<Self, Status> {
-        let url = config.require("connection_string")?;
+        let declared = crate::connector::parameters();
+        let settings = ecma_connector_sdk::Settings::new(&declared, config);
+        let url = settings.require("connection_string")?;
         match url.strip_prefix("odbc:") {
             #[cfg(feature = "odbc")]
             Some(odbc) => {
                 let (config, odbc) = (config.clone(), odbc.to_string());
-                let table = blocking(move || crate::odbc::OdbcTable::open(&config, &odbc)).await??;
+                let table = blocking(move || {
+                    crate::odbc::OdbcTable::open(
+                        &ecma_connector_sdk::Settings::new(&declared, &config),
+                        &odbc,
+                    )
+                })
+                .await??;
                 Ok(Self::Odbc(std::sync::Arc::new(table)))
             }
             #[cfg(not(feature = "odbc"))]
@@ -36,7 +46,7 @@ impl Backend {
                 ErrorKind::InvalidConfiguration,
                 "this connector-sql was built without ODBC support (cargo feature `odbc`)",
             )),
-            None => Ok(Self::Sqlx(Box::new(Table::open(config).await?))),
+            None => Ok(Self::Sqlx(Box::new(Table::open(&settings).await?))),
         }
     }
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use ecma_connector_sdk::{
-    Capabilities, ConnectorError, ConnectorV2, ExportScope, ImportRequest, ImportRun, Outcome, Page, Target,
-    parameter,
+    Capabilities, ConnectorError, ConnectorV2, ExportScope, ImportRequest, ImportRun, Outcome, Page,
+    Parameter, Target,
 };
 use ecma_proto::v1::{self, ConfigParameterType as T, ConfigParameters, ErrorKind};
 
@@ -215,87 +215,76 @@ impl ImportRun for SqlImport {
 /// The parameters this connector declares.
 pub fn parameters() -> Vec<v1::ConfigParameterDefinition> {
     let mut parameters = vec![
-        parameter(
+        Parameter::new(
             "connection_string",
             T::EncryptedString,
-            true,
-            true,
-            "",
             "Database URL: postgres://user:password@host/db, mysql://... (MariaDB too), \
                      sqlite:///var/lib/app/users.db; add ?sslmode=require (PostgreSQL) or \
                      ?ssl-mode=required (MySQL) for TLS",
-        ),
-        parameter("table", T::String, true, false, "", "Table (or view) holding the objects"),
-        parameter("anchor_column", T::String, false, false, "id", "Column that identifies a row"),
-        parameter("object_type", T::String, false, false, "user", "Object type name the table offers"),
-        parameter("create_table", T::Boolean, false, false, "false", "Create the table if it is missing"),
-        parameter(
+        )
+        .required()
+        .secret()
+        .definition(),
+        Parameter::new("table", T::String, "Table (or view) holding the objects").required().definition(),
+        Parameter::new("anchor_column", T::String, "Column that identifies a row").default("id").definition(),
+        Parameter::new("object_type", T::String, "Object type name the table offers")
+            .default("user")
+            .definition(),
+        Parameter::new("create_table", T::Boolean, "Create the table if it is missing")
+            .default("false")
+            .definition(),
+        Parameter::new(
             "multi_valued",
             T::Text,
-            false,
-            false,
-            "",
             "Comma-separated multi-valued attributes, each in a table <table>_<attribute> (owner, value)",
-        ),
-        parameter(
+        )
+        .definition(),
+        Parameter::new(
             "references",
             T::Text,
-            false,
-            false,
-            "",
             "Comma-separated attributes whose values are anchors of other objects (e.g. members)",
-        ),
-        parameter(
+        )
+        .definition(),
+        Parameter::new(
             "watermark_column",
             T::String,
-            false,
-            false,
-            "",
             "Column holding each row's last change time: enables delta imports (created \
                      with the table when create_table is set)",
-        ),
-        parameter(
+        )
+        .definition(),
+        Parameter::new(
             "watermark_query",
             T::Text,
-            false,
-            false,
-            "",
             "Query returning the mark a run starts from (default: now less 5 minutes)",
-        ),
-        parameter(
+        )
+        .definition(),
+        Parameter::new(
             "soft_delete_column",
             T::String,
-            false,
-            false,
-            "",
             "Boolean column marking deleted rows: left out of full imports, reported as \
                      deletes by delta imports",
-        ),
-        parameter(
+        )
+        .definition(),
+        Parameter::new(
             "change_table",
             T::String,
-            false,
-            false,
-            "",
             "Table (anchor, changed_at) of changed anchors that delta imports read; a changed \
                  anchor whose row is gone is reported as deleted",
-        ),
-        parameter(
+        )
+        .definition(),
+        Parameter::new(
             "install_change_triggers",
             T::Boolean,
-            false,
-            false,
-            "false",
             "Create change_table and triggers on the table (and its multi-valued tables) that fill it",
-        ),
-        parameter(
+        )
+        .default("false")
+        .definition(),
+        Parameter::new(
             "columns",
             T::Text,
-            false,
-            false,
-            "",
             "With create_table: comma-separated `name [text|integer|boolean|blob] [unique]`",
-        ),
+        )
+        .definition(),
     ];
     // Per operation, the admin's own SQL or stored procedure instead of the generated SQL.
     for operation in Operation::ALL {
@@ -319,16 +308,11 @@ pub fn parameters() -> Vec<v1::ConfigParameterDefinition> {
                 "Its parameters, in order (default: anchor, then every column)",
             ),
         };
-        parameters.push(parameter(&format!("{op}_statement"), T::Text, false, false, "", statement_help));
-        parameters.push(parameter(&format!("{op}_procedure"), T::String, false, false, "", procedure_help));
-        parameters.push(parameter(
-            &format!("{op}_procedure_parameters"),
-            T::String,
-            false,
-            false,
-            "",
-            parameters_help,
-        ));
+        parameters.push(Parameter::new(format!("{op}_statement"), T::Text, statement_help).definition());
+        parameters.push(Parameter::new(format!("{op}_procedure"), T::String, procedure_help).definition());
+        parameters.push(
+            Parameter::new(format!("{op}_procedure_parameters"), T::String, parameters_help).definition(),
+        );
     }
     parameters
 }

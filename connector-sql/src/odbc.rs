@@ -17,8 +17,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ecma_connector_sdk::{ConfigExt, error_status};
 use ecma_proto::v1::{
-    self, Anchor, AttributeType, AttributeValues, ConfigParameters, CsEntryChange, Entry, ErrorKind, Value,
-    value::Kind,
+    self, Anchor, AttributeType, AttributeValues, CsEntryChange, Entry, ErrorKind, Value, value::Kind,
 };
 use odbc_api::parameter::InputParameter;
 use odbc_api::{Connection, ConnectionOptions, Cursor, Environment, IntoParameter};
@@ -122,10 +121,10 @@ pub struct OdbcTable {
 
 impl OdbcTable {
     /// Connects and reads the table's columns (blocking).
-    pub fn open(config: &Option<ConfigParameters>, connection_string: &str) -> Result<Self, Status> {
+    pub fn open(config: &impl ConfigExt, connection_string: &str) -> Result<Self, Status> {
         let name = config.require("table")?.to_string();
         check_identifier("table", &name)?;
-        let anchor_name = config.get("anchor_column").unwrap_or("id").to_string();
+        let anchor_name = config.text("anchor_column").to_string();
         check_identifier("anchor_column", &anchor_name)?;
         for unsupported in ["multi_valued", "watermark_column", "soft_delete_column", "create_table"] {
             if config.get(unsupported).is_some_and(|v| v != "false") {
@@ -135,12 +134,12 @@ impl OdbcTable {
                 ));
             }
         }
-        let references = config.get("references").unwrap_or("").to_string();
+        let references = config.text("references").to_string();
         let table = Self {
             connection_string: connection_string.to_string(),
             connection: Mutex::new(None),
             name: name.clone(),
-            object_type: config.get("object_type").unwrap_or("user").to_string(),
+            object_type: config.text("object_type").to_string(),
             anchor: Column {
                 name: anchor_name.clone(),
                 kind: AttributeType::String,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use ecma_connector_sdk::{ConfigExt, error_status};
-use ecma_proto::v1::{ConfigParameters, ErrorKind, Value};
+use ecma_proto::v1::{ErrorKind, Value};
 use tonic::Status;
 
 use crate::dialect::Dialect;
@@ -137,7 +137,7 @@ pub fn compile(dialect: Dialect, key: &str, text: &str, known: &[String]) -> Res
 /// `<op>_procedure_parameters`, by default the anchor then `columns` for add and update, the
 /// anchor for delete, `after, page_size` for read). `None`: the connector generates the SQL.
 pub fn configured(
-    config: &Option<ConfigParameters>,
+    config: &impl ConfigExt,
     dialect: Dialect,
     operation: Operation,
     anchor: &str,
@@ -195,7 +195,7 @@ pub struct Custom {
 
 impl Custom {
     pub fn load(
-        config: &Option<ConfigParameters>,
+        config: &impl ConfigExt,
         dialect: Dialect,
         anchor: &str,
         columns: &[String],

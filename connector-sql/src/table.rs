@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ecma_connector_sdk::{ConfigExt, error_status};
 use ecma_proto::v1::{
-    self, Anchor, AttributeChange, AttributeModificationType, AttributeType, AttributeValues,
-    ConfigParameters, CsEntryChange, Entry, ErrorKind, Value, value::Kind,
+    self, Anchor, AttributeChange, AttributeModificationType, AttributeType, AttributeValues, CsEntryChange,
+    Entry, ErrorKind, Value, value::Kind,
 };
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
@@ -287,7 +287,7 @@ fn kind_matches(value: &Value, kind: AttributeType) -> bool {
     )
 }
 
-fn list(config: &Option<ConfigParameters>, key: &str) -> Result<Vec<String>, Status> {
+fn list(config: &impl ConfigExt, key: &str) -> Result<Vec<String>, Status> {
     let names: Vec<String> = config
         .get(key)
         .unwrap_or("")
@@ -302,7 +302,7 @@ fn list(config: &Option<ConfigParameters>, key: &str) -> Result<Vec<String>, Sta
     Ok(names)
 }
 
-fn identifier(config: &Option<ConfigParameters>, key: &str) -> Result<Option<String>, Status> {
+fn identifier(config: &impl ConfigExt, key: &str) -> Result<Option<String>, Status> {
     match config.get(key) {
         Some(name) => {
             check_identifier(key, name)?;
@@ -455,14 +455,15 @@ fn connect_hint(dialect: Dialect, url: &str, error: &sqlx::Error) -> String {
 
 impl Table {
     /// Connects, creates the table when configured to, and reads its columns.
-    pub async fn open(config: &Option<ConfigParameters>) -> Result<Self, Status> {
+    /// Opens the table `config` (read against the declared parameters) describes.
+    pub async fn open(config: &(impl ConfigExt + Sync)) -> Result<Self, Status> {
         let url = config.require("connection_string")?.to_string();
         let dialect = Dialect::of_url(&url)?;
         let name = config.require("table")?.to_string();
         check_identifier("table", &name)?;
-        let anchor_name = config.get("anchor_column").unwrap_or("id").to_string();
+        let anchor_name = config.text("anchor_column").to_string();
         check_identifier("anchor_column", &anchor_name)?;
-        let object_type = config.get("object_type").unwrap_or("user").to_string();
+        let object_type = config.text("object_type").to_string();
         let create = config.boolean("create_table", false)?;
         let multi_valued = list(config, "multi_valued")?;
         let references = list(config, "references")?;
@@ -480,7 +481,7 @@ impl Table {
         let q = |n: &str| dialect.quote(n);
 
         if create {
-            let columns = parse_column_definitions(config.get("columns").unwrap_or(""))?;
+            let columns = parse_column_definitions(config.text("columns"))?;
             let mut ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {} ({} {} PRIMARY KEY NOT NULL",
                 q(&name),
