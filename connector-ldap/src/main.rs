@@ -5,11 +5,14 @@
 //! - `directory`: the connection (StartTLS, ldaps, SASL EXTERNAL, reconnect) and result codes;
 //! - `schema`: object classes and attribute types from the subschema entry;
 //! - `target`: one configured directory, its features, and entry conversions;
+//! - `dn`: DNs: parsing, escaping, comparison (RFC 4514);
 //! - `export`: add, modify, rename/move, delete, passwords;
-//! - `import`: paged full imports, RFC 4533 or `modifyTimestamp` deltas;
+//! - `import`: paged full imports; RFC 4533 (`import::sync`), accesslog and retro changelog
+//!   (`import::replay`) or `modifyTimestamp` (`import::timestamp`) deltas;
 //! - `service`: the `ecma.v1` gRPC service.
 
 mod directory;
+mod dn;
 mod export;
 mod import;
 mod schema;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use ecma_proto::v1::{self, AttributeType, ErrorKind, value::Kind};
-use ldap3::{Scope, SearchEntry, dn_escape, ldap_escape};
+use ldap3::{Scope, SearchEntry, ldap_escape};
 
 use crate::directory::{Directory, OpError, first, values};
 use crate::schema::DirectorySchema;
@@ -268,11 +268,6 @@ impl Target {
     /// The placeholder member of an otherwise empty group.
     pub fn empty_member(&self) -> String {
         self.settings().empty_member.clone().unwrap_or_else(|| DEFAULT_EMPTY_MEMBER.to_string())
-    }
-
-    /// The DN of a new entry whose mapping gave none: `<rdn_attribute>=<value>,<container>`.
-    pub fn default_dn(&self, partition: &str, rdn_value: &str) -> String {
-        format!("{}={},{}", self.settings().rdn_attribute, dn_escape(rdn_value), self.search_base(partition))
     }
 }
 

@@ -24,20 +24,24 @@ pub struct ConnectorError {
     /// What it concerns: the parameter of a configuration problem, the attribute of a refused
     /// password.
     pub parameter: Option<String>,
+    /// The call may or may not have written what it was sent (a connection that broke during a
+    /// COMMIT): the supervisor looks the objects up instead of taking the call for failed.
+    pub outcome_unknown: bool,
 }
 
 impl ConnectorError {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into(), parameter: None }
+        Self { kind, detail: detail.into(), parameter: None, outcome_unknown: false }
+    }
+
+    /// A call whose outcome is not known: on the wire, UNAVAILABLE without an error kind.
+    pub fn outcome_unknown(detail: impl Into<String>) -> Self {
+        Self { outcome_unknown: true, ..Self::new(ErrorKind::ConnectionFailed, detail) }
     }
 
     /// A configuration problem with `parameter`.
     pub fn config(parameter: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::InvalidConfiguration,
-            detail: detail.into(),
-            parameter: Some(parameter.into()),
-        }
+        Self::new(ErrorKind::InvalidConfiguration, detail).on(parameter)
     }
 
     /// An operation this connector (or this configuration) does not offer.
@@ -70,14 +74,28 @@ impl std::error::Error for ConnectorError {}
 
 impl From<ConnectorError> for Status {
     fn from(e: ConnectorError) -> Self {
-        error_status(e.kind, e.detail)
+        if e.outcome_unknown { Status::unavailable(e.detail) } else { error_status(e.kind, e.detail) }
     }
 }
 
 impl From<Status> for ConnectorError {
+    /// The status's error kind; a status without one whose code says the call may have been
+    /// done (UNAVAILABLE, UNKNOWN, ABORTED, CANCELLED) keeps that meaning.
     fn from(status: Status) -> Self {
-        let kind = ecma_proto::error_kind_of(&status).unwrap_or(ErrorKind::Internal);
-        Self::new(kind, status.message())
+        match ecma_proto::error_kind_of(&status) {
+            Some(kind) => Self::new(kind, status.message()),
+            None if matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Aborted
+                    | tonic::Code::Cancelled
+            ) =>
+            {
+                Self::outcome_unknown(status.message())
+            }
+            None => Self::new(ErrorKind::Internal, status.message()),
+        }
     }
 }
 
@@ -587,6 +605,10 @@ mod tests {
         let status = Status::from(ConnectorError::new(ErrorKind::NoSuchObject, "gone"));
         assert_eq!(status.code(), tonic::Code::NotFound);
         assert_eq!(ConnectorError::from(status), ConnectorError::new(ErrorKind::NoSuchObject, "gone"));
+        // A call whose outcome is unknown stays so on the wire (no error kind: the supervisor
+        // looks the objects up).
+        let unknown = Status::from(ConnectorError::from(Status::unavailable("COMMIT broke")));
+        assert_eq!((unknown.code(), ecma_proto::error_kind_of(&unknown)), (tonic::Code::Unavailable, None));
         let problem = ConnectorError::config("url", "url is required").problem();
         assert_eq!(
             (problem.parameter.as_str(), problem.kind),

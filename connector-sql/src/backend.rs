@@ -5,7 +5,9 @@ use ecma_connector_sdk::{ConfigExt, error_status};
 use ecma_proto::v1::{self, ConfigParameters, CsEntryChange, Entry, ErrorKind, Value};
 use tonic::Status;
 
-use crate::table::{Applied, ConnectorError, Page, Table};
+use crate::model::{Applied, Page};
+use crate::table::Table;
+use ecma_connector_sdk::ConnectorError;
 
 pub enum Backend {
     Sqlx(Box<Table>),
@@ -25,7 +27,7 @@ impl Backend {
     /// Opens the table `config` describes, its parameters read against the declared table (a
     /// default is the one `parameters()` declares).
     pub async fn open(config: &Option<ConfigParameters>) -> Result<Self, Status> {
-        let declared = crate::connector::parameters();
+        let declared = crate::service::parameters();
         let settings = ecma_connector_sdk::Settings::new(&declared, config);
         let url = settings.require("connection_string")?;
         match url.strip_prefix("odbc:") {
@@ -78,7 +80,7 @@ impl Backend {
         match self {
             Self::Sqlx(t) => t.schema_type(),
             #[cfg(feature = "odbc")]
-            Self::Odbc(t) => crate::table::schema_type(&t.object_type, &t.anchor, &t.columns),
+            Self::Odbc(t) => crate::model::schema_type(&t.object_type, &t.anchor, &t.columns),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What differs between the databases the connector speaks: identifier quoting, placeholders,
 //! catalog queries, type names, and the few statements without a common SQL form.
 //!
-//! Only identifiers that passed [`crate::table::check_identifier`] and type names read from the
+//! Only identifiers that passed [`crate::model::check_identifier`] and type names read from the
 //! database's own catalog (checked by [`Dialect::check_type_name`]) are ever put into SQL text;
 //! every value is a bound parameter.
 

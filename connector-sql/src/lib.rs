@@ -9,11 +9,12 @@
 //! fault-injection connector in `tests/`) can wrap it.
 
 pub mod backend;
-pub mod connector;
 pub mod dialect;
+pub mod model;
 #[cfg(feature = "odbc")]
 pub mod odbc;
+pub mod service;
 pub mod statements;
 pub mod table;
 
-pub use connector::SqlConnector;
+pub use service::SqlConnector;

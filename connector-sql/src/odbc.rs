@@ -24,8 +24,9 @@ use odbc_api::{Connection, ConnectionOptions, Cursor, Environment, IntoParameter
 use tonic::Status;
 
 use crate::dialect::Dialect;
+use crate::model::{Applied, Column, PARTITION, Page, check_identifier, single_value};
 use crate::statements::{Custom, Operation};
-use crate::table::{Applied, Column, ConnectorError, PARTITION, Page, check_identifier, single_value};
+use ecma_connector_sdk::ConnectorError;
 
 fn environment() -> Result<&'static Environment, Status> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();

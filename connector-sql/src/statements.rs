@@ -156,7 +156,7 @@ pub fn configured(
         )),
         (Some(text), None) => compile(dialect, &statement_key, text, &known).map(Some),
         (None, Some(procedure)) => {
-            crate::table::check_identifier(&procedure_key, procedure)?;
+            crate::model::check_identifier(&procedure_key, procedure)?;
             let parameters_key = format!("{op}_procedure_parameters");
             let parameters: Vec<String> = match config.get(&parameters_key) {
                 Some(list) => {

@@ -9,8 +9,8 @@ use ecma_connector_sdk::{
 use ecma_proto::v1::{self, ConfigParameterType as T, ConfigParameters, ErrorKind};
 
 use crate::backend::Backend;
+use crate::model::PARTITION;
 use crate::statements::Operation;
-use crate::table::PARTITION;
 
 const DEFAULT_PAGE_SIZE: u32 = 500;
 const MAX_PAGE_SIZE: u32 = 5000;
