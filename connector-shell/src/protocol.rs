@@ -9,7 +9,7 @@ use ecma_proto::v1::{
 };
 use serde_json::{Map, Value as Json, json};
 
-use crate::runner::ScriptError;
+use ecma_connector_sdk::ConnectorError;
 
 pub const PROTOCOL: u32 = 1;
 
@@ -126,12 +126,12 @@ pub fn kind_by_name(name: &str) -> ErrorKind {
 }
 
 /// Parses a stdout line as a JSON object, or says which line is not one.
-pub fn parse_line(operation: &str, number: usize, line: &str) -> Result<Map<String, Json>, ScriptError> {
+pub fn parse_line(operation: &str, number: usize, line: &str) -> Result<Map<String, Json>, ConnectorError> {
     match serde_json::from_str::<Json>(line) {
         Ok(Json::Object(object)) => Ok(object),
         Ok(_) | Err(_) => {
             let shown: String = line.chars().take(120).collect();
-            Err(ScriptError::new(
+            Err(ConnectorError::new(
                 ErrorKind::Internal,
                 format!("the {operation} script's output line {number} is not a JSON object: {shown:?}"),
             ))
@@ -140,13 +140,13 @@ pub fn parse_line(operation: &str, number: usize, line: &str) -> Result<Map<Stri
 }
 
 /// A whole-call error line (`{"error": {...}}` without an identifier).
-pub fn call_error(operation: &str, object: &Map<String, Json>) -> Option<ScriptError> {
+pub fn call_error(operation: &str, object: &Map<String, Json>) -> Option<ConnectorError> {
     if object.contains_key("identifier") {
         return None;
     }
     let error = object.get("error")?;
     let (kind, message) = error_of(error);
-    Some(ScriptError::new(kind, format!("the {operation} script reported: {message}")))
+    Some(ConnectorError::new(kind, format!("the {operation} script reported: {message}")))
 }
 
 /// An imported object line: `{"anchor": ..., "attributes": {...}, "modification": "add" |
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn bad_lines_are_named_by_number() {
         let e = parse_line("export", 3, "not json").unwrap_err();
-        assert!(e.message.contains("line 3"), "{}", e.message);
+        assert!(e.detail.contains("line 3"), "{}", e.detail);
         assert!(parse_line("export", 1, "[1, 2]").is_err());
         assert!(parse_line("export", 1, r#"{"identifier": "a"}"#).is_ok());
     }

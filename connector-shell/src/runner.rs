@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use ecma_connector_sdk::ConnectorError;
 use ecma_proto::v1::ErrorKind;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -20,19 +21,6 @@ pub struct Script {
     pub working_dir: Option<PathBuf>,
     /// Added to the environment (which is the connector's, less its own contract variables).
     pub env: Vec<(String, String)>,
-}
-
-/// Why a script run failed as a whole.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScriptError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl ScriptError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
-    }
 }
 
 /// The error kind an exit code stands for (sysexits.h, as documented in docs/shell-connector.md).
@@ -56,8 +44,8 @@ const STDERR_TAIL: usize = 5;
 pub async fn run(
     script: &Script,
     input: &serde_json::Value,
-    mut on_line: impl FnMut(usize, &str) -> Result<(), ScriptError>,
-) -> Result<(), ScriptError> {
+    mut on_line: impl FnMut(usize, &str) -> Result<(), ConnectorError>,
+) -> Result<(), ConnectorError> {
     let mut command = tokio::process::Command::new(&script.path);
     command
         .args(&script.args)
@@ -77,7 +65,7 @@ pub async fn run(
     }
     let what = format!("{} script {}", script.operation, script.path.display());
     let mut child = command.spawn().map_err(|e| {
-        ScriptError::new(
+        ConnectorError::new(
             ErrorKind::InvalidConfiguration,
             format!("cannot start the {what}: {e}{}", spawn_hint(&e, &script.operation)),
         )
@@ -125,7 +113,7 @@ pub async fn run(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(ScriptError::new(
+                    return Err(ConnectorError::new(
                         ErrorKind::Internal,
                         format!("the {what} wrote something unreadable on stdout (line {}): {e}", number + 1),
                     ));
@@ -135,13 +123,13 @@ pub async fn run(
         child
             .wait()
             .await
-            .map_err(|e| ScriptError::new(ErrorKind::Internal, format!("waiting for the {what}: {e}")))
+            .map_err(|e| ConnectorError::new(ErrorKind::Internal, format!("waiting for the {what}: {e}")))
     };
     let outcome = tokio::time::timeout(script.timeout, work).await;
     let status = match outcome {
         Ok(Ok(status)) => Ok(status),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(ScriptError::new(
+        Err(_) => Err(ConnectorError::new(
             ErrorKind::Timeout,
             format!(
                 "the {what} did not finish within {:?}; it was killed with its process group",
@@ -166,7 +154,7 @@ pub async fn run(
         _ => "failed".to_string(),
     };
     let said = if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) };
-    Err(ScriptError::new(exit_kind(status.code()), format!("the {what} {how}{said}")))
+    Err(ConnectorError::new(exit_kind(status.code()), format!("the {what} {how}{said}")))
 }
 
 /// What to check when a script could not be started (its file was found and is executable

@@ -12,17 +12,11 @@ use ecma_proto::v1::{self, AttributeType, ConfigParameters, ErrorKind};
 use serde_json::{Map, Value as Json, json};
 
 use crate::protocol::{self, call_error, parse_line};
-use crate::runner::{self, Script, ScriptError};
+use crate::runner::{self, Script};
 use crate::settings::Settings;
 
 const DEFAULT_PAGE_SIZE: u32 = 500;
 const MAX_PAGE_SIZE: u32 = 10_000;
-
-impl From<ScriptError> for ConnectorError {
-    fn from(e: ScriptError) -> Self {
-        ConnectorError::new(e.kind, e.message)
-    }
-}
 
 /// What the schema script said of a configuration (or the `attributes` parameter).
 struct Loaded {
@@ -285,7 +279,7 @@ impl Target for ShellTarget {
             .await;
             if let Err(e) = ran {
                 let kind = if e.kind == ErrorKind::Internal { ErrorKind::ConnectionFailed } else { e.kind };
-                problems.push(ConnectorError::new(kind, e.message).on("validate_script"));
+                problems.push(ConnectorError::new(kind, e.detail).on("validate_script"));
             }
         }
         if problems.is_empty()
@@ -349,7 +343,7 @@ impl Target for ShellTarget {
             }
             let identifier = object.get("identifier").and_then(Json::as_str).unwrap_or_default();
             let Some(change) = expected.get(identifier) else {
-                return Err(ScriptError::new(
+                return Err(ConnectorError::new(
                     ErrorKind::Internal,
                     format!("the export script's line {number} names identifier {identifier:?}, which is not in the batch"),
                 ));
@@ -363,8 +357,8 @@ impl Target for ShellTarget {
                 ConnectorError::new(ErrorKind::Internal, "the export script printed no result for this entry")
             }
             Err(e) => {
-                tracing::warn!(kind = ?e.kind, "{}", e.message);
-                e.into()
+                tracing::warn!(kind = ?e.kind, "{}", e.detail);
+                e
             }
         };
         Ok(entries
