@@ -150,6 +150,15 @@ async fn start(description: &Description, supervisor_pid: u32) -> Result<Connect
 
 /// Starts the connector process with the process contract's environment.
 fn spawn(description: &Description, supervisor_pid: u32) -> Result<Connector, String> {
+    spawn_with(description, supervisor_pid, &[])
+}
+
+/// [`spawn`], with some of the contract's variables replaced.
+fn spawn_with(
+    description: &Description,
+    supervisor_pid: u32,
+    replaced: &[(&str, &str)],
+) -> Result<Connector, String> {
     use ecma_proto::env;
     let dir = std::env::temp_dir().join(format!("ecma-check-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -167,6 +176,7 @@ fn spawn(description: &Description, supervisor_pid: u32) -> Result<Connector, St
         .env(env::CONNECTOR_NAME, "ecma-connector-check")
         .env(env::INCARNATION, "1")
         .env(env::SUPERVISOR_PID, supervisor_pid.to_string())
+        .envs(replaced.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -668,6 +678,24 @@ async fn check(description: &Description) -> Report {
         Err(reason) => Err(reason),
     };
     report.check("exits when its supervisor is gone (SUPERVISOR_PID is not its parent)", orphaned);
+
+    // A process contract it cannot work with is a bad configuration: exit 78, not a crash that
+    // would be restarted in a loop.
+    let misconfigured = match spawn_with(
+        description,
+        std::process::id(),
+        &[(ecma_proto::env::PROTOCOL_VERSIONS, "not-a-version")],
+    ) {
+        Ok(mut child) => match child.exited_within(Duration::from_secs(10)).await {
+            Some(Some(78)) => Ok(()),
+            Some(code) => Err(format!("it exited with {code:?} instead of 78 (EX_CONFIG)")),
+            None => {
+                Err("still running 10 s after it was started with a malformed ECMA_PROTOCOL_VERSIONS".into())
+            }
+        },
+        Err(reason) => Err(reason),
+    };
+    report.check("exits 78 (EX_CONFIG) when the process contract is malformed", misconfigured);
     report
 }
 

@@ -162,7 +162,13 @@ pub fn run<C: Connector>(connector: C) -> anyhow::Result<()> {
         init_telemetry()
     };
     check_started_by_supervisor()?;
-    runtime.block_on(serve(connector))
+    // A process contract it cannot work with (a variable missing or malformed) is a bad
+    // configuration: EX_CONFIG, which the supervisor does not restart in a loop.
+    let env = match Environment::from_env() {
+        Ok(env) => env,
+        Err(e) => exit_bad_config(format!("{e:#}")),
+    };
+    runtime.block_on(serve_with(env, connector))
 }
 
 /// One parameter a connector declares: its name, type and help, and whether it is required or

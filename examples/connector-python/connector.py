@@ -327,14 +327,20 @@ class TokenCheck(grpc.ServerInterceptor):
 
 def main():
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+    # A process contract it cannot work with is a bad configuration: exit 78 (EX_CONFIG), which
+    # the supervisor does not restart in a loop.
     try:
         socket = os.environ["ECMA_SOCKET"]
         token = os.environ["ECMA_TOKEN"]
-    except KeyError as missing:
-        print(f"this is a connector for the ECMA supervisor; {missing} is not set (supervisor run sets it)",
-              file=sys.stderr)
-        sys.exit(64)
-    supervisor = int(os.environ.get("ECMA_SUPERVISOR_PID", "0") or 0)
+        supervisor = int(os.environ.get("ECMA_SUPERVISOR_PID", "0") or 0)
+        versions = [int(v) for v in os.environ.get("ECMA_PROTOCOL_VERSIONS", "1").split(",")]
+    except (KeyError, ValueError) as e:
+        log.error("the supervisor's environment cannot be used (%s): this is a connector for the ECMA "
+                  "supervisor, which sets ECMA_SOCKET, ECMA_TOKEN and the other variables", e)
+        sys.exit(78)
+    if not any(v in PROTOCOL_VERSIONS for v in versions):
+        log.error("the supervisor speaks protocol versions %s, this connector %s", versions, PROTOCOL_VERSIONS)
+        sys.exit(78)
     if os.path.exists(socket):
         os.unlink(socket)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=[TokenCheck(token)])
