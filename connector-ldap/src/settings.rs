@@ -87,7 +87,7 @@ pub struct Settings {
     pub page_size: i32,
     pub delta: DeltaMethod,
     /// Placeholder member of a group that has no other member.
-    pub empty_member: Option<String>,
+    pub empty_member: String,
     /// After a rename, rewrite the old DN in the partition's groups.
     pub update_references: bool,
     /// The suffix of OpenLDAP's accesslog database.
@@ -115,7 +115,11 @@ impl Settings {
         std::iter::once(self.object_class.clone()).chain(self.auxiliary_classes.iter().cloned()).collect()
     }
 
+    /// Reads a configuration against the declared parameters (a default is the one
+    /// [`parameters`] declares).
     pub fn parse(config: &Option<ConfigParameters>) -> Result<Self, Status> {
+        let declared = parameters();
+        let config = &ecma_connector_sdk::Settings::new(&declared, config);
         let bad = |message: String| error_status(ErrorKind::InvalidConfiguration, message);
         let url = config.require("url")?.trim().to_string();
         let ldaps = if url.starts_with("ldaps://") {
@@ -204,17 +208,14 @@ impl Settings {
                 )));
             }
         };
-        let seconds = |name: &str, default: u64| -> Result<Duration, Status> {
-            match config.get(name).filter(|s| !s.is_empty()) {
-                None => Ok(Duration::from_secs(default)),
-                Some(s) => match s.parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-                    _ => Err(bad(format!("{name}: {s:?} is not a positive number of seconds"))),
-                },
+        let seconds = |name: &str| -> Result<Duration, Status> {
+            let s = config.text(name);
+            match s.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                _ => Err(bad(format!("{name}: {s:?} is not a positive number of seconds"))),
             }
         };
-        let object_class =
-            config.get("object_class").filter(|s| !s.is_empty()).unwrap_or("inetOrgPerson").to_string();
+        let object_class = config.text("object_class").to_string();
         let list = |name: &str| -> Vec<String> {
             config
                 .get(name)
@@ -225,14 +226,16 @@ impl Settings {
                 .map(String::from)
                 .collect()
         };
-        let page_size = match config.get("page_size").filter(|s| !s.is_empty()) {
-            None => 500,
-            Some(s) => match s.parse::<i32>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(bad(format!("page_size: {s:?} is not a positive number"))),
-            },
+        let page_size = match config.text("page_size").parse::<i32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(bad(format!(
+                    "page_size: {:?} is not a positive number",
+                    config.text("page_size")
+                )));
+            }
         };
-        let delta = match config.get("delta_method").unwrap_or("auto").to_ascii_lowercase().as_str() {
+        let delta = match config.text("delta_method").to_ascii_lowercase().as_str() {
             "" | "auto" => DeltaMethod::Auto,
             "sync" => DeltaMethod::Sync,
             "timestamp" | "modifytimestamp" => DeltaMethod::Timestamp,
@@ -244,8 +247,7 @@ impl Settings {
                 )));
             }
         };
-        let anchor =
-            config.get("anchor_attribute").filter(|s| !s.is_empty()).unwrap_or("entryUUID").to_string();
+        let anchor = config.text("anchor_attribute").to_string();
         // The retro changelog names the entry of a change by the attributes its plug-in is told
         // to copy (`nsslapd-attribute: nsuniqueid:targetUniqueId`, `entryuuid:targetEntryUUID`).
         let changelog_anchor = config
@@ -267,8 +269,8 @@ impl Settings {
             client_cert_file: path("client_cert_file"),
             client_key_file: path("client_key_file"),
             bind,
-            connect_timeout: seconds("connect_timeout_seconds", 10)?,
-            operation_timeout: seconds("timeout_seconds", 30)?,
+            connect_timeout: seconds("connect_timeout_seconds")?,
+            operation_timeout: seconds("timeout_seconds")?,
             auxiliary_classes: list("auxiliary_classes"),
             anchor,
             container: config.get("container").filter(|s| !s.is_empty()).map(String::from),
@@ -277,22 +279,14 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .unwrap_or(default_rdn)
                 .to_string(),
-            create_containers: config.boolean("create_containers", false)?,
+            create_containers: config.flag("create_containers")?,
             page_size,
             delta,
-            update_references: config.boolean("update_group_references", true)?,
-            accesslog_base: config
-                .get("accesslog_base")
-                .filter(|s| !s.is_empty())
-                .unwrap_or("cn=accesslog")
-                .to_string(),
-            changelog_base: config
-                .get("changelog_base")
-                .filter(|s| !s.is_empty())
-                .unwrap_or("cn=changelog")
-                .to_string(),
+            update_references: config.flag("update_group_references")?,
+            accesslog_base: config.text("accesslog_base").to_string(),
+            changelog_base: config.text("changelog_base").to_string(),
             changelog_anchor,
-            empty_member: config.get("empty_group_member").filter(|s| !s.is_empty()).map(String::from),
+            empty_member: config.text("empty_group_member").to_string(),
             object_class,
         })
     }
@@ -304,7 +298,7 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
         Parameter::new("url", T::String, "ldap://host[:port] (StartTLS unless security = \"none\") or ldaps://host[:port]").required().definition(),
         Parameter::new("security", T::String, "For ldap:// URLs: \"starttls\" or \"none\" (clear text)").default("starttls").definition(),
         Parameter::new("ca_file", T::String, "PEM bundle of the CAs to trust; the system's roots when empty").definition(),
-        Parameter::new("bind_method", T::String, "\"simple\", \"sasl_external\" (TLS client certificate) or \"anonymous\"").default("simple").definition(),
+        Parameter::new("bind_method", T::String, "\"simple\", \"sasl_external\" (TLS client certificate) or \"anonymous\" (default: simple with a bind_dn, anonymous without)").definition(),
         Parameter::new("bind_dn", T::String, "DN to bind as (simple bind)").definition(),
         Parameter::new("bind_password", T::EncryptedString, "Password of bind_dn").secret().definition(),
         Parameter::new("client_cert_file", T::String, "PEM client certificate (SASL EXTERNAL)").definition(),
@@ -315,7 +309,7 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
         Parameter::new("auxiliary_classes", T::Text, "Comma-separated auxiliary classes added to every new entry").definition(),
         Parameter::new("anchor_attribute", T::String, "Operational attribute that identifies an entry: entryUUID, or objectGUID on AD LDS").default("entryUUID").definition(),
         Parameter::new("container", T::String, "Subtree the objects live in (default: the partition)").definition(),
-        Parameter::new("rdn_attribute", T::String, "Naming attribute when the mapping gives no dn").default("uid (cn for groups)").definition(),
+        Parameter::new("rdn_attribute", T::String, "Naming attribute when the mapping gives no dn (default: uid, or cn for a group class)").definition(),
         Parameter::new("create_containers", T::Boolean, "Create missing parent entries (as organizationalUnit) of a new DN").default("false").definition(),
         Parameter::new("page_size", T::Integer, "Paged-results page size for imports").default("500").definition(),
         Parameter::new("empty_group_member", T::String, "Placeholder member of a group with no other member (groupOfNames requires one); never imported").default("cn=nobody").definition(),
@@ -323,7 +317,7 @@ pub fn parameters() -> Vec<ConfigParameterDefinition> {
         Parameter::new("delta_method", T::String, "\"auto\" (389 DS's changelog, else sync, else accesslog, else timestamp), \"sync\" (RFC 4533), \"accesslog\" (OpenLDAP's accesslog overlay), \"changelog\" (389 DS's retro changelog) or \"timestamp\" (modifyTimestamp; deletes seen by full imports only)").default("auto").definition(),
         Parameter::new("accesslog_base", T::String, "Suffix of the accesslog database (delta_method \"accesslog\"; bind_dn must be able to read it)").default("cn=accesslog").definition(),
         Parameter::new("changelog_base", T::String, "Base of 389 DS's retro changelog (delta_method \"changelog\"; bind_dn must be able to read it)").default("cn=changelog").definition(),
-        Parameter::new("changelog_anchor_attribute", T::String, "Changelog attribute holding the changed entry's anchor: the retro changelog plug-in must copy it (nsslapd-attribute: entryuuid:targetEntryUUID, or nsuniqueid:targetUniqueId for anchor nsUniqueId)").default("target<anchor_attribute>").definition(),
+        Parameter::new("changelog_anchor_attribute", T::String, "Changelog attribute holding the changed entry's anchor: the retro changelog plug-in must copy it (nsslapd-attribute: entryuuid:targetEntryUUID, or nsuniqueid:targetUniqueId for anchor nsUniqueId); default: target followed by anchor_attribute").definition(),
     ]
 }
 

@@ -16,10 +16,6 @@ pub const POST_READ_OID: &str = "1.3.6.1.1.13.2";
 pub const PERMISSIVE_MODIFY_OID: &str = "1.2.840.113556.1.4.1413";
 pub const PASSWORD_MODIFY_OID: &str = "1.3.6.1.4.1.4203.1.11.1";
 
-/// Placeholder member of a group that would otherwise have none (groupOfNames and
-/// groupOfUniqueNames require one); never reported by imports.
-pub const DEFAULT_EMPTY_MEMBER: &str = "cn=nobody";
-
 /// What the server offers, from its root DSE.
 #[derive(Debug, Clone, Default)]
 pub struct ServerFeatures {
@@ -267,7 +263,7 @@ impl Target {
 
     /// The placeholder member of an otherwise empty group.
     pub fn empty_member(&self) -> String {
-        self.settings().empty_member.clone().unwrap_or_else(|| DEFAULT_EMPTY_MEMBER.to_string())
+        self.settings().empty_member.clone()
     }
 }
 

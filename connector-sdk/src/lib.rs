@@ -372,6 +372,10 @@ pub trait ConfigExt {
     fn text(&self, name: &str) -> &str {
         self.get(name).unwrap_or("")
     }
+    /// A boolean parameter whose default the declared table gives ([`Settings`]).
+    fn flag(&self, name: &str) -> Result<bool, Status> {
+        self.boolean(name, false)
+    }
     /// A boolean parameter (`true`/`false`, `yes`/`no`, `1`/`0`), `default` when unset.
     fn boolean(&self, name: &str, default: bool) -> Result<bool, Status> {
         match self.get(name).map(|v| v.to_ascii_lowercase()) {

@@ -50,13 +50,13 @@ impl Table {
         let anchor_name = config.text("anchor_column").to_string();
         check_identifier("anchor_column", &anchor_name)?;
         let object_type = config.text("object_type").to_string();
-        let create = config.boolean("create_table", false)?;
+        let create = config.flag("create_table")?;
         let multi_valued = list(config, "multi_valued")?;
         let references = list(config, "references")?;
         let watermark_column = identifier(config, "watermark_column")?;
         let soft_delete_column = identifier(config, "soft_delete_column")?;
         let change_table = identifier(config, "change_table")?;
-        let install_triggers = config.boolean("install_change_triggers", false)?;
+        let install_triggers = config.flag("install_change_triggers")?;
         if install_triggers && change_table.is_none() {
             return Err(error_status(
                 ErrorKind::InvalidConfiguration,
