@@ -30,6 +30,31 @@ pub struct Applied {
     pub anchor: Value,
 }
 
+/// Takes the anchor column out of a table's columns (anchors travel as text whatever the
+/// column's type), marking the columns that `is_reference` names as references.
+pub fn split_anchor(
+    catalog: Vec<Column>,
+    table: &str,
+    anchor: &str,
+    is_reference: impl Fn(&str) -> bool,
+) -> Result<(Column, Vec<Column>), Status> {
+    let (mut anchors, mut columns): (Vec<Column>, Vec<Column>) =
+        catalog.into_iter().partition(|c| c.name == anchor);
+    for column in &mut columns {
+        if is_reference(&column.name) {
+            column.kind = AttributeType::Reference;
+        }
+    }
+    let mut anchor_column = anchors.pop().ok_or_else(|| {
+        error_status(
+            ErrorKind::InvalidConfiguration,
+            format!("anchor_column {anchor:?} is not a column of table {table:?}"),
+        )
+    })?;
+    anchor_column.kind = AttributeType::String;
+    Ok((anchor_column, columns))
+}
+
 /// One page of an import.
 pub struct Page {
     /// (deleted, entry): a deleted entry carries its anchor only.

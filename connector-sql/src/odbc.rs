@@ -24,7 +24,7 @@ use odbc_api::{Connection, ConnectionOptions, Cursor, Environment, IntoParameter
 use tonic::Status;
 
 use crate::dialect::Dialect;
-use crate::model::{Applied, Column, PARTITION, Page, check_identifier, single_value};
+use crate::model::{Applied, Column, PARTITION, Page, check_identifier, single_value, split_anchor};
 use crate::statements::{Custom, Operation};
 use ecma_connector_sdk::ConnectorError;
 
@@ -75,10 +75,6 @@ fn connect_hint(state: &[u8; 5]) -> &'static str {
         }
         _ => "",
     }
-}
-
-fn entry_status(e: ConnectorError) -> Status {
-    error_status(e.kind, e.detail)
 }
 
 /// The protocol type of an ODBC SQL data type code.
@@ -179,33 +175,19 @@ impl OdbcTable {
                 ),
             ));
         }
-        let mut anchor = None;
-        let mut columns = Vec::new();
+        let mut found = Vec::new();
         for (column_name, data_type, type_name, not_null) in catalog {
-            let mut kind = kind_of(data_type);
-            if references.split(',').any(|r| r.trim() == column_name) {
-                kind = AttributeType::Reference;
-            }
-            let column = Column {
+            found.push(Column {
                 name: column_name,
-                kind,
+                kind: kind_of(data_type),
                 sql_type: type_name,
                 not_null,
                 multi: false,
                 generated: false,
-            };
-            if column.name == anchor_name {
-                anchor = Some(Column { kind: AttributeType::String, ..column });
-            } else {
-                columns.push(column);
-            }
+            });
         }
-        let anchor = anchor.ok_or_else(|| {
-            error_status(
-                ErrorKind::InvalidConfiguration,
-                format!("anchor_column {anchor_name:?} is not a column of table {name:?}"),
-            )
-        })?;
+        let (anchor, columns) =
+            split_anchor(found, &name, &anchor_name, |c| references.split(',').any(|r| r.trim() == c))?;
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let custom = Custom::load(config, Dialect::Odbc, &anchor.name, &names)?;
         Ok(Self { anchor, columns, custom, quote, ..table })
@@ -248,7 +230,7 @@ impl OdbcTable {
         if result.is_err() && conn.is_dead().unwrap_or(true) {
             *slot = None;
         }
-        result.map_err(entry_status)
+        result.map_err(Status::from)
     }
 
     fn q(&self, name: &str) -> String {
@@ -593,7 +575,7 @@ impl OdbcTable {
     /// Rows whose `column` equals `value`.
     pub fn lookup(&self, column: &str, value: Value) -> Result<Vec<Entry>, Status> {
         if column != self.anchor.name {
-            self.column(column).map_err(entry_status)?;
+            self.column(column).map_err(Status::from)?;
         }
         check_identifier("lookup column", column)?;
         let sql =

@@ -112,26 +112,8 @@ impl Table {
                 ),
             ));
         }
-        let mut anchor = None;
-        let mut columns = Vec::new();
-        for mut column in catalog {
-            if references.contains(&column.name) {
-                column.kind = AttributeType::Reference;
-            }
-            if column.name == anchor_name {
-                // Anchors travel as text whatever the column's type.
-                column.kind = AttributeType::String;
-                anchor = Some(column);
-            } else {
-                columns.push(column);
-            }
-        }
-        let anchor = anchor.ok_or_else(|| {
-            error_status(
-                ErrorKind::InvalidConfiguration,
-                format!("anchor_column {anchor_name:?} is not a column of table {name:?}"),
-            )
-        })?;
+        let (anchor, mut columns) =
+            split_anchor(catalog, &name, &anchor_name, |c| references.iter().any(|r| r == c))?;
         let find = |key: &str, wanted: &Option<String>| -> Result<Option<Column>, Status> {
             // (multi-valued attributes are not columns of the table itself)
             let Some(wanted) = wanted else { return Ok(None) };
