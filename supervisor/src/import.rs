@@ -170,6 +170,22 @@ pub async fn run(
                 // A deprovisioned object kept in the target stays out of SCIM.
                 Some(record) if record.state == RecordState::Deprovisioned => report.unchanged += 1,
                 Some(record) => {
+                    // First against the record as this import read it when it began: when the
+                    // target gives what the record holds, there is nothing to write, nor to lock
+                    // or read again (a record that a SCIM write changed since is left alone all
+                    // the same, below). Most objects of most imports take only this path.
+                    let mut seen_values = if kind == ObjectModificationType::Update {
+                        record.target_values()
+                    } else {
+                        Default::default()
+                    };
+                    seen_values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    let mut resource = record.resource.clone();
+                    target.mapping.from_target(&mut resource, &seen_values, &shape, &ids);
+                    if resource == record.resource {
+                        report.unchanged += 1;
+                        continue;
+                    }
                     let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
                     // Re-read under the lock. A record that a SCIM write changed since this import
                     // began is left alone: the page may have been read before that write reached

@@ -294,6 +294,14 @@ impl PgStore {
         result
     }
 
+    /// A failure, noted (as [`PgStore::note`] does) and classified.
+    fn failed(&self, error: sqlx::Error) -> StoreError {
+        match self.note::<()>(Err(error), false) {
+            Err(e) => e,
+            Ok(()) => StoreError::Unavailable("an error that was no error".into()),
+        }
+    }
+
     async fn records(&self, sql: String, binds: &[&str]) -> Result<Vec<Record>, StoreError> {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for bind in binds {
@@ -743,7 +751,7 @@ impl Engine for PgStore {
                             "another supervisor has held this object's lock for over {LOCK_WAIT:?}"
                         )));
                     }
-                    Err(e) => return Err(self.note::<()>(Err(e), false).unwrap_err()),
+                    Err(e) => return Err(self.failed(e)),
                 }
             }
         }
@@ -753,7 +761,7 @@ impl Engine for PgStore {
     async fn lead(&self, key: i64) -> Result<Option<Held>, StoreError> {
         match self.locks.try_lock(key).await {
             Ok(lock) => Ok(lock.map(Held::new)),
-            Err(e) => Err(self.note::<()>(Err(e), false).unwrap_err()),
+            Err(e) => Err(self.failed(e)),
         }
     }
 
