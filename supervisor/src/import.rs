@@ -124,15 +124,28 @@ pub async fn run(
             ids.insert(text, record.id.clone());
         }
     };
-    loop {
-        let page = session
-            .call(
-                "GetImportEntries",
-                session.client().get_import_entries(
-                    session.request(v1::GetImportEntriesRequest { session_id: session_id.clone() }),
-                ),
-            )
-            .await?;
+    // The next page is asked for as soon as a page arrives, so that the connector (and its
+    // target) read it while this one is stored.
+    let fetch = |session: std::sync::Arc<crate::supervision::client::Session>, session_id: String| {
+        tokio::spawn(async move {
+            session
+                .call(
+                    "GetImportEntries",
+                    session
+                        .client()
+                        .get_import_entries(session.request(v1::GetImportEntriesRequest { session_id })),
+                )
+                .await
+        })
+    };
+    let mut next = Some(fetch(session.clone(), session_id.clone()));
+    while let Some(fetching) = next.take() {
+        let page = fetching
+            .await
+            .map_err(|e| CallError::Lost { detail: format!("an import page was lost: {e}") })??;
+        if page.more_to_import {
+            next = Some(fetch(session.clone(), session_id.clone()));
+        }
         report.pages += 1;
         for item in page.entries {
             if item.error.is_some() {
@@ -281,9 +294,6 @@ pub async fn run(
             store.set_watermark(connector, &page.watermark).await?;
         }
         progress(&report);
-        if !page.more_to_import {
-            break;
-        }
     }
     let closed = session
         .call(

@@ -230,23 +230,19 @@ impl Target {
 struct Stripes(Vec<Mutex<()>>);
 
 impl Stripes {
-    /// The stripe of a key: from the store's lock key, so that two names that fold alike (one
-    /// lock in the store) are one stripe here too.
-    fn index(&self, parts: &[&str]) -> usize {
-        (lock_key(parts).rem_euclid(self.0.len() as i64)) as usize
+    /// The stripe of a store lock key (so that two names that fold alike, one lock in the
+    /// store, are one stripe here too).
+    fn of(&self, key: i64) -> &Mutex<()> {
+        &self.0[key.rem_euclid(self.0.len() as i64) as usize]
     }
 
-    fn lock_for(&self, parts: &[&str]) -> &Mutex<()> {
-        &self.0[self.index(parts)]
-    }
-
-    /// Locks two keys (an object and a name it takes), in index order so that two callers never
+    /// Locks two keys (an object and a name it takes), in stripe order so that two callers never
     /// wait for each other, and once when both fall on the same stripe.
-    async fn lock_both(&self, a: &[&str], b: &[&str]) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
-        let (i, j) = (self.index(a), self.index(b));
-        let (first, second) = (i.min(j), i.max(j));
-        let first = self.0[first].lock().await;
-        let second = if second != i.min(j) { Some(self.0[second].lock().await) } else { None };
+    async fn lock_both(&self, a: i64, b: i64) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
+        let len = self.0.len() as i64;
+        let (i, j) = (a.rem_euclid(len) as usize, b.rem_euclid(len) as usize);
+        let first = self.0[i.min(j)].lock().await;
+        let second = if i != j { Some(self.0[i.max(j)].lock().await) } else { None };
         (first, second)
     }
 }
@@ -284,15 +280,16 @@ impl Provisioner {
     /// Takes the lock that serialises writes to one object (by app, resource type, and id or
     /// name), in this process and across the processes that share the store.
     pub(crate) async fn lock(&self, parts: &[&str]) -> Result<ObjectLock<'_>, StoreError> {
-        let local = self.stripes.lock_for(parts).lock().await;
-        let store = self.store.lock(&[lock_key(parts)]).await?;
+        let key = lock_key(parts);
+        let local = self.stripes.of(key).lock().await;
+        let store = self.store.lock(&[key]).await?;
         Ok(ObjectLock { _local: (local, None), _store: store })
     }
 
     /// Takes the locks of two keys (an object and a name it takes), in one order everywhere.
     async fn lock_both(&self, a: &[&str], b: &[&str]) -> Result<ObjectLock<'_>, StoreError> {
-        let local = self.stripes.lock_both(a, b).await;
         let mut keys = vec![lock_key(a), lock_key(b)];
+        let local = self.stripes.lock_both(keys[0], keys[1]).await;
         keys.sort_unstable();
         keys.dedup();
         let store = self.store.lock(&keys).await?;
