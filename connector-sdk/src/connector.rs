@@ -90,6 +90,7 @@ impl From<Status> for ConnectorError {
                     | tonic::Code::Unknown
                     | tonic::Code::Aborted
                     | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
             ) =>
             {
                 Self::outcome_unknown(status.message())
@@ -343,12 +344,9 @@ fn results(entries: &[v1::CsEntryChange], outcomes: Vec<Outcome>) -> Vec<v1::CsE
     entries
         .iter()
         .filter_map(|entry| {
-            let outcome = outcomes.next().unwrap_or_else(|| {
-                Outcome::Failed(ConnectorError::new(
-                    ErrorKind::Internal,
-                    "the connector gave no result for this entry",
-                ))
-            });
+            // An entry the target gave no outcome for may or may not be written: no result, and
+            // the supervisor looks it up.
+            let outcome = outcomes.next().unwrap_or(Outcome::Unknown);
             let identifier = entry.identifier.clone();
             match outcome {
                 Outcome::Applied { anchors, attributes } => Some(v1::CsEntryChangeResult {
@@ -521,6 +519,9 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
         &self,
         request: Request<v1::SetPasswordRequest>,
     ) -> Result<Response<v1::PasswordResponse>, Status> {
+        if !self.connector.capabilities().supports_password {
+            return Err(ConnectorError::unsupported("this connector does not set passwords").into());
+        }
         let request = request.into_inner();
         let target = self.target(&request.config).await?;
         let change = PasswordChange {
@@ -531,13 +532,16 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
             unlock_account: request.unlock_account,
             force_change_at_logon: request.force_change_at_logon,
         };
-        Ok(Response::new(password_response(target.password(change).await)))
+        password_response(target.password(change).await)
     }
 
     async fn change_password(
         &self,
         request: Request<v1::ChangePasswordRequest>,
     ) -> Result<Response<v1::PasswordResponse>, Status> {
+        if !self.connector.capabilities().supports_password {
+            return Err(ConnectorError::unsupported("this connector does not change passwords").into());
+        }
         let request = request.into_inner();
         let target = self.target(&request.config).await?;
         let change = PasswordChange {
@@ -548,17 +552,22 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
             unlock_account: false,
             force_change_at_logon: false,
         };
-        Ok(Response::new(password_response(target.password(change).await)))
+        password_response(target.password(change).await)
     }
 }
 
-fn password_response(outcome: Result<(), ConnectorError>) -> v1::PasswordResponse {
-    v1::PasswordResponse {
-        error: outcome.err().map(|e| v1::Error {
-            kind: e.kind as i32,
-            message: e.detail,
-            attribute: String::new(),
-        }),
+/// A password operation's answer: a refusal by the target in the response; an operation the
+/// connector does not offer a failed call (UNIMPLEMENTED), as for any call it does not serve.
+fn password_response(outcome: Result<(), ConnectorError>) -> Result<Response<v1::PasswordResponse>, Status> {
+    match outcome {
+        Err(e) if e.kind == ErrorKind::Unsupported => Err(e.into()),
+        outcome => Ok(Response::new(v1::PasswordResponse {
+            error: outcome.err().map(|e| v1::Error {
+                kind: e.kind as i32,
+                message: e.detail,
+                attribute: e.parameter.unwrap_or_default(),
+            }),
+        })),
     }
 }
 
@@ -592,8 +601,8 @@ mod tests {
             [
                 ("a", ErrorKind::None as i32),
                 ("b", ErrorKind::AlreadyExists as i32),
-                // "c" is unknown: no result, so that the supervisor looks it up.
-                ("d", ErrorKind::Internal as i32),
+                // "c" is unknown, and "d" got no outcome at all: no result for either, so that
+                // the supervisor looks them up.
             ]
         );
         assert_eq!(results[0].anchors, [anchor]);

@@ -44,6 +44,12 @@ impl ShellTarget {
     /// or from the `attributes` parameter.
     async fn loaded(&self) -> Result<Arc<Loaded>, ConnectorError> {
         let settings = &self.0.settings;
+        if let Some(problem) = settings.problems().into_iter().next() {
+            let kind = ErrorKind::try_from(problem.kind).unwrap_or(ErrorKind::InvalidConfiguration);
+            // The message names its parameter itself.
+            return Err(ConnectorError::new(kind, format!("{}: {}", problem.parameter, problem.message))
+                .on(problem.parameter));
+        }
         self.0
             .loaded
             .get_or_try_init(|| async {
@@ -246,12 +252,8 @@ impl ConnectorV2 for ShellConnector {
             let kind = ecma_proto::error_kind_of(&e).unwrap_or(ErrorKind::InvalidConfiguration);
             ConnectorError::new(kind, e.message())
         })?;
-        if let Some(problem) = settings.problems().into_iter().next() {
-            let kind = ErrorKind::try_from(problem.kind).unwrap_or(ErrorKind::InvalidConfiguration);
-            // The message names its parameter itself.
-            return Err(ConnectorError::new(kind, format!("{}: {}", problem.parameter, problem.message))
-                .on(problem.parameter));
-        }
+        // Scripts that cannot be run are ValidateConfiguration's problems (each of them), and
+        // every other call's error (the first).
         Ok(ShellTarget(Arc::new(Configured { settings, loaded: tokio::sync::OnceCell::new() })))
     }
 }
@@ -262,7 +264,17 @@ impl Target for ShellTarget {
     /// of its own is one problem more), then whether the schema can be had.
     async fn validate(&self) -> Vec<ConnectorError> {
         let settings = self.settings();
-        let mut problems = Vec::new();
+        let mut problems: Vec<ConnectorError> = settings
+            .problems()
+            .into_iter()
+            .map(|p| {
+                let kind = ErrorKind::try_from(p.kind).unwrap_or(ErrorKind::InvalidConfiguration);
+                ConnectorError::new(kind, p.message).on(p.parameter)
+            })
+            .collect();
+        if !problems.is_empty() {
+            return problems;
+        }
         if let Some(script) = settings.scripts.get("validate") {
             let ran = runner::run(script, &Json::Object(settings.envelope("validate")), |number, line| {
                 let object = parse_line("validate", number, line)?;
@@ -292,6 +304,12 @@ impl Target for ShellTarget {
 
     async fn schema(&self) -> Result<Vec<v1::SchemaType>, ConnectorError> {
         Ok(vec![self.loaded().await?.schema.clone()])
+    }
+
+    /// The schema (and the scripts' checks) when an export session opens, as every call but
+    /// GetPartitions.
+    async fn open_export(&self, _: &ExportScope) -> Result<(), ConnectorError> {
+        self.loaded().await.map(|_| ())
     }
 
     async fn partitions(&self) -> Result<Vec<v1::Partition>, ConnectorError> {
