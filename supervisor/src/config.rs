@@ -152,11 +152,6 @@ impl StoreConfig {
         }
     }
 
-    /// Whether the connector space is shared (PostgreSQL).
-    pub fn is_shared(&self) -> bool {
-        self.resolved.is_some()
-    }
-
     fn resolve(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
         let Some(url) = &self.url else {
             if self.password.is_some() {

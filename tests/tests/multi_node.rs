@@ -374,7 +374,11 @@ fn postgresql_restarted_during_a_burst_loses_nothing_and_the_nodes_recover_alone
     let r = try_request(a.scim, "GET", "/scim/demo/Users?count=1", Some(TOKEN), None).unwrap();
     assert_eq!(r.status, 503, "no stale answer while the store is away: {}", r.body);
     assert!(r.header("retry-after").is_some());
-    std::thread::sleep(Duration::from_millis(500));
+    // Writes too, before the database comes back (the clients' own meet the outage meanwhile).
+    let r = try_request(b.scim, "POST", "/scim/demo/Users", Some(TOKEN), Some(&user_body("during-outage")))
+        .unwrap();
+    assert_eq!(r.status, 503, "a write while the store is away: {}", r.body);
+    assert!(r.header("retry-after").is_some());
     cluster.pg.restart();
     let mut names = Vec::new();
     for client in clients {

@@ -192,15 +192,9 @@ fn a_full_disk_under_a_burst_loses_no_acknowledged_create() {
     assert_eq!(readyz_while_full, 503, "not ready while the disk is full");
 
     // Back to ready by itself, and creates work again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = request(s.admin, "GET", "/readyz", None, None);
-        if r.status == 200 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not ready again: {}\n{}", r.body, s.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    e2e::wait_until(Duration::from_secs(30), "ready again once the disk has room", || {
+        request(s.admin, "GET", "/readyz", None, None).status == 200
+    });
     let mut acknowledged = acknowledged.into_inner().unwrap();
     let during = acknowledged.len();
     for i in 0..10 {
