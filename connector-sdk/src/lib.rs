@@ -28,6 +28,8 @@ use tonic::{Request, Status};
 pub use ecma_proto;
 
 pub mod connector;
+pub mod declared;
+pub mod tls;
 pub use connector::{
     Capabilities, Connector as ConnectorV2, ConnectorError, ExportScope, ImportRequest, ImportRun, Outcome,
     Page, PasswordChange, Target, run_connector,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use ecma_connector_sdk::declared::{schema_type, type_name, type_of};
 use ecma_connector_sdk::{
     Capabilities, ConnectorError, ConnectorV2, ExportScope, ImportRequest, ImportRun, Outcome, Page,
     PasswordChange, Target,
@@ -55,7 +56,7 @@ impl ShellTarget {
             .get_or_try_init(|| async {
                 let schema = match settings.scripts.get("schema") {
                     Some(script) => schema_from_script(settings, script).await?,
-                    None => schema_from_settings(settings),
+                    None => schema_type(&settings.object_type, &settings.anchor, &settings.attributes),
                 };
                 let types = schema
                     .attributes
@@ -109,52 +110,6 @@ fn schema_json(schema: &v1::SchemaType, anchor: &str) -> Json {
     json!({ "object_type": schema.name, "anchor": anchor, "attributes": attributes })
 }
 
-fn type_name(kind: AttributeType) -> &'static str {
-    match kind {
-        AttributeType::Integer => "integer",
-        AttributeType::Boolean => "boolean",
-        AttributeType::Binary => "binary",
-        AttributeType::Reference => "reference",
-        _ => "string",
-    }
-}
-
-fn type_by_name(name: &str) -> Option<AttributeType> {
-    Some(match name {
-        "string" => AttributeType::String,
-        "integer" => AttributeType::Integer,
-        "boolean" => AttributeType::Boolean,
-        "binary" => AttributeType::Binary,
-        "reference" => AttributeType::Reference,
-        _ => return None,
-    })
-}
-
-fn schema_from_settings(settings: &Settings) -> v1::SchemaType {
-    let mut attributes = vec![v1::SchemaAttribute {
-        name: settings.anchor.clone(),
-        r#type: AttributeType::String as i32,
-        multi_valued: false,
-        operation: v1::AttributeOperation::ImportOnly as i32,
-        required: false,
-    }];
-    attributes.extend(settings.attributes.iter().filter(|a| a.name != settings.anchor).map(|a| {
-        v1::SchemaAttribute {
-            name: a.name.clone(),
-            r#type: a.kind as i32,
-            multi_valued: a.multi,
-            operation: v1::AttributeOperation::ImportExport as i32,
-            required: false,
-        }
-    }));
-    v1::SchemaType {
-        name: settings.object_type.clone(),
-        attributes,
-        anchor_attributes: vec![settings.anchor.clone()],
-        locked: false,
-    }
-}
-
 /// Runs the schema script: one line, `{"object_type": ..., "anchor": ..., "attributes":
 /// [{"name", "type", "multi_valued", "required"}]}`.
 async fn schema_from_script(settings: &Settings, script: &Script) -> Result<v1::SchemaType, ConnectorError> {
@@ -182,8 +137,8 @@ async fn schema_from_script(settings: &Settings, script: &Script) -> Result<v1::
     {
         let name = a.get("name").and_then(Json::as_str).ok_or_else(|| bad(format!("{a} has no name")))?;
         let type_text = a.get("type").and_then(Json::as_str).unwrap_or("string");
-        let kind = type_by_name(type_text)
-            .ok_or_else(|| bad(format!("type {type_text:?} of {name:?} is unknown")))?;
+        let kind =
+            type_of(type_text).ok_or_else(|| bad(format!("type {type_text:?} of {name:?} is unknown")))?;
         attributes.push(v1::SchemaAttribute {
             name: name.to_string(),
             r#type: kind as i32,

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use ecma_connector_sdk::declared::{Declared, parse_declaration};
 use ecma_connector_sdk::{ConfigExt, Parameter, error_status};
 use ecma_proto::v1::{
-    self, AttributeType, ConfigParameterDefinition, ConfigParameterType as T, ConfigParameters, ErrorKind,
+    self, ConfigParameterDefinition, ConfigParameterType as T, ConfigParameters, ErrorKind,
 };
 use serde_json::{Map, Value as Json};
 use tonic::Status;
@@ -67,15 +68,8 @@ pub struct Settings {
     pub object_type: String,
     pub anchor: String,
     /// From the `attributes` parameter (the schema script's answer replaces it).
-    pub attributes: Vec<Attribute>,
+    pub attributes: Vec<Declared>,
     pub partition: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attribute {
-    pub name: String,
-    pub kind: AttributeType,
-    pub multi: bool,
 }
 
 fn invalid(message: String) -> Status {
@@ -171,30 +165,8 @@ impl Settings {
                 _ => serde_json::json!({ "secret": text }),
             },
         };
-        let mut attributes = Vec::new();
-        for spec in config.text("attributes").split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (spec, multi) = match spec.strip_suffix('*') {
-                Some(s) => (s, true),
-                None => (spec, false),
-            };
-            let (name, kind) = match spec.split_once(':') {
-                Some((name, kind)) => (name.trim(), kind.trim()),
-                None => (spec, "string"),
-            };
-            let kind = match kind {
-                "string" => AttributeType::String,
-                "integer" => AttributeType::Integer,
-                "boolean" => AttributeType::Boolean,
-                "binary" => AttributeType::Binary,
-                "reference" => AttributeType::Reference,
-                other => {
-                    return Err(invalid(format!(
-                        "attributes: {other:?} (of {name:?}) is not string, integer, boolean, binary or reference"
-                    )));
-                }
-            };
-            attributes.push(Attribute { name: name.to_string(), kind, multi });
-        }
+        let attributes =
+            parse_declaration("attributes", config.text("attributes")).map_err(|e| invalid(e.detail))?;
         Ok(Self {
             scripts,
             parameters: json_parameter(config, "parameters")?,
@@ -237,6 +209,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ecma_proto::v1::AttributeType;
     use std::time::Duration;
 
     fn config(pairs: &[(&str, &str)]) -> Option<ConfigParameters> {

@@ -8,7 +8,9 @@ pub mod cut_proxy;
 pub mod databases;
 pub mod dirsrv;
 pub mod fixed_http;
+pub mod http_faults;
 pub mod otlp;
+pub mod rest_servers;
 pub mod slapd;
 
 use std::io::{Read, Write};
@@ -445,6 +447,22 @@ pub fn try_request(
     exchange(&mut stream, &addr.to_string(), method, path, token, body, "")
 }
 
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`) with exactly these extra
+/// headers (no token unless among them; a `Content-Type` among them replaces the default
+/// `application/scim+json`): for services other than the supervisor.
+pub fn try_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    exchange(&mut stream, &addr.to_string(), method, path, None, body, &extra)
+}
+
 /// One HTTP/1.1 request over TLS, trusting only `ca_pem`, with the given protocol versions.
 pub fn tls_request(
     addr: SocketAddr,
@@ -503,7 +521,10 @@ fn exchange(
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
     if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-        head.push_str(&format!("Content-Type: application/scim+json\r\nContent-Length: {}\r\n", body.len()));
+        if !extra_headers.lines().any(|l| l.to_ascii_lowercase().starts_with("content-type:")) {
+            head.push_str("Content-Type: application/scim+json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
