@@ -27,7 +27,7 @@ pub const OPERATIONS: [(&str, &str, &str); 7] = [
     ("delete", "DELETE", "Deletes an object"),
     ("list", "GET", "Lists objects for imports, a page at a time (see paging)"),
     ("search", "GET", "Finds objects by an attribute's value ({{attribute}}, {{value}}) for lookups"),
-    ("password", "POST", "Sets a password ({{password}})"),
+    ("set_password", "POST", "Sets or changes a password ({{password}}, {{old_password}})"),
 ];
 
 /// The parameters this connector declares.
@@ -64,7 +64,7 @@ pub fn definitions() -> Vec<ConfigParameterDefinition> {
         p("anchor_attribute", T::String, "The attribute that holds the service's id of an object").default("id"),
         p("id_path", T::String, "Where the id is in an object (JSONPath or XPath)").default("$.id"),
         p("attribute_paths", T::Text, "Where each attribute is in an object, a JSON object attribute -> JSONPath/XPath (default: a member or child element of its name)").default("{}"),
-        p("object_path", T::String, "Where the object is in the answer of get, create and update (default: the whole answer)"),
+        p("object_path", T::String, "Where the object is in the answer of get, create and update (default: the whole answer; SOAP: the result in the response element)"),
         p("items_path", T::String, "Where the objects are in the answer of list and search").default("$[*]"),
         p("absent", T::String, "What a JSON body does with a placeholder without value: omit or null").default("omit"),
         p("update_mode", T::String, "put (the whole object, read first with get), patch or merge-patch (only the changes)").default("put"),
@@ -377,6 +377,8 @@ impl Settings {
         for a in &attributes {
             let text = match explicit.iter().find(|(n, _)| *n == a.name) {
                 Some((_, path)) => path.clone(),
+                // An element of its name; a multi-valued one holds an element per value.
+                None if xml && a.multi => format!("*[local-name()='{}']/*", a.name.replace('\'', "")),
                 None if xml => format!("*[local-name()='{}']", a.name.replace('\'', "")),
                 None => format!("$['{}']", a.name.replace('\\', "\\\\").replace('\'', "\\'")),
             };
@@ -480,7 +482,13 @@ impl Settings {
             attributes,
             anchor,
             shape,
-            object_path: selector("object_path")?,
+            object_path: match (selector("object_path")?, format) {
+                (Some(at), _) => Some(at),
+                // The operation's result, inside its response element, inside the Body.
+                (None, Format::Soap(_)) => Some(Selector::Xml("//*[local-name()='Body']/*/*".into())),
+                (None, Format::Xml) => Some(Selector::Xml("/*".into())),
+                (None, Format::Json) => None,
+            },
             items_path,
             absent: match config.text("absent") {
                 "omit" => Absent::Omit,
@@ -508,7 +516,7 @@ impl Settings {
             match op.name {
                 "list" => set.extend(["page", "offset", "limit", "cursor", "watermark"]),
                 "search" => set.extend(["attribute", "value"]),
-                "password" => set.extend(["password", "old_password"]),
+                "set_password" => set.extend(["password", "old_password"]),
                 _ => {}
             }
             let mut used: BTreeSet<String> = op.path.vars().map(str::to_string).collect();
@@ -581,7 +589,7 @@ fn read_operation(
         }
         Some(text) => Some(BodyTemplate::Json(JsonTemplate::parse(text).map_err(|e| bad(&body_key, e))?)),
     };
-    if body.is_none() && matches!(op, "create" | "password") {
+    if body.is_none() && matches!(op, "create" | "set_password") {
         return Err(bad(&body_key, format!("is required: the body of {op} requests")));
     }
     let status_key = format!("{op}_status");

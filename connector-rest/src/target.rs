@@ -198,7 +198,8 @@ impl RestTarget {
     async fn get(&self, anchor: &str) -> Result<Option<(Found, Option<Json>)>, ConnectorError> {
         let op = self.operation("get")?;
         let object = Object { anchor: Some(anchor.to_string()), dn: String::new() };
-        let request = self.request(op, &self.object_vars(&object, Vars::new()), None)?;
+        let vars = self.object_vars(&object, Vars::new());
+        let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
         match self.http.call(&request, &op.statuses).await {
             Ok(answer) => {
                 let found = self.object_in(&answer.body).map_err(|e| self.bad_answer("get", e))?;
@@ -667,7 +668,7 @@ impl Target for RestTarget {
                 vars.insert("page".into(), vec![v1::Value::integer(first)]);
                 vars.insert("offset".into(), vec![v1::Value::integer(0)]);
                 vars.insert("limit".into(), vec![v1::Value::integer(1)]);
-                let request = self.request(op, &vars, None)?;
+                let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
                 self.http.call(&request, &op.statuses).await.map_err(Failure::into_error)?;
             } else if self.settings.operation("get").is_some() {
                 self.get("connector-rest-validate").await?;
@@ -751,7 +752,7 @@ impl Target for RestTarget {
     }
 
     async fn password(&self, change: PasswordChange) -> Result<(), ConnectorError> {
-        let op = self.operation("password")?;
+        let op = self.operation("set_password")?;
         let anchor = change
             .anchors
             .iter()
