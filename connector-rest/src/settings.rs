@@ -62,6 +62,7 @@ pub fn definitions() -> Vec<ConfigParameterDefinition> {
         p("partition", T::String, "The one partition's name").default("default"),
         p("attributes", T::Text, "Comma-separated `name[:string|integer|boolean|binary|reference][*]` (* = multi-valued)").required(),
         p("anchor_attribute", T::String, "The attribute that holds the service's id of an object").default("id"),
+        p("unique_attribute", T::String, "An attribute the service should keep unique but does not: a create first looks for an object with its value (search), and one found is ALREADY_EXISTS"),
         p("id_path", T::String, "Where the id is in an object (JSONPath or XPath)").default("$.id"),
         p("attribute_paths", T::Text, "Where each attribute is in an object, a JSON object attribute -> JSONPath/XPath (default: a member or child element of its name)").default("{}"),
         p("object_path", T::String, "Where the object is in the answer of get, create and update (default: the whole answer; SOAP: the result in the response element)"),
@@ -70,7 +71,7 @@ pub fn definitions() -> Vec<ConfigParameterDefinition> {
         p("update_mode", T::String, "put (the whole object, read first with get), patch or merge-patch (only the changes)").default("put"),
         p("paging", T::String, "none, page, offset, cursor or link").default("none"),
         p("page_size", T::Integer, "Objects per page asked for ({{limit}})").default("100"),
-        p("first_page", T::Integer, "Number of the first page (paging = page)").default("1"),
+        p("first_page", T::Integer, "Number of the first page ({{page}})").default("1"),
         p("next_path", T::String, "Where the next page's cursor (paging = cursor) or URL (paging = link; default: the Link header) is"),
         p("delta_query", T::Text, "Query parameters added to list for a delta import, a JSON object using {{watermark}}"),
         p("watermark_path", T::String, "Where an object's modification time is (delta imports)"),
@@ -196,7 +197,7 @@ pub enum UpdateMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paging {
     None,
-    Page { first: u64 },
+    Page,
     Offset,
     Cursor,
     Link,
@@ -228,6 +229,7 @@ pub struct Settings {
     pub partition: String,
     pub attributes: Vec<Declared>,
     pub anchor: String,
+    pub unique_attribute: Option<String>,
     pub shape: Shape,
     pub object_path: Option<Selector>,
     pub items_path: Selector,
@@ -235,6 +237,7 @@ pub struct Settings {
     pub update_mode: UpdateMode,
     pub paging: Paging,
     pub page_size: u64,
+    pub first_page: u64,
     pub next_path: Option<Selector>,
     pub delta: Option<Delta>,
     pub error_message_path: Option<Selector>,
@@ -418,6 +421,7 @@ impl Settings {
                 ));
             }
         }
+        let attributes_declared: Vec<String> = shape.attributes.iter().map(|(n, _)| n.clone()).collect();
         let update_mode = match config.text("update_mode") {
             "put" => UpdateMode::Put,
             "patch" => UpdateMode::Patch,
@@ -435,7 +439,7 @@ impl Settings {
         }
         let paging = match config.text("paging") {
             "none" => Paging::None,
-            "page" => Paging::Page { first: number(config, "first_page")? },
+            "page" => Paging::Page,
             "offset" => Paging::Offset,
             "cursor" => Paging::Cursor,
             "link" => Paging::Link,
@@ -481,6 +485,12 @@ impl Settings {
             partition: config.text("partition").to_string(),
             attributes,
             anchor,
+            unique_attribute: match config.get("unique_attribute") {
+                Some(name) if !attributes_declared.contains(&name.to_string()) => {
+                    return Err(bad("unique_attribute", format!("{name:?} is not a declared attribute")));
+                }
+                other => other.map(str::to_string),
+            },
             shape,
             object_path: match (selector("object_path")?, format) {
                 (Some(at), _) => Some(at),
@@ -498,6 +508,7 @@ impl Settings {
             update_mode,
             paging,
             page_size: number(config, "page_size")?.max(1),
+            first_page: number(config, "first_page")?,
             next_path,
             delta,
             error_message_path: selector("error_message_path")?,

@@ -250,6 +250,22 @@ impl RestTarget {
     async fn create(&self, object: &Object, entry: &v1::CsEntryChange) -> Result<Outcome, Failure> {
         let op = self.operation("create").map_err(Failure::NotDone)?;
         let vars = self.object_vars(object, apply_changes(Vars::new(), &entry.attribute_changes));
+        if let Some(unique) = &self.settings.unique_attribute
+            && let Some(value) = vars.get(unique).and_then(|v| v.first())
+        {
+            let found = self.search(unique, value).await.map_err(Failure::NotDone)?;
+            if let Some(existing) = found.first() {
+                let id =
+                    existing.anchors.first().and_then(|a| a.value.as_ref()).map(crate::template::text_of);
+                return Err(Failure::NotDone(ConnectorError::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "create: the service has an object with this {unique} (id {})",
+                        id.unwrap_or_default()
+                    ),
+                )));
+            }
+        }
         let body = self.body(op, &vars, Only::All);
         let request = self.request(op, &vars, body).map_err(Failure::NotDone)?;
         let answer = self.http.call(&request, &op.statuses).await?;
@@ -427,10 +443,9 @@ impl RestTarget {
             since: String::from_utf8_lossy(&watermark).into_owned(),
             latest: String::from_utf8_lossy(&watermark).into_owned(),
             limit,
-            page: match self.settings.paging {
-                Paging::Page { first } => first,
-                _ => 0,
-            },
+            // Page numbers (also for `{{page}}` in the first request of other pagings) count
+            // from first_page, 1 by default: json-server takes `_page=0` for page 1.
+            page: self.settings.first_page,
             offset: 0,
             cursor: None,
             next_url: None,
@@ -568,7 +583,7 @@ impl ListRun {
         };
         let more = match s.paging {
             Paging::None => false,
-            Paging::Page { .. } | Paging::Offset => count >= self.limit && count > 0,
+            Paging::Page | Paging::Offset => count >= self.limit && count > 0,
             Paging::Cursor => next.is_some() && count > 0,
             Paging::Link => next.is_some(),
         };
@@ -586,7 +601,6 @@ impl ListRun {
             }
             _ => {}
         }
-        self.done = !more;
         let mut fresh = Vec::new();
         for f in found {
             if let Some(w) = &f.watermark
@@ -600,6 +614,13 @@ impl ListRun {
                 fresh.push(f);
             }
         }
+        // A service that sends the same page again (a next link to itself, a cursor that does
+        // not move) would page forever: a page that brings nothing new ends the list.
+        let more = more && !(count > 0 && fresh.is_empty()) && self.next_url.as_ref() != Some(&request.url);
+        if count > 0 && fresh.is_empty() {
+            tracing::warn!("list: a page brought no object not seen before; the list ends here");
+        }
+        self.done = !more;
         Ok(Listed { found: fresh, more })
     }
 }
@@ -660,10 +681,7 @@ impl Target for RestTarget {
         // an object that does not exist, which answers 404 when all is well).
         let probe = async {
             if let Some(op) = self.settings.operation("list") {
-                let first = match self.settings.paging {
-                    Paging::Page { first } => first as i64,
-                    _ => 0,
-                };
+                let first = self.settings.first_page as i64;
                 let mut vars = Vars::new();
                 vars.insert("page".into(), vec![v1::Value::integer(first)]);
                 vars.insert("offset".into(), vec![v1::Value::integer(0)]);

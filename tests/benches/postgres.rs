@@ -17,19 +17,9 @@ use e2e::{Supervisor, TempDir, cpu_seconds, workspace};
 const CONCURRENCY: usize = 8;
 const ROUNDS: usize = 3;
 
-fn scim_user(name: &str) -> String {
-    serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": name, "displayName": format!("User {name}"), "active": true,
-        "name": {"givenName": "Bench", "familyName": name},
-        "emails": [{"type": "work", "value": format!("{name}@example.com"), "primary": true}]
-    })
-    .to_string()
-}
-
 /// Creates `names` through SCIM from CONCURRENCY keep-alive connections; returns rows/s.
 fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
-    e2e::creates_per_second(scim, "/scim/sql/Users", names, CONCURRENCY, scim_user)
+    e2e::creates_per_second(scim, "/scim/sql/Users", names, CONCURRENCY, e2e::fixed_http::bench_user)
 }
 
 /// Inserts the same rows (the columns the example's mapping fills, a fresh UUID as the key)

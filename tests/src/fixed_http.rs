@@ -145,3 +145,15 @@ impl CreateBench<'_> {
         );
     }
 }
+
+/// The SCIM user a create benchmark sends: name, display name, given and family name, a work
+/// email, active.
+pub fn bench_user(name: &str) -> String {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name, "displayName": format!("User {name}"), "active": true,
+        "name": {"givenName": "Bench", "familyName": name},
+        "emails": [{"type": "work", "value": format!("{name}@example.com"), "primary": true}]
+    })
+    .to_string()
+}

@@ -56,7 +56,8 @@ pub fn binary(name: &str) -> PathBuf {
 /// The most recently modified source file of the crates binary `name` is built from.
 fn newest_source(name: &str) -> Option<(std::time::SystemTime, PathBuf)> {
     let own = match name {
-        "supervisor" => "supervisor/src",
+        // The supervisor is built from proto and telemetry, not from the connectors' SDK.
+        "supervisor" => return newest_in(&["proto", "telemetry/src", "supervisor/src"]),
         "connector-faulty" => "tests/src/bin",
         "ecma-connector-check" => return newest_in(&["proto", "connector-check/src"]),
         other => match other.strip_prefix("connector-") {
@@ -683,13 +684,24 @@ pub struct KeepAlive {
     reader: std::io::BufReader<TcpStream>,
     writer: TcpStream,
     addr: SocketAddr,
+    content_type: &'static str,
 }
 
 impl KeepAlive {
     pub fn connect(addr: SocketAddr) -> Self {
+        Self::connect_as(addr, "application/scim+json")
+    }
+
+    /// A connection whose request bodies are of `content_type` (for services other than SCIM).
+    pub fn connect_as(addr: SocketAddr, content_type: &'static str) -> Self {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        Self { reader: std::io::BufReader::new(stream.try_clone().expect("clone")), writer: stream, addr }
+        Self {
+            reader: std::io::BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+            addr,
+            content_type,
+        }
     }
 
     /// Sends one request (a SCIM JSON body when given) and returns the status and the body.
@@ -699,8 +711,9 @@ impl KeepAlive {
         write!(
             self.writer,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
+             Content-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
+            self.content_type,
             body.len()
         )
         .expect("write request");
@@ -761,12 +774,24 @@ pub fn creates_per_second(
     concurrency: usize,
     body: impl Fn(&str) -> String + Sync,
 ) -> f64 {
+    posts_per_second(scim, path, "application/scim+json", names, concurrency, body)
+}
+
+/// [`creates_per_second`] with bodies of `content_type`, against any service that answers 201.
+pub fn posts_per_second(
+    scim: SocketAddr,
+    path: &str,
+    content_type: &'static str,
+    names: &[String],
+    concurrency: usize,
+    body: impl Fn(&str) -> String + Sync,
+) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for chunk in names.chunks(names.len().div_ceil(concurrency)) {
             let body = &body;
             scope.spawn(move || {
-                let mut client = KeepAlive::connect(scim);
+                let mut client = KeepAlive::connect_as(scim, content_type);
                 for name in chunk {
                     let (status, answer) = client.send("POST", path, Some(&body(name)));
                     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));

@@ -468,7 +468,7 @@ fn base_ldif(suffix: &str, token: &str) -> String {
 /// Writes `tls/{ca,server,client}.pem` and the server and client keys: a CA, a server
 /// certificate for `localhost`, `127.0.0.1` and this host's names, and a client certificate
 /// with subject [`CLIENT_SUBJECT`].
-pub(crate) fn write_certificates(dir: &Path) {
+pub fn write_certificates(dir: &Path) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
         ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,

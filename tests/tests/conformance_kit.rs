@@ -149,6 +149,51 @@ update = {{ displayName = "Kit, checked" }}
 }
 
 #[test]
+fn connector_rest_passes_every_check_against_json_server() {
+    let dir = TempDir::new("kit-rest");
+    let service = e2e::rest_servers::JsonServer::start();
+    // The users' parameters of deploy/examples/rest/json-server.toml, with unique_attribute
+    // (json-server keeps nothing unique: the kit re-sends an add and expects no second object).
+    let example: toml::Table =
+        std::fs::read_to_string(workspace().join("deploy/examples/rest/json-server.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    let mut parameters = example["connectors"]["rest-users"]["parameters"].as_table().unwrap().clone();
+    parameters.insert("base_url".into(), service.url().into());
+    parameters.insert("unique_attribute".into(), "userName".into());
+    let description = format!(
+        r#"
+executable = "{}"
+object_type = "user"
+partition = "default"
+env = {{ RUST_LOG = "warn" }}
+
+[parameters]
+{}
+[object]
+match_attribute = "userName"
+attributes = {{ userName = "kit", displayName = "Kit", email = "kit@example.com", active = true }}
+update = {{ displayName = "Kit, checked" }}
+"#,
+        binary("connector-rest").display(),
+        toml::to_string(&parameters).unwrap(),
+    );
+    let (code, report) = check(dir.path(), &description);
+    assert_eq!(code, 0, "{report}");
+    let (passed, failed) = figures(&report);
+    assert_eq!(failed, 0, "{report}");
+    assert!(passed >= 20, "{report}");
+    assert!(!report.contains("skip  "), "every check ran (imports, deltas, lookups, concurrency):\n{report}");
+    // What the kit wrote and deleted is gone from the service.
+    assert!(
+        service.collection("users").iter().all(|u| u["userName"] != "kit"),
+        "{:?}",
+        service.collection("users")
+    );
+}
+
+#[test]
 fn a_broken_connector_fails_the_checks_its_faults_break_and_no_others() {
     let dir = TempDir::new("kit-broken");
     let faulty = binary("connector-faulty");
