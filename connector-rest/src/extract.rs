@@ -221,36 +221,20 @@ pub fn soap_fault(text: &str) -> Option<(String, String)> {
 }
 
 /// The service's own message in an error answer: at `at` when configured, else the first of a
-/// few usual places (`message`, `error_description`, `error.message`, `error`, `detail`,
-/// `title`), else the start of the body.
+/// few usual places (connector_web::json_message), else the start of the body.
 pub fn error_message(body: &str, at: Option<&Selector>, namespaces: &[(String, String)]) -> String {
     let xml = body.trim_start().starts_with('<');
     if xml && let Some((code, message)) = soap_fault(body) {
         return if code.is_empty() { message } else { format!("{code}: {message}") };
     }
-    if let Ok(parsed) = Body::parse(body, xml) {
-        if let Some(at) = at
-            && let Some(text) = parsed.text(at, namespaces)
-        {
-            return text;
-        }
-        if let Body::Json(json) = &parsed {
-            for path in
-                ["$.message", "$.error_description", "$.error.message", "$.error", "$.detail", "$.title"]
-            {
-                if let Ok(p) = JsonPath::parse(path)
-                    && let Some(text) = p.query(json).first().and_then(scalar_text)
-                {
-                    return text;
-                }
-            }
-        }
+    if let Some(at) = at
+        && let Ok(parsed) = Body::parse(body, xml)
+        && let Some(text) = parsed.text(at, namespaces)
+    {
+        return text;
     }
-    let mut text: String = body.chars().take(300).collect();
-    if body.chars().count() > 300 {
-        text.push('…');
-    }
-    text
+    // The usual places of a JSON body, else the start of the body.
+    connector_web::json_message(body)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! it reads one sample object from the service and proposes the `attributes` declaration.
 
 mod extract;
-mod http;
 mod schema;
 mod settings;
 mod target;

@@ -3,18 +3,13 @@
 //! template, where things are in the answers, and how imports page.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::time::Duration;
 
+use connector_web::{HttpSettings, Method, bad, header::HeaderName, header_name, json_object, number};
 use ecma_connector_sdk::declared::{Declared, parse_declaration};
 use ecma_connector_sdk::{ConfigExt, ConnectorError, Parameter};
 use ecma_proto::v1::{
     AttributeType, ConfigParameterDefinition, ConfigParameterType as T, ConfigParameters, ErrorKind,
 };
-use reqwest::Method;
-use reqwest::header::{HeaderName, HeaderValue};
-use serde_json::Value as Json;
-use url::Url;
 
 use crate::extract::{Selector, Shape};
 use crate::template::{Absent, JsonTemplate, Soap, Text, XmlTemplate};
@@ -33,31 +28,12 @@ pub const OPERATIONS: [(&str, &str, &str); 7] = [
 /// The parameters this connector declares.
 pub fn definitions() -> Vec<ConfigParameterDefinition> {
     let p = |name: &str, kind: T, help: &str| Parameter::new(name, kind, help);
-    let mut out = vec![
-        p("base_url", T::String, "The service's base URL; operation paths are relative to it").required(),
+    let mut out = connector_web::definitions();
+    out.extend([
         p("format", T::String, "json, xml or soap").default("json"),
         p("soap_version", T::String, "1.1 or 1.2 (format = soap)").default("1.1"),
         p("namespaces", T::Text, "XML namespaces for XPath, a JSON object prefix -> URI").default("{}"),
-        p("headers", T::Text, "Headers sent with every request, a JSON object").default("{}"),
-        p("timeout", T::String, "Deadline of one request, from sending it to the end of the answer").default("30s"),
-        p("connect_timeout", T::String, "Deadline of connecting").default("10s"),
-        p("max_retries", T::Integer, "Retries of a request answered 429 or 503 (not processed)").default("2"),
-        p("max_retry_after", T::String, "The longest Retry-After waited before retrying; longer is an error").default("10s"),
         p("concurrency", T::Integer, "Requests in flight at once within one export batch").default("8"),
-        p("ca_file", T::String, "PEM bundle of the CAs that sign the service's certificate (default: the system's)"),
-        p("client_cert_file", T::String, "PEM client certificate chain, for mutual TLS"),
-        p("client_key_file", T::String, "PEM private key of client_cert_file"),
-        p("auth", T::String, "none, basic, bearer, header or oauth2").default("none"),
-        p("username", T::String, "User name (auth = basic)"),
-        p("password", T::EncryptedString, "Password (auth = basic); from env or a file").secret(),
-        p("token", T::EncryptedString, "Token (auth = bearer or header); from env or a file").secret(),
-        p("auth_header", T::String, "Header that carries the token (auth = header)").default("X-API-Key"),
-        p("token_url", T::String, "OAuth 2.0 token endpoint (auth = oauth2)"),
-        p("client_id", T::String, "OAuth 2.0 client id (auth = oauth2)"),
-        p("client_secret", T::EncryptedString, "OAuth 2.0 client secret (auth = oauth2); from env or a file").secret(),
-        p("scope", T::String, "OAuth 2.0 scope (auth = oauth2)"),
-        p("token_params", T::Text, "More form parameters of the token request, a JSON object (audience, resource)").default("{}"),
-        p("client_auth", T::String, "How the client authenticates to the token endpoint: basic or body").default("basic"),
         p("object_type", T::String, "Object type name").default("user"),
         p("partition", T::String, "The one partition's name").default("default"),
         p("attributes", T::Text, "Comma-separated `name[:string|integer|boolean|binary|reference][*]` (* = multi-valued)").required(),
@@ -77,7 +53,7 @@ pub fn definitions() -> Vec<ConfigParameterDefinition> {
         p("watermark_path", T::String, "Where an object's modification time is (delta imports)"),
         p("error_message_path", T::String, "Where the service's message is in an error answer"),
         p("error_kinds", T::Text, "Error kinds by a word of the service's message or SOAP fault code, a JSON object word -> kind").default("{}"),
-    ];
+    ]);
     for (op, method, help) in OPERATIONS {
         out.push(p(
             op,
@@ -141,52 +117,6 @@ pub struct Operation {
     pub action: Option<String>,
 }
 
-/// How the service is authenticated to. Secrets stay in here, and out of every message.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Auth {
-    None,
-    Basic {
-        username: String,
-        password: String,
-    },
-    Bearer(String),
-    Header {
-        name: HeaderName,
-        value: String,
-    },
-    OAuth2 {
-        token_url: Url,
-        client_id: String,
-        client_secret: String,
-        form: Vec<(String, String)>,
-        in_body: bool,
-    },
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Auth::None => "none",
-            Auth::Basic { .. } => "basic",
-            Auth::Bearer(_) => "bearer",
-            Auth::Header { .. } => "header",
-            Auth::OAuth2 { .. } => "oauth2",
-        })
-    }
-}
-
-impl Auth {
-    /// The secrets, to keep out of error details.
-    pub fn secrets(&self) -> Vec<String> {
-        match self {
-            Auth::None => vec![],
-            Auth::Basic { password, .. } => vec![password.clone()],
-            Auth::Bearer(token) | Auth::Header { value: token, .. } => vec![token.clone()],
-            Auth::OAuth2 { client_secret, .. } => vec![client_secret.clone()],
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateMode {
     Put,
@@ -212,19 +142,11 @@ pub struct Delta {
 /// Settings read from one configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub base_url: Url,
+    /// The service's URL, TLS and authentication.
+    pub connection: HttpSettings,
     pub format: Format,
     pub namespaces: Vec<(String, String)>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_retries: u32,
-    pub max_retry_after: Duration,
     pub concurrency: usize,
-    pub ca_file: Option<PathBuf>,
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-    pub auth: Auth,
     pub object_type: String,
     pub partition: String,
     pub attributes: Vec<Declared>,
@@ -243,41 +165,6 @@ pub struct Settings {
     pub error_message_path: Option<Selector>,
     pub error_kinds: Vec<(String, ErrorKind)>,
     pub operations: Vec<Operation>,
-}
-
-fn bad(parameter: &str, detail: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::config(parameter, format!("{parameter}: {detail}"))
-}
-
-/// A JSON object parameter, as (name, string value) pairs.
-fn json_object(config: &impl ConfigExt, key: &str) -> Result<Vec<(String, String)>, ConnectorError> {
-    let Some(text) = config.get(key) else { return Ok(vec![]) };
-    match serde_json::from_str::<Json>(text) {
-        Ok(Json::Object(map)) => Ok(map
-            .into_iter()
-            .map(|(k, v)| match v {
-                Json::String(s) => (k, s),
-                other => (k, other.to_string()),
-            })
-            .collect()),
-        Ok(_) => Err(bad(key, "must be a JSON object")),
-        Err(e) => Err(bad(key, format!("is not valid JSON ({e})"))),
-    }
-}
-
-fn duration(config: &impl ConfigExt, key: &str) -> Result<Duration, ConnectorError> {
-    let text = config.text(key);
-    humantime::parse_duration(text)
-        .map_err(|e| bad(key, format!("{text:?} is not a duration like 30s ({e})")))
-}
-
-fn number(config: &impl ConfigExt, key: &str) -> Result<u64, ConnectorError> {
-    let text = config.text(key);
-    text.parse().map_err(|_| bad(key, format!("{text:?} is not a whole number")))
-}
-
-fn header_name(key: &str, name: &str) -> Result<HeaderName, ConnectorError> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(key, format!("{name:?} is not a header name")))
 }
 
 /// The error kind a name in `error_kinds` gives.
@@ -301,11 +188,7 @@ impl Settings {
     pub fn read(config: &Option<ConfigParameters>) -> Result<Self, ConnectorError> {
         let declared = definitions();
         let config = &ecma_connector_sdk::Settings::new(&declared, config);
-        let base_url: Url =
-            config.text("base_url").parse().map_err(|e| bad("base_url", format!("is not a URL ({e})")))?;
-        if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(bad("base_url", "must be an http:// or https:// URL"));
-        }
+        let connection = HttpSettings::read(config)?;
         let format = match (config.text("format"), config.text("soap_version")) {
             ("json", _) => Format::Json,
             ("xml", _) => Format::Xml,
@@ -318,57 +201,6 @@ impl Settings {
         let namespaces = json_object(config, "namespaces")?;
         let selector = |key: &str| -> Result<Option<Selector>, ConnectorError> {
             config.get(key).map(|t| Selector::parse(t, xml).map_err(|e| bad(key, e))).transpose()
-        };
-        let headers = json_object(config, "headers")?
-            .into_iter()
-            .map(|(k, v)| {
-                let value = HeaderValue::from_str(&v)
-                    .map_err(|_| bad("headers", format!("the value of {k} is not a header value")))?;
-                Ok((header_name("headers", &k)?, value))
-            })
-            .collect::<Result<Vec<_>, ConnectorError>>()?;
-        let path = |key: &str| config.get(key).map(PathBuf::from);
-        let secret = |key: &str, auth: &str| {
-            config
-                .get(key)
-                .map(str::to_string)
-                .ok_or_else(|| bad(key, format!("is required with auth = {auth}")))
-        };
-        let auth = match config.text("auth") {
-            "none" => Auth::None,
-            "basic" => {
-                Auth::Basic { username: secret("username", "basic")?, password: secret("password", "basic")? }
-            }
-            "bearer" => Auth::Bearer(secret("token", "bearer")?),
-            "header" => Auth::Header {
-                name: header_name("auth_header", config.text("auth_header"))?,
-                value: secret("token", "header")?,
-            },
-            "oauth2" => {
-                let token_url = secret("token_url", "oauth2")?
-                    .parse()
-                    .map_err(|e| bad("token_url", format!("is not a URL ({e})")))?;
-                let mut form = vec![("grant_type".to_string(), "client_credentials".to_string())];
-                if let Some(scope) = config.get("scope") {
-                    form.push(("scope".into(), scope.into()));
-                }
-                form.extend(json_object(config, "token_params")?);
-                let in_body = match config.text("client_auth") {
-                    "basic" => false,
-                    "body" => true,
-                    other => return Err(bad("client_auth", format!("{other:?} is not basic or body"))),
-                };
-                Auth::OAuth2 {
-                    token_url,
-                    client_id: secret("client_id", "oauth2")?,
-                    client_secret: secret("client_secret", "oauth2")?,
-                    form,
-                    in_body,
-                }
-            }
-            other => {
-                return Err(bad("auth", format!("{other:?} is not none, basic, bearer, header or oauth2")));
-            }
         };
         let attributes = parse_declaration("attributes", config.text("attributes"))?;
         let anchor = config.text("anchor_attribute").to_string();
@@ -468,19 +300,10 @@ impl Settings {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let settings = Settings {
-            base_url,
+            connection,
             format,
             namespaces,
-            headers,
-            timeout: duration(config, "timeout")?,
-            connect_timeout: duration(config, "connect_timeout")?,
-            max_retries: number(config, "max_retries")? as u32,
-            max_retry_after: duration(config, "max_retry_after")?,
             concurrency: number(config, "concurrency")?.clamp(1, 256) as usize,
-            ca_file: path("ca_file"),
-            client_cert_file: path("client_cert_file"),
-            client_key_file: path("client_key_file"),
-            auth,
             object_type: config.text("object_type").to_string(),
             partition: config.text("partition").to_string(),
             attributes,
@@ -662,10 +485,10 @@ mod tests {
         assert_eq!(s.format, Format::Json);
         assert_eq!(s.operation("update").unwrap().method, Method::PATCH);
         assert_eq!(s.operation("create").unwrap().statuses, Vec::<u16>::new());
-        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!(s.connection.timeout, std::time::Duration::from_secs(30));
         assert!(s.is_multi("emails") && !s.is_multi("userName"));
-        assert_eq!(format!("{:?}", s.auth), "bearer", "no secret in Debug");
-        assert_eq!(s.auth.secrets(), ["t0ken"]);
+        assert_eq!(format!("{:?}", s.connection.auth), "bearer", "no secret in Debug");
+        assert_eq!(s.connection.auth.secrets(), ["t0ken"]);
     }
 
     #[test]

@@ -15,10 +15,10 @@ use reqwest::header::{self, HeaderValue};
 use serde_json::Value as Json;
 use url::Url;
 
-use crate::extract::{Body, Found};
-use crate::http::{Failure, Http, Request};
+use crate::extract::{Body, Found, error_message, soap_fault};
 use crate::settings::{BodyTemplate, Format, Operation, Paging, Settings, UpdateMode, definitions};
 use crate::template::{Only, Vars, merge_patch, render_path};
+use connector_web::{Answer, Failure, Http, Request, retry_after};
 
 pub struct RestConnector;
 
@@ -52,7 +52,7 @@ impl ConnectorV2 for RestConnector {
 
     async fn open(&self, config: &ConfigParameters) -> Result<RestTarget, ConnectorError> {
         let settings = Arc::new(Settings::read(&Some(config.clone()))?);
-        let http = Http::new(settings.clone())?;
+        let http = Http::new(settings.connection.clone())?;
         Ok(RestTarget { settings, http: Arc::new(http) })
     }
 }
@@ -86,9 +86,52 @@ impl RestTarget {
         Ok(self.request_at(op, url, vars, body))
     }
 
+    /// Sends `request`; a status outside `expected` (any 2xx when empty) is the error
+    /// [`Self::refusal`] makes of it.
+    async fn call(&self, request: &Request, expected: &[u16]) -> Result<Answer, Failure> {
+        self.http.call(request, expected, |answer| self.refusal(request.operation, answer)).await
+    }
+
+    /// The error an answer that is not a success means: its kind from `error_kinds`, a SOAP
+    /// fault's code, or its status; the service's own message in the detail.
+    fn refusal(&self, operation: &str, answer: &Answer) -> ConnectorError {
+        let s = &self.settings;
+        let message =
+            self.http.redact(&error_message(&answer.body, s.error_message_path.as_ref(), &s.namespaces));
+        let status = answer.status.as_u16();
+        let mut detail = format!("{operation}: the service answered {status}: {message}");
+        if (status == 429 || status == 503)
+            && let Some(wait) = retry_after(&answer.headers)
+        {
+            detail.push_str(&format!(" (Retry-After {}s)", wait.as_secs()));
+        }
+        let lower = message.to_lowercase();
+        let configured =
+            s.error_kinds.iter().find(|(word, _)| lower.contains(word.as_str())).map(|(_, k)| *k);
+        let fault = soap_fault(&answer.body).map(|(code, _)| code.to_lowercase());
+        let kind = configured.unwrap_or_else(|| match (&fault, status) {
+            (Some(code), _) if code.contains("notfound") => ErrorKind::NoSuchObject,
+            (Some(code), _) if code.contains("exist") => ErrorKind::AlreadyExists,
+            (Some(code), _) if code.contains("auth") || code.contains("denied") => {
+                ErrorKind::PermissionDenied
+            }
+            (Some(code), 500) if code.contains("client") || code.contains("sender") => {
+                ErrorKind::InvalidAttributeValue
+            }
+            (_, 404 | 410) => ErrorKind::NoSuchObject,
+            (_, 409) => ErrorKind::AlreadyExists,
+            (_, 401 | 403) => ErrorKind::PermissionDenied,
+            (_, 408 | 429 | 503) => ErrorKind::Retryable,
+            (_, 412) => ErrorKind::ConstraintViolation,
+            (_, 400..=499) => ErrorKind::InvalidAttributeValue,
+            _ => ErrorKind::Internal,
+        });
+        ConnectorError::new(kind, detail)
+    }
+
     /// The base URL joined with `path` (the base's own path kept).
     fn url_of(&self, path: &str) -> Url {
-        let mut url = self.settings.base_url.clone();
+        let mut url = self.settings.connection.base_url.clone();
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}{path}"));
         url
@@ -200,7 +243,7 @@ impl RestTarget {
         let object = Object { anchor: Some(anchor.to_string()), dn: String::new() };
         let vars = self.object_vars(&object, Vars::new());
         let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
-        match self.http.call(&request, &op.statuses).await {
+        match self.call(&request, &op.statuses).await {
             Ok(answer) => {
                 let found = self.object_in(&answer.body).map_err(|e| self.bad_answer("get", e))?;
                 Ok(found.map(|f| {
@@ -268,7 +311,7 @@ impl RestTarget {
         }
         let body = self.body(op, &vars, Only::All);
         let request = self.request(op, &vars, body).map_err(Failure::NotDone)?;
-        let answer = self.http.call(&request, &op.statuses).await?;
+        let answer = self.call(&request, &op.statuses).await?;
         // Written: without an id in the answer the object cannot be named, and the supervisor
         // looks it up (by its matching attribute) instead of creating it again.
         let found = match self.object_in(&answer.body) {
@@ -368,7 +411,7 @@ impl RestTarget {
         {
             *content_type = "application/merge-patch+json".into();
         }
-        self.http.call(&request, &op.statuses).await?;
+        self.call(&request, &op.statuses).await?;
         Ok(Outcome::applied(vec![self.anchor(anchor)]))
     }
 
@@ -377,7 +420,7 @@ impl RestTarget {
         let vars = self.object_vars(object, Vars::new());
         let body = self.body(op, &vars, Only::All);
         let request = self.request(op, &vars, body).map_err(Failure::NotDone)?;
-        self.http.call(&request, &op.statuses).await?;
+        self.call(&request, &op.statuses).await?;
         Ok(Outcome::applied(vec![]))
     }
 
@@ -400,7 +443,7 @@ impl RestTarget {
             vars.insert("value".into(), vec![value.clone()]);
             vars.insert(attribute.into(), vec![value.clone()]);
             let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
-            let answer = match self.http.call(&request, &op.statuses).await {
+            let answer = match self.call(&request, &op.statuses).await {
                 Ok(a) => a,
                 Err(Failure::NotDone(e)) if e.kind == ErrorKind::NoSuchObject => return Ok(vec![]),
                 Err(f) => return Err(f.into_error()),
@@ -572,7 +615,7 @@ impl ListRun {
                 request
             }
         };
-        let answer = t.http.call(&request, &self.op.statuses).await.map_err(Failure::into_error)?;
+        let answer = t.call(&request, &self.op.statuses).await.map_err(Failure::into_error)?;
         let body = Body::parse(&answer.body, s.format.is_xml()).map_err(|e| t.bad_answer("list", e))?;
         let found = t.objects_in(&body).map_err(|e| t.bad_answer("list", e))?;
         let count = found.len() as u64;
@@ -687,7 +730,7 @@ impl Target for RestTarget {
                 vars.insert("offset".into(), vec![v1::Value::integer(0)]);
                 vars.insert("limit".into(), vec![v1::Value::integer(1)]);
                 let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
-                self.http.call(&request, &op.statuses).await.map_err(Failure::into_error)?;
+                self.call(&request, &op.statuses).await.map_err(Failure::into_error)?;
             } else if self.settings.operation("get").is_some() {
                 self.get("connector-rest-validate").await?;
             }
@@ -788,7 +831,7 @@ impl Target for RestTarget {
         let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
         let redact =
             |e: ConnectorError| ConnectorError { detail: e.detail.replace(&change.new, "[redacted]"), ..e };
-        match self.http.call(&request, &op.statuses).await {
+        match self.call(&request, &op.statuses).await {
             Ok(_) => Ok(()),
             Err(Failure::NotDone(e)) => Err(redact(e).on("password")),
             Err(Failure::Unknown(detail)) => Err(ConnectorError::outcome_unknown(detail)),

@@ -61,7 +61,14 @@ fn newest_source(name: &str) -> Option<(std::time::SystemTime, PathBuf)> {
         "connector-faulty" => "tests/src/bin",
         "ecma-connector-check" => return newest_in(&["proto", "connector-check/src"]),
         other => match other.strip_prefix("connector-") {
-            Some(_) => return newest_in(&["proto", "connector-sdk/src", &format!("{other}/src")]),
+            Some(_) => {
+                return newest_in(&[
+                    "proto",
+                    "connector-sdk/src",
+                    "connector-web/src",
+                    &format!("{other}/src"),
+                ]);
+            }
             None => return newest_in(&["proto", "connector-sdk/src", "supervisor/src"]),
         },
     };

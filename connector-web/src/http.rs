@@ -1,4 +1,4 @@
-//! Talking to the service: one HTTP client (rustls, the configured CA bundle and client
+//! Talking to a web service: one HTTP client (rustls, the configured CA bundle and client
 //! certificate), authentication (OAuth 2.0 tokens fetched, cached until shortly before they
 //! expire, fetched again after a 401), retries of what the service did not process (429 and
 //! 503, after their Retry-After), and the meaning of every failure: not done (with its error
@@ -14,8 +14,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use crate::extract::{error_message, soap_fault};
-use crate::settings::{Auth, Settings};
+use crate::{Auth, HttpSettings, json_message};
 
 /// A request ready to send.
 #[derive(Debug, Clone)]
@@ -67,7 +66,7 @@ struct Token {
 /// The connection to the service.
 pub struct Http {
     client: reqwest::Client,
-    settings: Arc<Settings>,
+    settings: Arc<HttpSettings>,
     token: tokio::sync::Mutex<Option<Token>>,
     /// Tokens handed out, to keep out of messages (the last few).
     issued: std::sync::Mutex<Vec<String>>,
@@ -77,7 +76,8 @@ pub struct Http {
 const REDACTED: &str = "[redacted]";
 
 impl Http {
-    pub fn new(settings: Arc<Settings>) -> Result<Self, ConnectorError> {
+    pub fn new(settings: HttpSettings) -> Result<Self, ConnectorError> {
+        let settings = Arc::new(settings);
         let tls = ecma_connector_sdk::tls::client_config(&ecma_connector_sdk::tls::TlsFiles {
             ca_file: settings.ca_file.as_deref(),
             client_cert_file: settings.client_cert_file.as_deref(),
@@ -160,7 +160,7 @@ impl Http {
             } else {
                 ErrorKind::ConnectionFailed
             };
-            let message = self.redact(&error_message(&text, None, &[]));
+            let message = self.redact(&json_message(&text));
             return Err(ConnectorError::new(
                 kind,
                 format!(
@@ -291,45 +291,15 @@ impl Http {
         }
     }
 
-    /// The error an answer that is not a success means: its kind from `error_kinds`, a SOAP
-    /// fault's code, or its status; the service's own message in the detail.
-    pub fn refusal(&self, operation: &str, answer: &Answer) -> ConnectorError {
-        let s = &self.settings;
-        let message = self.redact(&error_message(&answer.body, s.error_message_path.as_ref(), &s.namespaces));
-        let status = answer.status.as_u16();
-        let mut detail = format!("{operation}: the service answered {status}: {message}");
-        if (status == 429 || status == 503)
-            && let Some(wait) = retry_after(&answer.headers)
-        {
-            detail.push_str(&format!(" (Retry-After {}s)", wait.as_secs()));
-        }
-        let lower = message.to_lowercase();
-        let configured =
-            s.error_kinds.iter().find(|(word, _)| lower.contains(word.as_str())).map(|(_, k)| *k);
-        let fault = soap_fault(&answer.body).map(|(code, _)| code.to_lowercase());
-        let kind = configured.unwrap_or_else(|| match (&fault, status) {
-            (Some(code), _) if code.contains("notfound") => ErrorKind::NoSuchObject,
-            (Some(code), _) if code.contains("exist") => ErrorKind::AlreadyExists,
-            (Some(code), _) if code.contains("auth") || code.contains("denied") => {
-                ErrorKind::PermissionDenied
-            }
-            (Some(code), 500) if code.contains("client") || code.contains("sender") => {
-                ErrorKind::InvalidAttributeValue
-            }
-            (_, 404 | 410) => ErrorKind::NoSuchObject,
-            (_, 409) => ErrorKind::AlreadyExists,
-            (_, 401 | 403) => ErrorKind::PermissionDenied,
-            (_, 408 | 429 | 503) => ErrorKind::Retryable,
-            (_, 412) => ErrorKind::ConstraintViolation,
-            (_, 400..=499) => ErrorKind::InvalidAttributeValue,
-            _ => ErrorKind::Internal,
-        });
-        ConnectorError::new(kind, detail)
-    }
-
-    /// Sends `request` and checks its status against `expected` (any 2xx when empty). A 502 or
-    /// 504 to a write is an unknown outcome (a gateway lost the service's answer).
-    pub async fn call(&self, request: &Request, expected: &[u16]) -> Result<Answer, Failure> {
+    /// Sends `request` and checks its status against `expected` (any 2xx when empty); another
+    /// status is the error `refuse` makes of the answer. A 502 or 504 to a write is an unknown
+    /// outcome (a gateway lost the service's answer).
+    pub async fn call(
+        &self,
+        request: &Request,
+        expected: &[u16],
+        refuse: impl FnOnce(&Answer) -> ConnectorError,
+    ) -> Result<Answer, Failure> {
         let answer = self.send(request).await?;
         let status = answer.status.as_u16();
         let ok = if expected.is_empty() { answer.status.is_success() } else { expected.contains(&status) };
@@ -344,7 +314,7 @@ impl Http {
                 request.url.path()
             )));
         }
-        Err(Failure::NotDone(self.refusal(request.operation, &answer)))
+        Err(Failure::NotDone(refuse(&answer)))
     }
 }
 
