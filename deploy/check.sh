@@ -60,6 +60,14 @@ if command -v haproxy >/dev/null; then
     haproxy -c -q -f deploy/compose/ha/haproxy.cfg
 fi
 
+echo "deploy/examples/rest and scim-relay.toml: the configuration of each is whole"
+SCIM_TOKEN=check-token-0123456789 REST_BASE_URL=http://rest.example.com \
+    "$SUPERVISOR" check-config --config deploy/examples/rest/json-server.toml --data-dir "$tmp/rest-data"
+SCIM_TOKEN=check-token-0123456789 SOAP_BASE_URL=http://soap.example.com SOAP_USER=u SOAP_PASSWORD=p \
+    "$SUPERVISOR" check-config --config deploy/examples/rest/soap.toml --data-dir "$tmp/soap-data"
+SCIM_TOKEN=check-token-0123456789 SCIM_TARGET_URL=https://app.example.com/scim/v2 SCIM_TARGET_TOKEN=t \
+    "$SUPERVISOR" check-config --config deploy/examples/scim-relay.toml --data-dir "$tmp/relay-data"
+
 echo "OpenTelemetry Collector configuration"
 python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); assert "traces" in c["service"]["pipelines"]' \
     deploy/otel-collector.yaml

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The third-party servers that connector-rest's end-to-end tests run (tests/src/rest_servers.rs):
-# json-server and oauth2-mock-server from npm, and spyne with lxml from PyPI in a venv, all
-# pinned, once per machine under ~/.cache (again when the pins or Python's version change).
+# The third-party servers that connector-rest's and connector-scim's end-to-end tests run
+# (tests/src/rest_servers.rs): json-server and oauth2-mock-server from npm, and spyne with lxml
+# and scim2-server with scim2-models from PyPI in a venv, all pinned, once per machine under
+# ~/.cache (again when the pins or Python's version change).
 # Prints the directory: node_modules/ and venv/ are in it.
 #
 #   scripts/rest-tools.sh
@@ -11,7 +12,7 @@
 set -euo pipefail
 dir=${ECMA_REST_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ecma-supervisor/rest-tools}
 npm_pins="json-server@0.17.4 oauth2-mock-server@7.2.1"
-pip_pins="spyne==2.14.0 lxml==6.2.0"
+pip_pins="spyne==2.14.0 lxml==6.2.0 scim2-server==0.8.3 scim2-models==0.12.3"
 
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(node)

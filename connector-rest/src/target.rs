@@ -121,7 +121,7 @@ impl RestTarget {
             (_, 404 | 410) => ErrorKind::NoSuchObject,
             (_, 409) => ErrorKind::AlreadyExists,
             (_, 401 | 403) => ErrorKind::PermissionDenied,
-            (_, 408 | 429 | 503) => ErrorKind::Retryable,
+            (_, 408 | 429 | 502 | 503 | 504) => ErrorKind::Retryable,
             (_, 412) => ErrorKind::ConstraintViolation,
             (_, 400..=499) => ErrorKind::InvalidAttributeValue,
             _ => ErrorKind::Internal,

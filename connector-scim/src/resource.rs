@@ -139,6 +139,23 @@ impl Path {
         values.into_iter().filter(|v| !v.is_null()).collect()
     }
 
+    /// Whether `resource` has an element for this path: for a typed path, a value of the
+    /// multi-valued attribute with that type (even one whose sub-attribute is gone); else any
+    /// value.
+    pub fn has_element(&self, resource: &Json) -> bool {
+        let Some(t) = &self.of_type else { return !self.read(resource).is_empty() };
+        self.holder(resource).and_then(|h| find(h, &self.attribute)).and_then(Json::as_array).is_some_and(
+            |items| {
+                items.iter().any(|i| {
+                    i.as_object()
+                        .and_then(|o| find(o, "type"))
+                        .and_then(Json::as_str)
+                        .is_some_and(|x| x.eq_ignore_ascii_case(t))
+                })
+            },
+        )
+    }
+
     /// Sets this path's values in `resource` (none removes them). `multi` is the downstream
     /// schema's multi-valuedness of the attribute, `complex` whether its values are objects.
     pub fn write(&self, resource: &mut Json, values: &[Json], multi: bool, complex: bool) {

@@ -93,8 +93,12 @@ impl ConnectorV2 for ScimConnector {
         let declared = definitions();
         let given = Some(config.clone());
         let config = &ecma_connector_sdk::Settings::new(&declared, &given);
-        let http = Http::new(HttpSettings::read(config)?)?;
-        let base = HttpSettings::read(config)?.base_url;
+        let connection = HttpSettings {
+            user_agent: concat!("connector-scim/", env!("CARGO_PKG_VERSION")).into(),
+            ..HttpSettings::read(config)?
+        };
+        let base = connection.base_url.clone();
+        let http = Http::new(connection)?;
         let update = match config.text("update_method") {
             "auto" | "patch" | "put" => config.text("update_method").to_string(),
             other => return Err(bad("update_method", format!("{other:?} is not auto, patch or put"))),
@@ -180,7 +184,9 @@ fn refusal(operation: &str, answer: &Answer) -> ConnectorError {
         (404 | 410, _) => ErrorKind::NoSuchObject,
         (401 | 403, _) => ErrorKind::PermissionDenied,
         (412, _) => ErrorKind::ConstraintViolation,
-        (408 | 429 | 503, _) => ErrorKind::Retryable,
+        // A gateway that lost the service (502, 504) is passing too (to a write, the outcome
+        // is unknown before it gets here).
+        (408 | 429 | 502 | 503 | 504, _) => ErrorKind::Retryable,
         (501, _) => ErrorKind::Unsupported,
         (400..=499, _) => ErrorKind::InvalidAttributeValue,
         _ => ErrorKind::Internal,
@@ -571,7 +577,10 @@ pub fn patch_operations(
         if a.complex && path.sub.is_none() { json!({ "value": json_of(v) }) } else { json_of(v) }
     };
     let adds: Vec<Json> = change.value_adds.iter().map(wrap).collect();
-    let exists = current.is_none_or(|r| !path.read(r).is_empty());
+    // A typed element that is there (even without its value, as RFC 7644 leaves one after a
+    // removal of `.value`) is replaced, never added a second time.
+    let exists = current.is_none_or(|r| path.has_element(r));
+    let has_value = current.is_none_or(|r| !path.read(r).is_empty());
     match Mod::try_from(change.modification_type) {
         Ok(Mod::Update) if a.downstream_multi => {
             let mut ops = Vec::new();
@@ -585,7 +594,7 @@ pub fn patch_operations(
             }
             ops
         }
-        Ok(Mod::Delete) if !exists => vec![],
+        Ok(Mod::Delete) if !has_value => vec![],
         Ok(Mod::Delete) => vec![json!({"op": "remove", "path": path.text()})],
         _ if adds.is_empty() => vec![json!({"op": "remove", "path": path.text()})],
         _ if path.of_type.is_some() && !exists => {
@@ -846,6 +855,14 @@ mod tests {
             ops,
             [json!({"op": "add", "path": "emails", "value": [{"type": "work", "value": "w@x"}]})]
         );
+        let current = json!({"emails": [{"type": "work"}]});
+        let ops = patch_operations(&a, &p, &change(&a.name, Mod::Replace, &["w@x"], &[]), Some(&current));
+        assert_eq!(
+            ops,
+            [json!({"op": "replace", "path": "emails[type eq \"work\"].value", "value": "w@x"})],
+            "no second work element"
+        );
+        assert!(patch_operations(&a, &p, &change(&a.name, Mod::Delete, &[], &[]), Some(&current)).is_empty());
         let current = json!({"emails": [{"type": "work", "value": "old@x"}]});
         let ops = patch_operations(&a, &p, &change(&a.name, Mod::Replace, &["w@x"], &[]), Some(&current));
         assert_eq!(ops, [json!({"op": "replace", "path": "emails[type eq \"work\"].value", "value": "w@x"})]);

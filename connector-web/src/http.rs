@@ -92,7 +92,7 @@ impl Http {
             .pool_idle_timeout(Duration::from_secs(4))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .user_agent(concat!("connector-rest/", env!("CARGO_PKG_VERSION")))
+            .user_agent(settings.user_agent.clone())
             .build()
             .map_err(|e| ConnectorError::config("base_url", format!("cannot make an HTTP client: {e}")))?;
         Ok(Self { client, settings, token: tokio::sync::Mutex::new(None), issued: Default::default() })

@@ -75,6 +75,8 @@ pub struct HttpSettings {
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
     pub auth: Auth,
+    /// The User-Agent of every request (the connector's name and version).
+    pub user_agent: String,
 }
 
 /// The parameters of a connection (`base_url` among them), with their defaults.
@@ -223,6 +225,7 @@ impl HttpSettings {
             client_cert_file: path("client_cert_file"),
             client_key_file: path("client_key_file"),
             auth,
+            user_agent: concat!("ecma-connector/", env!("CARGO_PKG_VERSION")).into(),
         })
     }
 }

@@ -117,6 +117,9 @@ pub async fn run(
     // kept current with what this import adds or renames (not read again for every page).
     let mut ids =
         if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
+    // Records written with a reference to an object not known yet (a manager listed after its
+    // report): resolved again once the whole import is in.
+    let mut unresolved: Vec<String> = Vec::new();
     let learn = |ids: &mut HashMap<String, String>, record: &Record| {
         if shape.has_references()
             && let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text)
@@ -243,6 +246,9 @@ pub async fn run(
                         Ok(()) => {
                             report.updated += 1;
                             learn(&mut ids, &current);
+                            if shape.unresolved(&merged, &ids) {
+                                unresolved.push(current.id.clone());
+                            }
                         }
                         Err(crate::store::StoreError::Conflict) => report.skipped += 1,
                         Err(e) => return Err(e.into()),
@@ -279,6 +285,9 @@ pub async fn run(
                         Ok(()) => {
                             report.added += 1;
                             learn(&mut ids, &record);
+                            if shape.unresolved(&values, &ids) {
+                                unresolved.push(record.id.clone());
+                            }
                             known.insert(anchor, record);
                         }
                         // Another resource has this name (perhaps a pending write of it).
@@ -305,6 +314,29 @@ pub async fn run(
         .await?;
     if !closed.watermark.is_empty() {
         store.set_watermark(connector, &closed.watermark).await?;
+    }
+    // References to objects that came later in the same import, now known.
+    for id in unresolved {
+        let _guard = provisioner.lock(&[&binding.app, binding.resource_type, &id]).await?;
+        let Some(mut current) = store
+            .get(&binding.app, binding.resource_type, &id)
+            .await?
+            .filter(|r| r.state == RecordState::Present)
+        else {
+            continue;
+        };
+        let mut resource = current.resource.clone();
+        target.mapping.from_target(&mut resource, &current.target_values(), &shape, &ids);
+        if resource == current.resource {
+            continue;
+        }
+        current.resource = resource;
+        current.version += 1;
+        current.modified = rfc3339(SystemTime::now());
+        match store.update(&current).await {
+            Ok(()) | Err(crate::store::StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 
     if !delta {

@@ -53,6 +53,15 @@ impl Shape {
     pub fn has_references(&self) -> bool {
         !self.references.is_empty()
     }
+
+    /// Whether a reference among `values` names no object that `ids` knows (yet).
+    pub fn unresolved(&self, values: &TargetValues, ids: &HashMap<String, String>) -> bool {
+        self.references
+            .iter()
+            .filter_map(|name| values.get(name))
+            .flatten()
+            .any(|v| v.as_text().is_some_and(|anchor| !ids.contains_key(&anchor)))
+    }
 }
 
 /// A SCIM id that a reference attribute names but the connector space does not know.

@@ -511,8 +511,15 @@ impl Provisioner {
                 values: vec![key.clone()],
             })),
         };
-        let found =
-            session.call("LookupEntries", session.client().lookup_entries(session.request(lookup))).await?;
+        // A lookup that fails leaves the write's outcome unknown: the record stays pending, and
+        // the client is told to come back (a 503 with Retry-After), not that the write failed.
+        let found = session
+            .call("LookupEntries", session.client().lookup_entries(session.request(lookup)))
+            .await
+            .map_err(|e| ProvisionError::Unavailable {
+                retry_after: Duration::from_secs(5),
+                reason: format!("the outcome of the write is not known yet, and looking it up failed: {e}"),
+            })?;
         let config = &handle.config;
         let (entries, others): (Vec<_>, Vec<_>) = found.entries.into_iter().partition(|e| {
             (e.object_type.is_empty() || e.object_type == config.object_type)

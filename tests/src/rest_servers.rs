@@ -8,6 +8,9 @@
 //!   (`tests/fixtures/rest/oauth_server.js`).
 //! - [`SoapUsers`]: a SOAP 1.1 user service built with spyne 2.14.0 (PyPI)
 //!   (`tests/fixtures/rest/soap_users.py`, whose header shows its requests and answers).
+//! - [`ScimServer`]: scim2-server 0.8.3 (PyPI), a SCIM 2.0 service of Users and Groups, its
+//!   resources kept in a file too so that they outlive a restart
+//!   (`tests/fixtures/rest/scim_server.py`).
 //!
 //! They come from `scripts/rest-tools.sh` (pinned, installed once per machine under `~/.cache`),
 //! run once per test process; it needs Node.js 18.12 or later, npm and python3.
@@ -502,6 +505,202 @@ impl SoapUsers {
     pub fn restart(&mut self) {
         self.process.restart();
     }
+}
+
+/// scim2-server 0.8.3 (PyPI), a SCIM 2.0 service (RFC 7643/7644) of Users (with the enterprise
+/// extension) and Groups, as its `scim2-server` command serves it: the RFC's schemas and
+/// resource types, every feature announced (PATCH, filters, sorting, ETags, bulk) but cursor
+/// paging, a static bearer token, at `/v2` (and at the root). It assigns ids (32 hex digits),
+/// `meta.created`, `meta.lastModified` (to the microsecond) and `meta.version` (`W/"N"`, an
+/// ETag from one counter); it refuses a taken userName or group displayName (409 `uniqueness`),
+/// a filter that matches no value in a PATCH path (400 `noTarget`), a stale `If-Match` (412).
+/// It is lenient with what it reads (it takes `"op": "Replace"` and `"False"`): to know what a
+/// client sent, put a [`crate::http_faults::FaultProxy`] in front. Answers are HTTP/1.0, one
+/// request per connection.
+///
+/// Its resources are in memory and, through `tests/fixtures/rest/scim_server.py`, in a file of
+/// its directory, written before each write is answered: [`ScimServer::stop`] (SIGTERM, which
+/// Python does not catch: as abrupt as a crash) and [`ScimServer::restart`] keep every resource
+/// it acknowledged. (The command's own `--dump-resources` would not do: it empties its file at
+/// start and writes it only on SIGINT, and nothing reads it back.) [`ScimServer::start_in_memory`]
+/// is the plain command, whose restart loses everything.
+pub struct ScimServer {
+    process: Process,
+    token: String,
+}
+
+impl ScimServer {
+    /// Starts it empty, with a bearer token of its own ([`ScimServer::token`]), its resources
+    /// kept in its file too; waits until it answers.
+    pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// [`ScimServer::start`], but its resources in memory only, as the plain `scim2-server`
+    /// command keeps them: a restart empties it. (Each write of a persistent one rewrites its
+    /// whole file: for benchmarks of many resources, this one.)
+    pub fn start_in_memory() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(persistent: bool) -> Self {
+        let dir = TempDir::new("scim2-server");
+        let state = persistent.then(|| dir.path().join("resources.json"));
+        let script = fixture("scim_server.py");
+        let python = tools().join("venv/bin/python");
+        let token = unique_token("scim2-server");
+        let (launch_token, probe_token) = (token.clone(), token.clone());
+        let process = Process::start(
+            "scim2_server",
+            dir,
+            move |addr| {
+                let mut command = Command::new(&python);
+                command.arg(&script).args(["--hostname", "127.0.0.1", "--port"]);
+                command.arg(addr.port().to_string()).arg("--bearer-token").arg(&launch_token);
+                if let Some(state) = &state {
+                    command.env("SCIM_SERVER_STATE", state);
+                }
+                command
+            },
+            // Printed by this very process once it listens on the port, and it knows the token.
+            move |p| {
+                p.log().contains(&format!("Serving SCIM on http://{}/v2\n", p.addr))
+                    && try_request_with(
+                        p.addr,
+                        "GET",
+                        "/v2/ServiceProviderConfig",
+                        &[("Authorization", &format!("Bearer {probe_token}"))],
+                        None,
+                    )
+                    .is_ok_and(|r| r.status == 200)
+            },
+        );
+        Self { process, token }
+    }
+
+    /// The SCIM base URL, `http://127.0.0.1:PORT/v2` (behind a proxy: the proxy's URL and
+    /// `/v2`).
+    pub fn url(&self) -> String {
+        format!("http://{}/v2", self.process.addr)
+    }
+
+    /// Its address (for a [`crate::http_faults::FaultProxy`] in front).
+    pub fn addr(&self) -> SocketAddr {
+        self.process.addr
+    }
+
+    /// The bearer token it accepts (and no other).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// A request to `/v2<path>` with its token, a SCIM JSON body when given; the response
+    /// whatever its status.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        let authorization = format!("Bearer {}", self.token);
+        let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/scim+json")];
+        let body = body.map(Value::to_string);
+        self.process.request(method, &format!("/v2{path}"), &headers, body.as_deref())
+    }
+
+    /// `GET /v2<path>` (e.g. `/Users/<id>`); panics unless 200.
+    pub fn get(&self, path: &str) -> Value {
+        let r = self.request("GET", path, None);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json()
+    }
+
+    /// `POST /v2<path>` of `body` (e.g. a user into `/Users`): created straight in the service,
+    /// as another client would. Returns what it stored (with its id); panics unless 201.
+    pub fn post(&self, path: &str, body: &Value) -> Value {
+        let r = self.request("POST", path, Some(body));
+        assert_eq!(r.status, 201, "POST {path}: {}", r.body);
+        r.json()
+    }
+
+    /// `PATCH /v2<path>` with these RFC 7644 operations, straight in the service; panics unless
+    /// 200 or 204.
+    pub fn patch(&self, path: &str, operations: Value) -> Response {
+        let body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": operations,
+        });
+        let r = self.request("PATCH", path, Some(&body));
+        assert!(matches!(r.status, 200 | 204), "PATCH {path}: {} {}", r.status, r.body);
+        r
+    }
+
+    /// Every resource of an endpoint (`/Users`, `/Groups`), read through its own list API page
+    /// by page, optionally with a SCIM filter.
+    pub fn list(&self, endpoint: &str, filter: Option<&str>) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let mut query = format!("?startIndex={}&count=200", out.len() + 1);
+            if let Some(filter) = filter {
+                query.push_str(&format!("&filter={}", percent_encode(filter)));
+            }
+            let page = self.get(&format!("{endpoint}{query}"));
+            let resources = page["Resources"].as_array().cloned().unwrap_or_default();
+            let total = page["totalResults"].as_u64().expect("totalResults") as usize;
+            let received = resources.len();
+            out.extend(resources);
+            if received == 0 || out.len() >= total {
+                return out;
+            }
+        }
+    }
+
+    /// Every user it holds.
+    pub fn users(&self) -> Vec<Value> {
+        self.list("/Users", None)
+    }
+
+    /// Every group it holds.
+    pub fn groups(&self) -> Vec<Value> {
+        self.list("/Groups", None)
+    }
+
+    /// The users whose userName is `user_name` (by its filter, `userName eq`, which compares
+    /// case-insensitively as the RFC's schema says).
+    pub fn users_named(&self, user_name: &str) -> Vec<Value> {
+        let quoted = Value::String(user_name.to_string()).to_string();
+        self.list("/Users", Some(&format!("userName eq {quoted}")))
+    }
+
+    /// Its output since it last started (a line per request).
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Whether it is running.
+    pub fn running(&self) -> bool {
+        self.process.running()
+    }
+
+    /// Stops it, as an outage would: SIGTERM, which kills it at once (requests under way get no
+    /// answer, connections to its port are refused). What it acknowledged stays in its file.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Stops it if running and starts it again on the same port, with the resources of its file
+    /// (every write it acknowledged), or empty when it was started in memory only.
+    pub fn restart(&mut self) {
+        self.process.restart();
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (for a query value).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Standard base64 with padding (for a Basic authorization).

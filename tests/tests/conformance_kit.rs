@@ -194,6 +194,40 @@ update = {{ displayName = "Kit, checked" }}
 }
 
 #[test]
+fn connector_scim_passes_every_check_against_scim2_server() {
+    let dir = TempDir::new("kit-scim");
+    let service = e2e::rest_servers::ScimServer::start();
+    let description = format!(
+        r#"
+executable = "{}"
+object_type = "user"
+partition = "default"
+env = {{ RUST_LOG = "warn" }}
+
+[parameters]
+base_url = "{}"
+resource_type = "User"
+auth = "bearer"
+token = "{}"
+
+[object]
+match_attribute = "userName"
+attributes = {{ userName = "kit", displayName = "Kit", 'emails[type eq "work"].value' = "kit@example.com", active = true }}
+update = {{ displayName = "Kit, checked" }}
+"#,
+        binary("connector-scim").display(),
+        service.url(),
+        service.token(),
+    );
+    let (code, report) = check(dir.path(), &description);
+    assert_eq!(code, 0, "{report}");
+    let (passed, failed) = figures(&report);
+    assert_eq!(failed, 0, "{report}");
+    assert!(passed >= 20, "{report}");
+    assert!(!report.contains("skip  "), "every check ran (imports, deltas, lookups, concurrency):\n{report}");
+}
+
+#[test]
 fn a_broken_connector_fails_the_checks_its_faults_break_and_no_others() {
     let dir = TempDir::new("kit-broken");
     let faulty = binary("connector-faulty");

@@ -1,12 +1,13 @@
 //! connector-rest's third-party servers themselves (tests/src/rest_servers.rs), and the fault
 //! proxy in front of them: json-server's data in its file, a write that the client never hears
-//! of, the token endpoint's client check and token lifetime, and the SOAP service's operations,
-//! faults and Basic authentication.
+//! of, the token endpoint's client check and token lifetime, the SOAP service's operations,
+//! faults and Basic authentication, and scim2-server's token, refusals and resources kept across
+//! a kill.
 
 use std::time::Duration;
 
 use e2e::http_faults::{Fault, FaultKind, FaultProxy};
-use e2e::rest_servers::{JsonServer, OAuthServer, SoapUsers};
+use e2e::rest_servers::{JsonServer, OAuthServer, ScimServer, SoapUsers};
 use e2e::{try_request_with, wait_until};
 use serde_json::json;
 
@@ -111,4 +112,81 @@ fn the_soap_service_creates_finds_and_faults_behind_basic_auth() {
         try_request_with(soap.addr(), "POST", "/", &[("Content-Type", "text/xml")], Some(envelope)).unwrap();
     assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Basic realm=\"soap_users\"")));
     assert!(soap.state()["calls"].get("ListUsers").is_none());
+}
+
+#[test]
+fn scim2_server_needs_its_token_and_keeps_what_it_acknowledged_across_a_kill() {
+    let mut server = ScimServer::start();
+    let config = server.get("/ServiceProviderConfig");
+    assert_eq!(
+        (config["patch"]["supported"].as_bool(), config["filter"]["supported"].as_bool()),
+        (Some(true), Some(true)),
+        "{config}"
+    );
+    assert_eq!(config["etag"]["supported"], true, "{config}");
+    let types: Vec<String> = server.get("/ResourceTypes")["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["endpoint"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["/Users", "/Groups"]);
+    // Another token, or none, is refused.
+    let unauthorized = try_request_with(
+        server.addr(),
+        "GET",
+        "/v2/Users",
+        &[("Authorization", "Bearer not-the-token")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(unauthorized.status, 401, "{}", unauthorized.body);
+    assert_eq!(try_request_with(server.addr(), "GET", "/Users", &[], None).unwrap().status, 401);
+
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ann",
+                      "emails": [{"type": "work", "value": "ann@example.com"}], "active": true});
+    let ann = server.post("/Users", &user);
+    let id = ann["id"].as_str().unwrap().to_string();
+    assert_eq!(ann["meta"]["version"], "W/\"1\"");
+    let taken = server.request("POST", "/Users", Some(&user));
+    assert_eq!(
+        (taken.status, taken.json()["scimType"].as_str()),
+        (409, Some("uniqueness")),
+        "{}",
+        taken.body
+    );
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "g",
+                       "members": [{"value": id}]});
+    server.post("/Groups", &group);
+    server.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "active", "value": false}]));
+    let before = server.get(&format!("/Users/{id}"));
+    assert_eq!(server.users_named("ANN").len(), 1, "userName compares case-insensitively");
+
+    // Killed (SIGTERM, not caught) and started again: every acknowledged write is there.
+    server.stop();
+    assert!(!server.running());
+    assert!(try_request_with(server.addr(), "GET", "/v2/Users", &[], None).is_err(), "refused while down");
+    server.restart();
+    assert_eq!(server.get(&format!("/Users/{id}")), before);
+    assert_eq!(server.users().len(), 1);
+    assert_eq!(server.groups()[0]["members"], json!([{"value": id}]));
+    let taken = server.request("POST", "/Users", Some(&user));
+    assert_eq!(taken.status, 409, "the restored users are indexed: {}", taken.body);
+    // The ETag counter goes on: a new write never reuses a version.
+    let bob = server.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "bob"}),
+    );
+    let version: u64 =
+        bob["meta"]["version"].as_str().unwrap().trim_matches(|c: char| !c.is_ascii_digit()).parse().unwrap();
+    let before_version: u64 = before["meta"]["version"]
+        .as_str()
+        .unwrap()
+        .trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap();
+    assert!(version > before_version, "{} after {}", bob["meta"]["version"], before["meta"]["version"]);
+    wait_until(Duration::from_secs(5), "its log to show the requests", || {
+        server.log().contains("\"POST /v2/Users HTTP/1.1\" 201")
+    });
 }
