@@ -599,6 +599,16 @@ mod tests {
             )
         );
         assert!(XmlTemplate::parse("<a><b></a>").is_err());
+        // The envelopes and content types of both SOAP versions.
+        assert!(Soap::V11.envelope("<x/>").contains(
+            r#"xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><x/></soap:Body>"#
+        ));
+        assert!(Soap::V12.envelope("<x/>").contains("http://www.w3.org/2003/05/soap-envelope"));
+        assert_eq!(Soap::V11.content_type(Some("Create")), "text/xml; charset=utf-8");
+        assert_eq!(
+            Soap::V12.content_type(Some("urn:Create\"x")),
+            r#"application/soap+xml; charset=utf-8; action="urn:Createx""#
+        );
         assert!(XmlTemplate::parse("<a>").is_err());
     }
 }

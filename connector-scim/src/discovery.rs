@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use ecma_proto::v1::{self, AttributeType};
 use serde_json::Value as Json;
 
+use ecma_connector_sdk::declared::Declared;
+
 use crate::resource::find;
 
 /// What the service supports.
@@ -230,26 +232,12 @@ impl Resource {
 
     /// The connector's schema type: `id` (import only) and every attribute.
     pub fn schema_type(&self, object_type: &str) -> v1::SchemaType {
-        let mut attributes = vec![v1::SchemaAttribute {
-            name: "id".into(),
-            r#type: AttributeType::String as i32,
-            multi_valued: false,
-            operation: v1::AttributeOperation::ImportOnly as i32,
-            required: false,
-        }];
-        attributes.extend(self.attributes.iter().map(|a| v1::SchemaAttribute {
-            name: a.name.clone(),
-            r#type: a.kind as i32,
-            multi_valued: a.multi,
-            operation: v1::AttributeOperation::ImportExport as i32,
-            required: false,
-        }));
-        v1::SchemaType {
-            name: object_type.into(),
-            attributes,
-            anchor_attributes: vec!["id".into()],
-            locked: false,
-        }
+        let declared: Vec<Declared> = self
+            .attributes
+            .iter()
+            .map(|a| Declared { name: a.name.clone(), kind: a.kind, multi: a.multi })
+            .collect();
+        ecma_connector_sdk::declared::schema_type(object_type, "id", &declared)
     }
 }
 

@@ -743,17 +743,7 @@ impl Target for ScimTarget {
     }
 
     async fn open_export(&self, scope: &ExportScope) -> Result<(), ConnectorError> {
-        let s = &self.settings;
-        if scope.object_type != s.object_type || scope.partition != s.partition {
-            return Err(ConnectorError::new(
-                ErrorKind::InvalidConfiguration,
-                format!(
-                    "this connector serves object type {:?} in partition {:?}, not {:?} in {:?}",
-                    s.object_type, s.partition, scope.object_type, scope.partition
-                ),
-            ));
-        }
-        Ok(())
+        scope.expect(&self.settings.object_type, &self.settings.partition)
     }
 
     async fn export(

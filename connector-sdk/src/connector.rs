@@ -157,6 +157,22 @@ pub struct ExportScope {
     pub partition: String,
 }
 
+impl ExportScope {
+    /// Refuses a session for another object type or partition than the one a connector serves.
+    pub fn expect(&self, object_type: &str, partition: &str) -> Result<(), ConnectorError> {
+        if self.object_type == object_type && self.partition == partition {
+            return Ok(());
+        }
+        Err(ConnectorError::new(
+            ErrorKind::InvalidConfiguration,
+            format!(
+                "this connector serves object type {object_type:?} in partition {partition:?}, not {:?} in {:?}",
+                self.object_type, self.partition
+            ),
+        ))
+    }
+}
+
 /// A password operation.
 #[derive(Debug, Clone)]
 pub struct PasswordChange {

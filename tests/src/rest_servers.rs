@@ -637,7 +637,7 @@ impl ScimServer {
         loop {
             let mut query = format!("?startIndex={}&count=200", out.len() + 1);
             if let Some(filter) = filter {
-                query.push_str(&format!("&filter={}", percent_encode(filter)));
+                query.push_str(&format!("&filter={}", crate::percent_encode(filter)));
             }
             let page = self.get(&format!("{endpoint}{query}"));
             let resources = page["Resources"].as_array().cloned().unwrap_or_default();
@@ -688,19 +688,6 @@ impl ScimServer {
     pub fn restart(&mut self) {
         self.process.restart();
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters (for a query value).
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Standard base64 with padding (for a Basic authorization).

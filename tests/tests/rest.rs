@@ -93,40 +93,6 @@ fn patch(s: &Supervisor, path: &str, operations: Value) -> Response {
     s.scim("PATCH", path, Some(&body.to_string()))
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
-fn form_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(byte.unwrap_or_else(|| panic!("bad percent-encoding in {text:?}")));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or_else(|e| panic!("not UTF-8 once decoded: {text:?}: {e}"))
-}
-
 /// A request target's path and its decoded query pairs.
 fn split_target(target: &str) -> (String, Vec<(String, String)>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -135,7 +101,7 @@ fn split_target(target: &str) -> (String, Vec<(String, String)>) {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (form_decode(k), form_decode(v))
+            (e2e::form_decode(k), e2e::form_decode(v))
         })
         .collect();
     (path.to_string(), pairs)
@@ -143,7 +109,8 @@ fn split_target(target: &str) -> (String, Vec<(String, String)>) {
 
 /// `GET /scim/<app>/Users?filter=userName eq "<name>"`, its `Resources`.
 fn find_users(s: &Supervisor, app: &str, name: &str) -> Vec<Value> {
-    let filter = encode(&format!("userName eq \"{}\"", name.replace('\\', "\\\\").replace('"', "\\\"")));
+    let filter =
+        e2e::percent_encode(&format!("userName eq \"{}\"", name.replace('\\', "\\\\").replace('"', "\\\"")));
     let r = s.scim("GET", &format!("/scim/{app}/Users?filter={filter}"), None);
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["Resources"].as_array().cloned().unwrap_or_default()
@@ -873,7 +840,7 @@ fn oauth2_tokens_are_renewed_sent_on_every_request_and_never_logged() {
     );
     assert!(!log.contains(secret), "the client secret is in the supervisor's log");
     assert!(
-        !log.contains(&base64(format!("rest-client:{}", encode(secret)).as_bytes())),
+        !log.contains(&base64(format!("rest-client:{}", e2e::percent_encode(secret)).as_bytes())),
         "the Basic credentials are in the log"
     );
     for token in &issued {

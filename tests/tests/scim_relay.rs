@@ -117,7 +117,7 @@ impl Relay {
 
     /// The SCIM users named `name` (`filter=userName eq`).
     fn find_users(&self, name: &str) -> Vec<Value> {
-        let filter = encode(&format!("userName eq {}", Value::String(name.into())));
+        let filter = e2e::percent_encode(&format!("userName eq {}", Value::String(name.into())));
         let r = self.scim("GET", &format!("/Users?filter={filter}"), None);
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()["Resources"].as_array().cloned().unwrap_or_default()
@@ -254,39 +254,6 @@ fn assert_rfc_request(r: &Recorded) {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
-fn form_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                out.push(hex.and_then(|h| u8::from_str_radix(h, 16).ok()).expect("percent-encoding"));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).expect("UTF-8")
-}
-
 /// A request target's decoded query pairs.
 fn query(target: &str) -> BTreeMap<String, String> {
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
@@ -295,7 +262,7 @@ fn query(target: &str) -> BTreeMap<String, String> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (form_decode(k), form_decode(v))
+            (e2e::form_decode(k), e2e::form_decode(v))
         })
         .collect()
 }
