@@ -560,6 +560,36 @@ fn a_mobile_number_removed_then_set_again_stays_one_element_downstream() {
     relay.assert_clean();
 }
 
+#[test]
+fn with_put_updates_read_the_resource_and_send_it_whole_with_if_match() {
+    let config = with_parameters(&example(), "relay-users", "update_method = \"put\"");
+    let relay = Relay::start("scim-relay-put", &config, &["relay-users", "relay-groups"]);
+    let mut body = scim_user("putter");
+    body["title"] = json!("Clerk");
+    let id = relay.create("/Users", &body);
+    let path = format!("/Users/{id}");
+    let before = relay.downstream_user("putter");
+
+    // Someone else writes in between the connector's read and its PUT: the first PUT carries a
+    // stale If-Match, is refused 412, and the connector reads again and retries.
+    relay.proxy.push(Fault::on("PUT", "/v2/Users/", FaultKind::Status { code: 412, retry_after: None, body: r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "412", "detail": "version mismatch"}"#.into() }));
+    let mark = relay.mark();
+    relay.patch_ok(&path, json!([{"op": "Replace", "path": "displayName", "value": "Put Whole"}, {"op": "Remove", "path": "title"}]));
+    let stored = relay.downstream_user("putter");
+    assert_eq!(stored["displayName"], "Put Whole");
+    assert!(stored.get("title").is_none(), "title removed: {stored:#}");
+    assert_eq!(stored["emails"], before["emails"], "what the change did not touch is kept");
+    let puts = relay.sent_since(mark, "PUT", "/Users/");
+    assert_eq!(puts.len(), 2, "a refused PUT, then one after a fresh read: {puts:#?}");
+    for put in &puts {
+        assert!(put.header("if-match").is_some_and(|v| v.starts_with("W/")), "If-Match sent: {put:#?}");
+        assert!(put.json().get("meta").is_none(), "meta is not sent back");
+    }
+    assert!(relay.sent_since(mark, "PATCH", "/Users/").is_empty(), "no PATCH with update_method = put");
+    assert!(relay.sent_since(mark, "GET", "/Users/").len() >= 2, "the resource read before each PUT");
+    relay.assert_clean();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Groups
 // ---------------------------------------------------------------------------------------------
