@@ -959,3 +959,34 @@ fn soap_example_creates_updates_sets_passwords_and_deletes() {
     );
     assert!(!log.contains(secret), "the user's password is in the supervisor's log");
 }
+
+#[test]
+fn the_schema_command_proposes_a_declaration_from_a_sample_object() {
+    let js = JsonServer::start();
+    js.post(
+        "/users",
+        &json!({"userName": "sample", "active": true, "age": 41, "emails": ["a@example.com"], "name": {"givenName": "S"}}),
+    );
+    let out = std::process::Command::new(e2e::binary("connector-rest"))
+        .args(["schema", &format!("{}/users", js.url()), "--items", "$[0]"])
+        .output()
+        .expect("run connector-rest schema");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(r#"attributes = "active:boolean, age:integer, emails*, userName""#),
+        "types from the JSON values, arrays multi-valued, the id left out:\n{text}"
+    );
+    assert!(text.contains("name is an object"), "a nested object is named for attribute_paths:\n{text}");
+    // A URL that answers no object says so.
+    let out = std::process::Command::new(e2e::binary("connector-rest"))
+        .args(["schema", &format!("{}/groups", js.url())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no object found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
