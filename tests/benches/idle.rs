@@ -15,16 +15,22 @@ use std::time::{Duration, Instant};
 
 use e2e::{Supervisor, cpu_seconds, quickstart_config, request};
 
-/// `VmRSS` of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
+/// A field of /proc/<pid>/status in MiB: `VmRSS` (all resident pages), `RssAnon` (the heap:
+/// what the process itself holds; the rest is mapped files, which on /dev/shm count as shared
+/// memory: SQLite's database and WAL pages).
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kib| kib.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS")
 }
 
 /// A configuration of `apps` apps, each with a users and a groups connector into its own
@@ -98,8 +104,9 @@ fn idle(label: &str, s: &Supervisor, secs: u64) {
         pids.iter().zip(&before).map(|(p, b)| (cpu_seconds(*p) - b) / secs as f64 * 100.0).collect();
     let conn_rss: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
     println!(
-        "{label}: supervisor RSS {:.1} MiB, CPU {:.2} % | {} connectors: RSS {:.1} MiB each (median; {:.1} in all), CPU {:.3} % each (median; {:.2} % in all)",
+        "{label}: supervisor RSS {:.1} MiB (heap {:.1}), CPU {:.2} % | {} connectors: RSS {:.1} MiB each (median; {:.1} in all), CPU {:.3} % each (median; {:.2} % in all)",
         rss_mib(s.pid()),
+        status_mib(s.pid(), "RssAnon"),
         sup_cpu,
         pids.len(),
         median(conn_rss.clone()),
@@ -167,5 +174,10 @@ fn main() {
         started.elapsed().as_secs_f64(),
         c["last_import"]["added"]
     );
+    // Right after the import, then once the store has settled (its write-ahead log folded back
+    // into the database).
+    idle(&format!("just after, 2 connectors, {users} users"), &s, 10);
     idle(&format!("idle, 2 connectors, {users} users"), &s, 10);
+    let peak = status_mib(s.pid(), "VmHWM");
+    println!("supervisor peak RSS during the import (VmHWM): {peak:.0} MiB");
 }
