@@ -250,7 +250,7 @@ pub async fn run(
                     current.state = RecordState::Present;
                     current.version += 1;
                     current.modified = rfc3339(SystemTime::now());
-                    match store.update(&current).await {
+                    match store.update_imported(&current).await {
                         Ok(()) => {
                             report.updated += 1;
                             learn(&mut ids, &current);
@@ -289,7 +289,7 @@ pub async fn run(
                         modified: at,
                     };
                     record.set_target_values(&values);
-                    match store.insert(&record).await {
+                    match store.insert_imported(&record).await {
                         Ok(()) => {
                             report.added += 1;
                             learn(&mut ids, &record);
@@ -344,7 +344,7 @@ pub async fn run(
         current.resource = resource;
         current.version += 1;
         current.modified = rfc3339(SystemTime::now());
-        match store.update(&current).await {
+        match store.update_imported(&current).await {
             Ok(()) | Err(crate::store::StoreError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }

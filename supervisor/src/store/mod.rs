@@ -313,6 +313,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces a record (or inserts it); [`StoreError::Conflict`] when its new name belongs to
     /// another record.
     async fn update(&self, record: &Record) -> Result<(), StoreError>;
+    /// [`Engine::insert`] for an import: the record is not put in a read cache (an import writes
+    /// every object once, and keeping them all held the connector space in memory).
+    async fn insert_imported(&self, record: &Record) -> Result<(), StoreError> {
+        self.insert(record).await
+    }
+    /// [`Engine::update`] for an import, likewise.
+    async fn update_imported(&self, record: &Record) -> Result<(), StoreError> {
+        self.update(record).await
+    }
     /// Removes a record.
     async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError>;
     /// Number of records.

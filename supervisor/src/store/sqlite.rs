@@ -75,6 +75,8 @@ enum Op {
     Put {
         record: Box<Record>,
         upsert: bool,
+        /// Whether the read cache keeps it (not for an import's writes).
+        cached: bool,
     },
     Delete {
         app: String,
@@ -503,9 +505,11 @@ impl SqliteStore {
         {
             let mut cache = write(&self.inner.cache);
             match (&op, &result) {
-                (Op::Put { record, .. }, Ok(())) => {
+                (Op::Put { record, cached, .. }, Ok(())) => {
                     cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
-                    cache.put(record);
+                    if *cached {
+                        cache.put(record);
+                    }
                 }
                 (Op::Put { record, .. }, Err(_)) => {
                     cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name))
@@ -639,13 +643,21 @@ impl Engine for SqliteStore {
 
     /// Inserts a new record; [`StoreError::Conflict`] when the userName is taken.
     async fn insert(&self, record: &Record) -> Result<(), StoreError> {
-        self.write(Op::Put { record: Box::new(record.clone()), upsert: false }).await
+        self.write(Op::Put { record: Box::new(record.clone()), upsert: false, cached: true }).await
+    }
+
+    async fn insert_imported(&self, record: &Record) -> Result<(), StoreError> {
+        self.write(Op::Put { record: Box::new(record.clone()), upsert: false, cached: false }).await
+    }
+
+    async fn update_imported(&self, record: &Record) -> Result<(), StoreError> {
+        self.write(Op::Put { record: Box::new(record.clone()), upsert: true, cached: false }).await
     }
 
     /// Replaces a record (same app, type and id); [`StoreError::Conflict`] when its new userName
     /// belongs to another record.
     async fn update(&self, record: &Record) -> Result<(), StoreError> {
-        self.write(Op::Put { record: Box::new(record.clone()), upsert: true }).await
+        self.write(Op::Put { record: Box::new(record.clone()), upsert: true, cached: true }).await
     }
 
     /// Removes a record.
@@ -803,7 +815,7 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
 /// One write, as one autocommitted statement.
 fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
     let result = match op {
-        Op::Put { record: r, upsert } => {
+        Op::Put { record: r, upsert, .. } => {
             connection.prepare_cached(if *upsert { UPSERT } else { INSERT })?.execute(params![
                 r.app,
                 r.resource_type,
@@ -912,6 +924,30 @@ mod tests {
         assert!(matches!(store.insert(&record("3", "carol")).await, Err(StoreError::Closed)));
         let reopened = SqliteStore::open(&dir.join("space.db")).await.unwrap();
         assert_eq!(reopened.get("demo", "User", "2").await.unwrap().unwrap().user_name, "robert");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_imports_writes_are_not_kept_in_the_read_cache_and_never_leave_it_stale() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("space.db")).await.unwrap();
+        let cached = |store: &SqliteStore| read(&store.inner.cache).by_id.len();
+        store.insert(&record("1", "alice")).await.unwrap();
+        assert_eq!(cached(&store), 1, "a SCIM write is kept for the next read");
+        store.insert_imported(&record("2", "bob")).await.unwrap();
+        assert_eq!(cached(&store), 1, "an import's write is not");
+        assert_eq!(store.get("demo", "User", "2").await.unwrap().unwrap().user_name, "bob");
+        assert_eq!(cached(&store), 2, "a read fills it as usual");
+        // An import's update of a cached record drops the cached copy: the next read sees it.
+        let mut bob = store.get("demo", "User", "2").await.unwrap().unwrap();
+        bob.user_name = "robert".into();
+        store.update_imported(&bob).await.unwrap();
+        assert_eq!(cached(&store), 1);
+        assert_eq!(store.get("demo", "User", "2").await.unwrap().unwrap().user_name, "robert");
+        assert!(
+            store.by_user_name("demo", "User", "bob").await.unwrap().is_none(),
+            "the old name is forgotten"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
