@@ -131,10 +131,7 @@ impl RestTarget {
 
     /// The base URL joined with `path` (the base's own path kept).
     fn url_of(&self, path: &str) -> Url {
-        let mut url = self.settings.connection.base_url.clone();
-        let base = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base}{path}"));
-        url
+        self.http.url(path)
     }
 
     fn add_query(&self, url: &mut Url, query: &[(String, crate::template::Text)], vars: &Vars) {
@@ -280,14 +277,7 @@ impl RestTarget {
                 format!("modification type {} is not exported", entry.modification_type),
             ))),
         };
-        match result {
-            Ok(outcome) => outcome,
-            Err(Failure::NotDone(e)) => Outcome::Failed(e),
-            Err(Failure::Unknown(detail)) => {
-                tracing::warn!(entry = %entry.identifier, "outcome unknown: {detail}");
-                Outcome::Unknown
-            }
-        }
+        Failure::outcome(result, &entry.identifier)
     }
 
     async fn create(&self, object: &Object, entry: &v1::CsEntryChange) -> Result<Outcome, Failure> {
@@ -819,13 +809,7 @@ impl Target for RestTarget {
         }
         let vars = self.object_vars(&object, vars);
         let request = self.request(op, &vars, self.body(op, &vars, Only::All))?;
-        let redact =
-            |e: ConnectorError| ConnectorError { detail: e.detail.replace(&change.new, "[redacted]"), ..e };
-        match self.call(&request, &op.statuses).await {
-            Ok(_) => Ok(()),
-            Err(Failure::NotDone(e)) => Err(redact(e).on("password")),
-            Err(Failure::Unknown(detail)) => Err(ConnectorError::outcome_unknown(detail)),
-        }
+        Failure::password(self.call(&request, &op.statuses).await, &change.new)
     }
 }
 

@@ -178,72 +178,97 @@ pub enum Only<'a> {
     },
 }
 
-/// A JSON body template: a JSON document whose strings may hold placeholders.
+/// A JSON body template: a JSON document whose strings may hold placeholders, read once into
+/// nodes that know the variables they use.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JsonTemplate(Json);
+pub struct JsonTemplate(Node);
 
-/// The variables a JSON value uses.
-fn json_vars(value: &Json, out: &mut BTreeSet<String>) {
-    match value {
-        Json::String(s) => out.extend(Text::parse(s).vars().map(str::to_string)),
-        Json::Array(items) => items.iter().for_each(|i| json_vars(i, out)),
-        Json::Object(map) => map.values().for_each(|v| json_vars(v, out)),
-        _ => {}
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    /// A value without placeholders.
+    Literal(Json),
+    Text(Text, BTreeSet<String>),
+    Array(Vec<Node>, BTreeSet<String>),
+    Object(Vec<(String, Node)>, BTreeSet<String>),
+}
+
+impl Node {
+    fn of(value: Json) -> Self {
+        match value {
+            Json::String(s) => {
+                let text = Text::parse(&s);
+                let vars: BTreeSet<String> = text.vars().map(str::to_string).collect();
+                if vars.is_empty() { Node::Literal(Json::String(s)) } else { Node::Text(text, vars) }
+            }
+            Json::Array(items) => {
+                let items: Vec<Node> = items.into_iter().map(Node::of).collect();
+                let vars = items.iter().flat_map(|i| i.vars().iter().cloned()).collect();
+                Node::Array(items, vars)
+            }
+            Json::Object(map) => {
+                let members: Vec<(String, Node)> = map.into_iter().map(|(k, v)| (k, Node::of(v))).collect();
+                let vars = members.iter().flat_map(|(_, n)| n.vars().iter().cloned()).collect();
+                Node::Object(members, vars)
+            }
+            other => Node::Literal(other),
+        }
+    }
+
+    fn vars(&self) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        match self {
+            Node::Literal(_) => &NONE,
+            Node::Text(_, vars) | Node::Array(_, vars) | Node::Object(_, vars) => vars,
+        }
     }
 }
 
 impl JsonTemplate {
     pub fn parse(template: &str) -> Result<Self, String> {
-        serde_json::from_str(template).map(Self).map_err(|e| format!("not valid JSON ({e})"))
+        serde_json::from_str(template)
+            .map(|json| Self(Node::of(json)))
+            .map_err(|e| format!("not valid JSON ({e})"))
     }
 
     pub fn vars(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        json_vars(&self.0, &mut out);
-        out
+        self.0.vars().clone()
     }
 
     /// The body for `vars`. `multi` says which variables are multi-valued (a whole-string
     /// placeholder of one becomes an array).
     pub fn render(&self, vars: &Vars, multi: &dyn Fn(&str) -> bool, absent: Absent, only: Only<'_>) -> Json {
         match (only, &self.0) {
-            (Only::Members { changed }, Json::Object(map)) => {
+            (Only::Members { changed }, Node::Object(members, _)) => {
                 let mut out = serde_json::Map::new();
-                for (key, item) in map {
-                    let mut used = BTreeSet::new();
-                    json_vars(item, &mut used);
-                    if used.is_disjoint(changed) {
-                        continue;
-                    }
+                for (key, item) in members.iter().filter(|(_, n)| !n.vars().is_disjoint(changed)) {
                     let value =
-                        render_json(item, vars, multi, absent, Only::All, false).unwrap_or(Json::Null);
+                        render_node(item, vars, multi, absent, Only::All, false).unwrap_or(Json::Null);
                     out.insert(key.clone(), value);
                 }
                 if out.is_empty() { Json::Null } else { Json::Object(out) }
             }
-            (Only::Members { .. }, _) => {
-                render_json(&self.0, vars, multi, absent, Only::All, false).unwrap_or(Json::Null)
+            (Only::Members { .. }, node) => {
+                render_node(node, vars, multi, absent, Only::All, false).unwrap_or(Json::Null)
             }
-            _ => render_json(&self.0, vars, multi, absent, only, false).unwrap_or(Json::Null),
+            (only, node) => render_node(node, vars, multi, absent, only, false).unwrap_or(Json::Null),
         }
     }
 
     /// The variables used inside a top-level member that is an object or an array (a PATCH
     /// of one of them needs the object's other values).
     pub fn nested_vars(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        if let Json::Object(map) = &self.0 {
-            for item in map.values().filter(|v| v.is_object() || v.is_array()) {
-                json_vars(item, &mut out);
-            }
-        }
-        out
+        let Node::Object(members, _) = &self.0 else { return BTreeSet::new() };
+        members
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Array(..) | Node::Object(..)))
+            .flat_map(|(_, n)| n.vars().iter().cloned())
+            .collect()
     }
 }
 
-/// One JSON value of a template; `None` leaves it out.
-fn render_json(
-    value: &Json,
+/// One node of a template; `None` leaves it out.
+fn render_node(
+    node: &Node,
     vars: &Vars,
     multi: &dyn Fn(&str) -> bool,
     absent: Absent,
@@ -252,22 +277,16 @@ fn render_json(
 ) -> Option<Json> {
     // In a merge patch, a member that uses no changed variable (a constant included) is left
     // out: the service keeps what it has.
-    if let Only::Changed { changed, .. } = only {
-        let mut used = BTreeSet::new();
-        json_vars(value, &mut used);
-        if used.is_disjoint(changed) {
-            return None;
-        }
+    if let Only::Changed { changed, .. } = only
+        && node.vars().is_disjoint(changed)
+    {
+        return None;
     }
-    match value {
-        Json::String(s) => {
-            let text = Text::parse(s);
-            let used: Vec<&str> = text.vars().collect();
-            if used.is_empty() {
-                return Some(value.clone());
-            }
+    match node {
+        Node::Literal(value) => Some(value.clone()),
+        Node::Text(text, used) => {
             if let Only::Changed { removed, .. } = only
-                && used.iter().all(|v| removed.contains(*v))
+                && used.is_subset(removed)
             {
                 return Some(Json::Null);
             }
@@ -287,31 +306,29 @@ fn render_json(
                 None => missing(),
             }
         }
-        Json::Array(items) => {
+        Node::Array(items, _) => {
             let mut out = Vec::new();
             for item in items {
                 // A multi-valued placeholder alone in an array puts its values in the array.
-                let spliced = match item {
-                    Json::String(s) => Text::parse(s).whole_var().filter(|n| multi(n)).map(str::to_string),
-                    _ => None,
-                };
-                match spliced {
-                    Some(name) => out.extend(vars.get(&name).into_iter().flatten().map(json_of)),
-                    None => out.extend(render_json(item, vars, multi, absent, Only::All, true)),
+                match item {
+                    Node::Text(text, _) if text.whole_var().is_some_and(multi) => {
+                        let name = text.whole_var().unwrap_or_default();
+                        out.extend(vars.get(name).into_iter().flatten().map(json_of));
+                    }
+                    item => out.extend(render_node(item, vars, multi, absent, Only::All, true)),
                 }
             }
             Some(Json::Array(out))
         }
-        Json::Object(map) => {
+        Node::Object(members, _) => {
             let mut out = serde_json::Map::new();
-            for (key, item) in map {
-                if let Some(v) = render_json(item, vars, multi, absent, only, false) {
+            for (key, item) in members {
+                if let Some(v) = render_node(item, vars, multi, absent, only, false) {
                     out.insert(key.clone(), v);
                 }
             }
             Some(Json::Object(out))
         }
-        other => Some(other.clone()),
     }
 }
 

@@ -97,17 +97,15 @@ impl ConnectorV2 for ScimConnector {
             user_agent: concat!("connector-scim/", env!("CARGO_PKG_VERSION")).into(),
             ..HttpSettings::read(config)?
         };
-        let base = connection.base_url.clone();
         let http = Http::new(connection)?;
         let update = match config.text("update_method") {
             "auto" | "patch" | "put" => config.text("update_method").to_string(),
             other => return Err(bad("update_method", format!("{other:?} is not auto, patch or put"))),
         };
         // Discovery: what the service supports, and the resource type's schema.
-        let target = ScimTarget { http: Arc::new(http), base, settings: Arc::new(placeholder()) };
-        let features = Features::read(&target.get_json("/ServiceProviderConfig").await?);
-        let resource_types = target.list_all("/ResourceTypes").await?;
-        let schemas = target.list_all("/Schemas").await?;
+        let features = Features::read(&get_json(&http, "/ServiceProviderConfig").await?);
+        let resource_types = list_all(&http, "/ResourceTypes").await?;
+        let schemas = list_all(&http, "/Schemas").await?;
         let resource = crate::discovery::resource(config.text("resource_type"), &resource_types, &schemas)
             .map_err(|e| bad("resource_type", e))?;
         let update = match update.as_str() {
@@ -143,32 +141,13 @@ impl ConnectorV2 for ScimConnector {
             cursor = settings.features.cursor,
             "discovered the downstream service"
         );
-        Ok(ScimTarget { settings: Arc::new(settings), ..target })
-    }
-}
-
-/// Settings before discovery (only the HTTP calls of discovery use the target then).
-fn placeholder() -> Settings {
-    Settings {
-        object_type: String::new(),
-        partition: String::new(),
-        update: UpdateMethod::Patch,
-        page_size: 100,
-        concurrency: 1,
-        features: Features::default(),
-        resource: Resource {
-            endpoint: String::new(),
-            schema: String::new(),
-            extensions: vec![],
-            attributes: vec![],
-        },
+        Ok(ScimTarget { http: Arc::new(http), settings: Arc::new(settings) })
     }
 }
 
 /// One downstream service's resource type.
 pub struct ScimTarget {
     http: Arc<Http>,
-    base: Url,
     settings: Arc<Settings>,
 }
 
@@ -233,9 +212,7 @@ fn typed(value: &Json, kind: AttributeType) -> Option<v1::Value> {
 
 impl ScimTarget {
     fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        let base = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base}{path}"));
+        let mut url = self.http.url(path);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
@@ -255,43 +232,11 @@ impl ScimTarget {
     }
 
     fn request(&self, operation: &'static str, method: Method, url: Url, body: Option<Json>) -> Request {
-        Request {
-            operation,
-            method,
-            url,
-            headers: vec![(
-                header::ACCEPT,
-                HeaderValue::from_static("application/scim+json, application/json"),
-            )],
-            body: body.map(|b| (SCIM_JSON.to_string(), b.to_string())),
-        }
+        request(operation, method, url, body)
     }
 
     async fn call(&self, request: Request) -> Result<Answer, Failure> {
-        let operation = request.operation;
-        self.http.call(&request, &[], |answer| refusal(operation, answer)).await
-    }
-
-    fn parse(&self, operation: &str, answer: &Answer) -> Result<Json, ConnectorError> {
-        serde_json::from_str(&answer.body).map_err(|e| {
-            ConnectorError::new(ErrorKind::Internal, format!("{operation}: the answer is not JSON ({e})"))
-        })
-    }
-
-    async fn get_json(&self, path: &str) -> Result<Json, ConnectorError> {
-        let answer = self
-            .call(self.request("discovery", Method::GET, self.url(path, &[]), None))
-            .await
-            .map_err(Failure::into_error)?;
-        self.parse("discovery", &answer)
-    }
-
-    /// The resources of a discovery endpoint (a list response, or a plain array).
-    async fn list_all(&self, path: &str) -> Result<Vec<Json>, ConnectorError> {
-        match self.get_json(path).await? {
-            Json::Array(items) => Ok(items),
-            other => Ok(other.get("Resources").and_then(Json::as_array).cloned().unwrap_or_default()),
-        }
+        call(&self.http, request).await
     }
 
     fn attribute(&self, name: &str) -> Option<(&Attribute, Path)> {
@@ -305,7 +250,7 @@ impl ScimTarget {
         match self.call(request).await {
             Ok(answer) => {
                 let etag = answer.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let body = self.parse("get", &answer)?;
+                let body = parse("get", &answer)?;
                 let etag =
                     etag.or_else(|| body.pointer("/meta/version").and_then(Json::as_str).map(str::to_string));
                 Ok(Some((body, etag)))
@@ -354,14 +299,7 @@ impl ScimTarget {
             },
             _ => Err(Failure::NotDone(ConnectorError::unsupported("this modification type is not exported"))),
         };
-        match result {
-            Ok(outcome) => outcome,
-            Err(Failure::NotDone(e)) => Outcome::Failed(e),
-            Err(Failure::Unknown(detail)) => {
-                tracing::warn!(entry = %entry.identifier, "outcome unknown: {detail}");
-                Outcome::Unknown
-            }
-        }
+        Failure::outcome(result, &entry.identifier)
     }
 
     /// The schemas a resource with these attributes declares: the core schema, and each
@@ -445,8 +383,11 @@ impl ScimTarget {
             None
         };
         let url = self.resource_url(id).map_err(Failure::NotDone)?;
-        let mut request = if s.update == UpdateMethod::Put {
-            let (mut resource, _) = current.clone().expect("read above");
+        let (current, etag) = match current {
+            Some((resource, etag)) => (Some(resource), etag),
+            None => (None, None),
+        };
+        let mut request = if let (UpdateMethod::Put, Some(mut resource)) = (s.update, current.clone()) {
             for change in changes {
                 let (a, path) = self.known(&change.name)?;
                 let mut values: Vec<Json> = path.read(&resource);
@@ -477,7 +418,7 @@ impl ScimTarget {
             let mut operations = Vec::new();
             for change in changes {
                 let (a, path) = self.known(&change.name)?;
-                operations.extend(patch_operations(a, &path, change, current.as_ref().map(|(r, _)| r)));
+                operations.extend(patch_operations(a, &path, change, current.as_ref()));
             }
             if operations.is_empty() {
                 return Ok(Outcome::applied(vec![anchor(id.to_string())]));
@@ -490,7 +431,7 @@ impl ScimTarget {
             )
         };
         if s.features.etag
-            && let Some(etag) = current.as_ref().and_then(|(_, e)| e.as_ref())
+            && let Some(etag) = &etag
             && let Ok(value) = HeaderValue::from_str(etag)
         {
             request.headers.push((header::IF_MATCH, value));
@@ -543,11 +484,7 @@ impl ScimTarget {
 
     fn run(&self, filter: Option<String>, since: Option<String>) -> ListRun {
         ListRun {
-            target: ScimTarget {
-                http: self.http.clone(),
-                base: self.base.clone(),
-                settings: self.settings.clone(),
-            },
+            target: ScimTarget { http: self.http.clone(), settings: self.settings.clone() },
             filter,
             since: since.clone(),
             latest: since.unwrap_or_default(),
@@ -556,6 +493,45 @@ impl ScimTarget {
             done: false,
             seen: BTreeSet::new(),
         }
+    }
+}
+
+/// A request with the SCIM media types.
+fn request(operation: &'static str, method: Method, url: Url, body: Option<Json>) -> Request {
+    Request {
+        operation,
+        method,
+        url,
+        headers: vec![(header::ACCEPT, HeaderValue::from_static("application/scim+json, application/json"))],
+        body: body.map(|b| (SCIM_JSON.to_string(), b.to_string())),
+    }
+}
+
+/// Sends `request`; an error answer is the error its status and `scimType` mean.
+async fn call(http: &Http, request: Request) -> Result<Answer, Failure> {
+    let operation = request.operation;
+    http.call(&request, &[], |answer| refusal(operation, answer)).await
+}
+
+fn parse(operation: &str, answer: &Answer) -> Result<Json, ConnectorError> {
+    serde_json::from_str(&answer.body).map_err(|e| {
+        ConnectorError::new(ErrorKind::Internal, format!("{operation}: the answer is not JSON ({e})"))
+    })
+}
+
+/// A discovery endpoint's answer.
+async fn get_json(http: &Http, path: &str) -> Result<Json, ConnectorError> {
+    let answer = call(http, request("discovery", Method::GET, http.url(path), None))
+        .await
+        .map_err(Failure::into_error)?;
+    parse("discovery", &answer)
+}
+
+/// The resources of a discovery endpoint (a list response, or a plain array).
+async fn list_all(http: &Http, path: &str) -> Result<Vec<Json>, ConnectorError> {
+    match get_json(http, path).await? {
+        Json::Array(items) => Ok(items),
+        other => Ok(other.get("Resources").and_then(Json::as_array).cloned().unwrap_or_default()),
     }
 }
 
@@ -658,7 +634,7 @@ impl ListRun {
         }
         let url = t.url(&t.settings.resource.endpoint, &query);
         let answer = t.call(t.request("list", Method::GET, url, None)).await.map_err(Failure::into_error)?;
-        let body = t.parse("list", &answer)?;
+        let body = parse("list", &answer)?;
         let resources = body.get("Resources").and_then(Json::as_array).cloned().unwrap_or_default();
         let total = body.get("totalResults").and_then(Json::as_u64).unwrap_or(0);
         let received = resources.len() as u64;
@@ -792,13 +768,8 @@ impl Target for ScimTarget {
         };
         let url = self.resource_url(&id)?;
         let body = json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "password", "value": change.new}]});
-        let redact =
-            |e: ConnectorError| ConnectorError { detail: e.detail.replace(&change.new, "[redacted]"), ..e };
-        match self.call(self.request("set password", Method::PATCH, url, Some(body))).await {
-            Ok(_) => Ok(()),
-            Err(Failure::NotDone(e)) => Err(redact(e).on("password")),
-            Err(Failure::Unknown(detail)) => Err(ConnectorError::outcome_unknown(detail)),
-        }
+        let request = self.request("set password", Method::PATCH, url, Some(body));
+        Failure::password(self.call(request).await, &change.new)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use ecma_connector_sdk::ConnectorError;
+use ecma_connector_sdk::{ConnectorError, Outcome};
 use ecma_proto::v1::ErrorKind;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -48,6 +48,33 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// What became of an exported entry, from its write's result: an unknown outcome is
+    /// logged, and gets no result (the supervisor looks the object up).
+    pub fn outcome(result: Result<Outcome, Failure>, entry: &str) -> Outcome {
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::NotDone(e)) => Outcome::Failed(e),
+            Err(Failure::Unknown(detail)) => {
+                tracing::warn!(entry, "outcome unknown: {detail}");
+                Outcome::Unknown
+            }
+        }
+    }
+
+    /// A password operation's result: a refusal names the password attribute and never
+    /// shows `password`; an unknown outcome stays one.
+    pub fn password<T>(result: Result<T, Failure>, password: &str) -> Result<(), ConnectorError> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(Failure::NotDone(e)) => {
+                Err(ConnectorError { detail: e.detail.replace(password, "[redacted]"), ..e }.on("password"))
+            }
+            Err(Failure::Unknown(detail)) => {
+                Err(ConnectorError::outcome_unknown(detail.replace(password, "[redacted]")))
+            }
+        }
+    }
+
     /// As an error of a call that has no per-entry outcome (a read, an import page).
     pub fn into_error(self) -> ConnectorError {
         match self {
@@ -96,6 +123,14 @@ impl Http {
             .build()
             .map_err(|e| ConnectorError::config("base_url", format!("cannot make an HTTP client: {e}")))?;
         Ok(Self { client, settings, token: tokio::sync::Mutex::new(None), issued: Default::default() })
+    }
+
+    /// The service's base URL with `path` appended to its own path.
+    pub fn url(&self, path: &str) -> Url {
+        let mut url = self.settings.base_url.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}{path}"));
+        url
     }
 
     /// `text` with every secret and token replaced.

@@ -375,7 +375,7 @@ fn refusal(shared: &Shared, request: &Message) -> Option<Vec<u8>> {
 }
 
 /// The `exp` claim of a JWT (`header.payload.signature`, base64url), if it is one and has it.
-fn jwt_exp(token: &str) -> Option<u64> {
+pub fn jwt_exp(token: &str) -> Option<u64> {
     let mut parts = token.split('.');
     let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
     let claims: serde_json::Value = serde_json::from_slice(&base64url_decode(payload)?).ok()?;

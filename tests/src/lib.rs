@@ -61,14 +61,12 @@ fn newest_source(name: &str) -> Option<(std::time::SystemTime, PathBuf)> {
         "connector-faulty" => "tests/src/bin",
         "ecma-connector-check" => return newest_in(&["proto", "connector-check/src"]),
         other => match other.strip_prefix("connector-") {
-            Some(_) => {
-                return newest_in(&[
-                    "proto",
-                    "connector-sdk/src",
-                    "connector-web/src",
-                    &format!("{other}/src"),
-                ]);
+            // connector-rest and connector-scim are built from connector-web too.
+            Some(_) if matches!(other, "connector-rest" | "connector-scim") => {
+                let own = format!("{other}/src");
+                return newest_in(&["proto", "connector-sdk/src", "connector-web/src", &own]);
             }
+            Some(_) => return newest_in(&["proto", "connector-sdk/src", &format!("{other}/src")]),
             None => return newest_in(&["proto", "connector-sdk/src", "supervisor/src"]),
         },
     };

@@ -799,8 +799,11 @@ fn oauth2_tokens_are_renewed_sent_on_every_request_and_never_logged() {
         .filter_map(|r| bearer(&r))
         .collect();
     assert!(!early.is_empty(), "the creates carried a bearer token");
-    // The tokens live 2 s: by now every one has expired.
-    std::thread::sleep(Duration::from_secs(3));
+    // The tokens live 2 s: wait until every one of them has expired (their own `exp`).
+    let expires = early.iter().filter_map(|t| e2e::http_faults::jwt_exp(t)).max().expect("JWTs with an exp");
+    e2e::wait_until(Duration::from_secs(30), "the first tokens expired", || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() > expires
+    });
     for name in ["late1", "late2"] {
         create_ok(&s, "rest", &scim_user(name));
     }
