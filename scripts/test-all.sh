@@ -11,9 +11,10 @@
 # for connector-shell's example scripts; systemd-analyze, PyYAML and a venv for hadolint, which
 # check deploy/; hadolint comes from PyPI, once per machine, into a venv under ~/.cache; Node.js
 # and npm for connector-rest's and connector-scim's tests, whose third-party servers
-# scripts/rest-tools.sh installs from npm and PyPI, pinned, once per machine under ~/.cache). As
-# another user, it says which ones are missing. No system server is started or used (where
-# installing a package starts one, as with systemd, it is left alone).
+# scripts/rest-tools.sh installs from npm and PyPI, pinned, once per machine under ~/.cache;
+# Chromium and chromedriver for the web console's browser tests). As another user, it says
+# which ones are missing. No system server is started or used (where installing a package starts
+# one, as with systemd, it is left alone).
 # It then checks formatting and lints, checks that no OpenSSL or aws-lc crate crept in, builds
 # the binaries that the end-to-end tests run, and runs every test.
 set -euo pipefail
@@ -46,6 +47,10 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # oauth2-mock-server 7 needs Node.js 18.12 or later: Debian 12's will do).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The web console's browser tests drive a headless Chromium through chromedriver
+# (tests/src/browser.rs).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${need[*]}"

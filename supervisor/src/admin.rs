@@ -1,9 +1,13 @@
-//! The admin listener (loopback by default, no auth): `/healthz`, `/readyz`, `/metrics`,
-//! `/admin/connectors` and `POST /admin/connectors/{name}/reset`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the admin API under `/admin/` (the
+//! connectors, imports, reloads, the provisioning log, dry runs) and the console under
+//! `/console/`. [`auth`] guards all of it.
+
+pub mod auth;
+pub mod console;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -11,6 +15,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::store::log::LogFilter;
 use crate::supervision::{ConnectorHandle, Phase};
 
 /// What the admin handlers see.
@@ -20,6 +25,14 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub store: crate::store::Store,
     pub imports: Arc<crate::import::Imports>,
+    pub provisioner: Arc<crate::provision::Provisioner>,
+    /// The SCIM side: the apps, and the router a dry run's `apply` goes through.
+    pub scim: Arc<crate::scim::ScimState>,
+    pub scim_router: Router,
+    pub activity: Arc<crate::activity::Activity>,
+    pub auth: Arc<auth::Auth>,
+    /// When this supervisor started (for uptimes).
+    pub started: std::time::Instant,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -32,7 +45,215 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/connectors/{name}/reload", post(reload_one))
         .route("/admin/reload", post(reload_all))
         .route("/admin/connectors/{name}/import", post(import))
-        .with_state(state)
+        .route("/admin/connectors/{name}/imports", get(import_history))
+        .route("/admin/connectors/{name}/reconcile", post(reconcile))
+        .route("/admin/connectors/{name}/test", post(test_connection))
+        .route("/admin/log", get(log))
+        .route("/admin/activity", get(activity))
+        .route("/admin/apps/{app}/preview", post(preview))
+        .merge(console::router())
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such endpoint"}))) })
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::guard))
+}
+
+fn connector_named<'a>(state: &'a AdminState, name: &str) -> Result<&'a Arc<ConnectorHandle>, (StatusCode, Json<Value>)> {
+    state
+        .connectors
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")}))))
+}
+
+/// `GET /admin/log`: provisioning log rows, newest first (`before` = the last `seq` for the next
+/// page; `after` = a `seq` to read on from, oldest first, as `supervisor log --follow` does).
+async fn log(State(state): State<Arc<AdminState>>, Query(filter): Query<LogFilter>) -> (StatusCode, Json<Value>) {
+    match state.store.log_query(&filter).await {
+        Ok(entries) => {
+            let next = if filter.after.is_none() && entries.len() == filter.limit() {
+                entries.last().map(|e| e.seq)
+            } else {
+                None
+            };
+            (StatusCode::OK, Json(json!({"entries": entries, "next_before": next})))
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ActivityQuery {
+    minutes: Option<usize>,
+}
+
+/// `GET /admin/activity?minutes=N`: SCIM requests, errors and restarts per minute.
+async fn activity(State(state): State<Arc<AdminState>>, Query(q): Query<ActivityQuery>) -> Json<Value> {
+    Json(json!({"minutes": state.activity.last(q.minutes.unwrap_or(60))}))
+}
+
+/// `GET /admin/connectors/{name}/imports`: the connector's import runs, newest first.
+async fn import_history(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+    if let Err(e) = connector_named(&state, &name) {
+        return e;
+    }
+    match state.store.imports(&name).await {
+        Ok(mut runs) => {
+            runs.reverse();
+            (StatusCode::OK, Json(json!({"imports": runs})))
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))),
+    }
+}
+
+/// `POST /admin/connectors/{name}/reconcile`: settles the connector's pending writes now.
+async fn reconcile(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+    if let Err(e) = connector_named(&state, &name) {
+        return e;
+    }
+    let provisioner = state.provisioner.clone();
+    let task = {
+        let name = name.clone();
+        tokio::spawn(crate::provision::with_source("reconcile", async move { provisioner.reconcile_pending(&name).await }))
+    };
+    match task.await {
+        Ok(Ok(settled)) => (StatusCode::OK, Json(json!({"name": name, "settled": settled}))),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"name": name, "error": e.to_string()}))),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"name": name, "error": e.to_string()}))),
+    }
+}
+
+/// `POST /admin/connectors/{name}/test`: asks the serving connector to validate its
+/// configuration and reach its target (ValidateConfiguration).
+async fn test_connection(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+    let handle = match connector_named(&state, &name) {
+        Ok(h) => h,
+        Err(e) => return e,
+    };
+    let session = match handle.session() {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"name": name, "ok": false, "state": handle.phase().name(), "error": e.to_string()})),
+            );
+        }
+    };
+    let started = std::time::Instant::now();
+    let request = ecma_proto::v1::ValidateConfigurationRequest { config: Some(session.config.clone()) };
+    let answer = session
+        .call("ValidateConfiguration", session.client().validate_configuration(session.request(request)))
+        .await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match answer {
+        Ok(response) => {
+            let problems: Vec<Value> = response
+                .problems
+                .iter()
+                .map(|p| json!({"parameter": p.parameter, "message": p.message}))
+                .collect();
+            let ok = problems.is_empty();
+            (
+                if ok { StatusCode::OK } else { StatusCode::CONFLICT },
+                Json(json!({"name": name, "ok": ok, "problems": problems, "duration_ms": duration_ms})),
+            )
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"name": name, "ok": false, "error": e.to_string(), "duration_ms": duration_ms})),
+        ),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PreviewQuery {
+    #[serde(default)]
+    apply: bool,
+}
+
+/// `POST /admin/apps/{app}/preview[?apply=true]`: a dry run of a SCIM request; with `apply`,
+/// the request then runs as a real one and the answer carries its outcome and log rows.
+async fn preview(
+    State(state): State<Arc<AdminState>>,
+    Path(app): Path<String>,
+    Query(query): Query<PreviewQuery>,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
+    let request: crate::scim::preview::PreviewRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("the body must be {{\"method\", \"path\", \"body\"}}: {e}")})),
+            );
+        }
+    };
+    match run_preview(&state, &app, &request, query.apply).await {
+        Ok(answer) => (StatusCode::OK, Json(answer)),
+        Err((status, answer)) => (status, Json(answer)),
+    }
+}
+
+/// The dry run (and, with `apply`, the real request); shared with the console's form.
+pub async fn run_preview(
+    state: &AdminState,
+    app: &str,
+    request: &crate::scim::preview::PreviewRequest,
+    apply: bool,
+) -> Result<Value, (StatusCode, Value)> {
+    let Some(scim_app) = state.scim.apps.get(app) else {
+        return Err((StatusCode::NOT_FOUND, json!({"error": format!("no app named {app:?}")})));
+    };
+    let mut answer = match crate::scim::preview::preview(&state.scim, scim_app, request).await {
+        Ok(preview) => json!({"preview": preview}),
+        Err(error) => json!({"preview": crate::scim::preview::error_json(&error)}),
+    };
+    if apply {
+        let started_ms = crate::store::now_ms();
+        let applied = apply_request(state, app, request).await;
+        state.provisioner.journal.flush().await;
+        let id = applied["body"]["id"].as_str().map(str::to_string).or_else(|| {
+            crate::scim::preview::parse(app, request).ok().and_then(|p| p.id)
+        });
+        let entries = match id {
+            Some(id) => {
+                let filter = LogFilter { app: Some(app.into()), q: Some(id), since_ms: Some(started_ms), ..Default::default() };
+                state.store.log_query(&filter).await.unwrap_or_default()
+            }
+            None => vec![],
+        };
+        answer["applied"] = applied;
+        answer["log"] = json!(entries);
+    }
+    Ok(answer)
+}
+
+/// Runs a SCIM request through the SCIM router, as the app's client (the request never leaves
+/// the process; it carries the app's authorisation as an extension no client can set).
+async fn apply_request(state: &AdminState, app: &str, request: &crate::scim::preview::PreviewRequest) -> Value {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let path = request.path.trim();
+    let path = if path.starts_with("/scim/") { path.to_string() } else { format!("/scim/{app}/{}", path.trim_start_matches('/')) };
+    let body = request.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+    let built = axum::http::Request::builder()
+        .method(request.method.trim().to_ascii_uppercase().as_str())
+        .uri(&path)
+        .header(header::HOST, "console")
+        .header(header::CONTENT_TYPE, "application/scim+json")
+        .extension(crate::scim::Internal)
+        .body(axum::body::Body::from(body));
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => return json!({"status": 400, "body": {"detail": e.to_string()}}),
+    };
+    let response = match state.scim_router.clone().oneshot(built).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+    json!({"status": status, "body": body})
 }
 
 fn describe(

@@ -67,6 +67,48 @@ enum Command {
         admin: Option<SocketAddr>,
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The CA certificate of an admin listener with TLS (default: [admin.tls] cert_file).
+        #[arg(long)]
+        admin_ca: Option<PathBuf>,
+    },
+    /// Print the provisioning log of a running supervisor: every write sent to a connector and
+    /// every change an import made, oldest first; `--follow` goes on printing new rows.
+    ///
+    /// Example: supervisor log --app hr --outcome refused --config /etc/ecma-supervisor/supervisor.toml
+    Log {
+        /// Only this app's rows.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this connector's rows.
+        #[arg(long)]
+        connector: Option<String>,
+        /// Only this operation (add, update, delete, set_password, lookup, import_add, ...).
+        #[arg(long)]
+        operation: Option<String>,
+        /// Only this outcome (applied, refused, unavailable, unknown, found, absent).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// A SCIM id, an anchor or a trace id; or part of a userName, displayName or DN.
+        #[arg(long, short)]
+        query: Option<String>,
+        /// Only rows of the last ... (e.g. 15m, 2h, 1d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// How many rows at most.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new rows as they come.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admin_ca: Option<PathBuf>,
     },
     /// Run an import on a running supervisor now, and print its report.
     ///
@@ -84,6 +126,8 @@ enum Command {
         admin: Option<SocketAddr>,
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[arg(long)]
+        admin_ca: Option<PathBuf>,
     },
     /// Start one connector of a configuration on its own, let it validate its configuration and
     /// reach its target, and report (no listener is opened). Exit 0 when it is ready, 69 when its
@@ -218,13 +262,35 @@ fn data_dir(flag: Option<PathBuf>, config_file: &Path) -> PathBuf {
 }
 
 /// The admin listener to talk to: the flag, else the configuration's, else the default.
-fn admin_address(flag: Option<SocketAddr>, config: Option<&Path>) -> SocketAddr {
-    flag.or_else(|| {
-        let config = config?;
-        let dir = data_dir(None, config);
-        Config::load(config, &dir).ok().map(|c| c.server.admin_listen)
-    })
-    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)))
+/// The admin API of a running supervisor: `--admin`, else `server.admin_listen` of `--config`,
+/// else 127.0.0.1:9090; its token and TLS from the configuration's `[admin]`.
+fn admin_client(
+    flag: Option<SocketAddr>,
+    config: Option<&Path>,
+    ca: Option<&Path>,
+) -> anyhow::Result<crate::operator::AdminClient> {
+    let loaded = config.and_then(|config| Config::load(config, &data_dir(None, config)).ok());
+    let addr = flag
+        .or_else(|| loaded.as_ref().map(|c| c.server.admin_listen))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let admin = loaded.map(|c| c.admin).unwrap_or_default();
+    crate::operator::AdminClient::new(addr, &admin, ca)
+}
+
+/// Runs an operator's command against the admin API.
+fn with_admin<F: std::future::Future<Output = anyhow::Result<u8>>>(
+    flag: Option<SocketAddr>,
+    config: Option<&Path>,
+    ca: Option<&Path>,
+    command: impl FnOnce(crate::operator::AdminClient) -> F,
+) -> ExitCode {
+    match admin_client(flag, config, ca) {
+        Ok(client) => one_shot(command(client)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
 /// `test-connection` (or, with `schema`, `schema`): one connector of `config` started on its own.
@@ -308,13 +374,50 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "supervisor", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Status { admin, config } => {
-            let admin = admin_address(admin, config.as_deref());
-            one_shot(crate::operator::status(admin))
+        Command::Status { admin, config, admin_ca } => {
+            with_admin(admin, config.as_deref(), admin_ca.as_deref(), |client| async move {
+                crate::operator::status(&client).await
+            })
         }
-        Command::Import { connector, full: _, delta, admin, config } => {
-            let admin = admin_address(admin, config.as_deref());
-            one_shot(crate::operator::import(admin, &connector, if delta { "delta" } else { "full" }))
+        Command::Import { connector, full: _, delta, admin, config, admin_ca } => {
+            with_admin(admin, config.as_deref(), admin_ca.as_deref(), |client| async move {
+                crate::operator::import(&client, &connector, if delta { "delta" } else { "full" }).await
+            })
+        }
+        Command::Log {
+            app,
+            connector,
+            operation,
+            outcome,
+            query,
+            since,
+            limit,
+            follow,
+            json,
+            admin,
+            config,
+            admin_ca,
+        } => {
+            let mut filter = Vec::new();
+            for (key, value) in [
+                ("app", app),
+                ("connector", connector),
+                ("operation", operation),
+                ("outcome", outcome),
+                ("q", query),
+            ] {
+                if let Some(value) = value {
+                    filter.push((key, value));
+                }
+            }
+            if let Some(since) = since {
+                let since_ms = crate::store::now_ms() - since.as_millis().min(i64::MAX as u128) as i64;
+                filter.push(("since_ms", since_ms.to_string()));
+            }
+            let query = crate::operator::LogQuery { filter, limit, follow, json };
+            with_admin(admin, config.as_deref(), admin_ca.as_deref(), |client| async move {
+                crate::operator::log(&client, query).await
+            })
         }
         Command::TestConnection { connector, config, data_dir: dir } => {
             probe(&config, dir, &connector, false)

@@ -75,6 +75,97 @@ pub struct Config {
     /// PostgreSQL database that several supervisors share.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The admin listener's authentication and TLS.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The provisioning log's retention.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[admin]`: who may use the admin API and the console, and over what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin token (several, separated by whitespace or
+    /// commas, for rotation).
+    #[serde(default = "default_admin_token_env")]
+    pub token_env: String,
+    /// File holding admin tokens (one per line), read with `token_env`'s.
+    pub token_file: Option<PathBuf>,
+    /// TLS for the admin listener (same files and reloading as `[server.tls]`).
+    pub tls: Option<TlsConfig>,
+    /// Endpoints that answer without a token: any of `healthz`, `readyz`, `metrics`.
+    #[serde(default = "default_open_endpoints")]
+    pub open_endpoints: Vec<String>,
+    /// How long a console login lasts.
+    #[serde(default = "default_session_ttl", with = "duration")]
+    pub session_ttl: Duration,
+    /// Failed logins (or bad admin tokens) allowed per client address and minute; beyond, 429.
+    #[serde(default = "default_login_attempts")]
+    pub failed_logins_per_minute: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token_env: default_admin_token_env(),
+            token_file: None,
+            tls: None,
+            open_endpoints: default_open_endpoints(),
+            session_ttl: default_session_ttl(),
+            failed_logins_per_minute: default_login_attempts(),
+        }
+    }
+}
+
+fn default_admin_token_env() -> String {
+    "ADMIN_TOKEN".into()
+}
+fn default_open_endpoints() -> Vec<String> {
+    vec!["healthz".into(), "readyz".into(), "metrics".into()]
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_login_attempts() -> u32 {
+    5
+}
+
+/// `[log]`: how long the provisioning log keeps its rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Rows older than this many days go (0: no age limit).
+    #[serde(default = "default_log_days")]
+    pub retention_days: u32,
+    /// At most this many rows are kept, the newest (0: no limit).
+    #[serde(default = "default_log_rows")]
+    pub max_rows: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { retention_days: default_log_days(), max_rows: default_log_rows() }
+    }
+}
+
+fn default_log_days() -> u32 {
+    30
+}
+fn default_log_rows() -> u64 {
+    1_000_000
+}
+
+impl LogConfig {
+    /// The retention the journal applies.
+    pub fn retention(&self) -> crate::journal::Retention {
+        crate::journal::Retention {
+            max_age: (self.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400)),
+            max_rows: (self.max_rows > 0).then_some(self.max_rows),
+        }
+    }
 }
 
 /// `[store]`: the connector space.
@@ -273,7 +364,8 @@ pub struct ServerConfig {
     /// Largest request body accepted (413 beyond).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Admin listener: health, readiness, connector status. Loopback by default; it has no auth.
+    /// Admin listener: health, readiness, metrics, the admin API and the console. Loopback by
+    /// default; `[admin]` sets its token and TLS.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
     /// Where the connector space and connector sockets live (overridden by `--data-dir`).
@@ -789,6 +881,17 @@ impl Config {
         }
         if self.apps.is_empty() {
             problem("apps".into(), "no app is configured; add an [apps.<name>] section".into());
+        }
+        for endpoint in &self.admin.open_endpoints {
+            if !["healthz", "readyz", "metrics"].contains(&endpoint.as_str()) {
+                problem(
+                    "admin.open_endpoints".into(),
+                    format!("{endpoint:?} is not one of \"healthz\", \"readyz\", \"metrics\" (the only endpoints that may answer without a token)"),
+                );
+            }
+        }
+        if self.admin.session_ttl < Duration::from_secs(60) {
+            problem("admin.session_ttl".into(), "a console login must last at least 1 minute (e.g. \"8h\")".into());
         }
         for (name, app) in &self.apps {
             if !valid_name(name) {

@@ -180,6 +180,7 @@ pub async fn run(
                     let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
                     store.delete(&record.app, &record.resource_type, &record.id).await?;
                     report.deleted += 1;
+                    logged(provisioner, &record, "import_delete", vec![]).await;
                 }
                 continue;
             }
@@ -244,6 +245,7 @@ pub async fn run(
                         }
                     }
                     current.resource = resource;
+                    let changed = changed_names(&current.target_values(), &merged);
                     current.set_target_values(&merged);
                     current.target.anchors = entry.anchors.clone();
                     current.target.dn = entry.dn.clone();
@@ -253,6 +255,7 @@ pub async fn run(
                     match store.update_imported(&current).await {
                         Ok(()) => {
                             report.updated += 1;
+                            logged(provisioner, &current, "import_update", changed).await;
                             learn(&mut ids, &current);
                             if shape.unresolved(&merged, &ids) {
                                 unresolved.push(current.id.clone());
@@ -292,6 +295,9 @@ pub async fn run(
                     match store.insert_imported(&record).await {
                         Ok(()) => {
                             report.added += 1;
+                            let mut names: Vec<String> = values.keys().cloned().collect();
+                            names.sort();
+                            logged(provisioner, &record, "import_add", names).await;
                             learn(&mut ids, &record);
                             if shape.unresolved(&values, &ids) {
                                 unresolved.push(record.id.clone());
@@ -364,6 +370,7 @@ pub async fn run(
             {
                 store.delete(&record.app, &record.resource_type, &record.id).await?;
                 report.deleted += 1;
+                logged(provisioner, &current, "import_delete", vec![]).await;
             }
         }
     }
@@ -388,6 +395,41 @@ pub async fn run(
         "import finished"
     );
     Ok(report)
+}
+
+/// Logs a change an import made to the connector space.
+async fn logged(provisioner: &Provisioner, record: &Record, operation: &str, attributes: Vec<String>) {
+    provisioner
+        .journal
+        .record(crate::store::log::LogEntry {
+            source: "import".into(),
+            app: record.app.clone(),
+            resource_type: record.resource_type.clone(),
+            connector: record.connector.clone(),
+            operation: operation.into(),
+            scim_id: record.id.clone(),
+            name: record.user_name.clone(),
+            anchor: anchor_text(&record.target.anchors).unwrap_or_default(),
+            dn: record.target.dn.clone(),
+            attributes,
+            outcome: "applied".into(),
+            trace_id: crate::journal::current_trace_id(),
+            ..Default::default()
+        })
+        .await;
+}
+
+/// The names of the attributes whose values differ between two sets.
+fn changed_names(before: &crate::mapping::TargetValues, after: &crate::mapping::TargetValues) -> Vec<String> {
+    let mut names: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k).filter(|v| !v.is_empty()) != after.get(*k).filter(|v| !v.is_empty()))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn resource_name(resource: &Value, binding: &Binding) -> Option<String> {

@@ -20,33 +20,188 @@ use crate::supervision::{ConnectorHandle, Phase, lifecycle};
 /// `EX_UNAVAILABLE`: the supervisor (or the connector's target) cannot be reached.
 pub const EXIT_UNAVAILABLE: u8 = 69;
 
-/// One request to the admin API (loopback HTTP/1.1); the status and the JSON body.
-pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, Value)> {
+/// How the operator's commands reach a running supervisor's admin API: its address, the admin
+/// token (from the environment variable `[admin] token_env` names, default `ADMIN_TOKEN`, or
+/// `token_file`), and TLS when `[admin.tls]` is set (the certificate file is trusted as is, which
+/// suits a self-signed one; `--admin-ca` names another CA).
+#[derive(Clone)]
+pub struct AdminClient {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient").field("addr", &self.addr).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+impl AdminClient {
+    /// A client for `addr`, with the token and TLS of `admin` (a configuration's `[admin]`).
+    pub fn new(addr: SocketAddr, admin: &crate::config::AdminConfig, ca: Option<&Path>) -> anyhow::Result<Self> {
+        let token = crate::server::resolve_admin_tokens(admin)?.map(|t| t.first().to_string());
+        let ca = ca.map(Path::to_path_buf).or_else(|| admin.tls.as_ref().map(|t| t.cert_file.clone()));
+        let tls = match ca {
+            Some(ca) => {
+                crate::transport::install_crypto_provider();
+                let pem = std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+                    roots.add(cert.with_context(|| format!("{} is not a PEM certificate", ca.display()))?)?;
+                }
+                Some(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+            }
+            None => None,
+        };
+        Ok(Self { addr, token, tls })
+    }
+}
+
+/// One request to the admin API (HTTP/1.1, over TLS where configured); the status and the JSON
+/// body.
+pub async fn admin(client: &AdminClient, method: &str, path: &str) -> anyhow::Result<(u16, Value)> {
     use http_body_util::BodyExt;
+    let addr = client.addr;
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| anyhow!("no answer from the admin listener at {addr} within 5s"))?
         .with_context(|| format!("cannot reach the admin listener at {addr} (is the supervisor running?)"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let mut request = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, addr.to_string());
+    if let Some(token) = &client.token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new())?;
     // An import answers when it is done: no deadline on the answer.
-    let response = sender.send_request(request).await?;
+    let response = match &client.tls {
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::from(addr.ip());
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, stream)
+                .await
+                .with_context(|| format!("TLS with the admin listener at {addr} failed"))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            sender.send_request(request).await?
+        }
+        None => {
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            sender.send_request(request).await?
+        }
+    };
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     let json = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    if status == 401 {
+        return Err(anyhow!(
+            "the admin listener at {addr} wants an admin token: set ADMIN_TOKEN (or the variable [admin] token_env names)"
+        ));
+    }
     Ok((status, json))
 }
 
+/// What `supervisor log` asks for.
+#[derive(Debug, Default)]
+pub struct LogQuery {
+    pub filter: Vec<(&'static str, String)>,
+    pub limit: usize,
+    pub follow: bool,
+    pub json: bool,
+}
+
+fn log_line(entry: &Value) -> String {
+    let at = entry["at_ms"].as_i64().unwrap_or(0);
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let text = |k: &str| entry[k].as_str().unwrap_or("").to_string();
+    let attributes = entry["attributes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    let mut outcome = text("outcome");
+    if !text("error_kind").is_empty() {
+        outcome = format!("{outcome} {}", text("error_kind"));
+    }
+    let mut line = format!(
+        "{time:<24} {:<10} {:<14} {:<14} {:<18} {:<36} {:<24} {:>8.1}ms  {attributes}",
+        text("app"),
+        text("connector"),
+        text("operation"),
+        outcome,
+        text("scim_id"),
+        text("name"),
+        entry["duration_ms"].as_f64().unwrap_or(0.0),
+    );
+    if !text("detail").is_empty() {
+        line.push_str(&format!("  ({})", text("detail")));
+    }
+    line
+}
+
+/// `supervisor log`: provisioning log rows, newest last; `--follow` goes on printing new ones.
+pub async fn log(client: &AdminClient, query: LogQuery) -> anyhow::Result<u8> {
+    let encode = |pairs: &[(&str, String)]| {
+        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).finish()
+    };
+    let mut pairs = query.filter.clone();
+    pairs.push(("limit", query.limit.to_string()));
+    let (code, body) = admin(client, "GET", &format!("/admin/log?{}", encode(&pairs))).await?;
+    if code != 200 {
+        return Err(anyhow!("the admin listener answered {code}: {body}"));
+    }
+    let mut entries = body["entries"].as_array().cloned().unwrap_or_default();
+    entries.reverse();
+    if !query.json {
+        println!(
+            "{:<24} {:<10} {:<14} {:<14} {:<18} {:<36} {:<24} {:>10}  attributes",
+            "time", "app", "connector", "operation", "outcome", "scim id", "name", "duration"
+        );
+    }
+    let print = |entry: &Value| {
+        if query.json {
+            println!("{entry}");
+        } else {
+            println!("{}", log_line(entry));
+        }
+    };
+    let mut last = 0;
+    for entry in &entries {
+        print(entry);
+        last = last.max(entry["seq"].as_i64().unwrap_or(0));
+    }
+    while query.follow {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut pairs = query.filter.clone();
+        pairs.push(("after", last.to_string()));
+        pairs.push(("limit", "1000".into()));
+        let (code, body) = match admin(client, "GET", &format!("/admin/log?{}", encode(&pairs))).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                eprintln!("{e:#}; trying again");
+                continue;
+            }
+        };
+        if code != 200 {
+            eprintln!("the admin listener answered {code}; trying again");
+            continue;
+        }
+        for entry in body["entries"].as_array().into_iter().flatten() {
+            print(entry);
+            last = last.max(entry["seq"].as_i64().unwrap_or(0));
+        }
+    }
+    Ok(0)
+}
+
 /// `supervisor status`: one line per connector; exit 0 when all are ready, 1 otherwise.
-pub async fn status(addr: SocketAddr) -> anyhow::Result<u8> {
-    let (code, body) = admin(addr, "GET", "/admin/connectors").await?;
+pub async fn status(client: &AdminClient) -> anyhow::Result<u8> {
+    let (code, body) = admin(client, "GET", "/admin/connectors").await?;
     if code != 200 {
         return Err(anyhow!("the admin listener answered {code}: {body}"));
     }
@@ -72,11 +227,11 @@ pub async fn status(addr: SocketAddr) -> anyhow::Result<u8> {
 /// `supervisor import <connector>`: runs an import now and prints its report; while it runs,
 /// its progress (pages and objects so far, from `/admin/connectors`): one line redrawn on a
 /// terminal, a plain line per change otherwise.
-pub async fn import(addr: SocketAddr, connector: &str, kind: &str) -> anyhow::Result<u8> {
+pub async fn import(client: &AdminClient, connector: &str, kind: &str) -> anyhow::Result<u8> {
     use std::io::{IsTerminal, Write};
     eprintln!("importing {connector} ({kind}) ...");
     let path = format!("/admin/connectors/{connector}/import?type={kind}");
-    let run = admin(addr, "POST", &path);
+    let run = admin(client, "POST", &path);
     tokio::pin!(run);
     let terminal = std::io::stderr().is_terminal();
     let mut shown = String::new();
@@ -84,7 +239,7 @@ pub async fn import(addr: SocketAddr, connector: &str, kind: &str) -> anyhow::Re
         tokio::select! {
             answer = &mut run => break answer?,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                let Ok((200, body)) = admin(addr, "GET", "/admin/connectors").await else { continue };
+                let Ok((200, body)) = admin(client, "GET", "/admin/connectors").await else { continue };
                 let Some(running) = body["connectors"]
                     .as_array()
                     .and_then(|cs| cs.iter().find(|c| c["name"] == connector))

@@ -17,6 +17,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{DeprovisionAction, DeprovisionConfig};
 use crate::export::ExportQueue;
+use crate::journal::Journal;
+use crate::store::log::LogEntry;
 use crate::mapping::{Mapping, Shape, TargetValues};
 use crate::store::{Held, Record, RecordState, Store, StoreError, lock_key};
 use crate::supervision::{CallError, ConnectorHandle, rfc3339};
@@ -88,7 +90,7 @@ pub struct Revision {
 const CHANGED_RETRIES: usize = 32;
 
 /// The ADD of a record's object with `values`.
-fn add_change(
+pub(crate) fn add_change(
     target: &Target,
     record: &Record,
     values: &TargetValues,
@@ -138,12 +140,12 @@ fn confirmed_dn(result: &v1::CsEntryChangeResult) -> Option<String> {
 }
 
 /// Whether a resource is active (`active` absent means active).
-fn is_active(resource: &Value) -> bool {
+pub(crate) fn is_active(resource: &Value) -> bool {
     crate::paths::get_ci(resource, "active") != Some(&Value::Bool(false))
 }
 
 /// The connector attribute values of the `set` deprovisioning action.
-fn set_values(policy: &DeprovisionConfig) -> TargetValues {
+pub(crate) fn set_values(policy: &DeprovisionConfig) -> TargetValues {
     policy
         .set
         .iter()
@@ -261,6 +263,28 @@ pub struct Provisioner {
     pub store: Store,
     targets: HashMap<String, Target>,
     stripes: Stripes,
+    /// The provisioning log.
+    pub journal: Journal,
+}
+
+tokio::task_local! {
+    /// What started the writes of a task, for the provisioning log: `scim` unless set
+    /// (`reconcile` while pending writes are settled).
+    static SOURCE: &'static str;
+}
+
+/// Runs `work` with its writes logged as coming from `source`.
+pub async fn with_source<T>(source: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    SOURCE.scope(source, work).await
+}
+
+fn source() -> &'static str {
+    SOURCE.try_with(|s| *s).unwrap_or("scim")
+}
+
+/// An error kind's name, as the log and the console show it (`ALREADY_EXISTS`).
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    kind.as_str_name().trim_start_matches("ERROR_KIND_")
 }
 
 fn now() -> String {
@@ -268,8 +292,80 @@ fn now() -> String {
 }
 
 impl Provisioner {
-    pub fn new(store: Store, targets: HashMap<String, Target>) -> Self {
-        Self { store, targets, stripes: Stripes((0..64).map(|_| Mutex::new(())).collect()) }
+    pub fn new(store: Store, targets: HashMap<String, Target>, journal: Journal) -> Self {
+        Self { store, targets, stripes: Stripes((0..64).map(|_| Mutex::new(())).collect()), journal }
+    }
+
+    /// Every connector's write-path side, by name.
+    pub fn targets(&self) -> &HashMap<String, Target> {
+        &self.targets
+    }
+
+    /// A provisioning log row for `record`, with its operation and outcome.
+    fn log_row(record: &Record, operation: &str, outcome: &str) -> LogEntry {
+        LogEntry {
+            source: source().into(),
+            app: record.app.clone(),
+            resource_type: record.resource_type.clone(),
+            connector: record.connector.clone(),
+            operation: operation.into(),
+            scim_id: record.id.clone(),
+            name: record.user_name.clone(),
+            anchor: crate::journal::anchor_of(&record.target.anchors),
+            dn: record.target.dn.clone(),
+            outcome: outcome.into(),
+            trace_id: crate::journal::current_trace_id(),
+            ..Default::default()
+        }
+    }
+
+    /// Sends a change through the connector's export queue and logs it with its outcome.
+    async fn export(
+        &self,
+        target: &Target,
+        record: &Record,
+        change: CsEntryChange,
+    ) -> Result<v1::CsEntryChangeResult, CallError> {
+        let started = std::time::Instant::now();
+        let export = crate::journal::Export { change: &change, started };
+        let mut row = Self::log_row(record, export.operation(), "applied");
+        row.attributes = export.attributes();
+        if !change.dn.is_empty() {
+            row.dn = change.dn.clone();
+        }
+        let result = target.queue.export(change.clone()).await;
+        row.duration_ms = crate::journal::Export { change: &change, started }.elapsed_ms();
+        match &result {
+            Ok(r) if r.error_kind == ErrorKind::None as i32 => {
+                if let Some(anchor) = Some(crate::journal::anchor_of(&r.anchors)).filter(|a| !a.is_empty()) {
+                    row.anchor = anchor;
+                }
+                if let Some(dn) = confirmed_dn(r) {
+                    row.dn = dn;
+                }
+            }
+            Ok(r) => {
+                row.outcome = "refused".into();
+                row.error_kind =
+                    kind_name(ErrorKind::try_from(r.error_kind).unwrap_or(ErrorKind::Internal)).into();
+                row.detail = r.error_detail.clone();
+            }
+            Err(CallError::Unavailable { reason, .. }) => {
+                row.outcome = "unavailable".into();
+                row.detail = reason.to_string();
+            }
+            Err(CallError::Failed { kind, message }) => {
+                row.outcome = "refused".into();
+                row.error_kind = kind_name(*kind).into();
+                row.detail = message.clone();
+            }
+            Err(CallError::Lost { detail }) => {
+                row.outcome = "unknown".into();
+                row.detail = detail.clone();
+            }
+        }
+        self.journal.record(row).await;
+        result
     }
 
     /// Whether the connector can take writes now (503 with Retry-After otherwise).
@@ -406,15 +502,34 @@ impl Provisioner {
                 unlock_account: false,
                 force_change_at_logon: false,
             };
+            let started = std::time::Instant::now();
+            let mut row = Self::log_row(record, "set_password", "applied");
+            row.attributes = vec!["password".into()];
             let response =
-                session.call("SetPassword", session.client().set_password(session.request(request))).await?;
-            return match response.error {
-                None => Ok(()),
-                Some(e) => Err(ProvisionError::Target {
+                session.call("SetPassword", session.client().set_password(session.request(request))).await;
+            row.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let outcome = match response {
+                Ok(v1::PasswordResponse { error: None, .. }) => Ok(()),
+                Ok(v1::PasswordResponse { error: Some(e), .. }) => Err(ProvisionError::Target {
                     kind: ErrorKind::try_from(e.kind).unwrap_or(ErrorKind::Internal),
                     detail: e.message,
                 }),
+                Err(e) => Err(ProvisionError::from(e)),
             };
+            match &outcome {
+                Ok(()) => {}
+                Err(ProvisionError::Target { kind, detail }) => {
+                    row.outcome = "refused".into();
+                    row.error_kind = kind_name(*kind).into();
+                    row.detail = detail.clone();
+                }
+                Err(e) => {
+                    row.outcome = "unavailable".into();
+                    row.detail = e.to_string();
+                }
+            }
+            self.journal.record(row).await;
+            return outcome;
         }
         let Some(name) = target.mapping.password_target() else {
             tracing::debug!(id = %record.id, "a password was sent, but the connector has no way to set it");
@@ -439,7 +554,7 @@ impl Provisioner {
         password: Option<&Password>,
     ) -> Result<Record, ProvisionError> {
         let change = add_change(target, &record, values, password);
-        match target.queue.export(change).await {
+        match self.export(target, &record, change).await {
             Ok(result) if result.error_kind == ErrorKind::None as i32 => {
                 record.target.dn = confirmed_dn(&result).or_else(|| Mapping::dn(values)).unwrap_or_default();
                 record.target.anchors = result.anchors;
@@ -477,24 +592,14 @@ impl Provisioner {
         }
     }
 
-    /// Looks a pending object up in the target. `Some`: it is there, and the record is now
-    /// present (updated to `values` if the target differs). `None`: it is not there.
-    async fn reconcile_create(
-        &self,
+    /// The target objects whose matching attribute has the value in `values` (of this
+    /// connector's object type and partition; others are counted as rejected).
+    pub(crate) async fn lookup(
         target: &Target,
-        record: &mut Record,
+        session: &crate::supervision::client::Session,
         values: &TargetValues,
-    ) -> Result<Option<Record>, ProvisionError> {
+    ) -> Result<Vec<v1::Entry>, ProvisionError> {
         let handle = &target.handle;
-        let session = handle.wait_ready(Self::reconcile_wait(handle)).await?;
-        if !session.capabilities.supports_lookup {
-            return Err(ProvisionError::Unavailable {
-                retry_after: Duration::from_secs(60),
-                reason:
-                    "the outcome of an earlier write is unknown and this connector cannot look objects up"
-                        .into(),
-            });
-        }
         let attribute = handle.config.match_attribute().expect("checked at load");
         let Some(key) = values.get(attribute).and_then(|v| v.first()) else {
             return Err(ProvisionError::Target {
@@ -526,9 +631,41 @@ impl Provisioner {
                 && (e.partition_id.is_empty() || e.partition_id == config.partition)
         });
         handle.reject_entries(others.len(), "LookupEntries");
+        Ok(entries)
+    }
+
+    /// Looks a pending object up in the target. `Some`: it is there, and the record is now
+    /// present (updated to `values` if the target differs). `None`: it is not there.
+    async fn reconcile_create(
+        &self,
+        target: &Target,
+        record: &mut Record,
+        values: &TargetValues,
+    ) -> Result<Option<Record>, ProvisionError> {
+        let handle = &target.handle;
+        let session = handle.wait_ready(Self::reconcile_wait(handle)).await?;
+        if !session.capabilities.supports_lookup {
+            return Err(ProvisionError::Unavailable {
+                retry_after: Duration::from_secs(60),
+                reason:
+                    "the outcome of an earlier write is unknown and this connector cannot look objects up"
+                        .into(),
+            });
+        }
+        let attribute = handle.config.match_attribute().expect("checked at load");
+        let entries = Self::lookup(target, &session, values).await?;
+        let mut row = Self::log_row(record, "lookup", "absent");
+        row.attributes = vec![attribute.to_string()];
         let Some(entry) = entries.into_iter().next() else {
+            row.detail = "the earlier write is not in the target".into();
+            self.journal.record(row).await;
             return Ok(None);
         };
+        row.outcome = "found".into();
+        row.anchor = crate::journal::anchor_of(&entry.anchors);
+        row.dn = entry.dn.clone();
+        row.detail = "the earlier write had reached the target; confirmed".into();
+        self.journal.record(row).await;
         tracing::info!(id = %record.id, "the earlier create had reached the target; confirming it");
         let actual = crate::store::entry_values(&entry);
         record.target.anchors = entry.anchors;
@@ -549,7 +686,7 @@ impl Provisioner {
     /// The connector attribute values of `resource`, its references resolved through the
     /// connector space (a reference to an unknown id is refused: nothing is half-written).
     #[tracing::instrument(name = "mapping", skip_all, fields(otel.name = "map SCIM resource to connector attributes"))]
-    async fn target_values(
+    pub(crate) async fn target_values(
         &self,
         target: &Target,
         app: &str,
@@ -862,7 +999,7 @@ impl Provisioner {
             dn: record.target.dn.clone(),
             attribute_changes: changes,
         };
-        let result = self.export_idempotent(target, change).await?;
+        let result = self.export_idempotent(target, record, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None => Ok(confirmed_dn(&result)),
             // The target lost the object; the caller decides what the record becomes.
@@ -941,7 +1078,7 @@ impl Provisioner {
             dn: record.target.dn.clone(),
             attribute_changes: vec![],
         };
-        let result = self.export_idempotent(target, change).await?;
+        let result = self.export_idempotent(target, record, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None | ErrorKind::NoSuchObject => Ok(()),
             kind => Err(ProvisionError::Target { kind, detail: result.error_detail }),
@@ -957,12 +1094,12 @@ impl Provisioner {
         values: &TargetValues,
     ) -> Result<Record, ProvisionError> {
         let change = add_change(target, &record, values, None);
-        let result = match target.queue.export(change.clone()).await {
+        let result = match self.export(target, &record, change.clone()).await {
             Err(CallError::Lost { .. }) => {
                 if let Some(found) = self.reconcile_create(target, &mut record, values).await? {
                     return Ok(found);
                 }
-                target.queue.export(change).await?
+                self.export(target, &record, change).await?
             }
             other => other?,
         };
@@ -981,13 +1118,14 @@ impl Provisioner {
     async fn export_idempotent(
         &self,
         target: &Target,
+        record: &Record,
         change: CsEntryChange,
     ) -> Result<v1::CsEntryChangeResult, ProvisionError> {
-        match target.queue.export(change.clone()).await {
+        match self.export(target, record, change.clone()).await {
             Err(CallError::Lost { detail }) => {
                 tracing::warn!(id = %change.identifier, %detail, "outcome unknown; resending once the connector is back");
                 target.handle.wait_ready(Self::reconcile_wait(&target.handle)).await?;
-                Ok(target.queue.export(change).await?)
+                Ok(self.export(target, record, change).await?)
             }
             other => Ok(other?),
         }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{AppConfig, Config};
@@ -69,6 +68,23 @@ pub fn resolve_tokens(name: &str, app: &AppConfig) -> anyhow::Result<Tokens> {
     }
     Tokens::new(tokens).map_err(|e| {
         anyhow::anyhow!("apps.{name}: {e}; use long random tokens (`supervisor token generate`)")
+    })
+}
+
+/// The admin tokens: from `[admin] token_env` (default `ADMIN_TOKEN`) and `token_file`;
+/// `None` when neither holds one (the admin listener then answers loopback clients only).
+pub fn resolve_admin_tokens(admin: &crate::config::AdminConfig) -> anyhow::Result<Option<Tokens>> {
+    let mut tokens: Vec<String> = std::env::var(&admin.token_env).map(|v| split_tokens(&v)).unwrap_or_default();
+    if let Some(file) = &admin.token_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("admin.token_file: cannot read {}", file.display()))?;
+        tokens.extend(split_tokens(&text));
+    }
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    Tokens::new(tokens).map(Some).map_err(|e| {
+        anyhow::anyhow!("admin tokens ({} or admin.token_file): {e}; use long random tokens (`supervisor token generate`)", admin.token_env)
     })
 }
 
@@ -236,7 +252,8 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
             }
         });
     }
-    let provisioner = Arc::new(Provisioner::new(store.clone(), targets));
+    let journal = crate::journal::Journal::start(store.clone(), node.clone(), config.log.retention());
+    let provisioner = Arc::new(Provisioner::new(store.clone(), targets, journal));
     let imports = Arc::new(Imports::new(
         provisioner.clone(),
         bindings(&config),
@@ -246,21 +263,45 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     for handle in &handles {
         tokio::spawn(when_ready(handle.clone(), provisioner.clone(), imports.clone(), rebuild.clone()));
     }
-    let scim = crate::scim::router(
-        Arc::new(ScimState {
-            apps,
-            provisioner,
-            scheme: if config.server.tls.is_some() { "https" } else { "http" },
-            public_url: config.server.public_url.clone(),
-        }),
-        config.server.max_body_bytes,
-    );
+    let activity = Arc::new(crate::activity::Activity::default());
+    tokio::spawn(count_restarts(handles.clone(), activity.clone()));
+    let scim_state = Arc::new(ScimState {
+        apps,
+        provisioner: provisioner.clone(),
+        scheme: if config.server.tls.is_some() { "https" } else { "http" },
+        public_url: config.server.public_url.clone(),
+        activity: activity.clone(),
+    });
+    let scim = crate::scim::router(scim_state.clone(), config.server.max_body_bytes);
+    let admin_tokens = resolve_admin_tokens(&config.admin)?;
+    if admin_tokens.is_none() {
+        tracing::warn!(
+            "no admin token is configured ({} or admin.token_file): the admin API and the console answer \
+             loopback clients only",
+            config.admin.token_env
+        );
+    }
+    let admin_tls = match &config.admin.tls {
+        Some(tls) => {
+            let rustls = crate::transport::load(tls).await.context("admin.tls")?;
+            tokio::spawn(crate::transport::reload_on_change(rustls.clone(), tls.clone(), tls.reload_interval));
+            Some(rustls)
+        }
+        None => None,
+    };
+    let auth = Arc::new(crate::admin::auth::Auth::new(admin_tokens, &config.admin, admin_tls.is_some()));
     let admin = crate::admin::router(Arc::new(crate::admin::AdminState {
         reloader: reloader.clone(),
         connectors: handles.clone(),
         metrics,
         store: store.clone(),
         imports: imports.clone(),
+        provisioner: provisioner.clone(),
+        scim: scim_state,
+        scim_router: scim.clone(),
+        activity,
+        auth,
+        started: std::time::Instant::now(),
     }));
 
     let tls = match &config.server.tls {
@@ -282,27 +323,18 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     };
     let scim_listener = std::net::TcpListener::bind(options.listen)
         .with_context(|| format!("while binding the SCIM listener on {}", options.listen))?;
-    let admin_listener = TcpListener::bind(options.admin_listen)
-        .await
+    let admin_listener = std::net::TcpListener::bind(options.admin_listen)
         .with_context(|| format!("while binding the admin listener on {}", options.admin_listen))?;
     tracing::info!(
         scim = %scim_listener.local_addr()?, tls = tls.is_some(), admin = %admin_listener.local_addr()?,
-        data_dir = %data_dir.display(), "supervisor listening"
+        admin_tls = admin_tls.is_some(), data_dir = %data_dir.display(), "supervisor listening"
     );
 
-    let (stop_http, _) = watch::channel(false);
     let scim_handle = axum_server::Handle::<SocketAddr>::new();
     let scim_server = tokio::spawn(crate::transport::serve(scim_listener, scim, tls, scim_handle.clone()));
-    let admin_server = {
-        let mut stop = stop_http.subscribe();
-        tokio::spawn(async move {
-            axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        })
-    };
+    let admin_handle = axum_server::Handle::<SocketAddr>::new();
+    let admin_server =
+        tokio::spawn(crate::transport::serve(admin_listener, admin, admin_tls, admin_handle.clone()));
 
     // systemd (Type=notify): ready once both listeners serve; the watchdog is fed while the
     // runtime runs (a wedged runtime misses it and systemd restarts the service). Without
@@ -321,10 +353,10 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     signals.next().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: draining requests (a second SIGTERM or SIGINT stops at once)");
-    let _ = stop_http.send(true);
     let grace = config.server.shutdown_timeout;
     // Stop accepting; in-flight requests finish (the grace period is enforced below).
     scim_handle.graceful_shutdown(None);
+    admin_handle.graceful_shutdown(None);
     let drain = async {
         let _ = scim_server.await;
         let _ = admin_server.await;
@@ -498,7 +530,8 @@ async fn when_ready(
             }
         };
         if became_ready || std::mem::take(&mut settle) {
-            let pending = provisioner.reconcile_pending(&name).await;
+            let pending =
+                crate::provision::with_source("reconcile", provisioner.reconcile_pending(&name)).await;
             match pending {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(connector = %name, settled = n, "pending writes settled"),
@@ -533,6 +566,19 @@ async fn when_ready(
                 Err(e) => tracing::debug!(connector = %name, error = %e, "scheduled import not run"),
             }
         }
+    }
+}
+
+/// Counts connector restarts into the console's per-minute activity (sampled every second).
+async fn count_restarts(handles: Vec<Arc<ConnectorHandle>>, activity: Arc<crate::activity::Activity>) {
+    let total = || handles.iter().map(|h| h.status().restarts).sum::<u64>();
+    let mut seen = total();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = total();
+        activity.restarts(now.saturating_sub(seen));
+        seen = now;
     }
 }
 

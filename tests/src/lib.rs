@@ -4,6 +4,7 @@
 //! The binaries are those of the same build (`target/<profile>/`); `scripts/test-all.sh` builds
 //! them before running the tests.
 
+pub mod browser;
 pub mod cut_proxy;
 pub mod databases;
 pub mod dirsrv;

@@ -37,7 +37,7 @@ async fn present<K: Kind>(state: &ScimState, app: &str, id: &str) -> Result<Reco
 }
 
 /// A resource checked by its kind and by the app's extension schemas.
-fn validated<K: Kind>(app: &App, resource: Value) -> Result<(Value, String), ScimError> {
+pub(crate) fn validated<K: Kind>(app: &App, resource: Value) -> Result<(Value, String), ScimError> {
     let (mut resource, name) = K::validate(resource)?;
     K::schemas(app).conform(&mut resource)?;
     for extension in app.extensions.iter().filter(|e| e.resource == K::NAME) {
@@ -47,7 +47,7 @@ fn validated<K: Kind>(app: &App, resource: Value) -> Result<(Value, String), Sci
 }
 
 /// The write-only `password` of a request body (a User's), if it has one.
-fn password_of(body: &Value) -> Option<Password> {
+pub(crate) fn password_of(body: &Value) -> Option<Password> {
     body.as_object()?
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("password"))

@@ -13,6 +13,7 @@
 //! names unique by the database's own index, and no cache that another node's write could make
 //! stale.
 
+pub mod log;
 pub mod postgres;
 pub mod sqlite;
 
@@ -361,6 +362,14 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     async fn import_finished(&self, run: i64, outcome: &str) -> Result<(), StoreError>;
     /// A connector's import runs, oldest first.
     async fn imports(&self, connector: &str) -> Result<Vec<ImportRun>, StoreError>;
+
+    /// Appends provisioning log rows (their `seq` is assigned), in one transaction.
+    async fn log_append(&self, entries: &[log::LogEntry]) -> Result<(), StoreError>;
+    /// The provisioning log rows `filter` selects.
+    async fn log_query(&self, filter: &log::LogFilter) -> Result<Vec<log::LogEntry>, StoreError>;
+    /// Removes the rows older than `before_ms`, then all but the newest `keep_rows`; returns
+    /// how many went.
+    async fn log_prune(&self, before_ms: Option<i64>, keep_rows: Option<i64>) -> Result<u64, StoreError>;
 
     /// Closes the store (the supervisor is stopping).
     async fn close(&self);

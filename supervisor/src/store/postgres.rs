@@ -23,6 +23,7 @@ use prost::Message;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
+use super::log::{self, LogEntry, LogFilter};
 use super::{Engine, Health, Held, ImportRun, Record, StoreError, fold, lock_key};
 
 /// Whether `text` is a PostgreSQL URL.
@@ -115,7 +116,7 @@ impl<T, F: std::future::Future<Output = Result<T, sqlx::Error>>> Bounded<T> for 
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The schema version this build knows.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Each version's statements, in order (index 0 brings a new database to version 1).
 const MIGRATIONS: &[&str] = &["
@@ -149,6 +150,29 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX imports_by_connector ON connector_space.imports (connector, id);
     CREATE TABLE connector_space.probe (node TEXT PRIMARY KEY, at_ms BIGINT NOT NULL);
+", "
+    CREATE TABLE connector_space.provisioning_log (
+        seq BIGSERIAL PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        node TEXT NOT NULL,
+        source TEXT NOT NULL,
+        app TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        scim_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        anchor TEXT NOT NULL,
+        dn TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        error_kind TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        duration_ms DOUBLE PRECISION NOT NULL,
+        trace_id TEXT NOT NULL
+    );
+    CREATE INDEX provisioning_log_by_time ON connector_space.provisioning_log (at_ms);
+    CREATE INDEX provisioning_log_by_id ON connector_space.provisioning_log (scim_id);
 "];
 
 const COLUMNS: &str =
@@ -794,6 +818,105 @@ impl Engine for PgStore {
         .bounded()
         .await;
         self.note(id, true)
+    }
+
+    async fn log_append(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // One statement for the batch: each column as an array, unnested into rows.
+        let column = |f: &dyn Fn(&LogEntry) -> String| entries.iter().map(f).collect::<Vec<String>>();
+        let inserted = sqlx::query(
+            "INSERT INTO connector_space.provisioning_log (at_ms, node, source, app, resource_type, \
+             connector, operation, scim_id, name, anchor, dn, attributes, outcome, error_kind, detail, \
+             duration_ms, trace_id) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+             $14::text[], $15::text[], $16::float8[], $17::text[])",
+        )
+        .bind(entries.iter().map(|e| e.at_ms).collect::<Vec<i64>>())
+        .bind(column(&|e| e.node.clone()))
+        .bind(column(&|e| e.source.clone()))
+        .bind(column(&|e| e.app.clone()))
+        .bind(column(&|e| e.resource_type.clone()))
+        .bind(column(&|e| e.connector.clone()))
+        .bind(column(&|e| e.operation.clone()))
+        .bind(column(&|e| e.scim_id.clone()))
+        .bind(column(&|e| e.name.clone()))
+        .bind(column(&|e| e.anchor.clone()))
+        .bind(column(&|e| e.dn.clone()))
+        .bind(column(&|e| log::attributes_text(&e.attributes)))
+        .bind(column(&|e| e.outcome.clone()))
+        .bind(column(&|e| e.error_kind.clone()))
+        .bind(column(&|e| e.detail.clone()))
+        .bind(entries.iter().map(|e| e.duration_ms).collect::<Vec<f64>>())
+        .bind(column(&|e| e.trace_id.clone()))
+        .execute(&self.queries)
+        .bounded()
+        .await;
+        self.note(inserted, true).map(|_| ())
+    }
+
+    async fn log_query(&self, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
+        let (clauses, params) = filter.sql(log::Dialect::Postgres);
+        let sql = format!("SELECT {} FROM connector_space.provisioning_log{clauses}", log::COLUMNS);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            query = match param {
+                log::Param::Text(t) => query.bind(t),
+                log::Param::Integer(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.queries).bounded().await;
+        let rows = self.note(rows, false)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LogEntry {
+                    seq: row.try_get(0)?,
+                    at_ms: row.try_get(1)?,
+                    node: row.try_get(2)?,
+                    source: row.try_get(3)?,
+                    app: row.try_get(4)?,
+                    resource_type: row.try_get(5)?,
+                    connector: row.try_get(6)?,
+                    operation: row.try_get(7)?,
+                    scim_id: row.try_get(8)?,
+                    name: row.try_get(9)?,
+                    anchor: row.try_get(10)?,
+                    dn: row.try_get(11)?,
+                    attributes: log::attributes_of(&row.try_get::<String, _>(12)?),
+                    outcome: row.try_get(13)?,
+                    error_kind: row.try_get(14)?,
+                    detail: row.try_get(15)?,
+                    duration_ms: row.try_get(16)?,
+                    trace_id: row.try_get(17)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn log_prune(&self, before_ms: Option<i64>, keep_rows: Option<i64>) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        if let Some(before) = before_ms {
+            let done = sqlx::query("DELETE FROM connector_space.provisioning_log WHERE at_ms < $1")
+                .bind(before)
+                .execute(&self.queries)
+                .bounded()
+                .await;
+            removed += self.note(done, true)?.rows_affected();
+        }
+        if let Some(keep) = keep_rows {
+            let done = sqlx::query(
+                "DELETE FROM connector_space.provisioning_log \
+                 WHERE seq <= (SELECT max(seq) FROM connector_space.provisioning_log) - $1",
+            )
+            .bind(keep)
+            .execute(&self.queries)
+            .bounded()
+            .await;
+            removed += self.note(done, true)?.rows_affected();
+        }
+        Ok(removed)
     }
 
     async fn import_finished(&self, run: i64, outcome: &str) -> Result<(), StoreError> {

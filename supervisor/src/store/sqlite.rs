@@ -19,6 +19,7 @@ use std::time::Duration;
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::log::{self, LogEntry, LogFilter};
 use super::{Engine, Health, ImportRun, Record, StoreError, fold};
 
 /// What a SQLite error says about the store: transient trouble, damage, or neither (a bug or a
@@ -188,6 +189,28 @@ const SCHEMA: &str = "
         finished_ms INTEGER,
         outcome TEXT
     );
+    CREATE TABLE IF NOT EXISTS provisioning_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        source TEXT NOT NULL,
+        app TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        scim_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        anchor TEXT NOT NULL,
+        dn TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        error_kind TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        duration_ms REAL NOT NULL,
+        trace_id TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS provisioning_log_by_time ON provisioning_log (at_ms);
+    CREATE INDEX IF NOT EXISTS provisioning_log_by_id ON provisioning_log (scim_id);
 ";
 
 /// The schema version this build knows ([`migrate`] brings older files to it).
@@ -566,6 +589,111 @@ impl Engine for SqliteStore {
             .execute(params![connector, node, import_type, now])?;
             Ok(c.last_insert_rowid())
         })
+    }
+
+    async fn log_append(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        let entries = entries.to_vec();
+        let store = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            store.with_main(|c| {
+                let transaction = c.unchecked_transaction()?;
+                {
+                    let mut insert = transaction.prepare_cached(
+                        "INSERT INTO provisioning_log (at_ms, node, source, app, resource_type, connector, \
+                         operation, scim_id, name, anchor, dn, attributes, outcome, error_kind, detail, \
+                         duration_ms, trace_id) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    )?;
+                    for e in &entries {
+                        insert.execute(params![
+                            e.at_ms,
+                            e.node,
+                            e.source,
+                            e.app,
+                            e.resource_type,
+                            e.connector,
+                            e.operation,
+                            e.scim_id,
+                            e.name,
+                            e.anchor,
+                            e.dn,
+                            log::attributes_text(&e.attributes),
+                            e.outcome,
+                            e.error_kind,
+                            e.detail,
+                            e.duration_ms,
+                            e.trace_id,
+                        ])?;
+                    }
+                }
+                transaction.commit()?;
+                Ok(())
+            })
+        })
+        .await;
+        written.map_err(|e| StoreError::Unavailable(format!("a provisioning log write failed: {e}")))?
+    }
+
+    async fn log_query(&self, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
+        let (clauses, params) = filter.sql(log::Dialect::Sqlite);
+        let sql = format!("SELECT {} FROM provisioning_log{clauses}", log::COLUMNS);
+        self.off_thread(move |c| {
+            let params: Vec<Box<dyn rusqlite::ToSql>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn rusqlite::ToSql> {
+                    match p {
+                        log::Param::Text(t) => Box::new(t),
+                        log::Param::Integer(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params.iter()), |row| {
+                Ok(LogEntry {
+                    seq: row.get(0)?,
+                    at_ms: row.get(1)?,
+                    node: row.get(2)?,
+                    source: row.get(3)?,
+                    app: row.get(4)?,
+                    resource_type: row.get(5)?,
+                    connector: row.get(6)?,
+                    operation: row.get(7)?,
+                    scim_id: row.get(8)?,
+                    name: row.get(9)?,
+                    anchor: row.get(10)?,
+                    dn: row.get(11)?,
+                    attributes: log::attributes_of(&row.get::<_, String>(12)?),
+                    outcome: row.get(13)?,
+                    error_kind: row.get(14)?,
+                    detail: row.get(15)?,
+                    duration_ms: row.get(16)?,
+                    trace_id: row.get(17)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn log_prune(&self, before_ms: Option<i64>, keep_rows: Option<i64>) -> Result<u64, StoreError> {
+        let store = self.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            store.with_main(|c| {
+                let mut removed = 0;
+                if let Some(before) = before_ms {
+                    removed += c.execute("DELETE FROM provisioning_log WHERE at_ms < ?1", [before])?;
+                }
+                if let Some(keep) = keep_rows {
+                    removed += c.execute(
+                        "DELETE FROM provisioning_log WHERE seq <= (SELECT max(seq) FROM provisioning_log) - ?1",
+                        [keep],
+                    )?;
+                }
+                Ok(removed as u64)
+            })
+        })
+        .await;
+        pruned.map_err(|e| StoreError::Unavailable(format!("pruning the provisioning log failed: {e}")))?
     }
 
     async fn import_finished(&self, run: i64, outcome: &str) -> Result<(), StoreError> {

@@ -1,0 +1,164 @@
+//! The provisioning log's writer: every write sent to a connector and every change an import
+//! makes is handed here and stored in batches by a task of its own, so that a SCIM request never
+//! waits for its log row (a row is in the store within a few milliseconds; `flush` waits for
+//! it). Old rows are pruned by age and by count (`[log]` in the configuration).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ecma_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::Store;
+use crate::store::log::LogEntry;
+
+/// Rows stored in one transaction at most.
+const BATCH: usize = 512;
+/// Rows waiting for the writer at most; a writer that falls behind slows the writes down.
+const QUEUE: usize = 8192;
+/// How often old rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+enum Message {
+    Entry(Box<LogEntry>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// How long rows are kept: rows older than `max_age`, and beyond the newest `max_rows`, go.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_rows: Option<u64>,
+}
+
+/// The handle writes and imports record through (cheap to clone).
+#[derive(Clone)]
+pub struct Journal {
+    sender: mpsc::Sender<Message>,
+    node: Arc<str>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("node", &self.node).finish()
+    }
+}
+
+impl Journal {
+    /// Starts the writer (and the pruning) on `store`.
+    pub fn start(store: Store, node: String, retention: Retention) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(store.clone(), receiver));
+        if retention.max_age.is_some() || retention.max_rows.is_some() {
+            tokio::spawn(prune(store, retention));
+        }
+        Self { sender, node: node.into() }
+    }
+
+    /// This supervisor's node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Records a row (its node and, if unset, its time filled in here).
+    pub async fn record(&self, mut entry: LogEntry) {
+        entry.node = self.node.to_string();
+        if entry.at_ms == 0 {
+            entry.at_ms = crate::store::now_ms();
+        }
+        if self.sender.send(Message::Entry(Box::new(entry))).await.is_err() {
+            tracing::debug!("the provisioning log writer has stopped; row dropped");
+        }
+    }
+
+    /// Waits until every row recorded before this call is stored (or could not be).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.sender.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn writer(store: Store, mut receiver: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Entry(entry) => batch.push(*entry),
+                Message::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(error) = store.log_append(&batch).await {
+                // The log must never stop a write: the rows are counted and reported.
+                metrics::counter!("provisioning_log_dropped_total").increment(batch.len() as u64);
+                tracing::warn!(%error, rows = batch.len(), "provisioning log rows could not be stored");
+            }
+            batch.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn prune(store: Store, retention: Retention) {
+    loop {
+        let before = retention
+            .max_age
+            .map(|age| crate::store::now_ms() - age.as_millis().min(i64::MAX as u128) as i64);
+        let keep = retention.max_rows.map(|rows| rows.min(i64::MAX as u64) as i64);
+        match store.log_prune(before, keep).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "old provisioning log rows pruned"),
+            Err(error) => tracing::warn!(%error, "the provisioning log could not be pruned"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
+/// The trace id of the current span, when tracing is on.
+pub fn current_trace_id() -> String {
+    ecma_telemetry::trace_id(&tracing::Span::current()).unwrap_or_default()
+}
+
+/// The first anchor's text.
+pub fn anchor_of(anchors: &[v1::Anchor]) -> String {
+    anchors.first().and_then(|a| a.value.as_ref()).and_then(v1::Value::as_text).unwrap_or_default()
+}
+
+/// An export's row, as the write path fills it in: what was sent, and its outcome.
+pub struct Export<'a> {
+    pub change: &'a v1::CsEntryChange,
+    pub started: Instant,
+}
+
+impl Export<'_> {
+    /// The operation's name.
+    pub fn operation(&self) -> &'static str {
+        match v1::ObjectModificationType::try_from(self.change.modification_type) {
+            Ok(v1::ObjectModificationType::Add) => "add",
+            Ok(v1::ObjectModificationType::Delete) => "delete",
+            Ok(v1::ObjectModificationType::Replace) => "replace",
+            _ => "update",
+        }
+    }
+
+    /// The attribute names the change carries.
+    pub fn attributes(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.change.attribute_changes.iter().map(|c| c.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+}
