@@ -70,7 +70,10 @@ impl Activity {
         let minutes = minutes.min(MINUTES) as i64;
         (now - minutes + 1..=now)
             .map(|minute| {
-                kept.iter().find(|m| m.minute == minute).copied().unwrap_or(Minute { minute, ..Default::default() })
+                kept.iter()
+                    .find(|m| m.minute == minute)
+                    .copied()
+                    .unwrap_or(Minute { minute, ..Default::default() })
             })
             .collect()
     }

@@ -57,17 +57,21 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::guard))
 }
 
-fn connector_named<'a>(state: &'a AdminState, name: &str) -> Result<&'a Arc<ConnectorHandle>, (StatusCode, Json<Value>)> {
-    state
-        .connectors
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")}))))
+fn connector_named<'a>(
+    state: &'a AdminState,
+    name: &str,
+) -> Result<&'a Arc<ConnectorHandle>, (StatusCode, Json<Value>)> {
+    state.connectors.iter().find(|c| c.name == name).ok_or_else(|| {
+        (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")})))
+    })
 }
 
 /// `GET /admin/log`: provisioning log rows, newest first (`before` = the last `seq` for the next
 /// page; `after` = a `seq` to read on from, oldest first, as `supervisor log --follow` does).
-async fn log(State(state): State<Arc<AdminState>>, Query(filter): Query<LogFilter>) -> (StatusCode, Json<Value>) {
+async fn log(
+    State(state): State<Arc<AdminState>>,
+    Query(filter): Query<LogFilter>,
+) -> (StatusCode, Json<Value>) {
     match state.store.log_query(&filter).await {
         Ok(entries) => {
             let next = if filter.after.is_none() && entries.len() == filter.limit() {
@@ -92,7 +96,10 @@ async fn activity(State(state): State<Arc<AdminState>>, Query(q): Query<Activity
 }
 
 /// `GET /admin/connectors/{name}/imports`: the connector's import runs, newest first.
-async fn import_history(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+async fn import_history(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
     if let Err(e) = connector_named(&state, &name) {
         return e;
     }
@@ -106,14 +113,19 @@ async fn import_history(State(state): State<Arc<AdminState>>, Path(name): Path<S
 }
 
 /// `POST /admin/connectors/{name}/reconcile`: settles the connector's pending writes now.
-async fn reconcile(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+async fn reconcile(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
     if let Err(e) = connector_named(&state, &name) {
         return e;
     }
     let provisioner = state.provisioner.clone();
     let task = {
         let name = name.clone();
-        tokio::spawn(crate::provision::with_source("reconcile", async move { provisioner.reconcile_pending(&name).await }))
+        tokio::spawn(crate::provision::with_source("reconcile", async move {
+            provisioner.reconcile_pending(&name).await
+        }))
     };
     match task.await {
         Ok(Ok(settled)) => (StatusCode::OK, Json(json!({"name": name, "settled": settled}))),
@@ -124,7 +136,10 @@ async fn reconcile(State(state): State<Arc<AdminState>>, Path(name): Path<String
 
 /// `POST /admin/connectors/{name}/test`: asks the serving connector to validate its
 /// configuration and reach its target (ValidateConfiguration).
-async fn test_connection(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
+async fn test_connection(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> (StatusCode, Json<Value>) {
     let handle = match connector_named(&state, &name) {
         Ok(h) => h,
         Err(e) => return e,
@@ -134,7 +149,9 @@ async fn test_connection(State(state): State<Arc<AdminState>>, Path(name): Path<
         Err(e) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"name": name, "ok": false, "state": handle.phase().name(), "error": e.to_string()})),
+                Json(
+                    json!({"name": name, "ok": false, "state": handle.phase().name(), "error": e.to_string()}),
+                ),
             );
         }
     };
@@ -211,12 +228,18 @@ pub async fn run_preview(
         let started_ms = crate::store::now_ms();
         let applied = apply_request(state, app, request).await;
         state.provisioner.journal.flush().await;
-        let id = applied["body"]["id"].as_str().map(str::to_string).or_else(|| {
-            crate::scim::preview::parse(app, request).ok().and_then(|p| p.id)
-        });
+        let id = applied["body"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| crate::scim::preview::parse(app, request).ok().and_then(|p| p.id));
         let entries = match id {
             Some(id) => {
-                let filter = LogFilter { app: Some(app.into()), q: Some(id), since_ms: Some(started_ms), ..Default::default() };
+                let filter = LogFilter {
+                    app: Some(app.into()),
+                    q: Some(id),
+                    since_ms: Some(started_ms),
+                    ..Default::default()
+                };
                 state.store.log_query(&filter).await.unwrap_or_default()
             }
             None => vec![],
@@ -229,11 +252,19 @@ pub async fn run_preview(
 
 /// Runs a SCIM request through the SCIM router, as the app's client (the request never leaves
 /// the process; it carries the app's authorisation as an extension no client can set).
-async fn apply_request(state: &AdminState, app: &str, request: &crate::scim::preview::PreviewRequest) -> Value {
+async fn apply_request(
+    state: &AdminState,
+    app: &str,
+    request: &crate::scim::preview::PreviewRequest,
+) -> Value {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let path = request.path.trim();
-    let path = if path.starts_with("/scim/") { path.to_string() } else { format!("/scim/{app}/{}", path.trim_start_matches('/')) };
+    let path = if path.starts_with("/scim/") {
+        path.to_string()
+    } else {
+        format!("/scim/{app}/{}", path.trim_start_matches('/'))
+    };
     let body = request.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
     let built = axum::http::Request::builder()
         .method(request.method.trim().to_ascii_uppercase().as_str())
@@ -246,7 +277,8 @@ async fn apply_request(state: &AdminState, app: &str, request: &crate::scim::pre
         Ok(b) => b,
         Err(e) => return json!({"status": 400, "body": {"detail": e.to_string()}}),
     };
-    let response = match state.scim_router.clone().oneshot(built).await {
+    let run = crate::provision::with_source("console", state.scim_router.clone().oneshot(built));
+    let response = match run.await {
         Ok(r) => r,
         Err(never) => match never {},
     };

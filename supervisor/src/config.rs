@@ -886,12 +886,17 @@ impl Config {
             if !["healthz", "readyz", "metrics"].contains(&endpoint.as_str()) {
                 problem(
                     "admin.open_endpoints".into(),
-                    format!("{endpoint:?} is not one of \"healthz\", \"readyz\", \"metrics\" (the only endpoints that may answer without a token)"),
+                    format!(
+                        "{endpoint:?} is not one of \"healthz\", \"readyz\", \"metrics\" (the only endpoints that may answer without a token)"
+                    ),
                 );
             }
         }
         if self.admin.session_ttl < Duration::from_secs(60) {
-            problem("admin.session_ttl".into(), "a console login must last at least 1 minute (e.g. \"8h\")".into());
+            problem(
+                "admin.session_ttl".into(),
+                "a console login must last at least 1 minute (e.g. \"8h\")".into(),
+            );
         }
         for (name, app) in &self.apps {
             if !valid_name(name) {

@@ -39,7 +39,11 @@ impl std::fmt::Debug for AdminClient {
 
 impl AdminClient {
     /// A client for `addr`, with the token and TLS of `admin` (a configuration's `[admin]`).
-    pub fn new(addr: SocketAddr, admin: &crate::config::AdminConfig, ca: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        admin: &crate::config::AdminConfig,
+        ca: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let token = crate::server::resolve_admin_tokens(admin)?.map(|t| t.first().to_string());
         let ca = ca.map(Path::to_path_buf).or_else(|| admin.tls.as_ref().map(|t| t.cert_file.clone()));
         let tls = match ca {
@@ -47,10 +51,16 @@ impl AdminClient {
                 crate::transport::install_crypto_provider();
                 let pem = std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+                for cert in
+                    <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+                        &pem,
+                    )
+                {
                     roots.add(cert.with_context(|| format!("{} is not a PEM certificate", ca.display()))?)?;
                 }
-                Some(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+                Some(Arc::new(
+                    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+                ))
             }
             None => None,
         };
@@ -67,7 +77,8 @@ pub async fn admin(client: &AdminClient, method: &str, path: &str) -> anyhow::Re
         .await
         .map_err(|_| anyhow!("no answer from the admin listener at {addr} within 5s"))?
         .with_context(|| format!("cannot reach the admin listener at {addr} (is the supervisor running?)"))?;
-    let mut request = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, addr.to_string());
+    let mut request =
+        hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, addr.to_string());
     if let Some(token) = &client.token {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -147,7 +158,9 @@ fn log_line(entry: &Value) -> String {
 /// `supervisor log`: provisioning log rows, newest last; `--follow` goes on printing new ones.
 pub async fn log(client: &AdminClient, query: LogQuery) -> anyhow::Result<u8> {
     let encode = |pairs: &[(&str, String)]| {
-        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).finish()
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish()
     };
     let mut pairs = query.filter.clone();
     pairs.push(("limit", query.limit.to_string()));

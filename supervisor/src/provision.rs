@@ -18,8 +18,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::config::{DeprovisionAction, DeprovisionConfig};
 use crate::export::ExportQueue;
 use crate::journal::Journal;
-use crate::store::log::LogEntry;
 use crate::mapping::{Mapping, Shape, TargetValues};
+use crate::store::log::LogEntry;
 use crate::store::{Held, Record, RecordState, Store, StoreError, lock_key};
 use crate::supervision::{CallError, ConnectorHandle, rfc3339};
 
@@ -278,7 +278,9 @@ pub async fn with_source<T>(source: &'static str, work: impl std::future::Future
     SOURCE.scope(source, work).await
 }
 
-fn source() -> &'static str {
+/// What started the current task's writes (`scim` unless [`with_source`] says otherwise); a
+/// task that spawns a write passes it on.
+pub fn source() -> &'static str {
     SOURCE.try_with(|s| *s).unwrap_or("scim")
 }
 
@@ -802,8 +804,10 @@ impl Provisioner {
             let Revision { resource, name, password } = compute(&existing)?;
             let (provisioner, precondition) = (self.clone(), precondition.clone());
             let write = tokio::spawn(
-                async move { provisioner.replace(existing, &name, resource, password, &*precondition).await }
-                    .in_current_span(),
+                with_source(source(), async move {
+                    provisioner.replace(existing, &name, resource, password, &*precondition).await
+                })
+                .in_current_span(),
             );
             match write.await.map_err(|e| ProvisionError::Aborted(e.to_string()))? {
                 Err(ProvisionError::Changed) => {
@@ -850,8 +854,10 @@ impl Provisioner {
             }
         }
         let provisioner = self.clone();
-        let write =
-            tokio::spawn(async move { provisioner.delete(existing, &*precondition).await }.in_current_span());
+        let write = tokio::spawn(
+            with_source(source(), async move { provisioner.delete(existing, &*precondition).await })
+                .in_current_span(),
+        );
         let deleted = write.await.map_err(|e| ProvisionError::Aborted(e.to_string()))?;
         if let (Err(error), Some(groups)) = (&deleted, groups) {
             for group in left {

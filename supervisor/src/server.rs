@@ -74,7 +74,8 @@ pub fn resolve_tokens(name: &str, app: &AppConfig) -> anyhow::Result<Tokens> {
 /// The admin tokens: from `[admin] token_env` (default `ADMIN_TOKEN`) and `token_file`;
 /// `None` when neither holds one (the admin listener then answers loopback clients only).
 pub fn resolve_admin_tokens(admin: &crate::config::AdminConfig) -> anyhow::Result<Option<Tokens>> {
-    let mut tokens: Vec<String> = std::env::var(&admin.token_env).map(|v| split_tokens(&v)).unwrap_or_default();
+    let mut tokens: Vec<String> =
+        std::env::var(&admin.token_env).map(|v| split_tokens(&v)).unwrap_or_default();
     if let Some(file) = &admin.token_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("admin.token_file: cannot read {}", file.display()))?;
@@ -284,7 +285,11 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     let admin_tls = match &config.admin.tls {
         Some(tls) => {
             let rustls = crate::transport::load(tls).await.context("admin.tls")?;
-            tokio::spawn(crate::transport::reload_on_change(rustls.clone(), tls.clone(), tls.reload_interval));
+            tokio::spawn(crate::transport::reload_on_change(
+                rustls.clone(),
+                tls.clone(),
+                tls.reload_interval,
+            ));
             Some(rustls)
         }
         None => None,

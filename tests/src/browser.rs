@@ -301,7 +301,6 @@ impl Browser {
             ),
         }
     }
-
 }
 
 impl Drop for Browser {

@@ -25,10 +25,15 @@ async fn login(body: String) -> impl IntoResponse {
     let user = body.strip_prefix("user=").unwrap_or("?").to_string();
     (
         [
-            (header::SET_COOKIE, "session=abc123; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600".to_string()),
+            (
+                header::SET_COOKIE,
+                "session=abc123; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600".to_string(),
+            ),
             (header::CONTENT_TYPE, "text/html".to_string()),
         ],
-        format!("<html><body><p id=welcome>Welcome, {user}</p><script>document.body.append(document.cookie === '' ? ' (cookie hidden from JS)' : ' visible: ' + document.cookie)</script></body></html>"),
+        format!(
+            "<html><body><p id=welcome>Welcome, {user}</p><script>document.body.append(document.cookie === '' ? ' (cookie hidden from JS)' : ' visible: ' + document.cookie)</script></body></html>"
+        ),
     )
 }
 
@@ -100,7 +105,14 @@ async fn browser_probe() {
     let t4 = Instant::now();
     let b2 = Browser::start().await;
     let pid = b2.driver_addr();
-    let ps = || { let o = std::process::Command::new("sh").arg("-c").arg("ps -eo pid,ppid,pgid,stat,comm | grep -i -e chrom -e PID").output().unwrap(); eprintln!("{}", String::from_utf8_lossy(&o.stdout)); };
+    let ps = || {
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ps -eo pid,ppid,pgid,stat,comm | grep -i -e chrom -e PID")
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    };
     ps();
     let t5 = Instant::now();
     drop(b2);

@@ -24,6 +24,9 @@ pub const COOKIE: &str = "ecma_console";
 pub const CSRF_FIELD: &str = "csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// Sessions kept at most.
+const MAX_SESSIONS: usize = 10_000;
+
 /// A console login.
 #[derive(Debug, Clone)]
 struct Session {
@@ -90,6 +93,11 @@ impl Auth {
         }
     }
 
+    /// How long a console login lasts.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Whether an admin token is configured.
     pub fn has_tokens(&self) -> bool {
         self.tokens.is_some()
@@ -130,7 +138,16 @@ impl Auth {
         let value = random_token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| s.expires > Instant::now());
-        sessions.insert(session_key(&value), Session { expires: Instant::now() + self.ttl, csrf: random_token() });
+        // Clients that never send their cookie back (scripts on loopback) must not fill memory.
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            session_key(&value),
+            Session { expires: Instant::now() + self.ttl, csrf: random_token() },
+        );
         let cookie = format!(
             "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
             self.ttl.as_secs(),
@@ -292,7 +309,10 @@ pub async fn guard(
         let next = url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>();
         return Redirect::to(&format!("/console/login?next={next}")).into_response();
     }
-    denied(StatusCode::UNAUTHORIZED, "an admin token is required (Authorization: Bearer ...), or log in to the console")
+    denied(
+        StatusCode::UNAUTHORIZED,
+        "an admin token is required (Authorization: Bearer ...), or log in to the console",
+    )
 }
 
 fn too_many(wait: u64) -> Response {
@@ -319,7 +339,8 @@ async fn csrf_holds(request: &mut Request, expected: &str) -> bool {
     }
     let body = std::mem::replace(request.body_mut(), Body::empty());
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else { return false };
-    let given = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == CSRF_FIELD).map(|(_, v)| v.into_owned());
+    let given =
+        url::form_urlencoded::parse(&bytes).find(|(k, _)| k == CSRF_FIELD).map(|(_, v)| v.into_owned());
     *request.body_mut() = Body::from(bytes);
     given.is_some_and(|g| same(&g, expected))
 }
@@ -346,8 +367,10 @@ mod tests {
 
     #[test]
     fn sessions_expire_and_close() {
-        let config = crate::config::AdminConfig { session_ttl: Duration::from_millis(30), ..Default::default() };
-        let auth = Auth::new(Some(Tokens::new(vec!["0123456789abcdef-admin".into()]).unwrap()), &config, true);
+        let config =
+            crate::config::AdminConfig { session_ttl: Duration::from_millis(30), ..Default::default() };
+        let auth =
+            Auth::new(Some(Tokens::new(vec!["0123456789abcdef-admin".into()]).unwrap()), &config, true);
         let (value, set_cookie) = auth.open_session();
         let set_cookie = set_cookie.to_str().unwrap().to_string();
         for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {

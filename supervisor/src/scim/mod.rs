@@ -13,10 +13,10 @@
 pub mod discovery;
 pub mod error;
 pub mod patch;
+pub mod preview;
 pub mod query;
 pub mod resource;
 pub mod resources;
-pub mod preview;
 pub mod schema;
 
 use std::collections::HashMap;

@@ -41,7 +41,10 @@ pub fn parse(app: &str, request: &PreviewRequest) -> Result<Parsed, ScimError> {
     if !["POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
         return Err(ScimError::bad_request(
             "invalidValue",
-            format!("method {:?}: a preview takes POST, PUT, PATCH or DELETE (reads need none)", request.method),
+            format!(
+                "method {:?}: a preview takes POST, PUT, PATCH or DELETE (reads need none)",
+                request.method
+            ),
         ));
     }
     let path = request.path.trim();
@@ -281,7 +284,9 @@ async fn preview_kind<K: Kind>(
                     let before = record.target_values();
                     let mut after = values.clone().expect("an update has values");
                     let active = is_active(resource);
-                    if policy.on_disable == DeprovisionAction::Delete && !active && !record.target.anchors.is_empty()
+                    if policy.on_disable == DeprovisionAction::Delete
+                        && !active
+                        && !record.target.anchors.is_empty()
                     {
                         let change = v1::CsEntryChange {
                             identifier: record.id.clone(),
@@ -291,7 +296,12 @@ async fn preview_kind<K: Kind>(
                             dn: record.target.dn.clone(),
                             attribute_changes: vec![],
                         };
-                        (Some(change), 200, "disabled: the target object is deleted (deprovision.on_disable = \"delete\")".into())
+                        (
+                            Some(change),
+                            200,
+                            "disabled: the target object is deleted (deprovision.on_disable = \"delete\")"
+                                .into(),
+                        )
                     } else {
                         if policy.on_disable == DeprovisionAction::Set && !active {
                             after.extend(set_values(policy));
@@ -309,7 +319,8 @@ async fn preview_kind<K: Kind>(
                                 dn: renamed.unwrap_or_else(|| record.target.dn.clone()),
                                 attribute_changes: changes,
                             };
-                            let note = if password { "the password is set after the update" } else { "an update" };
+                            let note =
+                                if password { "the password is set after the update" } else { "an update" };
                             (Some(change), 200, note.into())
                         }
                     }

@@ -182,8 +182,10 @@ pub async fn create<K: Kind>(
         (state.provisioner.clone(), auth.app.name.clone(), connector.to_string());
     // (In the request's span, so that the trace goes on into the task.)
     let record = tokio::spawn(
-        async move { provisioner.create(&app, K::NAME, &connector, &name, resource, password).await }
-            .in_current_span(),
+        crate::provision::with_source(crate::provision::source(), async move {
+            provisioner.create(&app, K::NAME, &connector, &name, resource, password).await
+        })
+        .in_current_span(),
     )
     .await
     .map_err(|e| ScimError::internal(format!("the create failed: {e}")))??;

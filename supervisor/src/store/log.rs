@@ -17,7 +17,8 @@ pub struct LogEntry {
     pub at_ms: i64,
     /// The supervisor that did it.
     pub node: String,
-    /// `scim` (a SCIM request), `import`, `reconcile` (settling a pending write) or `preview`.
+    /// `scim` (a SCIM request), `console` (a dry run applied from the admin API or console),
+    /// `import`, or `reconcile` (settling a pending write).
     pub source: String,
     pub app: String,
     /// `User` or `Group`.

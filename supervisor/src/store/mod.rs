@@ -329,6 +329,16 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     async fn count(&self) -> Result<i64, StoreError>;
     /// Every record of a connector, whatever its state (for imports).
     async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError>;
+    /// Up to `limit` records of an app's resource type, whatever their state, whose id is
+    /// `part` or whose name holds it (case-insensitively; every record when it is empty), by
+    /// name: the console's connector-space browser.
+    async fn search(
+        &self,
+        app: &str,
+        resource_type: &str,
+        part: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
     /// The pending records of a connector: writes whose outcome is not known yet.
     async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError>;
     /// How many writes of a connector have an unknown outcome.

@@ -119,7 +119,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 const SCHEMA_VERSION: i32 = 2;
 
 /// Each version's statements, in order (index 0 brings a new database to version 1).
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE connector_space.objects (
         app TEXT NOT NULL,
         resource_type TEXT NOT NULL,
@@ -150,7 +151,8 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX imports_by_connector ON connector_space.imports (connector, id);
     CREATE TABLE connector_space.probe (node TEXT PRIMARY KEY, at_ms BIGINT NOT NULL);
-", "
+",
+    "
     CREATE TABLE connector_space.provisioning_log (
         seq BIGSERIAL PRIMARY KEY,
         at_ms BIGINT NOT NULL,
@@ -173,7 +175,8 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX provisioning_log_by_time ON connector_space.provisioning_log (at_ms);
     CREATE INDEX provisioning_log_by_id ON connector_space.provisioning_log (scim_id);
-"];
+",
+];
 
 const COLUMNS: &str =
     "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
@@ -700,6 +703,21 @@ impl Engine for PgStore {
                 .await,
             false,
         )
+    }
+
+    async fn search(
+        &self,
+        app: &str,
+        resource_type: &str,
+        part: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM connector_space.objects WHERE app = $1 AND resource_type = $2 \
+             AND ($3 = '' OR id = $3 OR strpos(lower(user_name), lower($3)) > 0) ORDER BY user_name LIMIT {}",
+            limit.min(10_000)
+        );
+        self.records(sql, &[app, resource_type, part]).await
     }
 
     async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {

@@ -804,6 +804,21 @@ impl Engine for SqliteStore {
     }
 
     /// Every record of a connector, whatever its state (for imports).
+    async fn search(
+        &self,
+        app: &str,
+        resource_type: &str,
+        part: &str,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM objects WHERE app = ?1 AND resource_type = ?2 \
+             AND (?3 = '' OR id = ?3 OR instr(lower(user_name), lower(?3)) > 0) ORDER BY user_name LIMIT {}",
+            limit.min(10_000)
+        );
+        self.scan(sql, vec![app.to_string(), resource_type.to_string(), part.to_string()]).await
+    }
+
     async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM objects WHERE connector = ?1");
         self.scan(sql, vec![connector.to_string()]).await
