@@ -1071,6 +1071,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn provisioning_log_rows_are_filtered_paged_and_pruned() {
+        use crate::store::log::{LogEntry, LogFilter};
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("log.db")).await.unwrap();
+        let row = |i: i64, app: &str, outcome: &str, name: &str| LogEntry {
+            at_ms: 1_000 + i,
+            node: "n1".into(),
+            source: "scim".into(),
+            app: app.into(),
+            resource_type: "User".into(),
+            connector: format!("{app}-users"),
+            operation: "add".into(),
+            scim_id: format!("id-{i}"),
+            name: name.into(),
+            attributes: vec!["mail".into(), "sn".into()],
+            outcome: outcome.into(),
+            duration_ms: 1.5,
+            ..Default::default()
+        };
+        let rows: Vec<LogEntry> = (0..10)
+            .map(|i| row(i, if i % 2 == 0 { "hr" } else { "it" }, if i == 3 { "refused" } else { "applied" }, &format!("User{i}@Example.com")))
+            .collect();
+        store.log_append(&rows).await.unwrap();
+        let all = store.log_query(&LogFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[0].scim_id, "id-9", "newest first");
+        assert_eq!(all[0].attributes, vec!["mail".to_string(), "sn".into()]);
+        let hr = store.log_query(&LogFilter { app: Some("hr".into()), ..Default::default() }).await.unwrap();
+        assert!(hr.len() == 5 && hr.iter().all(|e| e.app == "hr"));
+        let refused = store.log_query(&LogFilter { outcome: Some("refused".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(refused.iter().map(|e| e.scim_id.as_str()).collect::<Vec<_>>(), vec!["id-3"]);
+        // Part of a name, case-insensitively; or an id exactly.
+        let named = store.log_query(&LogFilter { q: Some("user7@example".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(named.len(), 1);
+        let by_id = store.log_query(&LogFilter { q: Some("id-4".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(by_id.len(), 1);
+        // Paging back, and following on.
+        let page = store.log_query(&LogFilter { limit: Some(3), ..Default::default() }).await.unwrap();
+        let next = store
+            .log_query(&LogFilter { limit: Some(3), before: Some(page[2].seq), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(next[0].seq, page[2].seq - 1);
+        let after = store.log_query(&LogFilter { after: Some(all[1].seq), ..Default::default() }).await.unwrap();
+        assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![all[0].seq]);
+        // Pruning: by age, then by count.
+        assert_eq!(store.log_prune(Some(1_002), None).await.unwrap(), 2);
+        assert_eq!(store.log_prune(None, Some(5)).await.unwrap(), 3);
+        let left = store.log_query(&LogFilter::default()).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.scim_id.as_str()).collect::<Vec<_>>(), vec!["id-9", "id-8", "id-7", "id-6", "id-5"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn an_imports_writes_are_not_kept_in_the_read_cache_and_never_leave_it_stale() {
         let dir = temp_dir();
         let store = SqliteStore::open(&dir.join("space.db")).await.unwrap();
