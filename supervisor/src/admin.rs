@@ -228,19 +228,25 @@ pub async fn run_preview(
         let started_ms = crate::store::now_ms();
         let applied = apply_request(state, app, request).await;
         state.provisioner.journal.flush().await;
-        let id = applied["body"]["id"]
+        // The rows of this request: by the SCIM id it answered or named, else (a create that
+        // failed) by the name it carried.
+        let key = applied["body"]["id"]
             .as_str()
             .map(str::to_string)
-            .or_else(|| crate::scim::preview::parse(app, request).ok().and_then(|p| p.id));
-        let entries = match id {
-            Some(id) => {
+            .or_else(|| crate::scim::preview::parse(app, request).ok().and_then(|p| p.id))
+            .or_else(|| answer["preview"]["name"].as_str().map(str::to_string));
+        let entries = match key {
+            Some(key) => {
                 let filter = LogFilter {
                     app: Some(app.into()),
-                    q: Some(id),
+                    source: Some("console".into()),
+                    q: Some(key.clone()),
                     since_ms: Some(started_ms),
                     ..Default::default()
                 };
-                state.store.log_query(&filter).await.unwrap_or_default()
+                let mut rows = state.store.log_query(&filter).await.unwrap_or_default();
+                rows.retain(|r| r.scim_id == key || r.name.eq_ignore_ascii_case(&key));
+                rows
             }
             None => vec![],
         };

@@ -892,10 +892,10 @@ impl Config {
                 );
             }
         }
-        if self.admin.session_ttl < Duration::from_secs(60) {
+        if self.admin.session_ttl < Duration::from_secs(5) {
             problem(
                 "admin.session_ttl".into(),
-                "a console login must last at least 1 minute (e.g. \"8h\")".into(),
+                "a console login must last at least 5 seconds (e.g. \"8h\")".into(),
             );
         }
         for (name, app) in &self.apps {

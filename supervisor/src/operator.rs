@@ -188,7 +188,10 @@ pub async fn log(client: &AdminClient, query: LogQuery) -> anyhow::Result<u8> {
         print(entry);
         last = last.max(entry["seq"].as_i64().unwrap_or(0));
     }
-    while query.follow {
+    if !query.follow {
+        return Ok(0);
+    }
+    loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut pairs = query.filter.clone();
         pairs.push(("after", last.to_string()));
@@ -209,7 +212,6 @@ pub async fn log(client: &AdminClient, query: LogQuery) -> anyhow::Result<u8> {
             last = last.max(entry["seq"].as_i64().unwrap_or(0));
         }
     }
-    Ok(0)
 }
 
 /// `supervisor status`: one line per connector; exit 0 when all are ready, 1 otherwise.

@@ -177,6 +177,8 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         );
     }
 
+    // Checked before anything starts: a bad admin token stops the start-up here.
+    let admin_tokens = resolve_admin_tokens(&config.admin)?;
     let location = config.store.location(&data_dir);
     let store = Store::at(&location, config.server.store_cache_records)
         .await
@@ -274,7 +276,6 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         activity: activity.clone(),
     });
     let scim = crate::scim::router(scim_state.clone(), config.server.max_body_bytes);
-    let admin_tokens = resolve_admin_tokens(&config.admin)?;
     if admin_tokens.is_none() {
         tracing::warn!(
             "no admin token is configured ({} or admin.token_file): the admin API and the console answer \

@@ -114,9 +114,6 @@ impl Browser {
                     "--disable-component-update",
                     "--disable-sync",
                     "--password-store=basic",
-                    // Else chrome_crashpad_handler runs in a session of its own, out of reach of
-                    // the process group that Drop kills.
-                    "--disable-crashpad-for-testing",
                 ],
             }),
         );
@@ -389,7 +386,10 @@ fn kill_group(child: &mut Child) {
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait();
     // Chromium's processes, orphaned, are reaped by init; wait for them so that the profile
-    // directory is not removed under a live process.
+    // directory is not removed under a live process. (Chromium's two chrome_crashpad_handler
+    // processes run in sessions of their own, out of the group's reach, and exit by themselves
+    // once the browser is gone; `--disable-crashpad-for-testing` would keep them in it, but
+    // then no page ever loads.)
     let deadline = Instant::now() + Duration::from_secs(2);
     while group_alive(group.as_raw()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

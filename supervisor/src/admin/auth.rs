@@ -256,6 +256,14 @@ pub async fn guard(
         return next.run(request).await;
     }
     let ip = peer.ip();
+    // No admin token configured: loopback clients only, whatever they carry (a cookie made on
+    // loopback opens nothing from elsewhere).
+    if !auth.has_tokens() && !ip.is_loopback() {
+        return denied(
+            StatusCode::FORBIDDEN,
+            "no admin token is configured, so the admin listener answers loopback clients only; set ADMIN_TOKEN",
+        );
+    }
     let headers = request.headers();
     // 1. A bearer admin token (scripts, the CLI): no cookie, so no CSRF to check.
     if let Some(token) = bearer(headers) {
@@ -281,14 +289,8 @@ pub async fn guard(
         request.extensions_mut().insert(Caller { csrf: Some(session.csrf.clone()), session: true });
         return next.run(request).await;
     }
-    // 3. No admin token configured: loopback clients only, as before there was a token.
+    // 3. No admin token configured (the client is on loopback, checked above).
     if !auth.has_tokens() {
-        if !ip.is_loopback() {
-            return denied(
-                StatusCode::FORBIDDEN,
-                "no admin token is configured, so the admin listener answers loopback clients only; set ADMIN_TOKEN",
-            );
-        }
         if is_console(&path) {
             // The console still works with a session: its forms need a CSRF token.
             let (value, set_cookie) = auth.open_session();

@@ -72,7 +72,9 @@ enum Nav {
     None,
 }
 
-/// Security headers of every console page: nothing from elsewhere, no framing.
+/// Security headers of every console page: nothing from elsewhere, no framing. (The referrer
+/// policy is `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null`
+/// with the console's own forms, which the cross-site check must refuse.)
 fn secured(markup: Markup, status: StatusCode) -> Response {
     let mut response = (status, Html(markup.into_string())).into_response();
     let headers = response.headers_mut();
@@ -83,7 +85,7 @@ fn secured(markup: Markup, status: StatusCode) -> Response {
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -991,10 +993,20 @@ async fn preview_run(
     let request =
         crate::scim::preview::PreviewRequest { method: form.method.clone(), path: form.path.clone(), body };
     let apply = form.action.as_deref() == Some("apply");
-    let answer = match super::run_preview(&state, &form.app, &request, apply).await {
+    let mut answer = match super::run_preview(&state, &form.app, &request, apply).await {
         Ok(answer) => answer,
         Err((_, answer)) => answer,
     };
+    // The form comes back without the password the operator typed: no page shows a secret.
+    let mut form = form;
+    if let Some(Value::Object(mut body)) = request.body {
+        let before = body.len();
+        body.retain(|k, _| !k.eq_ignore_ascii_case("password"));
+        if body.len() != before {
+            form.body = pretty(&Value::Object(body));
+            answer["password_removed"] = Value::Bool(true);
+        }
+    }
     preview_view(&state, &caller, &form, Some(answer)).await
 }
 
@@ -1053,6 +1065,9 @@ fn preview_result(answer: &Value) -> Markup {
     html! {
         @if applied.is_null() {
             (message("Dry run: nothing was written, neither in the connector space nor in the target.", false))
+        }
+        @if answer["password_removed"] == true {
+            p.muted { "The password was taken out of the form after the run (no page shows a secret); type it again to send it." }
         }
         dl {
             dt { "The client would get" } dd.answer { strong { (p["answer"]) } " " (p["note"].as_str().or(p["detail"].as_str()).unwrap_or("")) }

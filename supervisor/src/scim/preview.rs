@@ -262,14 +262,28 @@ async fn preview_kind<K: Kind>(
                 };
                 let secret = crate::provision::Password("[redacted]".into());
                 let change = add_change(target, &record, values, password.then_some(&secret));
-                let note = match other {
-                    Some(r) => format!(
-                        "the name belongs to a {} record: the create looks the object up first and adds it only if absent",
-                        r.state.as_str()
+                match other {
+                    Some(r) => (
+                        Some(change),
+                        201,
+                        format!(
+                            "the name belongs to a {} record: the create looks the object up first and adds it only if absent",
+                            r.state.as_str()
+                        ),
                     ),
-                    None => "a new object".into(),
-                };
-                (Some(change), 201, note)
+                    // The target has an object with this matching value that the connector space
+                    // does not know: the connector refuses the ADD (a full import would bring it in).
+                    None if target_object["found"] == true => (
+                        Some(change),
+                        409,
+                        format!(
+                            "the target already has an object with this {} (anchor {}), unknown to the connector space: the connector will refuse the ADD; an import brings it in",
+                            target_object["by"].as_str().unwrap_or("matching value"),
+                            target_object["anchor"].as_str().unwrap_or("")
+                        ),
+                    ),
+                    None => (Some(change), 201, "a new object".into()),
+                }
             }
         },
         "PUT" | "PATCH" => {

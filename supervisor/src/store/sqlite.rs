@@ -1091,7 +1091,14 @@ mod tests {
             ..Default::default()
         };
         let rows: Vec<LogEntry> = (0..10)
-            .map(|i| row(i, if i % 2 == 0 { "hr" } else { "it" }, if i == 3 { "refused" } else { "applied" }, &format!("User{i}@Example.com")))
+            .map(|i| {
+                row(
+                    i,
+                    if i % 2 == 0 { "hr" } else { "it" },
+                    if i == 3 { "refused" } else { "applied" },
+                    &format!("User{i}@Example.com"),
+                )
+            })
             .collect();
         store.log_append(&rows).await.unwrap();
         let all = store.log_query(&LogFilter::default()).await.unwrap();
@@ -1100,12 +1107,19 @@ mod tests {
         assert_eq!(all[0].attributes, vec!["mail".to_string(), "sn".into()]);
         let hr = store.log_query(&LogFilter { app: Some("hr".into()), ..Default::default() }).await.unwrap();
         assert!(hr.len() == 5 && hr.iter().all(|e| e.app == "hr"));
-        let refused = store.log_query(&LogFilter { outcome: Some("refused".into()), ..Default::default() }).await.unwrap();
+        let refused = store
+            .log_query(&LogFilter { outcome: Some("refused".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(refused.iter().map(|e| e.scim_id.as_str()).collect::<Vec<_>>(), vec!["id-3"]);
         // Part of a name, case-insensitively; or an id exactly.
-        let named = store.log_query(&LogFilter { q: Some("user7@example".into()), ..Default::default() }).await.unwrap();
+        let named = store
+            .log_query(&LogFilter { q: Some("user7@example".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(named.len(), 1);
-        let by_id = store.log_query(&LogFilter { q: Some("id-4".into()), ..Default::default() }).await.unwrap();
+        let by_id =
+            store.log_query(&LogFilter { q: Some("id-4".into()), ..Default::default() }).await.unwrap();
         assert_eq!(by_id.len(), 1);
         // Paging back, and following on.
         let page = store.log_query(&LogFilter { limit: Some(3), ..Default::default() }).await.unwrap();
@@ -1114,13 +1128,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next[0].seq, page[2].seq - 1);
-        let after = store.log_query(&LogFilter { after: Some(all[1].seq), ..Default::default() }).await.unwrap();
+        let after =
+            store.log_query(&LogFilter { after: Some(all[1].seq), ..Default::default() }).await.unwrap();
         assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![all[0].seq]);
         // Pruning: by age, then by count.
         assert_eq!(store.log_prune(Some(1_002), None).await.unwrap(), 2);
         assert_eq!(store.log_prune(None, Some(5)).await.unwrap(), 3);
         let left = store.log_query(&LogFilter::default()).await.unwrap();
-        assert_eq!(left.iter().map(|e| e.scim_id.as_str()).collect::<Vec<_>>(), vec!["id-9", "id-8", "id-7", "id-6", "id-5"]);
+        assert_eq!(
+            left.iter().map(|e| e.scim_id.as_str()).collect::<Vec<_>>(),
+            vec!["id-9", "id-8", "id-7", "id-6", "id-5"]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
