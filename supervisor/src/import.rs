@@ -399,24 +399,12 @@ pub async fn run(
 
 /// Logs a change an import made to the connector space.
 async fn logged(provisioner: &Provisioner, record: &Record, operation: &str, attributes: Vec<String>) {
-    provisioner
-        .journal
-        .record(crate::store::log::LogEntry {
-            source: "import".into(),
-            app: record.app.clone(),
-            resource_type: record.resource_type.clone(),
-            connector: record.connector.clone(),
-            operation: operation.into(),
-            scim_id: record.id.clone(),
-            name: record.user_name.clone(),
-            anchor: anchor_text(&record.target.anchors).unwrap_or_default(),
-            dn: record.target.dn.clone(),
-            attributes,
-            outcome: "applied".into(),
-            trace_id: crate::journal::current_trace_id(),
-            ..Default::default()
-        })
-        .await;
+    let row = crate::store::log::LogEntry {
+        attributes,
+        trace_id: crate::journal::current_trace_id(),
+        ..crate::store::log::LogEntry::of(record, "import", operation, "applied")
+    };
+    provisioner.journal.record(row).await;
 }
 
 /// The names of the attributes whose values differ between two sets.

@@ -117,6 +117,23 @@ pub(crate) fn add_change(
     }
 }
 
+/// The UPDATE or DELETE of a record's object (its anchors and DN as recorded).
+pub(crate) fn change_of(
+    target: &Target,
+    record: &Record,
+    kind: ObjectModificationType,
+    attribute_changes: Vec<v1::AttributeChange>,
+) -> CsEntryChange {
+    CsEntryChange {
+        identifier: record.id.clone(),
+        object_type: target.handle.config.object_type.clone(),
+        modification_type: kind as i32,
+        anchors: record.target.anchors.clone(),
+        dn: record.target.dn.clone(),
+        attribute_changes,
+    }
+}
+
 /// A password from a SCIM request: passed on to the connector, never stored or logged.
 #[derive(Clone)]
 pub struct Password(pub String);
@@ -306,18 +323,8 @@ impl Provisioner {
     /// A provisioning log row for `record`, with its operation and outcome.
     fn log_row(record: &Record, operation: &str, outcome: &str) -> LogEntry {
         LogEntry {
-            source: source().into(),
-            app: record.app.clone(),
-            resource_type: record.resource_type.clone(),
-            connector: record.connector.clone(),
-            operation: operation.into(),
-            scim_id: record.id.clone(),
-            name: record.user_name.clone(),
-            anchor: crate::journal::anchor_of(&record.target.anchors),
-            dn: record.target.dn.clone(),
-            outcome: outcome.into(),
             trace_id: crate::journal::current_trace_id(),
-            ..Default::default()
+            ..LogEntry::of(record, source(), operation, outcome)
         }
     }
 
@@ -997,14 +1004,7 @@ impl Provisioner {
         record: &Record,
         changes: Vec<v1::AttributeChange>,
     ) -> Result<Option<String>, ProvisionError> {
-        let change = CsEntryChange {
-            identifier: record.id.clone(),
-            object_type: target.handle.config.object_type.clone(),
-            modification_type: ObjectModificationType::Update as i32,
-            anchors: record.target.anchors.clone(),
-            dn: record.target.dn.clone(),
-            attribute_changes: changes,
-        };
+        let change = change_of(target, record, ObjectModificationType::Update, changes);
         let result = self.export_idempotent(target, record, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None => Ok(confirmed_dn(&result)),
@@ -1076,14 +1076,7 @@ impl Provisioner {
 
     /// Sends a DELETE; an object that is already gone is what was wanted.
     async fn export_delete(&self, target: &Target, record: &Record) -> Result<(), ProvisionError> {
-        let change = CsEntryChange {
-            identifier: record.id.clone(),
-            object_type: target.handle.config.object_type.clone(),
-            modification_type: ObjectModificationType::Delete as i32,
-            anchors: record.target.anchors.clone(),
-            dn: record.target.dn.clone(),
-            attribute_changes: vec![],
-        };
+        let change = change_of(target, record, ObjectModificationType::Delete, vec![]);
         let result = self.export_idempotent(target, record, change).await?;
         match ErrorKind::try_from(result.error_kind).unwrap_or(ErrorKind::Internal) {
             ErrorKind::None | ErrorKind::NoSuchObject => Ok(()),

@@ -12,7 +12,7 @@ use super::resources::{password_of, validated};
 use super::{App, ScimState};
 use crate::config::DeprovisionAction;
 use crate::mapping::{Mapping, TargetValues, value_to_json};
-use crate::provision::{Provisioner, Target, add_change, is_active, set_values};
+use crate::provision::{Provisioner, Target, add_change, change_of, is_active, set_values};
 use crate::store::{Record, RecordState};
 use ecma_proto::v1;
 
@@ -302,14 +302,7 @@ async fn preview_kind<K: Kind>(
                         && !active
                         && !record.target.anchors.is_empty()
                     {
-                        let change = v1::CsEntryChange {
-                            identifier: record.id.clone(),
-                            object_type: target.handle.config.object_type.clone(),
-                            modification_type: v1::ObjectModificationType::Delete as i32,
-                            anchors: record.target.anchors.clone(),
-                            dn: record.target.dn.clone(),
-                            attribute_changes: vec![],
-                        };
+                        let change = change_of(target, record, v1::ObjectModificationType::Delete, vec![]);
                         (
                             Some(change),
                             200,
@@ -325,14 +318,11 @@ async fn preview_kind<K: Kind>(
                         if changes.is_empty() && renamed.is_none() && !password {
                             (None, 200, "nothing changes in the target".into())
                         } else {
-                            let change = v1::CsEntryChange {
-                                identifier: record.id.clone(),
-                                object_type: target.handle.config.object_type.clone(),
-                                modification_type: v1::ObjectModificationType::Update as i32,
-                                anchors: record.target.anchors.clone(),
-                                dn: renamed.unwrap_or_else(|| record.target.dn.clone()),
-                                attribute_changes: changes,
-                            };
+                            let mut change =
+                                change_of(target, record, v1::ObjectModificationType::Update, changes);
+                            if let Some(dn) = renamed {
+                                change.dn = dn;
+                            }
                             let note =
                                 if password { "the password is set after the update" } else { "an update" };
                             (Some(change), 200, note.into())
@@ -343,14 +333,7 @@ async fn preview_kind<K: Kind>(
         }
         _ => {
             let record = existing.as_ref().expect("a DELETE names its resource");
-            let delete = v1::CsEntryChange {
-                identifier: record.id.clone(),
-                object_type: target.handle.config.object_type.clone(),
-                modification_type: v1::ObjectModificationType::Delete as i32,
-                anchors: record.target.anchors.clone(),
-                dn: record.target.dn.clone(),
-                attribute_changes: vec![],
-            };
+            let delete = change_of(target, record, v1::ObjectModificationType::Delete, vec![]);
             match policy.on_delete {
                 _ if record.target.anchors.is_empty() => {
                     (None, 204, "the target object was already removed on disable".into())

@@ -46,6 +46,31 @@ pub struct LogEntry {
     pub trace_id: String,
 }
 
+impl LogEntry {
+    /// A row about `record`: its app, type, connector, id, name, anchor and DN.
+    pub fn of(record: &super::Record, source: &str, operation: &str, outcome: &str) -> Self {
+        Self {
+            source: source.into(),
+            app: record.app.clone(),
+            resource_type: record.resource_type.clone(),
+            connector: record.connector.clone(),
+            operation: operation.into(),
+            scim_id: record.id.clone(),
+            name: record.user_name.clone(),
+            anchor: record
+                .target
+                .anchors
+                .first()
+                .and_then(|a| a.value.as_ref())
+                .and_then(ecma_proto::v1::Value::as_text)
+                .unwrap_or_default(),
+            dn: record.target.dn.clone(),
+            outcome: outcome.into(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Which rows to read. Rows come newest first, `before` a `seq` for the next page; with `after`
 /// they come oldest first from just after that `seq` (how `--follow` reads).
 #[derive(Debug, Clone, Default, Deserialize)]
