@@ -216,6 +216,12 @@ impl Supervisor {
         Self::spawn_with_files(config, data_dir, data_dir, pass_data_dir, env)
     }
 
+    /// Starts `supervisor run` listening on the given SCIM and admin addresses (the same ones
+    /// again after a restart, so that clients keep their address), without waiting.
+    pub fn spawn_at(config: &str, data_dir: &Path, scim: SocketAddr, admin: SocketAddr) -> Self {
+        Self::spawn_with_addrs(config, data_dir, data_dir, true, &[], (scim, admin))
+    }
+
     fn spawn_with_files(
         config: &str,
         files: &Path,
@@ -223,11 +229,21 @@ impl Supervisor {
         pass_data_dir: bool,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::spawn_with_addrs(config, files, data_dir, pass_data_dir, env, (free_addr(), free_addr()))
+    }
+
+    fn spawn_with_addrs(
+        config: &str,
+        files: &Path,
+        data_dir: &Path,
+        pass_data_dir: bool,
+        env: &[(&str, &str)],
+        (scim, admin): (SocketAddr, SocketAddr),
+    ) -> Self {
         let config_file = files.join("supervisor.toml");
         std::fs::write(&config_file, with_store_from_env(config)).expect("write config");
         let log = files.join(format!("supervisor-{}.log", Instant::now().elapsed().as_nanos()));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let (scim, admin) = (free_addr(), free_addr());
         let mut command = Command::new(binary("supervisor"));
         command.args(["run", "--config"]).arg(&config_file).args([
             "--listen",

@@ -383,6 +383,69 @@ fn supervisor_kill_9_and_restart_leaves_no_orphans_and_no_duplicates() {
     assert_exactly_once(&s, dir.path(), done.iter().chain([&interrupted]));
 }
 
+/// The supervisor killed with SIGKILL again and again while clients create users (and retry,
+/// as Entra does, until they get 201 or 409): every create a client saw succeed is in the
+/// target and the connector space exactly once, and so is every create it retried to the end;
+/// nothing else is in the target.
+#[test]
+fn supervisor_killed_in_a_loop_during_creates_loses_nothing_and_duplicates_nothing() {
+    let dir = TempDir::new("supervisor-kill-loop");
+    // No UNIQUE constraint on user_name in the target: a duplicate would show.
+    let config = e2e::quickstart_config().replace("user_name unique,", "user_name,");
+    let (scim, admin) = (e2e::free_addr(), e2e::free_addr());
+    let mut s = Supervisor::spawn_at(&config, dir.path(), scim, admin);
+    s.wait_ready(Duration::from_secs(30));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            std::thread::spawn(move || {
+                (0..60)
+                    .map(|i| {
+                        let name = format!("loop-{client}-{i}");
+                        let created = create_retrying(scim, "demo", &name, Duration::from_secs(120));
+                        (name, created)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // Five kills, at uneven moments while the clients write; each time the supervisor starts
+    // again on the same data and addresses.
+    let mut kills = 0;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    while kills < 5 && clients.iter().any(|c| !c.is_finished()) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(150 + rng % 450));
+        s.kill_hard();
+        kills += 1;
+        s = Supervisor::spawn_at(&config, dir.path(), scim, admin);
+        s.wait_ready(Duration::from_secs(30));
+    }
+    let results: Vec<(String, Created)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(kills >= 3, "the clients finished before the supervisor was killed often enough ({kills})");
+    assert_eq!(results.len(), 240);
+    // Writes whose outcome the kills left unknown are settled when the connector is ready.
+    let pending = |s: &Supervisor| s.connector("demo-users")["pending_writes"].as_i64().unwrap_or(-1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pending(&s) != 0 {
+        assert!(Instant::now() < deadline, "pending writes never settled: {}", s.connector("demo-users"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_exactly_once(&s, dir.path(), results.iter().map(|(name, _)| name));
+    for (name, created) in &results {
+        if let Created::Id(id) = created {
+            let r = s.scim("GET", &format!("/scim/demo/Users/{id}"), None);
+            assert_eq!(r.status, 200, "{name}: the id the client got ({id}) was lost");
+            assert_eq!(r.json()["userName"], name.as_str(), "the id the client got is the user's");
+        }
+    }
+    println!(
+        "{kills} kills; {} of 240 creates answered 409 after a lost answer",
+        results.iter().filter(|(_, c)| *c == Created::Conflict).count()
+    );
+}
+
 #[test]
 fn sigterm_under_load_finishes_in_flight_requests_and_leaves_no_child() {
     let dir = TempDir::new("sigterm");
