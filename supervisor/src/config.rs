@@ -188,6 +188,12 @@ pub struct StoreConfig {
     /// How long opening a connection (or waiting for a free one) may take.
     #[serde(default = "default_store_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// What an acknowledged write survives in the SQLite connector space: `"process-crash"`
+    /// (the default: a crash or kill of the supervisor loses nothing; a power loss or kernel
+    /// crash may lose the last writes) or `"power-loss"` (every commit is synced to disk before
+    /// the client is answered). PostgreSQL's durability is the server's (`synchronous_commit`).
+    #[serde(default)]
+    pub durability: crate::store::Durability,
     /// `url` and `password` with `env` and `file` values read (filled at load).
     #[serde(skip)]
     resolved: Option<(String, Option<String>)>,
@@ -213,6 +219,7 @@ impl Default for StoreConfig {
             max_connections: default_store_connections(),
             lock_connections: default_lock_connections(),
             connect_timeout: default_store_connect_timeout(),
+            durability: Default::default(),
             resolved: None,
         }
     }

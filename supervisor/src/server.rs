@@ -183,6 +183,7 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
     let store = Store::at(&location, config.server.store_cache_records)
         .await
         .with_context(|| format!("while opening the connector space at {location}"))?;
+    store.set_durability(config.store.durability).context("store.durability")?;
     let node = config.server.node(options.listen);
     tracing::info!(store = store.kind(), %node, "connector space open");
     let marker = data_dir.join(REBUILD_MARKER);

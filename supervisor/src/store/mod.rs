@@ -104,6 +104,18 @@ impl Health {
     }
 }
 
+/// What an acknowledged write of the SQLite connector space survives (`[store] durability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// WAL with `synchronous = NORMAL`: a crash of the process loses no commit; a crash of the
+    /// machine may lose the last ones (the file stays consistent).
+    #[default]
+    ProcessCrash,
+    /// WAL with `synchronous = FULL`: each commit is synced to disk before it returns.
+    PowerLoss,
+}
+
 /// Whether the target is known to hold the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordState {
@@ -372,6 +384,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     async fn import_finished(&self, run: i64, outcome: &str) -> Result<(), StoreError>;
     /// A connector's import runs, oldest first.
     async fn imports(&self, connector: &str) -> Result<Vec<ImportRun>, StoreError>;
+
+    /// Sets what an acknowledged write survives (SQLite; PostgreSQL's is the server's).
+    fn set_durability(&self, durability: Durability) -> Result<(), StoreError> {
+        let _ = durability;
+        Ok(())
+    }
 
     /// Appends provisioning log rows (their `seq` is assigned), in one transaction.
     async fn log_append(&self, entries: &[log::LogEntry]) -> Result<(), StoreError>;

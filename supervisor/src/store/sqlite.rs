@@ -591,6 +591,14 @@ impl Engine for SqliteStore {
         })
     }
 
+    fn set_durability(&self, durability: super::Durability) -> Result<(), StoreError> {
+        let mode = match durability {
+            super::Durability::ProcessCrash => "NORMAL",
+            super::Durability::PowerLoss => "FULL",
+        };
+        self.with_main(|c| Ok(c.pragma_update(None, "synchronous", mode)?))
+    }
+
     async fn log_append(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
         let entries = entries.to_vec();
         let store = self.clone();
@@ -1067,6 +1075,22 @@ mod tests {
         assert!(matches!(store.insert(&record("3", "carol")).await, Err(StoreError::Closed)));
         let reopened = SqliteStore::open(&dir.join("space.db")).await.unwrap();
         assert_eq!(reopened.get("demo", "User", "2").await.unwrap().unwrap().user_name, "robert");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn durability_sets_how_commits_are_synced() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("sync.db")).await.unwrap();
+        let synchronous = |store: &SqliteStore| {
+            store.with_main(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?)).unwrap()
+        };
+        assert_eq!(synchronous(&store), 1, "NORMAL by default");
+        store.set_durability(crate::store::Durability::PowerLoss).unwrap();
+        assert_eq!(synchronous(&store), 2, "FULL for power-loss");
+        let config: crate::config::StoreConfig = toml::from_str("durability = \"power-loss\"").unwrap();
+        assert_eq!(config.durability, crate::store::Durability::PowerLoss);
+        assert!(toml::from_str::<crate::config::StoreConfig>("durability = \"fsync\"").is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
