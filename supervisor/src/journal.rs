@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::store::Store;
 use crate::store::log::LogEntry;
 
-/// Rows stored in one transaction at most.
-const BATCH: usize = 512;
+/// Rows stored in one transaction at most (the transaction holds the SQLite store's one write
+/// connection, which SCIM writes wait for: small enough to keep that wait short).
+const BATCH: usize = 128;
 /// Rows waiting for the writer at most; a writer that falls behind slows the writes down.
 const QUEUE: usize = 8192;
 /// How often old rows are pruned.

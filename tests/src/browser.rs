@@ -174,10 +174,21 @@ impl Browser {
         }
     }
 
-    /// The rendered text of the first element matching `css`, waiting up to 10 s for one.
+    /// The rendered text of the first element matching `css`, waiting up to 10 s for one. An
+    /// element that a live update replaced between the lookup and the read is looked up again.
     pub async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        element.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+        let mut attempts = 0;
+        loop {
+            let element = self.find(css).await;
+            match element.text().await {
+                Ok(text) => return text,
+                Err(e) if attempts < 20 && e.to_string().contains("stale element") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("text of {css}: {e}"),
+            }
+        }
     }
 
     /// Waits until an element matching `css` has `needle` in its rendered text; returns that
