@@ -1203,6 +1203,19 @@ fn is_secret_key(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
+/// `Password=...;` and `PWD=...;` pairs of an ODBC or ADO connection string, redacted.
+fn redact_pairs(text: &str) -> String {
+    text.split(';')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if ["password", "pwd"].contains(&k.trim().to_ascii_lowercase().as_str()) => {
+                format!("{k}=[redacted]")
+            }
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// Replaces secret values in a configuration: values of secret-named keys, and the password of
 /// any URL (`postgres://user:password@host`).
 fn redact(value: &mut toml::Value, key: &str) {
@@ -1215,6 +1228,8 @@ fn redact(value: &mut toml::Value, key: &str) {
             {
                 let _ = url.set_password(Some("redacted"));
                 *text = url.to_string();
+            } else {
+                *text = redact_pairs(text);
             }
         }
         toml::Value::Table(table) => {
@@ -1248,6 +1263,8 @@ mod tests {
             bind_password = "hunter2"
             host = "ldap.example.com"
             client_secret = { env = "CLIENT_SECRET" }
+            [connectors.odbc.parameters]
+            connection_string = "Driver={PostgreSQL};Server=db;UID=svc;PWD=odbc-s3cret;Database=x"
             [store]
             url = "postgres://svc:pa55word@db.example.com/space"
             "#,
@@ -1255,7 +1272,7 @@ mod tests {
         .unwrap();
         redact(&mut config, "");
         let shown = toml::to_string(&config).unwrap();
-        for secret in ["abcdefghijklmnop-secret", "hunter2", "pa55word"] {
+        for secret in ["abcdefghijklmnop-secret", "hunter2", "pa55word", "odbc-s3cret"] {
             assert!(!shown.contains(secret), "{secret} shown in {shown}");
         }
         assert!(
@@ -1265,6 +1282,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("postgres://svc:redacted@db.example.com/space"), "{shown}");
+        assert!(shown.contains("Server=db;UID=svc;PWD=[redacted];Database=x"), "{shown}");
     }
 
     #[test]
