@@ -62,14 +62,8 @@ enum Command {
     ///
     /// Example: supervisor status --config /etc/ecma-supervisor/supervisor.toml
     Status {
-        /// The admin listener (default: server.admin_listen of --config, else 127.0.0.1:9090).
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The CA certificate of an admin listener with TLS (default: [admin.tls] cert_file).
-        #[arg(long)]
-        admin_ca: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Print the provisioning log of a running supervisor: every write sent to a connector and
     /// every change an import made, oldest first; `--follow` goes on printing new rows.
@@ -103,12 +97,8 @@ enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        admin_ca: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Run an import on a running supervisor now, and print its report.
     ///
@@ -122,12 +112,8 @@ enum Command {
         /// A delta import: what changed since the last one (full where the connector cannot).
         #[arg(long)]
         delta: bool,
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        admin_ca: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Start one connector of a configuration on its own, let it validate its configuration and
     /// reach its target, and report (no listener is opened). Exit 0 when it is ready, 69 when its
@@ -174,6 +160,20 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+}
+
+/// How an operator's command reaches a running supervisor's admin API.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin listener (default: server.admin_listen of --config, else 127.0.0.1:9090).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// The configuration file: its admin listener, token variable or file, and TLS.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The CA certificate of an admin listener with TLS (default: [admin.tls] cert_file).
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,12 +279,10 @@ fn admin_client(
 
 /// Runs an operator's command against the admin API.
 fn with_admin<F: std::future::Future<Output = anyhow::Result<u8>>>(
-    flag: Option<SocketAddr>,
-    config: Option<&Path>,
-    ca: Option<&Path>,
+    args: AdminArgs,
     command: impl FnOnce(crate::operator::AdminClient) -> F,
 ) -> ExitCode {
-    match admin_client(flag, config, ca) {
+    match admin_client(args.admin, args.config.as_deref(), args.admin_ca.as_deref()) {
         Ok(client) => one_shot(command(client)),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -374,30 +372,13 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "supervisor", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Status { admin, config, admin_ca } => {
-            with_admin(admin, config.as_deref(), admin_ca.as_deref(), |client| async move {
-                crate::operator::status(&client).await
-            })
+        Command::Status { admin } => {
+            with_admin(admin, |client| async move { crate::operator::status(&client).await })
         }
-        Command::Import { connector, full: _, delta, admin, config, admin_ca } => {
-            with_admin(admin, config.as_deref(), admin_ca.as_deref(), |client| async move {
-                crate::operator::import(&client, &connector, if delta { "delta" } else { "full" }).await
-            })
-        }
-        Command::Log {
-            app,
-            connector,
-            operation,
-            outcome,
-            query,
-            since,
-            limit,
-            follow,
-            json,
-            admin,
-            config,
-            admin_ca,
-        } => {
+        Command::Import { connector, full: _, delta, admin } => with_admin(admin, |client| async move {
+            crate::operator::import(&client, &connector, if delta { "delta" } else { "full" }).await
+        }),
+        Command::Log { app, connector, operation, outcome, query, since, limit, follow, json, admin } => {
             let mut filter = Vec::new();
             for (key, value) in [
                 ("app", app),
@@ -415,9 +396,7 @@ pub fn main() -> ExitCode {
                 filter.push(("since_ms", since_ms.to_string()));
             }
             let query = crate::operator::LogQuery { filter, limit, follow, json };
-            with_admin(admin, config.as_deref(), admin_ca.as_deref(), |client| async move {
-                crate::operator::log(&client, query).await
-            })
+            with_admin(admin, |client| async move { crate::operator::log(&client, query).await })
         }
         Command::TestConnection { connector, config, data_dir: dir } => {
             probe(&config, dir, &connector, false)
