@@ -387,8 +387,8 @@ async fn reload_one(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> (StatusCode, Json<Value>) {
-    if !state.connectors.iter().any(|c| c.name == name) {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")})));
+    if let Err(e) = connector_named(&state, &name) {
+        return e;
     }
     match crate::server::reload(&state.reloader, Some(&name)).await {
         Ok(mut outcomes) => {
@@ -416,8 +416,9 @@ async fn reload_all(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<V
 
 /// Leaves quarantine or failed_config (or skips the rest of a backoff) and starts again now.
 async fn reset(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> (StatusCode, Json<Value>) {
-    let Some(handle) = state.connectors.iter().find(|c| c.name == name) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no connector named {name:?}")})));
+    let handle = match connector_named(&state, &name) {
+        Ok(h) => h,
+        Err(e) => return e,
     };
     if handle.reset() {
         (StatusCode::ACCEPTED, Json(json!({"name": name, "reset": true})))

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::provision::{ProvisionError, Provisioner};
-use crate::store::{Record, RecordState, entry_values};
+use crate::store::{Record, RecordState, anchor_text, entry_values};
 use crate::supervision::{CallError, rfc3339};
 
 /// Entries asked for per page.
@@ -62,10 +62,6 @@ pub enum ImportError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-}
-
-fn anchor_text(anchors: &[v1::Anchor]) -> Option<String> {
-    anchors.first()?.value.as_ref()?.as_text()
 }
 
 /// Runs one import of `connector` into `binding`'s resources.

@@ -4,7 +4,7 @@
 //! it). Old rows are pruned by age and by count (`[log]` in the configuration).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ecma_proto::v1;
 use tokio::sync::{mpsc, oneshot};
@@ -129,37 +129,25 @@ pub fn current_trace_id() -> String {
     ecma_telemetry::trace_id(&tracing::Span::current()).unwrap_or_default()
 }
 
-/// The first anchor's text.
-pub fn anchor_of(anchors: &[v1::Anchor]) -> String {
-    anchors.first().and_then(|a| a.value.as_ref()).and_then(v1::Value::as_text).unwrap_or_default()
+/// A row's time (Unix milliseconds), as RFC 3339.
+pub fn time_of_ms(ms: i64) -> String {
+    crate::supervision::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
-/// An export's row, as the write path fills it in: what was sent, and its outcome.
-pub struct Export<'a> {
-    pub change: &'a v1::CsEntryChange,
-    pub started: Instant,
+/// The log's name of a change's operation.
+pub fn operation_of(change: &v1::CsEntryChange) -> &'static str {
+    match v1::ObjectModificationType::try_from(change.modification_type) {
+        Ok(v1::ObjectModificationType::Add) => "add",
+        Ok(v1::ObjectModificationType::Delete) => "delete",
+        Ok(v1::ObjectModificationType::Replace) => "replace",
+        _ => "update",
+    }
 }
 
-impl Export<'_> {
-    /// The operation's name.
-    pub fn operation(&self) -> &'static str {
-        match v1::ObjectModificationType::try_from(self.change.modification_type) {
-            Ok(v1::ObjectModificationType::Add) => "add",
-            Ok(v1::ObjectModificationType::Delete) => "delete",
-            Ok(v1::ObjectModificationType::Replace) => "replace",
-            _ => "update",
-        }
-    }
-
-    /// The attribute names the change carries.
-    pub fn attributes(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.change.attribute_changes.iter().map(|c| c.name.clone()).collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    pub fn elapsed_ms(&self) -> f64 {
-        self.started.elapsed().as_secs_f64() * 1000.0
-    }
+/// The names of the attributes a change carries, sorted, each once.
+pub fn attribute_names(change: &v1::CsEntryChange) -> Vec<String> {
+    let mut names: Vec<String> = change.attribute_changes.iter().map(|c| c.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
 }

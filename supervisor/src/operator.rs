@@ -126,10 +126,7 @@ pub struct LogQuery {
 
 fn log_line(entry: &Value) -> String {
     let at = entry["at_ms"].as_i64().unwrap_or(0);
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let time = crate::journal::time_of_ms(at);
     let text = |k: &str| entry[k].as_str().unwrap_or("").to_string();
     let attributes = entry["attributes"]
         .as_array()

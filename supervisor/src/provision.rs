@@ -335,18 +335,17 @@ impl Provisioner {
         record: &Record,
         change: CsEntryChange,
     ) -> Result<v1::CsEntryChangeResult, CallError> {
-        let started = std::time::Instant::now();
-        let export = crate::journal::Export { change: &change, started };
-        let mut row = Self::log_row(record, export.operation(), "applied");
-        row.attributes = export.attributes();
+        let mut row = Self::log_row(record, crate::journal::operation_of(&change), "applied");
+        row.attributes = crate::journal::attribute_names(&change);
         if !change.dn.is_empty() {
             row.dn = change.dn.clone();
         }
-        let result = target.queue.export(change.clone()).await;
-        row.duration_ms = crate::journal::Export { change: &change, started }.elapsed_ms();
+        let started = std::time::Instant::now();
+        let result = target.queue.export(change).await;
+        row.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(r) if r.error_kind == ErrorKind::None as i32 => {
-                if let Some(anchor) = Some(crate::journal::anchor_of(&r.anchors)).filter(|a| !a.is_empty()) {
+                if let Some(anchor) = crate::store::anchor_text(&r.anchors) {
                     row.anchor = anchor;
                 }
                 if let Some(dn) = confirmed_dn(r) {
@@ -671,7 +670,7 @@ impl Provisioner {
             return Ok(None);
         };
         row.outcome = "found".into();
-        row.anchor = crate::journal::anchor_of(&entry.anchors);
+        row.anchor = crate::store::anchor_text(&entry.anchors).unwrap_or_default();
         row.dn = entry.dn.clone();
         row.detail = "the earlier write had reached the target; confirmed".into();
         self.journal.record(row).await;

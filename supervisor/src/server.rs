@@ -43,15 +43,8 @@ fn split_tokens(text: &str) -> Vec<String> {
 /// Resolves an app's bearer tokens: from the environment variable and the file together (one
 /// or more each, for rotation), else the insecure default (with a warning).
 pub fn resolve_tokens(name: &str, app: &AppConfig) -> anyhow::Result<Tokens> {
-    let mut tokens = Vec::new();
-    if let Some(var) = &app.token_env {
-        tokens.extend(std::env::var(var).map(|v| split_tokens(&v)).unwrap_or_default());
-    }
-    if let Some(file) = &app.token_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("apps.{name}.token_file: cannot read {}", file.display()))?;
-        tokens.extend(split_tokens(&text));
-    }
+    let mut tokens =
+        read_tokens(app.token_env.as_deref(), app.token_file.as_deref(), &format!("apps.{name}"))?;
     if tokens.is_empty() {
         let Some(default) = &app.insecure_default_token else {
             bail!(
@@ -71,16 +64,22 @@ pub fn resolve_tokens(name: &str, app: &AppConfig) -> anyhow::Result<Tokens> {
     })
 }
 
+/// The tokens of an environment variable and a file together (`section` names them in errors).
+fn read_tokens(var: Option<&str>, file: Option<&Path>, section: &str) -> anyhow::Result<Vec<String>> {
+    let mut tokens: Vec<String> =
+        var.and_then(|var| std::env::var(var).ok()).map(|v| split_tokens(&v)).unwrap_or_default();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("{section}.token_file: cannot read {}", file.display()))?;
+        tokens.extend(split_tokens(&text));
+    }
+    Ok(tokens)
+}
+
 /// The admin tokens: from `[admin] token_env` (default `ADMIN_TOKEN`) and `token_file`;
 /// `None` when neither holds one (the admin listener then answers loopback clients only).
 pub fn resolve_admin_tokens(admin: &crate::config::AdminConfig) -> anyhow::Result<Option<Tokens>> {
-    let mut tokens: Vec<String> =
-        std::env::var(&admin.token_env).map(|v| split_tokens(&v)).unwrap_or_default();
-    if let Some(file) = &admin.token_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("admin.token_file: cannot read {}", file.display()))?;
-        tokens.extend(split_tokens(&text));
-    }
+    let tokens = read_tokens(Some(&admin.token_env), admin.token_file.as_deref(), "admin")?;
     if tokens.is_empty() {
         return Ok(None);
     }

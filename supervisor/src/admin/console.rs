@@ -160,11 +160,7 @@ fn pretty(value: &Value) -> String {
 }
 
 fn time_of_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map(|t| t.replace('T', " "))
-        .unwrap_or_default()
+    crate::journal::time_of_ms(ms).replace('T', " ")
 }
 
 /// "3 h 12 min", "45 s".
@@ -555,13 +551,23 @@ async fn start_import(
     };
     let imports = state.imports.clone();
     // It runs on its own; the page shows its progress.
-    tokio::spawn(async move {
-        if let Err(e) = imports.run(&name, kind).await {
-            tracing::warn!(connector = %name, error = %e, "import started from the console failed");
-        }
-    });
-    // Give it a moment to register, so that the page shows it running.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let task = {
+        let name = name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = imports.run(&name, kind).await {
+                tracing::warn!(connector = %name, error = %e, "import started from the console failed");
+            }
+        })
+    };
+    // The page that follows shows it running (or its report): wait until it is registered or
+    // done, at most a second (an import refused at once is neither; the page shows the last).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while state.imports.running(&name).is_none()
+        && !task.is_finished()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     Redirect::to("/console/imports").into_response()
 }
 
@@ -630,7 +636,7 @@ async fn space(
                             td { a href=(format!("/console/space/{}/{}/{}", r.app, r.resource_type, r.id)) { (r.user_name) } }
                             td.mono { (r.id) }
                             td { (badge(r.state.as_str())) }
-                            td.mono { (crate::journal::anchor_of(&r.target.anchors)) }
+                            td.mono { (crate::store::anchor_text(&r.target.anchors).unwrap_or_default()) }
                             td.mono { (r.target.dn) }
                             td { (r.modified) }
                         }
@@ -712,7 +718,7 @@ async fn record_page(
             section.panel {
                 h2 { "Target object" }
                 dl {
-                    dt { "Anchor" } dd.mono.anchor { (crate::journal::anchor_of(&record.target.anchors)) }
+                    dt { "Anchor" } dd.mono.anchor { (crate::store::anchor_text(&record.target.anchors).unwrap_or_default()) }
                     dt { "DN" } dd.mono.dn { (record.target.dn) }
                 }
                 h3 { "Values last exported" }
@@ -1223,11 +1229,10 @@ fn redact(value: &mut toml::Value, key: &str) {
         toml::Value::String(text) => {
             if is_secret_key(key) {
                 *text = "[redacted]".into();
-            } else if let Ok(mut url) = url::Url::parse(text)
-                && url.password().is_some()
-            {
-                let _ = url.set_password(Some("redacted"));
-                *text = url.to_string();
+            } else if url::Url::parse(text).is_ok_and(|url| {
+                url.password().is_some() || url.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            }) {
+                *text = crate::store::postgres::redacted(text);
             } else {
                 *text = redact_pairs(text);
             }
@@ -1281,7 +1286,7 @@ mod tests {
                 && shown.contains("ldap.example.com"),
             "{shown}"
         );
-        assert!(shown.contains("postgres://svc:redacted@db.example.com/space"), "{shown}");
+        assert!(shown.contains("postgres://svc:***@db.example.com/space"), "{shown}");
         assert!(shown.contains("Server=db;UID=svc;PWD=[redacted];Database=x"), "{shown}");
     }
 

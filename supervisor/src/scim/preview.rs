@@ -128,7 +128,7 @@ fn record_json(record: &Record) -> Value {
         "state": record.state.as_str(),
         "name": record.user_name,
         "version": record.version,
-        "anchor": crate::journal::anchor_of(&record.target.anchors),
+        "anchor": crate::store::anchor_text(&record.target.anchors).unwrap_or_default(),
         "dn": record.target.dn,
         "exported": values_json(&record.target_values()),
     })
@@ -152,7 +152,7 @@ async fn target_object(target: &Target, values: &TargetValues) -> Value {
         Ok(entries) => match entries.first() {
             Some(entry) => json!({
                 "looked_up": true, "by": attribute, "found": true,
-                "anchor": crate::journal::anchor_of(&entry.anchors),
+                "anchor": crate::store::anchor_text(&entry.anchors).unwrap_or_default(),
                 "dn": entry.dn,
                 "values": values_json(&crate::store::entry_values(entry)),
             }),

@@ -57,13 +57,7 @@ impl LogEntry {
             operation: operation.into(),
             scim_id: record.id.clone(),
             name: record.user_name.clone(),
-            anchor: record
-                .target
-                .anchors
-                .first()
-                .and_then(|a| a.value.as_ref())
-                .and_then(ecma_proto::v1::Value::as_text)
-                .unwrap_or_default(),
+            anchor: super::anchor_text(&record.target.anchors).unwrap_or_default(),
             dn: record.target.dn.clone(),
             outcome: outcome.into(),
             ..Default::default()

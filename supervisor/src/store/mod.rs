@@ -183,6 +183,11 @@ impl Record {
     }
 }
 
+/// The text of the first anchor (what imports and the provisioning log know an object by).
+pub fn anchor_text(anchors: &[v1::Anchor]) -> Option<String> {
+    anchors.first()?.value.as_ref()?.as_text()
+}
+
 /// An entry's attribute values, by name.
 pub fn entry_values(entry: &v1::Entry) -> TargetValues {
     entry.attributes.iter().map(|a| (a.name.clone(), a.values.clone())).collect()
