@@ -14,12 +14,22 @@ use ecma_proto::v1::{self, ImportType, ObjectModificationType};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::mapping::TargetValues;
 use crate::provision::{ProvisionError, Provisioner};
-use crate::store::{Record, RecordState, anchor_text, entry_values};
+use crate::store::{Known, Record, RecordState, anchor_text, entry_values};
 use crate::supervision::{CallError, rfc3339};
 
 /// Entries asked for per page.
 const PAGE_SIZE: u32 = 500;
+
+/// New objects written in one transaction at most. With random keys (UUID ids and anchors),
+/// each insert dirties its own leaf page of each index until a transaction holds enough of
+/// them to share pages: 500 a transaction wrote about 13 KB of WAL per object. The write holds
+/// the SQLite store's write connection (SCIM writes wait for it) for some 20 ms.
+const INSERT_BATCH: usize = 2000;
+
+/// Records listed at a time by a full import's final sweep.
+const SWEEP_BATCH: usize = 5000;
 
 /// Where an import's objects go: the app and resource kind the connector serves.
 #[derive(Debug, Clone)]
@@ -101,30 +111,35 @@ pub async fn run(
         .session_id;
 
     let shape = target.shape();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut known: HashMap<String, Record> = store
-        .by_connector(connector)
-        .await?
-        .into_iter()
-        .filter(|r| r.resource_type == binding.resource_type)
-        .filter_map(|r| anchor_text(&r.target.anchors).map(|a| (a, r)))
-        .collect();
-    // References (group members, managers) resolve against the connector space, read once and
-    // kept current with what this import adds or renames (not read again for every page).
-    let mut ids =
-        if shape.has_references() { store.reference_ids(&binding.app).await? } else { HashMap::new() };
-    // The anchors this import added.
-    let mut added: HashSet<String> = HashSet::new();
+    // An object the target gives with the values the connector space holds is unchanged without
+    // being mapped again, once a full import has compared every object under this mapping
+    // (after a change of the mapping, the next imports compare each object's resource until a
+    // full import has gone through).
+    let mark = mapping_mark(&handle.config.attributes, &shape);
+    let mapped_alike = store.import_mark(connector).await?.as_deref() == Some(mark.as_str());
+    // What the final sweep of a full import may remove: records present when it began, in the
+    // version they had then. Not a write whose outcome was unknown then (its export may land
+    // after the import read that part of the target, and the record turns present without a new
+    // version), nor a record created or changed since.
+    let mut present_at_start = Seen::default();
+    if !delta {
+        let mut after = String::new();
+        loop {
+            let batch =
+                store.listed(&binding.app, binding.resource_type, connector, &after, SWEEP_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id.clone();
+            for listed in batch.iter().filter(|l| l.state == RecordState::Present) {
+                present_at_start.insert((&listed.id, listed.version));
+            }
+        }
+    }
+    // The anchors this import has seen, as 64-bit digests (some 18 bytes an object: flat enough
+    // for millions; the records themselves are looked up a page at a time).
+    let mut seen = Seen::default();
     // Records written with a reference to an object not known yet (a manager listed after its
     // report): resolved again once the whole import is in.
     let mut unresolved: Vec<String> = Vec::new();
-    let learn = |ids: &mut HashMap<String, String>, record: &Record| {
-        if shape.has_references()
-            && let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text)
-        {
-            ids.insert(text, record.id.clone());
-        }
-    };
     // The next page is asked for as soon as a page arrives, so that the connector (and its
     // target) read it while this one is stored.
     let fetch = |session: std::sync::Arc<crate::supervision::client::Session>, session_id: String| {
@@ -139,6 +154,9 @@ pub async fn run(
                 .await
         })
     };
+    // New objects, written together once a few pages' worth have come (see `INSERT_BATCH`).
+    // With each, whether a reference it holds named no object known when it was read.
+    let mut new: Vec<(Record, bool)> = Vec::new();
     let mut next = Some(fetch(session.clone(), session_id.clone()));
     while let Some(fetching) = next.take() {
         let page = fetching
@@ -148,6 +166,7 @@ pub async fn run(
             next = Some(fetch(session.clone(), session_id.clone()));
         }
         report.pages += 1;
+        let mut entries = Vec::with_capacity(page.entries.len());
         for item in page.entries {
             if item.error.is_some() {
                 report.errors += 1;
@@ -166,70 +185,106 @@ pub async fn run(
                 report.skipped += 1;
                 continue;
             };
-            seen.insert(anchor.clone());
-            let kind = ObjectModificationType::try_from(item.modification_type)
-                .unwrap_or(ObjectModificationType::Add);
-            if kind == ObjectModificationType::Delete {
-                if let Some(record) = known.remove(&anchor)
-                    && record.state == RecordState::Present
-                {
-                    let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
-                    store.delete(&record.app, &record.resource_type, &record.id).await?;
-                    report.deleted += 1;
-                    logged(provisioner, &record, "import_delete", vec![]).await;
-                }
-                continue;
-            }
-            if added.contains(&anchor) {
+            if !seen.insert(&anchor) {
                 // Listed twice by the same import (a list that shifted while it was read): the
                 // first is in; the next import brings any newer values.
                 report.unchanged += 1;
                 continue;
             }
+            let kind = ObjectModificationType::try_from(item.modification_type)
+                .unwrap_or(ObjectModificationType::Add);
+            entries.push((anchor, kind, entry));
+        }
+        // The page's objects as the connector space holds them, and the objects their
+        // references name: two indexed reads a page.
+        let anchors: Vec<String> = entries.iter().map(|(anchor, ..)| anchor.clone()).collect();
+        let known: HashMap<String, Known> = store
+            .by_anchors(connector, &anchors)
+            .await?
+            .into_iter()
+            .filter(|k| k.resource_type == binding.resource_type)
+            .map(|k| (k.anchor.clone(), k))
+            .collect();
+        let ids = if shape.has_references() {
+            let texts: HashSet<String> = entries
+                .iter()
+                .flat_map(|(_, _, entry)| shape.reference_texts(&entry_values(entry)))
+                .collect();
+            store.ids_of(&binding.app, &texts.into_iter().collect::<Vec<_>>()).await?
+        } else {
+            HashMap::new()
+        };
+        for (anchor, kind, entry) in entries {
+            if kind == ObjectModificationType::Delete {
+                if let Some(k) = known.get(&anchor)
+                    && k.state == RecordState::Present
+                {
+                    let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
+                    if let Some(current) = store
+                        .get(&binding.app, &k.resource_type, &k.id)
+                        .await?
+                        .filter(|r| r.state == RecordState::Present && r.version == k.version)
+                    {
+                        store.delete(&current.app, &current.resource_type, &current.id).await?;
+                        report.deleted += 1;
+                        logged(provisioner, &current, "import_delete", vec![]).await;
+                    }
+                }
+                continue;
+            }
             let values = entry_values(&entry);
             match known.get(&anchor) {
                 // A deprovisioned object kept in the target stays out of SCIM.
-                Some(record) if record.state == RecordState::Deprovisioned => report.unchanged += 1,
-                Some(record) => {
-                    // First against the record as this import read it when it began: when the
-                    // target gives what the record holds, there is nothing to write, nor to lock
-                    // or read again (a record that a SCIM write changed since is left alone all
-                    // the same, below). Most objects of most imports take only this path.
-                    let mut seen_values = if kind == ObjectModificationType::Update {
-                        record.target_values()
+                Some(k) if k.state == RecordState::Deprovisioned => report.unchanged += 1,
+                Some(k) => {
+                    let stored = entry_values(&k.target);
+                    let mut merged = if kind == ObjectModificationType::Update {
+                        stored.clone()
                     } else {
                         Default::default()
                     };
-                    seen_values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    let mut resource = record.resource.clone();
-                    target.mapping.from_target(&mut resource, &seen_values, &shape, &ids);
-                    if resource == record.resource {
+                    merged.extend(values);
+                    // The target gives what the connector space holds: nothing to map, lock or
+                    // write. Most objects of most imports take only this path. (References
+                    // are mapped again: the object a DN names may have come since.)
+                    if mapped_alike
+                        && same_values(&stored, &merged)
+                        && k.target.dn == entry.dn
+                        && shape.reference_texts(&merged).is_empty()
+                    {
                         report.unchanged += 1;
                         continue;
                     }
-                    let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
-                    // Re-read under the lock. A record that a SCIM write changed since this import
-                    // began is left alone: the page may have been read before that write reached
-                    // the target, and must not undo it (the next import sees the target as it is).
-                    // Likewise one deleted or deprovisioned meanwhile stays as the client left it.
+                    let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
+                    // Read under the lock. A record that a SCIM write changed since this page
+                    // was looked up is left alone: the page may have been read before that write
+                    // reached the target, and must not undo it (the next import sees the target
+                    // as it is). Likewise one deleted or deprovisioned meanwhile stays as the
+                    // client left it.
                     let Some(mut current) = store
-                        .get(&record.app, &record.resource_type, &record.id)
+                        .get(&binding.app, &k.resource_type, &k.id)
                         .await?
-                        .filter(|r| r.state == RecordState::Present && r.version == record.version)
+                        .filter(|r| r.state == RecordState::Present && r.version == k.version)
                     else {
                         report.skipped += 1;
                         continue;
                     };
-                    let mut merged = current.target_values();
-                    if kind == ObjectModificationType::Update {
-                        merged.extend(values);
-                    } else {
-                        merged = values;
-                    }
                     let mut resource = current.resource.clone();
                     target.mapping.from_target(&mut resource, &merged, &shape, &ids);
                     let name = resource_name(&resource, binding);
-                    if resource == current.resource && current.state == RecordState::Present {
+                    if resource == current.resource {
+                        // Only what the mapping does not read moved (or the record was written
+                        // by SCIM with fewer attributes than the target gives): kept, so that
+                        // the next import finds it alike, without a new version for clients.
+                        if !same_values(&stored, &merged) || current.target.dn != entry.dn {
+                            current.set_target_values(&merged);
+                            current.target.anchors = entry.anchors.clone();
+                            current.target.dn = entry.dn.clone();
+                            match store.update_imported(&current).await {
+                                Ok(()) | Err(crate::store::StoreError::Conflict) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
                         report.unchanged += 1;
                         continue;
                     }
@@ -241,18 +296,16 @@ pub async fn run(
                         }
                     }
                     current.resource = resource;
-                    let changed = changed_names(&current.target_values(), &merged);
+                    let changed = changed_names(&stored, &merged);
                     current.set_target_values(&merged);
                     current.target.anchors = entry.anchors.clone();
                     current.target.dn = entry.dn.clone();
-                    current.state = RecordState::Present;
                     current.version += 1;
                     current.modified = rfc3339(SystemTime::now());
                     match store.update_imported(&current).await {
                         Ok(()) => {
                             report.updated += 1;
                             logged(provisioner, &current, "import_update", changed).await;
-                            learn(&mut ids, &current);
                             if shape.unresolved(&merged, &ids) {
                                 unresolved.push(current.id.clone());
                             }
@@ -268,7 +321,6 @@ pub async fn run(
                         report.skipped += 1;
                         continue;
                     };
-                    let _guard = provisioner.lock(&[&binding.app, binding.resource_type, &name]).await?;
                     let at = rfc3339(SystemTime::now());
                     let mut record = Record {
                         app: binding.app.clone(),
@@ -278,41 +330,25 @@ pub async fn run(
                         state: RecordState::Present,
                         user_name: name,
                         resource,
-                        target: v1::Entry {
-                            anchors: entry.anchors.clone(),
-                            dn: entry.dn.clone(),
-                            ..Default::default()
-                        },
+                        target: v1::Entry { anchors: entry.anchors, dn: entry.dn, ..Default::default() },
                         version: 1,
                         created: at.clone(),
                         modified: at,
                     };
                     record.set_target_values(&values);
-                    match store.insert_imported(&record).await {
-                        Ok(()) => {
-                            report.added += 1;
-                            let mut names: Vec<String> = values.keys().cloned().collect();
-                            names.sort();
-                            logged(provisioner, &record, "import_add", names).await;
-                            learn(&mut ids, &record);
-                            if shape.unresolved(&values, &ids) {
-                                unresolved.push(record.id.clone());
-                            }
-                            // Only its anchor is kept (seen above): holding each new record
-                            // for the rest of the import made memory grow with it (about
-                            // 10 KB a record, 1 GB for 100,000).
-                            added.insert(anchor);
-                        }
-                        // Another resource has this name (perhaps a pending write of it).
-                        Err(crate::store::StoreError::Conflict) => report.skipped += 1,
-                        Err(e) => return Err(e.into()),
-                    }
+                    let unknown = shape.has_references() && shape.unresolved(&values, &ids);
+                    new.push((record, unknown));
                 }
             }
         }
         // A delta import commits each page's watermark once the page is stored; a full import
         // only the final one, so that an interrupted full import never passes for a base.
-        if delta && !page.watermark.is_empty() {
+        let watermark = delta && !page.watermark.is_empty();
+        if new.len() >= INSERT_BATCH || watermark || next.is_none() {
+            let written = std::mem::take(&mut new);
+            added(provisioner, written, &mut report, &mut unresolved).await?;
+        }
+        if watermark {
             store.set_watermark(connector, &page.watermark).await?;
         }
         progress(&report);
@@ -338,8 +374,10 @@ pub async fn run(
         else {
             continue;
         };
+        let values = current.target_values();
+        let ids = store.ids_of(&binding.app, &shape.reference_texts(&values)).await?;
         let mut resource = current.resource.clone();
-        target.mapping.from_target(&mut resource, &current.target_values(), &shape, &ids);
+        target.mapping.from_target(&mut resource, &values, &shape, &ids);
         if resource == current.resource {
             continue;
         }
@@ -353,21 +391,38 @@ pub async fn run(
     }
 
     if !delta {
-        // Objects gone from the target leave the connector space.
-        for (anchor, record) in known {
-            if seen.contains(&anchor) || record.state != RecordState::Present {
-                continue;
+        // Objects gone from the target leave the connector space: the connector's records,
+        // listed a bounded batch at a time, whose anchors this import did not see.
+        let mut after = String::new();
+        loop {
+            let batch =
+                store.listed(&binding.app, binding.resource_type, connector, &after, SWEEP_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id.clone();
+            for listed in batch {
+                if listed.state != RecordState::Present
+                    || listed.anchor.is_empty()
+                    || seen.contains(&listed.anchor)
+                    || !present_at_start.contains((&listed.id, listed.version))
+                {
+                    continue;
+                }
+                let _guard = provisioner.lock(&[&binding.app, binding.resource_type, &listed.id]).await?;
+                // Not one that a SCIM write changed since it was listed.
+                if let Some(current) = store.get(&binding.app, binding.resource_type, &listed.id).await?
+                    && current.state == RecordState::Present
+                    && current.version == listed.version
+                    && anchor_text(&current.target.anchors).as_deref() == Some(listed.anchor.as_str())
+                {
+                    store.delete(&current.app, &current.resource_type, &current.id).await?;
+                    report.deleted += 1;
+                    logged(provisioner, &current, "import_delete", vec![]).await;
+                }
             }
-            let _guard = provisioner.lock(&[&record.app, &record.resource_type, &record.id]).await?;
-            if let Some(current) = store.get(&record.app, &record.resource_type, &record.id).await?
-                && current.state == RecordState::Present
-                && current.version == record.version
-                && anchor_text(&current.target.anchors).as_deref() == Some(anchor.as_str())
-            {
-                store.delete(&record.app, &record.resource_type, &record.id).await?;
-                report.deleted += 1;
-                logged(provisioner, &current, "import_delete", vec![]).await;
-            }
+        }
+        // Every object was compared under this mapping.
+        if !mapped_alike {
+            store.set_import_mark(connector, &mark).await?;
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -393,6 +448,38 @@ pub async fn run(
     Ok(report)
 }
 
+/// Writes an import's new objects in one transaction. No object lock is taken: a new record has
+/// an id nobody knows yet, and its name is claimed by the store's unique index, so a SCIM create
+/// of the same name either finds it or keeps its own (this one is skipped). References to objects
+/// not known yet are resolved at the end of the import.
+async fn added(
+    provisioner: &Provisioner,
+    new: Vec<(Record, bool)>,
+    report: &mut Report,
+    unresolved: &mut Vec<String>,
+) -> Result<(), ImportError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let (records, unknown): (Vec<Record>, Vec<bool>) = new.into_iter().unzip();
+    let inserted = provisioner.store.insert_imported_all(&records).await?;
+    for ((record, unknown), inserted) in records.into_iter().zip(unknown).zip(inserted) {
+        if !inserted {
+            // Another resource has this name (perhaps a pending write of it).
+            report.skipped += 1;
+            continue;
+        }
+        report.added += 1;
+        if unknown {
+            unresolved.push(record.id.clone());
+        }
+        // The stored attributes are sorted by name (a `TargetValues` map's order).
+        let names = record.target.attributes.iter().map(|a| a.name.clone()).collect();
+        logged(provisioner, &record, "import_add", names).await;
+    }
+    Ok(())
+}
+
 /// Logs a change an import made to the connector space.
 async fn logged(provisioner: &Provisioner, record: &Record, operation: &str, attributes: Vec<String>) {
     let row = crate::store::log::LogEntry {
@@ -403,8 +490,48 @@ async fn logged(provisioner: &Provisioner, record: &Record, operation: &str, att
     provisioner.journal.record(row).await;
 }
 
+/// A set of keys (the anchors an import has seen; the records present when it began) kept as
+/// 64-bit digests under a key of this run's own, some 18 bytes a member. Two keys that share a
+/// digest (about one chance in 10^7 for a million objects) make the second look a member: an
+/// anchor looks listed twice and waits for the next import, a record created during the import
+/// and gone from the target by its end may be removed. The next import's key differs.
+#[derive(Default)]
+struct Seen {
+    key: std::hash::RandomState,
+    digests: HashSet<u64>,
+}
+
+impl Seen {
+    /// Notes a key; false if it was a member already.
+    fn insert(&mut self, key: impl std::hash::Hash) -> bool {
+        use std::hash::BuildHasher;
+        self.digests.insert(self.key.hash_one(key))
+    }
+
+    fn contains(&self, key: impl std::hash::Hash) -> bool {
+        use std::hash::BuildHasher;
+        self.digests.contains(&self.key.hash_one(key))
+    }
+}
+
+/// Whether two sets of values are the same (an attribute without values counts as absent).
+fn same_values(a: &TargetValues, b: &TargetValues) -> bool {
+    let present = |values: &TargetValues| values.iter().filter(|(_, v)| !v.is_empty()).count();
+    present(a) == present(b) && a.iter().filter(|(_, v)| !v.is_empty()).all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// What names a mapping as imports compare with it: its attributes and the connector schema's
+/// view of them.
+fn mapping_mark(
+    attributes: &std::collections::BTreeMap<String, String>,
+    shape: &crate::mapping::Shape,
+) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{attributes:?}\n{shape:?}").as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The names of the attributes whose values differ between two sets.
-fn changed_names(before: &crate::mapping::TargetValues, after: &crate::mapping::TargetValues) -> Vec<String> {
+fn changed_names(before: &TargetValues, after: &TargetValues) -> Vec<String> {
     let mut names: Vec<String> = before
         .keys()
         .chain(after.keys())

@@ -54,6 +54,16 @@ impl Shape {
         !self.references.is_empty()
     }
 
+    /// The texts (DNs or anchors) of the references among `values`.
+    pub fn reference_texts(&self, values: &TargetValues) -> Vec<String> {
+        self.references
+            .iter()
+            .filter_map(|name| values.get(name))
+            .flatten()
+            .filter_map(v1::Value::as_text)
+            .collect()
+    }
+
     /// Whether a reference among `values` names no object that `ids` knows (yet).
     pub fn unresolved(&self, values: &TargetValues, ids: &HashMap<String, String>) -> bool {
         self.references

@@ -19,14 +19,7 @@ use e2e::{Supervisor, cpu_seconds, quickstart_config, request};
 /// what the process itself holds; the rest is mapped files, which on /dev/shm count as shared
 /// memory: SQLite's database and WAL pages).
 fn status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    e2e::status_kib(pid, field) as f64 / 1024.0
 }
 
 fn rss_mib(pid: u32) -> f64 {

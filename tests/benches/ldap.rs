@@ -170,6 +170,7 @@ fn main() {
         );
         assert_eq!(r.status, 200, "{}", r.body);
         let seconds = started.elapsed().as_secs_f64();
+        e2e::print_memory(&s, "ldap-users");
         let report = r.json();
         let seen = ["added", "updated", "unchanged"].iter().map(|k| report[k].as_u64().unwrap()).sum::<u64>();
         assert_eq!(seen as usize, total, "{report}");

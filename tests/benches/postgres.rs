@@ -3,8 +3,12 @@
 //! same table at the same concurrency, alternately in one run. Goal: at least 0.85 of the
 //! direct throughput.
 //!
+//! Then a full import of `IMPORT` rows (100,000 by default) put in directly, against `psql`
+//! copying the same table to a pipe, first with every row new to the connector space, then
+//! with every row unchanged.
+//!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench postgres`
-//! (`CREATES=2000` rows per round). PostgreSQL is a throwaway cluster with fsync and
+//! (`CREATES=2000` rows per round, `IMPORT=100000`). PostgreSQL is a throwaway cluster with fsync and
 //! synchronous_commit off, so the figures measure code rather than the disk; `DURABLE=1` turns
 //! them on, as in a database in service.
 
@@ -93,4 +97,57 @@ fn main() {
         concurrency: CONCURRENCY,
     }
     .run(|names| direct(&runtime, &pool, names), through_scim, || cpu(&s));
+
+    // Import: rows put in directly, then alternately a COPY of the table to a counted pipe and a
+    // full import of the users' connector (first every row new to the connector space, then
+    // every row unchanged).
+    let import: usize = std::env::var("IMPORT").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let loaded = Instant::now();
+    e2e::databases::execute(
+        &url,
+        &format!(
+            "INSERT INTO users (id, user_name, display_name, given_name, family_name, email, active) \
+             SELECT gen_random_uuid()::text, 'imp' || i, 'User imp' || i, 'Bench', 'imp' || i, \
+             'imp' || i || '@example.com', true FROM generate_series(1, {import}) i"
+        ),
+        &[],
+    );
+    println!("loaded {import} rows with one INSERT in {:.1} s", loaded.elapsed().as_secs_f64());
+    let total = e2e::databases::query(&url, "SELECT count(*)::text AS n FROM users", &[])[0]["n"]
+        .as_str()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap();
+    for round in 0..2 {
+        let started = Instant::now();
+        let out = std::process::Command::new("psql")
+            .args([url.as_str(), "-c", "copy (select * from users) to stdout"])
+            .output()
+            .unwrap();
+        let copy_seconds = started.elapsed().as_secs_f64();
+        let count = out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        assert_eq!(count, total, "psql copied every row: {}", String::from_utf8_lossy(&out.stderr));
+
+        let started = Instant::now();
+        let before = cpu(&s);
+        let r = e2e::request(s.admin, "POST", "/admin/connectors/sql-users/import?type=full", None, None);
+        let after = cpu(&s);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "         CPU per imported row: supervisor {:.0} µs, connector-sql {:.0} µs",
+            (after.0 - before.0) * 1e6 / total as f64,
+            (after.1 - before.1) * 1e6 / total as f64
+        );
+        e2e::print_memory(&s, "sql-users");
+        let report = r.json();
+        let seen = ["added", "updated", "unchanged"].iter().map(|k| report[k].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(seen as usize, total, "{report}");
+        println!(
+            "import round {round} ({}): psql copy to stdout {copy_seconds:.2} s ({:.0}/s)   full import into the connector space {seconds:.2} s ({:.0}/s), {:.1} times the copy",
+            if round == 0 { "first: every row is new" } else { "again: every row unchanged" },
+            total as f64 / copy_seconds,
+            total as f64 / seconds,
+            seconds / copy_seconds,
+        );
+    }
 }

@@ -17,21 +17,8 @@ use serde_json::{Value, json};
 
 const CLIENTS: u64 = 8;
 
-/// A field of /proc/<pid>/status in KiB: `VmRSS` (all resident memory), `RssAnon` (heap and
-/// stacks: the process's own data structures) or `RssFile` (file pages mapped in, here the
-/// connector space read through mmap, which the kernel can drop and read again).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
+    e2e::status_kib(pid, "VmRSS")
 }
 
 fn file_len(path: &std::path::Path) -> u64 {
@@ -121,8 +108,8 @@ fn main() {
             wal: file_len(&wal),
             db: file_len(&db),
             supervisor: rss_kib(s.pid()),
-            supervisor_anon: status_kib(s.pid(), "RssAnon"),
-            supervisor_file: status_kib(s.pid(), "RssFile"),
+            supervisor_anon: e2e::status_kib(s.pid(), "RssAnon"),
+            supervisor_file: e2e::status_kib(s.pid(), "RssFile"),
             connector: rss_kib(connector_pid),
             users: users.load(Ordering::Relaxed),
             requests: requests.load(Ordering::Relaxed),

@@ -771,6 +771,37 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// A field of /proc/<pid>/status in KiB (0 if it cannot be read): `VmRSS` (all resident
+/// memory), `VmHWM` (the most it has been), `RssAnon` (heap and stacks: the process's own data
+/// structures) or `RssFile` (file pages mapped in, such as the connector space read through
+/// mmap, which the kernel can drop and read again).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Prints the resident memory of the supervisor and of a connector: now, and the most it has
+/// been since it started (`VmHWM`), in MiB.
+pub fn print_memory(s: &Supervisor, connector: &str) {
+    let pid = s.connector(connector)["pid"].as_u64().unwrap_or(0) as u32;
+    let mib = |pid: u32, field: &str| status_kib(pid, field) as f64 / 1024.0;
+    println!(
+        "         memory: supervisor {:.0} MiB resident ({:.0} MiB heap), peak {:.0} MiB; {connector} {:.0} MiB \
+         ({:.0} MiB heap), peak {:.0} MiB",
+        mib(s.pid(), "VmRSS"),
+        mib(s.pid(), "RssAnon"),
+        mib(s.pid(), "VmHWM"),
+        mib(pid, "VmRSS"),
+        mib(pid, "RssAnon"),
+        mib(pid, "VmHWM"),
+    );
+}
+
 /// The median of benchmark figures.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -104,6 +104,35 @@ fn a_full_import_runs_when_the_connector_starts() {
     assert_eq!(find(&s, "Users", "userName+eq+%22found-at-start%22")["totalResults"], 1);
 }
 
+#[test]
+fn an_unchanged_object_is_mapped_again_after_the_mapping_changes() {
+    let dir = TempDir::new("import-mapping");
+    let mut s = Supervisor::start(&quickstart_config(), dir.path());
+    s.wait_connector("demo-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
+    sqlite_exec(
+        &dir.path().join("demo.db"),
+        "INSERT INTO users (id, user_name, display_name, active) VALUES (?1, ?2, ?3, 1)",
+        &["ext-3", "remapped", "Shown Name"],
+    );
+    assert_eq!(import(&s, "demo-users")["added"], 1);
+    let again = import(&s, "demo-users");
+    assert_eq!((again["unchanged"].as_u64(), again["updated"].as_u64()), (Some(1), Some(0)), "{again}");
+    assert!(s.stop().success());
+
+    // The same target column now feeds another SCIM attribute. The object's values in the
+    // target are what the connector space holds, yet its resource must follow the new mapping.
+    let config =
+        quickstart_config().replacen("display_name = \"displayName\"", "display_name = \"nickName\"", 1);
+    assert_ne!(config, quickstart_config());
+    let s = Supervisor::start(&config, dir.path());
+    s.wait_connector("demo-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
+    let user = &find(&s, "Users", "userName+eq+%22remapped%22")["Resources"][0];
+    assert_eq!(user["nickName"], "Shown Name", "{user}");
+    // Once a full import has compared every object under the new mapping, alike is unchanged.
+    let again = import(&s, "demo-users");
+    assert_eq!((again["unchanged"].as_u64(), again["updated"].as_u64()), (Some(1), Some(0)), "{again}");
+}
+
 fn append(file: &std::path::Path, line: Value) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().append(true).open(file).unwrap();

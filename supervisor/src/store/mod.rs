@@ -129,6 +129,16 @@ pub enum RecordState {
 }
 
 impl RecordState {
+    /// The state a stored name stands for.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "pending" => Ok(RecordState::Pending),
+            "present" => Ok(RecordState::Present),
+            "deprovisioned" => Ok(RecordState::Deprovisioned),
+            other => Err(StoreError::Corrupt(format!("state {other:?}"))),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecordState::Pending => "pending",
@@ -174,13 +184,43 @@ impl Record {
 
     /// What a reference to this object carries: its DN when it has one, else its anchor.
     pub fn reference(&self) -> Option<v1::Value> {
-        let text = if self.target.dn.is_empty() {
-            self.target.anchors.first()?.value.as_ref()?.as_text()?
-        } else {
-            self.target.dn.clone()
-        };
-        Some(v1::Value { kind: Some(v1::value::Kind::ReferenceValue(text)) })
+        Some(v1::Value { kind: Some(v1::value::Kind::ReferenceValue(reference_text(&self.target)?)) })
     }
+}
+
+/// What the store indexes a record by besides its id and name: the text of its first anchor
+/// (imports find it by that) and its reference text (what a reference to it carries; imports
+/// resolve references by that); empty when it has none.
+pub(crate) fn index_keys(target: &v1::Entry) -> (String, String) {
+    (anchor_text(&target.anchors).unwrap_or_default(), reference_text(target).unwrap_or_default())
+}
+
+/// What a reference to a target object carries: its DN when it has one, else its anchor.
+pub fn reference_text(target: &v1::Entry) -> Option<String> {
+    if target.dn.is_empty() { anchor_text(&target.anchors) } else { Some(target.dn.clone()) }
+}
+
+/// What an import compares of a known object: found by its anchor, read without its SCIM
+/// resource (most imported objects are unchanged, and decoding resources was most of their cost).
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub resource_type: String,
+    pub id: String,
+    pub anchor: String,
+    pub state: RecordState,
+    pub version: i64,
+    /// Anchors, DN and the attribute values last exported or imported.
+    pub target: v1::Entry,
+}
+
+/// A record as a full import's final sweep lists it (to remove those the target no longer has).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    /// Empty for a record that has no anchor yet (a create whose outcome is not known).
+    pub anchor: String,
+    pub state: RecordState,
+    pub version: i64,
 }
 
 /// The text of the first anchor (what imports and the provisioning log know an object by).
@@ -210,12 +250,7 @@ pub(crate) trait StoredRow {
 /// protobuf).
 pub(crate) fn record_of(row: &impl StoredRow) -> Result<Record, StoreError> {
     use prost::Message;
-    let state = match row.text("state")?.as_str() {
-        "pending" => RecordState::Pending,
-        "present" => RecordState::Present,
-        "deprovisioned" => RecordState::Deprovisioned,
-        other => return Err(StoreError::Corrupt(format!("state {other:?}"))),
-    };
+    let state = RecordState::parse(&row.text("state")?)?;
     let resource =
         serde_json::from_str(&row.text("resource")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let target =
@@ -344,8 +379,28 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     async fn delete(&self, app: &str, resource_type: &str, id: &str) -> Result<(), StoreError>;
     /// Number of records.
     async fn count(&self) -> Result<i64, StoreError>;
-    /// Every record of a connector, whatever its state (for imports).
-    async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError>;
+    /// The records of a connector with these anchors (an import's page), whatever their state.
+    async fn by_anchors(&self, connector: &str, anchors: &[String]) -> Result<Vec<Known>, StoreError>;
+    /// Reference text (DN or anchor) → SCIM id, for the present records of an app that
+    /// `texts` name.
+    async fn ids_of(&self, app: &str, texts: &[String]) -> Result<HashMap<String, String>, StoreError>;
+    /// Inserts an import's new records in one transaction (none kept in a read cache); for
+    /// each, whether it went in (`false`: its name is taken, by a SCIM write perhaps).
+    async fn insert_imported_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError>;
+    /// Up to `limit` records of a connector's app and resource type whose id sorts after
+    /// `after`, by id (a full import's sweep, in bounded memory).
+    async fn listed(
+        &self,
+        app: &str,
+        resource_type: &str,
+        connector: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError>;
+    /// The mark of the mapping that a connector's last full import compared every object with.
+    async fn import_mark(&self, connector: &str) -> Result<Option<String>, StoreError>;
+    /// Records that mark.
+    async fn set_import_mark(&self, connector: &str, mark: &str) -> Result<(), StoreError>;
     /// Up to `limit` records of an app's resource type, whatever their state, whose id is
     /// `part` or whose name holds it (case-insensitively; every record when it is empty), by
     /// name: the console's connector-space browser.
@@ -484,16 +539,5 @@ impl Store {
     /// Checks a SQLite store file's integrity without serving it; for `supervisor store check`.
     pub fn check_file(path: &Path, full: bool) -> Result<(), StoreError> {
         sqlite::SqliteStore::check_file(path, full)
-    }
-
-    /// Reference text (DN or anchor) → SCIM id, for every present record of an app.
-    pub async fn reference_ids(&self, app: &str) -> Result<HashMap<String, String>, StoreError> {
-        let mut ids = HashMap::new();
-        for record in self.present(app).await? {
-            if let Some(text) = record.reference().as_ref().and_then(v1::Value::as_text) {
-                ids.insert(text, record.id);
-            }
-        }
-        Ok(ids)
     }
 }

@@ -15,6 +15,7 @@
 //! is 503); a probe every second brings it back to ready once a write goes through again. The
 //! pool and the lock sessions reconnect by themselves.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +25,10 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::log::{self, LogEntry, LogFilter};
-use super::{Engine, Health, Held, ImportRun, Record, StoreError, fold, lock_key};
+use super::{
+    Engine, Health, Held, ImportRun, Known, Listed, Record, RecordState, StoreError, StoredRow, fold,
+    lock_key,
+};
 
 /// Whether `text` is a PostgreSQL URL.
 pub fn is_url(text: &str) -> bool {
@@ -116,7 +120,7 @@ impl<T, F: std::future::Future<Output = Result<T, sqlx::Error>>> Bounded<T> for 
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The schema version this build knows.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// Each version's statements, in order (index 0 brings a new database to version 1).
 const MIGRATIONS: &[&str] = &[
@@ -176,23 +180,41 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX provisioning_log_by_time ON connector_space.provisioning_log (at_ms);
     CREATE INDEX provisioning_log_by_id ON connector_space.provisioning_log (scim_id);
 ",
+    // Each record's anchor and reference text, indexed: an import looks up a page's objects and
+    // their references instead of reading the connector space (rows an earlier build writes
+    // have none, until `fill_missing_keys`).
+    "
+    ALTER TABLE connector_space.objects ADD COLUMN anchor TEXT, ADD COLUMN reference TEXT;
+    CREATE INDEX objects_by_anchor ON connector_space.objects (connector, anchor);
+    CREATE INDEX objects_by_reference ON connector_space.objects (app, reference);
+    CREATE TABLE connector_space.import_marks (connector TEXT PRIMARY KEY, mark TEXT NOT NULL);
+",
 ];
 
 const COLUMNS: &str =
     "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
 
 const INSERT: &str = "INSERT INTO connector_space.objects (app, resource_type, id, connector, state, \
-     user_name, resource, target, version, created, modified, name_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     user_name, resource, target, version, created, modified, name_key, anchor, reference) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// An import's new records, one array per column, in one statement; a record whose name (or
+/// id) is taken is left out, and the ids of those that went in are returned.
+const INSERT_ALL: &str = "INSERT INTO connector_space.objects (app, resource_type, id, connector, state, \
+     user_name, resource, target, version, created, modified, name_key, anchor, reference) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::bytea[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) \
+     ON CONFLICT DO NOTHING RETURNING id";
 
 /// An upsert on the id: a clash on the name index fails instead of touching the other record.
 const UPSERT: &str = "INSERT INTO connector_space.objects (app, resource_type, id, connector, state, \
-     user_name, resource, target, version, created, modified, name_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     user_name, resource, target, version, created, modified, name_key, anchor, reference) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
      ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
      state = excluded.state, user_name = excluded.user_name, name_key = excluded.name_key, \
      resource = excluded.resource, target = excluded.target, version = excluded.version, \
-     created = excluded.created, modified = excluded.modified";
+     created = excluded.created, modified = excluded.modified, anchor = excluded.anchor, \
+     reference = excluded.reference";
 
 /// What a PostgreSQL error says about the store.
 fn classify(error: sqlx::Error) -> StoreError {
@@ -297,6 +319,7 @@ impl PgStore {
             settings.connect_timeout.max(Duration::from_secs(1)),
         );
         migrate(&queries).await?;
+        fill_missing_keys(&queries).await?;
         let node = format!(
             "{}:{}:{}",
             nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
@@ -352,6 +375,7 @@ impl PgStore {
             db.collection.name = "objects",
             ecma.record.state = r.state.as_str(),
         );
+        let (anchor, reference) = super::index_keys(&r.target);
         let done = sqlx::query(if upsert { UPSERT } else { INSERT })
             .bind(&r.app)
             .bind(&r.resource_type)
@@ -365,6 +389,8 @@ impl PgStore {
             .bind(&r.created)
             .bind(&r.modified)
             .bind(fold(&r.user_name))
+            .bind(anchor)
+            .bind(reference)
             .execute(&self.queries)
             .bounded()
             .instrument(span)
@@ -601,6 +627,35 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     transaction.commit().await.map_err(classify)
 }
 
+/// Sets `anchor` and `reference` where they are missing (rows written by an earlier build).
+async fn fill_missing_keys(pool: &PgPool) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT app, resource_type, id, target FROM connector_space.objects WHERE anchor IS NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(classify)?;
+    for row in rows {
+        let target: Vec<u8> = row.try_get("target").map_err(classify)?;
+        let target = ecma_proto::v1::Entry::decode(target.as_slice())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (anchor, reference) = super::index_keys(&target);
+        sqlx::query(
+            "UPDATE connector_space.objects SET anchor = $1, reference = $2 \
+             WHERE app = $3 AND resource_type = $4 AND id = $5",
+        )
+        .bind(anchor)
+        .bind(reference)
+        .bind(row.try_get::<String, _>("app").map_err(classify)?)
+        .bind(row.try_get::<String, _>("resource_type").map_err(classify)?)
+        .bind(row.try_get::<String, _>("id").map_err(classify)?)
+        .execute(pool)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
 /// Every second: a read while ready (so that `/readyz` tells when the database went away even
 /// without traffic), a write while degraded (so that the store is ready again once writes go
 /// through). Ends when the store's pools are closed.
@@ -720,9 +775,151 @@ impl Engine for PgStore {
         self.records(sql, &[app, resource_type, part]).await
     }
 
-    async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM connector_space.objects WHERE connector = $1");
-        self.records(sql, &[connector]).await
+    async fn by_anchors(&self, connector: &str, anchors: &[String]) -> Result<Vec<Known>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT resource_type, id, anchor, state, version, target FROM connector_space.objects \
+             WHERE connector = $1 AND anchor = ANY($2)",
+        )
+        .bind(connector)
+        .bind(anchors)
+        .fetch_all(&self.queries)
+        .bounded()
+        .await;
+        let rows = self.note(rows, false)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Known {
+                    resource_type: row.text("resource_type")?,
+                    id: row.text("id")?,
+                    anchor: row.text("anchor")?,
+                    state: RecordState::parse(&row.text("state")?)?,
+                    version: row.integer("version")?,
+                    target: ecma_proto::v1::Entry::decode(row.bytes("target")?.as_slice())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ids_of(&self, app: &str, texts: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        if texts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT reference, id FROM connector_space.objects WHERE app = $1 AND state = 'present' \
+             AND reference = ANY($2)",
+        )
+        .bind(app)
+        .bind(texts)
+        .fetch_all(&self.queries)
+        .bounded()
+        .await;
+        let rows = self.note(rows, false)?;
+        rows.iter().map(|row| Ok((row.text("reference")?, row.text("id")?))).collect()
+    }
+
+    async fn insert_imported_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+        use tracing::Instrument;
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let span = tracing::info_span!(
+            "store",
+            otel.name = "connector space import write",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.collection.name = "objects",
+            ecma.records = records.len(),
+        );
+        let column = |f: &dyn Fn(&Record) -> String| records.iter().map(f).collect::<Vec<String>>();
+        let keys: Vec<(String, String)> = records.iter().map(|r| super::index_keys(&r.target)).collect();
+        let inserted = sqlx::query_scalar::<_, String>(INSERT_ALL)
+            .bind(column(&|r| r.app.clone()))
+            .bind(column(&|r| r.resource_type.clone()))
+            .bind(column(&|r| r.id.clone()))
+            .bind(column(&|r| r.connector.clone()))
+            .bind(column(&|r| r.state.as_str().to_string()))
+            .bind(column(&|r| r.user_name.clone()))
+            .bind(column(&|r| r.resource.to_string()))
+            .bind(records.iter().map(|r| r.target.encode_to_vec()).collect::<Vec<Vec<u8>>>())
+            .bind(records.iter().map(|r| r.version).collect::<Vec<i64>>())
+            .bind(column(&|r| r.created.clone()))
+            .bind(column(&|r| r.modified.clone()))
+            .bind(column(&|r| fold(&r.user_name)))
+            .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<String>>())
+            .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<String>>())
+            .fetch_all(&self.queries)
+            .bounded()
+            .instrument(span)
+            .await;
+        let inserted: std::collections::HashSet<String> = self.note(inserted, true)?.into_iter().collect();
+        Ok(records.iter().map(|r| inserted.contains(&r.id)).collect())
+    }
+
+    async fn listed(
+        &self,
+        app: &str,
+        resource_type: &str,
+        connector: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        // A row an earlier build wrote (another node, during an upgrade) has no anchor column:
+        // its anchor comes from its target entry.
+        let rows = sqlx::query(
+            "SELECT id, anchor, state, version, CASE WHEN anchor IS NULL THEN target END AS target \
+             FROM connector_space.objects WHERE app = $1 AND resource_type = $2 AND connector = $3 \
+             AND id > $4 ORDER BY id LIMIT $5",
+        )
+        .bind(app)
+        .bind(resource_type)
+        .bind(connector)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.queries)
+        .bounded()
+        .await;
+        let rows = self.note(rows, false)?;
+        rows.iter()
+            .map(|row| {
+                let anchor = match row.try_get::<Option<String>, _>("anchor").map_err(classify)? {
+                    Some(anchor) => anchor,
+                    None => {
+                        let target = ecma_proto::v1::Entry::decode(row.bytes("target")?.as_slice())
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        super::index_keys(&target).0
+                    }
+                };
+                Ok(Listed {
+                    id: row.text("id")?,
+                    anchor,
+                    state: RecordState::parse(&row.text("state")?)?,
+                    version: row.integer("version")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn import_mark(&self, connector: &str) -> Result<Option<String>, StoreError> {
+        let mark = sqlx::query_scalar("SELECT mark FROM connector_space.import_marks WHERE connector = $1")
+            .bind(connector)
+            .fetch_optional(&self.queries)
+            .bounded()
+            .await;
+        self.note(mark, false)
+    }
+
+    async fn set_import_mark(&self, connector: &str, mark: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO connector_space.import_marks (connector, mark) VALUES ($1, $2) \
+             ON CONFLICT (connector) DO UPDATE SET mark = excluded.mark",
+        )
+        .bind(connector)
+        .bind(mark)
+        .execute(&self.queries)
+        .bounded()
+        .await;
+        self.note(done, true).map(|_| ())
     }
 
     async fn pending(&self, connector: &str) -> Result<Vec<Record>, StoreError> {

@@ -20,7 +20,7 @@ use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::log::{self, LogEntry, LogFilter};
-use super::{Engine, Health, ImportRun, Record, StoreError, fold};
+use super::{Engine, Health, ImportRun, Known, Listed, Record, RecordState, StoreError, fold};
 
 /// What a SQLite error says about the store: transient trouble, damage, or neither (a bug or a
 /// constraint, left as it is).
@@ -179,6 +179,7 @@ const SCHEMA: &str = "
         PRIMARY KEY (app, resource_type, id)
     );
     CREATE TABLE IF NOT EXISTS watermarks (connector TEXT PRIMARY KEY, watermark BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS import_marks (connector TEXT PRIMARY KEY, mark TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS imports (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -214,7 +215,7 @@ const SCHEMA: &str = "
 ";
 
 /// The schema version this build knows ([`migrate`] brings older files to it).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Brings the store file to [`SCHEMA_VERSION`]; refuses a file written by a newer build.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
@@ -250,8 +251,45 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
         transaction.execute_batch("PRAGMA user_version = 1")?;
         transaction.commit()?;
     }
-    // Rows an earlier build wrote since (it does not know the column).
+    if version < 2 {
+        // Version 2: each record's anchor and reference text, indexed, so that an import looks
+        // up a page's objects (and their references) rather than reading the connector space.
+        let transaction = connection.unchecked_transaction()?;
+        let has_anchor = transaction
+            .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'anchor'")?
+            .exists([])?;
+        if !has_anchor {
+            transaction.execute_batch(
+                "ALTER TABLE objects ADD COLUMN anchor TEXT; ALTER TABLE objects ADD COLUMN reference TEXT;",
+            )?;
+        }
+        transaction.execute_batch(
+            "CREATE INDEX IF NOT EXISTS objects_by_anchor ON objects (connector, anchor);
+             CREATE INDEX IF NOT EXISTS objects_by_reference ON objects (app, reference);
+             PRAGMA user_version = 2;",
+        )?;
+        transaction.commit()?;
+    }
+    // Rows an earlier build wrote since (it does not know the columns).
     fold_missing_names(connection)?;
+    fill_missing_keys(connection)?;
+    Ok(())
+}
+
+/// Sets `anchor` and `reference` where they are missing.
+fn fill_missing_keys(connection: &Connection) -> Result<(), StoreError> {
+    let rows: Vec<(i64, Vec<u8>)> = connection
+        .prepare("SELECT rowid, target FROM objects WHERE anchor IS NULL")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (rowid, target) in rows {
+        let target = ecma_proto::v1::Entry::decode(target.as_slice())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (anchor, reference) = super::index_keys(&target);
+        connection
+            .prepare_cached("UPDATE objects SET anchor = ?1, reference = ?2 WHERE rowid = ?3")?
+            .execute(params![anchor, reference, rowid])?;
+    }
     Ok(())
 }
 
@@ -279,17 +317,19 @@ const COLUMNS: &str =
     "app, resource_type, id, connector, state, user_name, resource, target, version, created, modified";
 
 const INSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, \
-     target, version, created, modified, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     target, version, created, modified, name_key, anchor, reference) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 /// An upsert on the id: unlike `REPLACE`, a clash on the name index fails instead of deleting the
 /// other record.
 const UPSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, state, user_name, resource, \
-     target, version, created, modified, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+     target, version, created, modified, name_key, anchor, reference) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
      ON CONFLICT (app, resource_type, id) DO UPDATE SET connector = excluded.connector, \
      state = excluded.state, user_name = excluded.user_name, name_key = excluded.name_key, \
      resource = excluded.resource, \
      target = excluded.target, version = excluded.version, created = excluded.created, \
-     modified = excluded.modified";
+     modified = excluded.modified, anchor = excluded.anchor, reference = excluded.reference";
 
 /// Opens a connection with the store's settings.
 fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
@@ -811,7 +851,7 @@ impl Engine for SqliteStore {
         self.off_thread(|c| Ok(c.query_row("SELECT COUNT(*) FROM objects", [], |row| row.get(0))?)).await
     }
 
-    /// Every record of a connector, whatever its state (for imports).
+    /// The console's connector-space browser (see [`Engine::search`]).
     async fn search(
         &self,
         app: &str,
@@ -827,9 +867,137 @@ impl Engine for SqliteStore {
         self.scan(sql, vec![app.to_string(), resource_type.to_string(), part.to_string()]).await
     }
 
-    async fn by_connector(&self, connector: &str) -> Result<Vec<Record>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM objects WHERE connector = ?1");
-        self.scan(sql, vec![connector.to_string()]).await
+    async fn by_anchors(&self, connector: &str, anchors: &[String]) -> Result<Vec<Known>, StoreError> {
+        let anchors = serde_json::to_string(anchors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // On the main connection, like point reads: its page cache holds what the last page's
+        // writes left (a read connection would read it all again from the WAL at every page).
+        self.with_main(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT resource_type, id, anchor, state, version, target FROM objects \
+                 WHERE connector = ?1 AND anchor IN (SELECT value FROM json_each(?2))",
+            )?;
+            let mut rows = statement.query(params![connector, anchors])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                let target: Vec<u8> = row.get(5)?;
+                found.push(Known {
+                    resource_type: row.get(0)?,
+                    id: row.get(1)?,
+                    anchor: row.get(2)?,
+                    state: RecordState::parse(&row.get::<_, String>(3)?)?,
+                    version: row.get(4)?,
+                    target: ecma_proto::v1::Entry::decode(target.as_slice())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                });
+            }
+            Ok(found)
+        })
+    }
+
+    async fn ids_of(&self, app: &str, texts: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        if texts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let texts = serde_json::to_string(texts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with_main(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT reference, id FROM objects WHERE app = ?1 AND state = 'present' \
+                 AND reference IN (SELECT value FROM json_each(?2))",
+            )?;
+            let found = statement
+                .query_map(params![app, texts], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(found)
+        })
+    }
+
+    async fn insert_imported_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+        let _span = tracing::info_span!(
+            "store",
+            otel.name = "connector space import write",
+            otel.kind = "client",
+            db.system.name = "sqlite",
+            db.collection.name = "objects",
+            ecma.records = records.len(),
+        )
+        .entered();
+        let main = lock(&self.inner.main);
+        let connection = main.as_ref().ok_or(StoreError::Closed)?;
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        // One transaction: a name clash fails its own statement only (SQLite rolls back the
+        // statement, not the transaction).
+        let result = (|| {
+            let transaction = connection.unchecked_transaction()?;
+            let mut inserted = Vec::with_capacity(records.len());
+            for record in records {
+                match put(&transaction, record, false) {
+                    Ok(_) => inserted.push(true),
+                    Err(e) if is_unique_violation(&e) => inserted.push(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            transaction.commit()?;
+            Ok(inserted)
+        })()
+        .map_err(classify);
+        if result.is_err() && !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        {
+            let mut cache = write(&self.inner.cache);
+            for r in records {
+                cache.forget(&r.app, &r.resource_type, &r.id, Some(&r.user_name));
+            }
+        }
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        drop(main);
+        self.note(result, true)
+    }
+
+    async fn listed(
+        &self,
+        app: &str,
+        resource_type: &str,
+        connector: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let keys = [app, resource_type, connector, after].map(str::to_string);
+        self.off_thread(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT id, coalesce(anchor, ''), state, version FROM objects \
+                 WHERE app = ?1 AND resource_type = ?2 AND connector = ?3 AND id > ?4 ORDER BY id LIMIT ?5",
+            )?;
+            let mut rows = statement.query(params![keys[0], keys[1], keys[2], keys[3], limit as i64])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(Listed {
+                    id: row.get(0)?,
+                    anchor: row.get(1)?,
+                    state: RecordState::parse(&row.get::<_, String>(2)?)?,
+                    version: row.get(3)?,
+                });
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn import_mark(&self, connector: &str) -> Result<Option<String>, StoreError> {
+        self.with_main(|c| {
+            Ok(c.prepare_cached("SELECT mark FROM import_marks WHERE connector = ?1")?
+                .query_row([connector], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
+    async fn set_import_mark(&self, connector: &str, mark: &str) -> Result<(), StoreError> {
+        let result = self.with_main(|c| {
+            c.prepare_cached("REPLACE INTO import_marks (connector, mark) VALUES (?1, ?2)")?
+                .execute(params![connector, mark])?;
+            Ok(())
+        });
+        self.note(result, true)
     }
 
     /// The import watermark last committed for a connector.
@@ -963,25 +1131,31 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     }
 }
 
+/// Writes one record (`upsert`: or replaces the one with its id).
+fn put(connection: &Connection, r: &Record, upsert: bool) -> rusqlite::Result<usize> {
+    let (anchor, reference) = super::index_keys(&r.target);
+    connection.prepare_cached(if upsert { UPSERT } else { INSERT })?.execute(params![
+        r.app,
+        r.resource_type,
+        r.id,
+        r.connector,
+        r.state.as_str(),
+        r.user_name,
+        r.resource.to_string(),
+        r.target.encode_to_vec(),
+        r.version,
+        r.created,
+        r.modified,
+        fold(&r.user_name),
+        anchor,
+        reference,
+    ])
+}
+
 /// One write, as one autocommitted statement.
 fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
     let result = match op {
-        Op::Put { record: r, upsert, .. } => {
-            connection.prepare_cached(if *upsert { UPSERT } else { INSERT })?.execute(params![
-                r.app,
-                r.resource_type,
-                r.id,
-                r.connector,
-                r.state.as_str(),
-                r.user_name,
-                r.resource.to_string(),
-                r.target.encode_to_vec(),
-                r.version,
-                r.created,
-                r.modified,
-                fold(&r.user_name),
-            ])
-        }
+        Op::Put { record: r, upsert, .. } => put(connection, r, *upsert),
         Op::Delete { app, resource_type, id } => connection
             .prepare_cached("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")?
             .execute(params![app, resource_type, id]),
@@ -1187,6 +1361,91 @@ mod tests {
             store.by_user_name("demo", "User", "bob").await.unwrap().is_none(),
             "the old name is forgotten"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A present record with its own anchor and DN.
+    fn anchored(id: &str, name: &str, anchor: &str) -> Record {
+        let mut r = record(id, name);
+        r.state = RecordState::Present;
+        r.target.anchors = vec![v1::Anchor { name: "id".into(), value: Some(v1::Value::string(anchor)) }];
+        r.target.dn = format!("uid={name},ou=People");
+        r
+    }
+
+    #[tokio::test]
+    async fn imports_find_a_pages_objects_and_references_by_index_and_write_them_in_one_go() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("space.db")).await.unwrap();
+        store.insert(&anchored("1", "alice", "a-1")).await.unwrap();
+        // A page of three new objects, one of whose names is taken: the other two go in.
+        let page =
+            [anchored("2", "bob", "a-2"), anchored("3", "ALICE", "a-3"), anchored("4", "carol", "a-4")];
+        assert_eq!(store.insert_imported_all(&page).await.unwrap(), vec![true, false, true]);
+        assert_eq!(store.count().await.unwrap(), 3);
+        assert!(!read(&store.inner.cache).by_id.contains_key(&id_key("demo", "User", "2")), "not cached");
+        // Found by anchor (of this connector only), with their state, version and target.
+        let anchors: Vec<String> = ["a-1", "a-3", "a-4", "a-9"].map(String::from).to_vec();
+        let mut found = store.by_anchors("people", &anchors).await.unwrap();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(
+            found.iter().map(|k| (k.id.as_str(), k.anchor.as_str())).collect::<Vec<_>>(),
+            [("1", "a-1"), ("4", "a-4")]
+        );
+        assert_eq!(found[1].target.dn, "uid=carol,ou=People");
+        assert_eq!(found[1].state, RecordState::Present);
+        assert!(store.by_anchors("others", &anchors).await.unwrap().is_empty());
+        // References resolve by DN, for present records only.
+        let mut pending = anchored("5", "dave", "a-5");
+        pending.state = RecordState::Pending;
+        store.insert(&pending).await.unwrap();
+        let texts: Vec<String> =
+            ["uid=bob,ou=People", "uid=dave,ou=People", "uid=nobody,ou=People"].map(String::from).to_vec();
+        let ids = store.ids_of("demo", &texts).await.unwrap();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids["uid=bob,ou=People"], "2");
+        // Listed in id order, a bounded batch at a time.
+        let first = store.listed("demo", "User", "people", "", 2).await.unwrap();
+        assert_eq!(first.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+        let rest = store.listed("demo", "User", "people", "2", 2).await.unwrap();
+        assert_eq!(rest.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["4", "5"]);
+        assert_eq!(rest[1].state, RecordState::Pending);
+        assert!(store.listed("demo", "User", "people", "5", 2).await.unwrap().is_empty());
+        // The mapping mark.
+        assert_eq!(store.import_mark("people").await.unwrap(), None);
+        store.set_import_mark("people", "m1").await.unwrap();
+        store.set_import_mark("people", "m2").await.unwrap();
+        assert_eq!(store.import_mark("people").await.unwrap().as_deref(), Some("m2"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_of_schema_version_1_gets_its_anchors_and_references_indexed() {
+        let dir = temp_dir();
+        let path = dir.join("space.db");
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.insert(&anchored("1", "alice", "a-1")).await.unwrap();
+            store.close().await;
+        }
+        // As the previous build left it: no such columns, version 1.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "DROP INDEX objects_by_anchor; DROP INDEX objects_by_reference;
+                 ALTER TABLE objects DROP COLUMN anchor; ALTER TABLE objects DROP COLUMN reference;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let found = store.by_anchors("people", &["a-1".to_string()]).await.unwrap();
+        assert_eq!(found.len(), 1, "the anchor was filled from the stored target entry");
+        let ids = store.ids_of("demo", &["uid=alice,ou=People".to_string()]).await.unwrap();
+        assert_eq!(ids.get("uid=alice,ou=People").map(String::as_str), Some("1"));
+        let version: i64 =
+            store.with_main(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(version, 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
