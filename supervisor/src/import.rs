@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::mapping::TargetValues;
 use crate::provision::{ProvisionError, Provisioner};
-use crate::store::{Known, Record, RecordState, anchor_text, entry_values};
+use crate::store::{Known, Listed, Record, RecordState, anchor_text, entry_values};
 use crate::supervision::{CallError, rfc3339};
 
 /// Entries asked for per page.
@@ -123,12 +123,8 @@ pub async fn run(
     // version), nor a record created or changed since.
     let mut present_at_start = Seen::default();
     if !delta {
-        let mut after = String::new();
-        loop {
-            let batch =
-                store.listed(&binding.app, binding.resource_type, connector, &after, SWEEP_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.id.clone();
+        let mut listing = Listing::new(binding, connector);
+        while let Some(batch) = listing.next(store).await? {
             for listed in batch.iter().filter(|l| l.state == RecordState::Present) {
                 present_at_start.insert((&listed.id, listed.version));
             }
@@ -185,9 +181,10 @@ pub async fn run(
                 report.skipped += 1;
                 continue;
             };
-            if !seen.insert(&anchor) {
-                // Listed twice by the same import (a list that shifted while it was read): the
-                // first is in; the next import brings any newer values.
+            if !seen.insert(&anchor) && !delta {
+                // Listed twice by the same full import (a list that shifted while it was read):
+                // the first is in; the next import brings any newer values. (A delta import may
+                // list an object once per change: each is applied.)
                 report.unchanged += 1;
                 continue;
             }
@@ -325,7 +322,7 @@ pub async fn run(
                     let mut record = Record {
                         app: binding.app.clone(),
                         resource_type: binding.resource_type.to_string(),
-                        id: uuid::Uuid::new_v4().to_string(),
+                        id: crate::store::new_id(),
                         connector: connector.to_string(),
                         state: RecordState::Present,
                         user_name: name,
@@ -343,8 +340,10 @@ pub async fn run(
         }
         // A delta import commits each page's watermark once the page is stored; a full import
         // only the final one, so that an interrupted full import never passes for a base.
+        // A delta import writes each page's new objects before the next page (which may change
+        // them again) is looked up.
         let watermark = delta && !page.watermark.is_empty();
-        if new.len() >= INSERT_BATCH || watermark || next.is_none() {
+        if new.len() >= INSERT_BATCH || delta || next.is_none() {
             let written = std::mem::take(&mut new);
             added(provisioner, written, &mut report, &mut unresolved).await?;
         }
@@ -393,12 +392,8 @@ pub async fn run(
     if !delta {
         // Objects gone from the target leave the connector space: the connector's records,
         // listed a bounded batch at a time, whose anchors this import did not see.
-        let mut after = String::new();
-        loop {
-            let batch =
-                store.listed(&binding.app, binding.resource_type, connector, &after, SWEEP_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.id.clone();
+        let mut listing = Listing::new(binding, connector);
+        while let Some(batch) = listing.next(store).await? {
             for listed in batch {
                 if listed.state != RecordState::Present
                     || listed.anchor.is_empty()
@@ -488,6 +483,28 @@ async fn logged(provisioner: &Provisioner, record: &Record, operation: &str, att
         ..crate::store::log::LogEntry::of(record, "import", operation, "applied")
     };
     provisioner.journal.record(row).await;
+}
+
+/// A connector's records, listed a bounded batch at a time.
+struct Listing<'a> {
+    binding: &'a Binding,
+    connector: &'a str,
+    after: String,
+}
+
+impl<'a> Listing<'a> {
+    fn new(binding: &'a Binding, connector: &'a str) -> Self {
+        Self { binding, connector, after: String::new() }
+    }
+
+    /// The next batch, or `None` after the last.
+    async fn next(&mut self, store: &crate::store::Store) -> Result<Option<Vec<Listed>>, ImportError> {
+        let b = self.binding;
+        let batch = store.listed(&b.app, b.resource_type, self.connector, &self.after, SWEEP_BATCH).await?;
+        let Some(last) = batch.last() else { return Ok(None) };
+        self.after = last.id.clone();
+        Ok(Some(batch))
+    }
 }
 
 /// A set of keys (the anchors an import has seen; the records present when it began) kept as

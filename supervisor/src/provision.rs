@@ -435,7 +435,7 @@ impl Provisioner {
         let fresh = Record {
             app: app.into(),
             resource_type: resource_type.into(),
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::store::new_id(),
             connector: connector.into(),
             state: RecordState::Pending,
             user_name: user_name.into(),

@@ -318,6 +318,15 @@ pub fn lock_key(parts: &[&str]) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
+/// A new SCIM id: a UUID of version 7, whose first 48 bits are the time in milliseconds, so
+/// that new records (and their provisioning log rows) go to the end of the indexes on the id
+/// rather than to a random page of each (version 4): a full import of 100,000 new objects took
+/// 26 instead of 40 µs of supervisor CPU an object (docs/BENCHMARKS.md). An id tells when its
+/// resource was created, as `meta.created` does to any client that may read it.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
