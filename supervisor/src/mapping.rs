@@ -54,6 +54,11 @@ impl Shape {
         !self.references.is_empty()
     }
 
+    /// Whether an entry's attributes hold a reference.
+    pub fn has_reference_values(&self, attributes: &[v1::AttributeValues]) -> bool {
+        attributes.iter().any(|a| !a.values.is_empty() && self.references.contains(&a.name))
+    }
+
     /// The texts (DNs or anchors) of the references among `values`.
     pub fn reference_texts(&self, values: &TargetValues) -> Vec<String> {
         self.references
