@@ -254,7 +254,7 @@ impl ecma_connector_sdk::Target for LdapTarget {
             }
         };
         let entries = target.search(&partition, &filter).await?;
-        Ok(entries.iter().map(|e| target.to_entry(e, &partition)).collect())
+        Ok(entries.into_iter().map(|e| target.to_entry(e, &partition)).collect())
     }
 
     async fn password(&self, change: PasswordChange) -> Result<(), ConnectorError> {

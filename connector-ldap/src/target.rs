@@ -194,57 +194,58 @@ impl Target {
     }
 
     /// A directory entry as the protocol's entry.
-    pub fn to_entry(&self, entry: &SearchEntry, partition: &str) -> v1::Entry {
+    pub fn to_entry(&self, entry: SearchEntry, partition: &str) -> v1::Entry {
         let anchor_name = &self.settings().anchor;
-        let placeholder = self.empty_member();
-        let mut attributes = Vec::new();
-        for (name, vals) in &entry.attrs {
+        let placeholder = &self.settings().empty_member;
+        let anchor = self.anchor_of(&entry);
+        let mut attributes = Vec::with_capacity(entry.attrs.len());
+        // The entry is taken apart: its values move into the protocol's instead of being copied.
+        for (name, vals) in entry.attrs {
             if name.eq_ignore_ascii_case("objectClass")
                 || name.eq_ignore_ascii_case("userPassword")
                 || name.eq_ignore_ascii_case(anchor_name)
             {
                 continue;
             }
-            let canonical = self.canonical_name(name);
+            let canonical = self.canonical_name(&name);
             let kind = self.attribute_kind(&canonical);
             let values = vals
-                .iter()
-                .filter(|v| !(kind == AttributeType::Reference && v.eq_ignore_ascii_case(&placeholder)))
+                .into_iter()
+                .filter(|v| !(kind == AttributeType::Reference && v.eq_ignore_ascii_case(placeholder)))
                 .map(|v| match kind {
-                    AttributeType::Reference => v1::Value { kind: Some(Kind::ReferenceValue(v.clone())) },
+                    AttributeType::Reference => v1::Value { kind: Some(Kind::ReferenceValue(v)) },
                     AttributeType::Integer => match v.parse::<i64>() {
                         Ok(i) => v1::Value::integer(i),
-                        Err(_) => v1::Value::string(v.clone()),
+                        Err(_) => v1::Value::string(v),
                     },
                     AttributeType::Boolean => v1::Value::boolean(v.eq_ignore_ascii_case("TRUE")),
-                    _ => v1::Value::string(v.clone()),
+                    _ => v1::Value::string(v),
                 })
                 .collect::<Vec<_>>();
             if !values.is_empty() {
                 attributes.push(v1::AttributeValues { name: canonical, values });
             }
         }
-        for (name, vals) in &entry.bin_attrs {
+        for (name, vals) in entry.bin_attrs {
             if name.eq_ignore_ascii_case("userPassword") || name.eq_ignore_ascii_case(anchor_name) {
                 continue;
             }
             attributes.push(v1::AttributeValues {
-                name: self.canonical_name(name),
-                values: vals.iter().map(|v| v1::Value { kind: Some(Kind::BinaryValue(v.clone())) }).collect(),
+                name: self.canonical_name(&name),
+                values: vals.into_iter().map(|v| v1::Value { kind: Some(Kind::BinaryValue(v)) }).collect(),
             });
         }
         attributes.sort_by(|a, b| a.name.cmp(&b.name));
         v1::Entry {
             object_type: self.type_schema.name.clone(),
-            anchors: self
-                .anchor_of(entry)
+            anchors: anchor
                 .map(|a| v1::Anchor {
                     name: self.type_schema.anchor_attributes[0].clone(),
                     value: Some(v1::Value::string(a)),
                 })
                 .into_iter()
                 .collect(),
-            dn: entry.dn.clone(),
+            dn: entry.dn,
             attributes,
             partition_id: partition.to_string(),
         }

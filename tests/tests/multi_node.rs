@@ -532,3 +532,47 @@ fn the_store_is_reached_over_tls_and_its_certificate_is_verified() {
     assert!(!s.wait_exit(Duration::from_secs(30)).success());
     assert!(s.log().to_lowercase().contains("certificate"), "{}", s.log());
 }
+
+#[test]
+fn an_import_into_the_shared_store_writes_new_objects_together_skips_a_taken_name_and_sweeps() {
+    let cluster = Cluster::new("ha-import-batch");
+    let s = cluster.node(&ha_config("[connectors.sql-users.import]\non_start = false\n"), "a");
+    assert_eq!(s.scim("POST", "/scim/demo/Users", Some(&user_body("taken"))).status, 201);
+    // Two new names, and one that differs from the SCIM user's only in case: the target's
+    // unique index lets it in, the connector space's (case-folded) does not.
+    databases::execute(
+        &cluster.target,
+        "INSERT INTO users (id, user_name, display_name, active, updated_at, deleted) VALUES \
+         ('x1', 'fresh-1', 'Fresh One', true, now(), false), ('x2', 'fresh-2', 'Fresh Two', true, now(), false), \
+         ('x3', 'TAKEN', 'Clash', true, now(), false)",
+        &[],
+    );
+    let import = || {
+        let r = e2e::request(s.admin, "POST", "/admin/connectors/sql-users/import?type=full", None, None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let counts = |report: &Value| {
+        ["added", "updated", "unchanged", "skipped", "deleted"].map(|k| report[k].as_u64().unwrap_or(99))
+    };
+    let report = import();
+    assert_eq!(counts(&report), [2, 0, 1, 1, 0], "{report}");
+    let rows = cluster.store_rows(
+        "SELECT user_name, anchor, reference FROM connector_space.objects WHERE state = 'present' ORDER BY user_name",
+    );
+    let got: Vec<(&str, &str)> =
+        rows.iter().map(|r| (r["user_name"].as_str().unwrap(), r["anchor"].as_str().unwrap())).collect();
+    assert_eq!(&got[..2], [("fresh-1", "x1"), ("fresh-2", "x2")], "{rows:?}");
+    assert_eq!(got[2].0, "taken");
+    assert!(!got[2].1.is_empty(), "the SCIM user's anchor is indexed too: {rows:?}");
+    let user = s.scim("GET", "/scim/demo/Users?filter=userName+eq+%22fresh-1%22", None).json();
+    assert_eq!(user["Resources"][0]["displayName"], "Fresh One", "{user}");
+    // Again: what is stored is unchanged; the clash is skipped again, never stored.
+    assert_eq!(counts(&import()), [0, 0, 3, 1, 0]);
+    // Gone from the target: the sweep removes it, and only it.
+    databases::execute(&cluster.target, "DELETE FROM users WHERE id = 'x1'", &[]);
+    assert_eq!(counts(&import()), [0, 0, 2, 1, 1]);
+    let names: Vec<Value> =
+        cluster.store_rows("SELECT user_name FROM connector_space.objects ORDER BY user_name");
+    assert_eq!(names, [json!({"user_name": "fresh-2"}), json!({"user_name": "taken"})]);
+}

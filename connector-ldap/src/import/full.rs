@@ -60,7 +60,7 @@ pub(super) async fn paged(
 ) -> Result<(), OpError> {
     let mut stream = open_paged(target, base, filter, target.requested_attributes()).await?;
     while let Some(raw) = stream.next().await.map_err(|e| client_error("import search", &e))? {
-        let entry = target.to_entry(&SearchEntry::construct(raw), partition);
+        let entry = target.to_entry(SearchEntry::construct(raw), partition);
         let item = v1::ImportEntry {
             modification_type: ObjectModificationType::Add as i32,
             entry: Some(entry),

@@ -143,7 +143,7 @@ async fn replay(
             let filter = format!("(&{}{})", target.type_filter(), target.anchor_filter(&uuid)?);
             target.search(partition, &filter).await?
         };
-        let item = match found.first() {
+        let item = match found.into_iter().next() {
             Some(entry) => v1::ImportEntry {
                 modification_type: ObjectModificationType::Replace as i32,
                 entry: Some(target.to_entry(entry, partition)),

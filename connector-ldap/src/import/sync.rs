@@ -169,7 +169,7 @@ pub(super) async fn sync(
                 };
                 Some(v1::ImportEntry {
                     modification_type: ObjectModificationType::Replace as i32,
-                    entry: Some(target.to_entry(&entry, partition)),
+                    entry: Some(target.to_entry(entry, partition)),
                     error: None,
                 })
             }
