@@ -130,8 +130,8 @@ pub async fn run(
             }
         }
     }
-    // The anchors this import has seen, as 64-bit digests (some 18 bytes an object: flat enough
-    // for millions; the records themselves are looked up a page at a time).
+    // The anchors a full import has seen, as 64-bit digests (some 18 bytes an object: flat
+    // enough for millions; the records themselves are looked up a page at a time).
     let mut seen = Seen::default();
     // Records written with a reference to an object not known yet (a manager listed after its
     // report): resolved again once the whole import is in.
@@ -181,7 +181,7 @@ pub async fn run(
                 report.skipped += 1;
                 continue;
             };
-            if !seen.insert(&anchor) && !delta {
+            if !delta && !seen.insert(&anchor) {
                 // Listed twice by the same full import (a list that shifted while it was read):
                 // the first is in; the next import brings any newer values. (A delta import may
                 // list an object once per change: each is applied.)
@@ -203,10 +203,8 @@ pub async fn run(
             .map(|k| (k.anchor.clone(), k))
             .collect();
         let ids = if shape.has_references() {
-            let texts: HashSet<String> = entries
-                .iter()
-                .flat_map(|(_, _, entry)| shape.reference_texts(&entry_values(entry)))
-                .collect();
+            let texts: HashSet<String> =
+                entries.iter().flat_map(|(_, _, entry)| shape.reference_texts(&entry.attributes)).collect();
             store.ids_of(&binding.app, &texts.into_iter().collect::<Vec<_>>()).await?
         } else {
             HashMap::new()
@@ -238,7 +236,7 @@ pub async fn run(
                 && kind != ObjectModificationType::Update
                 && k.target.dn == entry.dn
                 && same_attributes(&k.target.attributes, &entry.attributes)
-                && !shape.has_reference_values(&entry.attributes)
+                && shape.reference_texts(&entry.attributes).is_empty()
             {
                 report.unchanged += 1;
                 continue;
@@ -255,15 +253,6 @@ pub async fn run(
                         Default::default()
                     };
                     merged.extend(values);
-                    // Likewise for an update that changes nothing.
-                    if mapped_alike
-                        && same_values(&stored, &merged)
-                        && k.target.dn == entry.dn
-                        && shape.reference_texts(&merged).is_empty()
-                    {
-                        report.unchanged += 1;
-                        continue;
-                    }
                     let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
                     // Read under the lock. A record that a SCIM write changed since this page
                     // was looked up is left alone: the page may have been read before that write
@@ -385,8 +374,8 @@ pub async fn run(
         else {
             continue;
         };
+        let ids = store.ids_of(&binding.app, &shape.reference_texts(&current.target.attributes)).await?;
         let values = current.target_values();
-        let ids = store.ids_of(&binding.app, &shape.reference_texts(&values)).await?;
         let mut resource = current.resource.clone();
         target.mapping.from_target(&mut resource, &values, &shape, &ids);
         if resource == current.resource {
@@ -562,13 +551,15 @@ fn same_values(a: &TargetValues, b: &TargetValues) -> bool {
     present(a) == present(b) && a.iter().filter(|(_, v)| !v.is_empty()).all(|(k, v)| b.get(k) == Some(v))
 }
 
-/// What names a mapping as imports compare with it: its attributes and the connector schema's
-/// view of them.
+/// What names a mapping as imports compare with it: its attributes, the connector schema's view
+/// of them, and the supervisor's version.
 fn mapping_mark(
     attributes: &std::collections::BTreeMap<String, String>,
     shape: &crate::mapping::Shape,
 ) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{attributes:?}\n{shape:?}").as_bytes());
+    // The build too: a new release may map the same attributes otherwise.
+    let text = format!("{}\n{attributes:?}\n{shape:?}", env!("CARGO_PKG_VERSION"));
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -54,17 +54,12 @@ impl Shape {
         !self.references.is_empty()
     }
 
-    /// Whether an entry's attributes hold a reference.
-    pub fn has_reference_values(&self, attributes: &[v1::AttributeValues]) -> bool {
-        attributes.iter().any(|a| !a.values.is_empty() && self.references.contains(&a.name))
-    }
-
-    /// The texts (DNs or anchors) of the references among `values`.
-    pub fn reference_texts(&self, values: &TargetValues) -> Vec<String> {
-        self.references
+    /// The texts (DNs or anchors) of the references among an entry's attributes.
+    pub fn reference_texts(&self, attributes: &[v1::AttributeValues]) -> Vec<String> {
+        attributes
             .iter()
-            .filter_map(|name| values.get(name))
-            .flatten()
+            .filter(|a| self.references.contains(&a.name))
+            .flat_map(|a| &a.values)
             .filter_map(v1::Value::as_text)
             .collect()
     }

@@ -187,6 +187,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE connector_space.objects ADD COLUMN anchor TEXT, ADD COLUMN reference TEXT;
     CREATE INDEX objects_by_anchor ON connector_space.objects (connector, anchor);
     CREATE INDEX objects_by_reference ON connector_space.objects (app, reference);
+    CREATE INDEX objects_unkeyed ON connector_space.objects (connector) WHERE anchor IS NULL;
     CREATE TABLE connector_space.import_marks (connector TEXT PRIMARY KEY, mark TEXT NOT NULL);
 ",
 ];
@@ -627,7 +628,8 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     transaction.commit().await.map_err(classify)
 }
 
-/// Sets `anchor` and `reference` where they are missing (rows written by an earlier build).
+/// Sets `anchor` and `reference` where they are missing (rows written by an earlier build; a
+/// partial index holds only those, so a node's start reads no more than them).
 async fn fill_missing_keys(pool: &PgPool) -> Result<(), StoreError> {
     let rows = sqlx::query(
         "SELECT app, resource_type, id, target FROM connector_space.objects WHERE anchor IS NULL",

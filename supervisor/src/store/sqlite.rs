@@ -270,7 +270,12 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
         )?;
         transaction.commit()?;
     }
-    // Rows an earlier build wrote since (it does not know the columns).
+    // Rows an earlier build wrote since (it does not know the columns), found through partial
+    // indexes that hold only those rows: no scan of the table at every start.
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS objects_unfolded ON objects (app) WHERE name_key IS NULL;
+         CREATE INDEX IF NOT EXISTS objects_unkeyed ON objects (connector) WHERE anchor IS NULL;",
+    )?;
     fold_missing_names(connection)?;
     fill_missing_keys(connection)?;
     Ok(())
@@ -1432,7 +1437,7 @@ mod tests {
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(
-                "DROP INDEX objects_by_anchor; DROP INDEX objects_by_reference;
+                "DROP INDEX objects_by_anchor; DROP INDEX objects_by_reference; DROP INDEX objects_unkeyed;
                  ALTER TABLE objects DROP COLUMN anchor; ALTER TABLE objects DROP COLUMN reference;
                  PRAGMA user_version = 1;",
             )
