@@ -153,6 +153,7 @@ pub async fn run(
     // New objects, written together once a few pages' worth have come (see `INSERT_BATCH`).
     // With each, whether a reference it holds named no object known when it was read.
     let mut new: Vec<(Record, bool)> = Vec::new();
+    let mut writing: Option<Writing> = None;
     let mut next = Some(fetch(session.clone(), session_id.clone()));
     while let Some(fetching) = next.take() {
         let page = fetching
@@ -344,9 +345,21 @@ pub async fn run(
         // A delta import writes each page's new objects before the next page (which may change
         // them again) is looked up.
         let watermark = delta && !page.watermark.is_empty();
-        if new.len() >= INSERT_BATCH || delta || next.is_none() {
-            let written = std::mem::take(&mut new);
-            added(provisioner, written, &mut report, &mut unresolved).await?;
+        let last = next.is_none();
+        if new.len() >= INSERT_BATCH || delta || last {
+            // A full import reads and maps on while a batch is written; one batch is in flight
+            // at most, counted before the next starts.
+            if let Some(batch) = writing.take() {
+                counted(batch.await, &mut report, &mut unresolved)?;
+            }
+            if !new.is_empty() {
+                let batch = write_new(provisioner, std::mem::take(&mut new));
+                if delta || last {
+                    counted(batch.await, &mut report, &mut unresolved)?;
+                } else {
+                    writing = Some(batch);
+                }
+            }
         }
         if watermark {
             store.set_watermark(connector, &page.watermark).await?;
@@ -444,21 +457,42 @@ pub async fn run(
     Ok(report)
 }
 
-/// Writes an import's new objects in one transaction. No object lock is taken: a new record has
-/// an id nobody knows yet, and its name is claimed by the store's unique index, so a SCIM create
-/// of the same name either finds it or keeps its own (this one is skipped). References to objects
-/// not known yet are resolved at the end of the import.
-async fn added(
-    provisioner: &Provisioner,
-    new: Vec<(Record, bool)>,
+/// New objects written: the records, whether each holds a reference to an object not known yet,
+/// and whether each went in.
+type Written = Result<(Vec<Record>, Vec<bool>, Vec<bool>), crate::store::StoreError>;
+
+/// New objects being written.
+type Writing = tokio::task::JoinHandle<Written>;
+
+/// Starts writing an import's new objects, with their `import_add` log rows, in one transaction
+/// on the blocking pool, so that the import reads and maps the next pages meanwhile (the log rows
+/// are written with the records rather than through the journal's queue: a transaction of their
+/// own cost about as much as the records', docs/BENCHMARKS.md). No object lock is taken: a new
+/// record has an id nobody knows yet, and its name is claimed by the store's unique index, so a
+/// SCIM create of the same name either finds it or keeps its own (this one is skipped).
+/// References to objects not known yet are resolved at the end of the import.
+fn write_new(provisioner: &Provisioner, new: Vec<(Record, bool)>) -> Writing {
+    let (records, unknown): (Vec<Record>, Vec<bool>) = new.into_iter().unzip();
+    let rows = records.iter().map(|record| add_row(provisioner, record)).collect();
+    let store = provisioner.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let inserted = runtime.block_on(store.insert_imported_all(&records, rows))?;
+        Ok((records, unknown, inserted))
+    })
+}
+
+/// Counts a written batch of new objects.
+fn counted(
+    batch: Result<Written, tokio::task::JoinError>,
     report: &mut Report,
     unresolved: &mut Vec<String>,
 ) -> Result<(), ImportError> {
-    if new.is_empty() {
-        return Ok(());
-    }
-    let (records, unknown): (Vec<Record>, Vec<bool>) = new.into_iter().unzip();
-    let inserted = provisioner.store.insert_imported_all(&records).await?;
+    let (records, unknown, inserted) = batch.map_err(|e| {
+        crate::store::StoreError::Unavailable(format!("writing an import's new objects failed: {e}"))
+    })??;
     for ((record, unknown), inserted) in records.into_iter().zip(unknown).zip(inserted) {
         if !inserted {
             // Another resource has this name (perhaps a pending write of it).
@@ -467,13 +501,22 @@ async fn added(
         }
         report.added += 1;
         if unknown {
-            unresolved.push(record.id.clone());
+            unresolved.push(record.id);
         }
-        // The stored attributes are sorted by name (a `TargetValues` map's order).
-        let names = record.target.attributes.iter().map(|a| a.name.clone()).collect();
-        logged(provisioner, &record, "import_add", names).await;
     }
     Ok(())
+}
+
+/// The `import_add` log row of a new object: the attributes it was imported with (a record's
+/// stored attributes are sorted by name, a `TargetValues` map's order).
+fn add_row(provisioner: &Provisioner, record: &Record) -> crate::store::log::LogEntry {
+    crate::store::log::LogEntry {
+        node: provisioner.journal.node().to_string(),
+        at_ms: crate::store::now_ms(),
+        attributes: record.target.attributes.iter().map(|a| a.name.clone()).collect(),
+        trace_id: crate::journal::current_trace_id(),
+        ..crate::store::log::LogEntry::of(record, "import", "import_add", "applied")
+    }
 }
 
 /// Logs a change an import made to the connector space.

@@ -96,12 +96,13 @@ async fn writer(store: Store, mut receiver: mpsc::Receiver<Message>) {
             }
         }
         if !batch.is_empty() {
-            if let Err(error) = store.log_append(&batch).await {
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let count = rows.len();
+            if let Err(error) = store.log_append(rows).await {
                 // The log must never stop a write: the rows are counted and reported.
-                metrics::counter!("provisioning_log_dropped_total").increment(batch.len() as u64);
-                tracing::warn!(%error, rows = batch.len(), "provisioning log rows could not be stored");
+                metrics::counter!("provisioning_log_dropped_total").increment(count as u64);
+                tracing::warn!(%error, rows = count, "provisioning log rows could not be stored");
             }
-            batch.clear();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());

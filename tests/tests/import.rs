@@ -209,3 +209,43 @@ fn at_start_groups_import_after_the_users_they_reference() {
     let group = find(&s, "Groups", "displayName+eq+%22everyone%22");
     assert_eq!(group["Resources"][0]["members"].as_array().map(Vec::len), Some(50), "every member resolved");
 }
+
+/// More new objects than one write takes (2,000): the import maps the next pages while a batch is
+/// written, and every object goes in once, with its log row, and is unchanged the next time.
+#[test]
+fn a_large_import_writes_its_new_objects_in_batches_while_it_reads_on() {
+    let dir = TempDir::new("import-large");
+    let s = Supervisor::start(&quickstart_config(), dir.path());
+    s.wait_connector("demo-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
+    let db = dir.path().join("demo.db");
+    sqlite_exec(
+        &db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4500) \
+         INSERT INTO users (id, user_name, display_name, given_name, email, active) \
+         SELECT 'bulk-' || i, 'bulk' || i, 'Bulk ' || i, 'B', 'bulk' || i || '@example.com', 1 FROM n",
+        &[],
+    );
+    let report = import(&s, "demo-users");
+    assert_eq!(
+        ["added", "updated", "unchanged", "skipped", "deleted"].map(|k| report[k].as_u64()),
+        [Some(4500), Some(0), Some(0), Some(0), Some(0)],
+        "{report}"
+    );
+    let space = dir.path().join("connector-space.db");
+    let count = |sql: &str| e2e::sqlite_rows(&space, sql)[0]["n"].as_i64().unwrap();
+    assert_eq!(count("SELECT count(*) AS n FROM objects WHERE connector = 'demo-users'"), 4500);
+    assert_eq!(count("SELECT count(DISTINCT anchor) AS n FROM objects WHERE connector = 'demo-users'"), 4500);
+    assert_eq!(
+        count("SELECT count(*) AS n FROM provisioning_log WHERE operation = 'import_add' AND name LIKE 'bulk%'"),
+        4500,
+        "one log row per new object, written with it"
+    );
+    let found = find(&s, "Users", "userName+eq+%22bulk4500%22");
+    assert_eq!(found["Resources"][0]["displayName"], "Bulk 4500", "{found}");
+    let again = import(&s, "demo-users");
+    assert_eq!(
+        (again["added"].as_u64(), again["unchanged"].as_u64(), again["deleted"].as_u64()),
+        (Some(0), Some(4500), Some(0)),
+        "{again}"
+    );
+}

@@ -565,6 +565,15 @@ fn an_import_into_the_shared_store_writes_new_objects_together_skips_a_taken_nam
     assert_eq!(&got[..2], [("fresh-1", "x1"), ("fresh-2", "x2")], "{rows:?}");
     assert_eq!(got[2].0, "taken");
     assert!(!got[2].1.is_empty(), "the SCIM user's anchor is indexed too: {rows:?}");
+    // Each new object's `import_add` log row went in with it; the skipped clash has none.
+    let logged: Vec<Value> = cluster.store_rows(
+        "SELECT name, anchor FROM connector_space.provisioning_log WHERE operation = 'import_add' ORDER BY name",
+    );
+    assert_eq!(
+        logged,
+        [json!({"name": "fresh-1", "anchor": "x1"}), json!({"name": "fresh-2", "anchor": "x2"})],
+        "{logged:?}"
+    );
     let user = s.scim("GET", "/scim/demo/Users?filter=userName+eq+%22fresh-1%22", None).json();
     assert_eq!(user["Resources"][0]["displayName"], "Fresh One", "{user}");
     // Again: what is stored is unchanged; the clash is skipped again, never stored.

@@ -393,9 +393,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// Reference text (DN or anchor) → SCIM id, for the present records of an app that
     /// `texts` name.
     async fn ids_of(&self, app: &str, texts: &[String]) -> Result<HashMap<String, String>, StoreError>;
-    /// Inserts an import's new records in one transaction (none kept in a read cache); for
-    /// each, whether it went in (`false`: its name is taken, by a SCIM write perhaps).
-    async fn insert_imported_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError>;
+    /// Inserts an import's new records in one transaction (none kept in a read cache), with
+    /// their provisioning log rows (`log`: empty, or one row per record, stored only for a record
+    /// that went in); for each record, whether it went in (`false`: its name is taken, by a SCIM
+    /// write perhaps).
+    async fn insert_imported_all(
+        &self,
+        records: &[Record],
+        log: Vec<log::LogEntry>,
+    ) -> Result<Vec<bool>, StoreError>;
     /// Up to `limit` records of a connector's app and resource type whose id sorts after
     /// `after`, by id (a full import's sweep, in bounded memory).
     async fn listed(
@@ -461,7 +467,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Appends provisioning log rows (their `seq` is assigned), in one transaction.
-    async fn log_append(&self, entries: &[log::LogEntry]) -> Result<(), StoreError>;
+    async fn log_append(&self, entries: Vec<log::LogEntry>) -> Result<(), StoreError>;
     /// The provisioning log rows `filter` selects.
     async fn log_query(&self, filter: &log::LogFilter) -> Result<Vec<log::LogEntry>, StoreError>;
     /// Removes the rows older than `before_ms`, then all but the newest `keep_rows`; returns

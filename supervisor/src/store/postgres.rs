@@ -820,7 +820,11 @@ impl Engine for PgStore {
         rows.iter().map(|row| Ok((row.text("reference")?, row.text("id")?))).collect()
     }
 
-    async fn insert_imported_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+    async fn insert_imported_all(
+        &self,
+        records: &[Record],
+        log: Vec<LogEntry>,
+    ) -> Result<Vec<bool>, StoreError> {
         use tracing::Instrument;
         if records.is_empty() {
             return Ok(vec![]);
@@ -835,7 +839,7 @@ impl Engine for PgStore {
         );
         let column = |f: &dyn Fn(&Record) -> String| records.iter().map(f).collect::<Vec<String>>();
         let keys: Vec<(String, String)> = records.iter().map(|r| super::index_keys(&r.target)).collect();
-        let inserted = sqlx::query_scalar::<_, String>(INSERT_ALL)
+        let insert = sqlx::query_scalar::<_, String>(INSERT_ALL)
             .bind(column(&|r| r.app.clone()))
             .bind(column(&|r| r.resource_type.clone()))
             .bind(column(&|r| r.id.clone()))
@@ -849,12 +853,23 @@ impl Engine for PgStore {
             .bind(column(&|r| r.modified.clone()))
             .bind(column(&|r| fold(&r.user_name)))
             .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<String>>())
-            .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<String>>())
-            .fetch_all(&self.queries)
-            .bounded()
-            .instrument(span)
-            .await;
-        let inserted: std::collections::HashSet<String> = self.note(inserted, true)?.into_iter().collect();
+            .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<String>>());
+        // The records and the log rows of those that went in, in one transaction.
+        let written = async {
+            let mut transaction = self.queries.begin().await?;
+            let inserted: std::collections::HashSet<String> =
+                insert.fetch_all(&mut *transaction).await?.into_iter().collect();
+            let rows: Vec<LogEntry> = log.into_iter().filter(|row| inserted.contains(&row.scim_id)).collect();
+            if !rows.is_empty() {
+                log_insert(&rows).execute(&mut *transaction).await?;
+            }
+            transaction.commit().await?;
+            Ok::<_, sqlx::Error>(inserted)
+        }
+        .bounded()
+        .instrument(span)
+        .await;
+        let inserted = self.note(written, true)?;
         Ok(records.iter().map(|r| inserted.contains(&r.id)).collect())
     }
 
@@ -1037,40 +1052,11 @@ impl Engine for PgStore {
         self.note(id, true)
     }
 
-    async fn log_append(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+    async fn log_append(&self, entries: Vec<LogEntry>) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
-        // One statement for the batch: each column as an array, unnested into rows.
-        let column = |f: &dyn Fn(&LogEntry) -> String| entries.iter().map(f).collect::<Vec<String>>();
-        let inserted = sqlx::query(
-            "INSERT INTO connector_space.provisioning_log (at_ms, node, source, app, resource_type, \
-             connector, operation, scim_id, name, anchor, dn, attributes, outcome, error_kind, detail, \
-             duration_ms, trace_id) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-             $14::text[], $15::text[], $16::float8[], $17::text[])",
-        )
-        .bind(entries.iter().map(|e| e.at_ms).collect::<Vec<i64>>())
-        .bind(column(&|e| e.node.clone()))
-        .bind(column(&|e| e.source.clone()))
-        .bind(column(&|e| e.app.clone()))
-        .bind(column(&|e| e.resource_type.clone()))
-        .bind(column(&|e| e.connector.clone()))
-        .bind(column(&|e| e.operation.clone()))
-        .bind(column(&|e| e.scim_id.clone()))
-        .bind(column(&|e| e.name.clone()))
-        .bind(column(&|e| e.anchor.clone()))
-        .bind(column(&|e| e.dn.clone()))
-        .bind(column(&|e| log::attributes_text(&e.attributes)))
-        .bind(column(&|e| e.outcome.clone()))
-        .bind(column(&|e| e.error_kind.clone()))
-        .bind(column(&|e| e.detail.clone()))
-        .bind(entries.iter().map(|e| e.duration_ms).collect::<Vec<f64>>())
-        .bind(column(&|e| e.trace_id.clone()))
-        .execute(&self.queries)
-        .bounded()
-        .await;
+        let inserted = log_insert(&entries).execute(&self.queries).bounded().await;
         self.note(inserted, true).map(|_| ())
     }
 
@@ -1177,6 +1163,39 @@ impl Engine for PgStore {
         self.locks.close();
         self.queries.close().await;
     }
+}
+
+/// One statement for a batch of provisioning log rows: each column as an array, unnested into
+/// rows.
+fn log_insert(
+    entries: &[LogEntry],
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let column = |f: &dyn Fn(&LogEntry) -> String| entries.iter().map(f).collect::<Vec<String>>();
+    sqlx::query(
+        "INSERT INTO connector_space.provisioning_log (at_ms, node, source, app, resource_type, \
+         connector, operation, scim_id, name, anchor, dn, attributes, outcome, error_kind, detail, \
+         duration_ms, trace_id) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+         $14::text[], $15::text[], $16::float8[], $17::text[])",
+    )
+    .bind(entries.iter().map(|e| e.at_ms).collect::<Vec<i64>>())
+    .bind(column(&|e| e.node.clone()))
+    .bind(column(&|e| e.source.clone()))
+    .bind(column(&|e| e.app.clone()))
+    .bind(column(&|e| e.resource_type.clone()))
+    .bind(column(&|e| e.connector.clone()))
+    .bind(column(&|e| e.operation.clone()))
+    .bind(column(&|e| e.scim_id.clone()))
+    .bind(column(&|e| e.name.clone()))
+    .bind(column(&|e| e.anchor.clone()))
+    .bind(column(&|e| e.dn.clone()))
+    .bind(column(&|e| log::attributes_text(&e.attributes)))
+    .bind(column(&|e| e.outcome.clone()))
+    .bind(column(&|e| e.error_kind.clone()))
+    .bind(column(&|e| e.detail.clone()))
+    .bind(entries.iter().map(|e| e.duration_ms).collect::<Vec<f64>>())
+    .bind(column(&|e| e.trace_id.clone()))
 }
 
 #[cfg(test)]

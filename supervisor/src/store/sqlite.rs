@@ -505,6 +505,23 @@ impl SqliteStore {
         self.note(result, false)
     }
 
+    /// Runs `read` on the main connection if it is free (its page cache holds what the last
+    /// writes left), else on a read connection, on the calling thread: a lookup that must not
+    /// wait for a long write (an import's batch of new objects, written as the import reads on).
+    fn with_main_or_reader<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let main = match self.inner.main.try_lock() {
+            Ok(main) => main,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return self.with_reader(read),
+        };
+        let result = read(main.as_ref().ok_or(StoreError::Closed)?);
+        drop(main);
+        self.note(result, false)
+    }
+
     /// Runs `read` on a read connection on tokio's blocking pool (for reads that scan).
     async fn off_thread<T: Send + 'static>(
         &self,
@@ -644,41 +661,12 @@ impl Engine for SqliteStore {
         self.with_main(|c| Ok(c.pragma_update(None, "synchronous", mode)?))
     }
 
-    async fn log_append(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
-        let entries = entries.to_vec();
+    async fn log_append(&self, entries: Vec<LogEntry>) -> Result<(), StoreError> {
         let store = self.clone();
         let written = tokio::task::spawn_blocking(move || {
             store.with_main(|c| {
                 let transaction = c.unchecked_transaction()?;
-                {
-                    let mut insert = transaction.prepare_cached(
-                        "INSERT INTO provisioning_log (at_ms, node, source, app, resource_type, connector, \
-                         operation, scim_id, name, anchor, dn, attributes, outcome, error_kind, detail, \
-                         duration_ms, trace_id) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                    )?;
-                    for e in &entries {
-                        insert.execute(params![
-                            e.at_ms,
-                            e.node,
-                            e.source,
-                            e.app,
-                            e.resource_type,
-                            e.connector,
-                            e.operation,
-                            e.scim_id,
-                            e.name,
-                            e.anchor,
-                            e.dn,
-                            log::attributes_text(&e.attributes),
-                            e.outcome,
-                            e.error_kind,
-                            e.detail,
-                            e.duration_ms,
-                            e.trace_id,
-                        ])?;
-                    }
-                }
+                insert_log_rows(&transaction, &entries)?;
                 transaction.commit()?;
                 Ok(())
             })
@@ -875,8 +863,9 @@ impl Engine for SqliteStore {
     async fn by_anchors(&self, connector: &str, anchors: &[String]) -> Result<Vec<Known>, StoreError> {
         let anchors = serde_json::to_string(anchors).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // On the main connection, like point reads: its page cache holds what the last page's
-        // writes left (a read connection would read it all again from the WAL at every page).
-        self.with_main(|c| {
+        // writes left (a read connection would read it all again from the WAL at every page);
+        // on a read connection while an import's batch is being written.
+        self.with_main_or_reader(|c| {
             let mut statement = c.prepare_cached(
                 "SELECT resource_type, id, anchor, state, version, target FROM objects \
                  WHERE connector = ?1 AND anchor IN (SELECT value FROM json_each(?2))",
@@ -884,14 +873,16 @@ impl Engine for SqliteStore {
             let mut rows = statement.query(params![connector, anchors])?;
             let mut found = Vec::new();
             while let Some(row) = rows.next()? {
-                let target: Vec<u8> = row.get(5)?;
+                // The state and the target are read in place, without a copy.
+                let state = row.get_ref(3)?.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let target = row.get_ref(5)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 found.push(Known {
                     resource_type: row.get(0)?,
                     id: row.get(1)?,
                     anchor: row.get(2)?,
-                    state: RecordState::parse(&row.get::<_, String>(3)?)?,
+                    state: RecordState::parse(state)?,
                     version: row.get(4)?,
-                    target: ecma_proto::v1::Entry::decode(target.as_slice())
+                    target: ecma_proto::v1::Entry::decode(target)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 });
             }
@@ -904,7 +895,7 @@ impl Engine for SqliteStore {
             return Ok(HashMap::new());
         }
         let texts = serde_json::to_string(texts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.with_main(|c| {
+        self.with_main_or_reader(|c| {
             let mut statement = c.prepare_cached(
                 "SELECT reference, id FROM objects WHERE app = ?1 AND state = 'present' \
                  AND reference IN (SELECT value FROM json_each(?2))",
@@ -916,7 +907,11 @@ impl Engine for SqliteStore {
         })
     }
 
-    async fn insert_imported_all(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+    async fn insert_imported_all(
+        &self,
+        records: &[Record],
+        log: Vec<LogEntry>,
+    ) -> Result<Vec<bool>, StoreError> {
         let _span = tracing::info_span!(
             "store",
             otel.name = "connector space import write",
@@ -941,6 +936,9 @@ impl Engine for SqliteStore {
                     Err(e) => return Err(e),
                 }
             }
+            let rows: Vec<&LogEntry> =
+                log.iter().zip(&inserted).filter(|(_, i)| **i).map(|(row, _)| row).collect();
+            insert_log_rows(&transaction, rows)?;
             transaction.commit()?;
             Ok(inserted)
         })()
@@ -1137,6 +1135,77 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
 }
 
 /// Writes one record (`upsert`: or replaces the one with its id).
+/// Provisioning log rows stored in a statement at most: one statement, and one update of the
+/// table's AUTOINCREMENT counter, for this many rows (17 parameters each).
+const LOG_ROWS_PER_STATEMENT: usize = 32;
+
+/// `INSERT INTO provisioning_log` of `rows` rows.
+fn log_insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; 17].join(", "));
+    format!(
+        "INSERT INTO provisioning_log (at_ms, node, source, app, resource_type, connector, operation, \
+         scim_id, name, anchor, dn, attributes, outcome, error_kind, detail, duration_ms, trace_id) VALUES {}",
+        vec![row; rows].join(", ")
+    )
+}
+
+/// Inserts provisioning log rows inside the caller's transaction, [`LOG_ROWS_PER_STATEMENT`] to
+/// a statement (the rest one by one), binding each value in place.
+fn insert_log_rows<'a>(
+    c: &Connection,
+    entries: impl IntoIterator<Item = &'a LogEntry, IntoIter: ExactSizeIterator>,
+) -> rusqlite::Result<()> {
+    static FULL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| log_insert_sql(LOG_ROWS_PER_STATEMENT));
+    static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| log_insert_sql(1));
+    let mut entries = entries.into_iter();
+    while entries.len() >= LOG_ROWS_PER_STATEMENT {
+        let mut statement = c.prepare_cached(&FULL)?;
+        for row in 0..LOG_ROWS_PER_STATEMENT {
+            let e = entries.next().expect("counted above");
+            bind_log_row(&mut statement, row * 17, e)?;
+        }
+        statement.raw_execute()?;
+    }
+    let mut statement = c.prepare_cached(&ONE)?;
+    for e in entries {
+        bind_log_row(&mut statement, 0, e)?;
+        statement.raw_execute()?;
+    }
+    Ok(())
+}
+
+/// Binds one log row's 17 values after the `offset` parameters already bound.
+fn bind_log_row(
+    statement: &mut rusqlite::Statement<'_>,
+    offset: usize,
+    e: &LogEntry,
+) -> rusqlite::Result<()> {
+    let text = [
+        (2, &e.node),
+        (3, &e.source),
+        (4, &e.app),
+        (5, &e.resource_type),
+        (6, &e.connector),
+        (7, &e.operation),
+        (8, &e.scim_id),
+        (9, &e.name),
+        (10, &e.anchor),
+        (11, &e.dn),
+        (13, &e.outcome),
+        (14, &e.error_kind),
+        (15, &e.detail),
+        (17, &e.trace_id),
+    ];
+    statement.raw_bind_parameter(offset + 1, e.at_ms)?;
+    for (index, value) in text {
+        statement.raw_bind_parameter(offset + index, value.as_str())?;
+    }
+    statement.raw_bind_parameter(offset + 12, log::attributes_text(&e.attributes))?;
+    statement.raw_bind_parameter(offset + 16, e.duration_ms)?;
+    Ok(())
+}
+
 fn put(connection: &Connection, r: &Record, upsert: bool) -> rusqlite::Result<usize> {
     let (anchor, reference) = super::index_keys(&r.target);
     connection.prepare_cached(if upsert { UPSERT } else { INSERT })?.execute(params![
@@ -1303,9 +1372,10 @@ mod tests {
                 )
             })
             .collect();
-        store.log_append(&rows).await.unwrap();
+        store.log_append(rows).await.unwrap();
         let all = store.log_query(&LogFilter::default()).await.unwrap();
         assert_eq!(all.len(), 10);
+        assert_eq!(all[9], LogEntry { seq: all[9].seq, ..row(0, "hr", "applied", "User0@Example.com") });
         assert_eq!(all[0].scim_id, "id-9", "newest first");
         assert_eq!(all[0].attributes, vec!["mail".to_string(), "sn".into()]);
         let hr = store.log_query(&LogFilter { app: Some("hr".into()), ..Default::default() }).await.unwrap();
@@ -1369,6 +1439,47 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn log_rows_are_stored_many_to_a_statement_with_every_value_in_its_place() {
+        use crate::store::log::{LogEntry, LogFilter};
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("log.db")).await.unwrap();
+        // Two full statements and the rest one by one; every column differs from row to row.
+        let count = 2 * LOG_ROWS_PER_STATEMENT + 5;
+        let rows: Vec<LogEntry> = (0..count as i64)
+            .map(|i| LogEntry {
+                seq: 0,
+                at_ms: 5_000 + i,
+                node: format!("node-{i}"),
+                source: format!("source-{i}"),
+                app: format!("app-{i}"),
+                resource_type: format!("type-{i}"),
+                connector: format!("connector-{i}"),
+                operation: format!("operation-{i}"),
+                scim_id: format!("id-{i}"),
+                name: format!("name-{i}"),
+                anchor: format!("anchor-{i}"),
+                dn: format!("uid={i},ou=People"),
+                attributes: vec![format!("attribute-{i}")],
+                outcome: format!("outcome-{i}"),
+                error_kind: format!("kind-{i}"),
+                detail: format!("detail-{i}"),
+                duration_ms: i as f64 / 4.0,
+                trace_id: format!("trace-{i}"),
+            })
+            .collect();
+        store.log_append(rows.clone()).await.unwrap();
+        let mut stored =
+            store.log_query(&LogFilter { limit: Some(1000), ..Default::default() }).await.unwrap();
+        stored.reverse();
+        assert_eq!(stored.len(), count);
+        assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq), "in the order given");
+        for (stored, given) in stored.iter().zip(&rows) {
+            assert_eq!(stored, &LogEntry { seq: stored.seq, ..given.clone() });
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// A present record with its own anchor and DN.
     fn anchored(id: &str, name: &str, anchor: &str) -> Record {
         let mut r = record(id, name);
@@ -1386,8 +1497,16 @@ mod tests {
         // A page of three new objects, one of whose names is taken: the other two go in.
         let page =
             [anchored("2", "bob", "a-2"), anchored("3", "ALICE", "a-3"), anchored("4", "carol", "a-4")];
-        assert_eq!(store.insert_imported_all(&page).await.unwrap(), vec![true, false, true]);
+        let rows = page
+            .iter()
+            .map(|r| crate::store::log::LogEntry::of(r, "import", "import_add", "applied"))
+            .collect();
+        assert_eq!(store.insert_imported_all(&page, rows).await.unwrap(), vec![true, false, true]);
         assert_eq!(store.count().await.unwrap(), 3);
+        // The log rows of the records that went in, and only those, in the same transaction.
+        let logged = store.log_query(&Default::default()).await.unwrap();
+        assert_eq!(logged.iter().map(|e| e.scim_id.as_str()).collect::<Vec<_>>(), ["4", "2"]);
+        assert!(logged.iter().all(|e| e.operation == "import_add" && e.anchor.starts_with("a-")));
         assert!(!read(&store.inner.cache).by_id.contains_key(&id_key("demo", "User", "2")), "not cached");
         // Found by anchor (of this connector only), with their state, version and target.
         let anchors: Vec<String> = ["a-1", "a-3", "a-4", "a-9"].map(String::from).to_vec();
@@ -1400,6 +1519,19 @@ mod tests {
         assert_eq!(found[1].target.dn, "uid=carol,ou=People");
         assert_eq!(found[1].state, RecordState::Present);
         assert!(store.by_anchors("others", &anchors).await.unwrap().is_empty());
+        // While a write holds the main connection (an import's batch), a page's lookup reads on
+        // a read connection instead of waiting for it.
+        let held = lock(&store.inner.main);
+        let reader = store.clone();
+        let lookup = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(reader.by_anchors("people", &["a-4".to_string()]))
+        });
+        let found = lookup.join().unwrap().unwrap();
+        drop(held);
+        assert_eq!(found.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["4"]);
         // References resolve by DN, for present records only.
         let mut pending = anchored("5", "dave", "a-5");
         pending.state = RecordState::Pending;
