@@ -81,6 +81,11 @@ fn cpu(s: &Supervisor) -> (f64, f64) {
     (cpu_seconds(s.pid()), cpu_seconds(connector))
 }
 
+// The supervisor's allocator: the store's share of an import (`store_floor`) is measured in this
+// process, and must cost what it costs in the supervisor.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if e2e::fixed_http::serve_if_asked(e2e::fixed_http::CREATED_USER) {
         return;
@@ -161,7 +166,9 @@ fn main() {
 
         let started = Instant::now();
         let before = cpu(&s);
+        profile(round, "enable");
         let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=full", None, None);
+        profile(round, "disable");
         let after = cpu(&s);
         println!(
             "         CPU per imported entry: supervisor {:.0} µs, connector-ldap {:.0} µs",
@@ -181,5 +188,82 @@ fn main() {
             total as f64 / seconds,
             seconds_search = search_times[round],
         );
+    }
+    store_floor(&runtime, &dir.path().join("connector-space.db"), &search_times);
+}
+
+/// The connector space's own share of the import, without LDAP, gRPC or mapping: the records the
+/// import wrote, read back from the supervisor's store file, written again into a fresh store as
+/// an import writes new objects (2,000 a transaction, each with its `import_add` log row), then
+/// looked up 500 anchors at a time as an import reads a page. Twice each, alternately with and
+/// without the log rows.
+fn store_floor(runtime: &tokio::runtime::Runtime, supervisor_db: &std::path::Path, search_times: &[f64]) {
+    use supervisor::store::{Store, log::LogEntry};
+    let records = runtime.block_on(async {
+        let live = Store::open(supervisor_db).await.expect("open the supervisor's connector space");
+        let mut records = vec![];
+        let mut after = String::new();
+        loop {
+            let batch = live.listed("directory", "User", "ldap-users", &after, 5000).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            after = last.id.clone();
+            for listed in batch {
+                records
+                    .push(live.get("directory", "User", &listed.id).await.unwrap().expect("listed record"));
+            }
+        }
+        live.close().await;
+        records
+    });
+    let anchors: Vec<String> =
+        records.iter().map(|r| supervisor::store::anchor_text(&r.target.anchors).unwrap()).collect();
+    let ldapsearch = search_times.iter().sum::<f64>() / search_times.len() as f64;
+    for (round, logged) in [(0, true), (0, false), (1, true), (1, false)] {
+        let dir = TempDir::new("bench-ldap-store");
+        let (write, read) = runtime.block_on(async {
+            let store = Store::open(&dir.path().join("floor.db")).await.unwrap();
+            let started = Instant::now();
+            for chunk in records.chunks(2000) {
+                let rows: Vec<LogEntry> = chunk
+                    .iter()
+                    .filter(|_| logged)
+                    .map(|r| LogEntry {
+                        node: "bench".into(),
+                        at_ms: supervisor::store::now_ms(),
+                        attributes: r.target.attributes.iter().map(|a| a.name.clone()).collect(),
+                        ..LogEntry::of(r, "import", "import_add", "applied")
+                    })
+                    .collect();
+                let inserted = store.insert_imported_all(chunk, rows).await.unwrap();
+                assert!(inserted.iter().all(|i| *i), "a fresh store takes every record");
+            }
+            let write = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            let mut found = 0;
+            for chunk in anchors.chunks(500) {
+                found += store.by_anchors("ldap-users", chunk).await.unwrap().len();
+            }
+            assert_eq!(found, records.len(), "every record is found by its anchor");
+            let read = started.elapsed().as_secs_f64();
+            store.close().await;
+            (write, read)
+        });
+        println!(
+            "store alone, round {round}: writing the {} imported records {} {write:.2} s ({:.2} x ldapsearch), looking them up by anchor {read:.2} s ({:.2} x)",
+            records.len(),
+            if logged { "with their log rows" } else { "without log rows " },
+            write / ldapsearch,
+            read / ldapsearch,
+        );
+    }
+}
+
+/// `PERF_FIFO=<path>` (a `perf record --control fifo:<path> -D -1` started beforehand) and
+/// `PERF_ROUND=<n>` (default 1, the unchanged import): the profile covers that import round only.
+fn profile(round: usize, command: &str) {
+    let Ok(fifo) = std::env::var("PERF_FIFO") else { return };
+    let wanted: usize = std::env::var("PERF_ROUND").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    if round == wanted {
+        std::fs::write(fifo, format!("{command}\n")).expect("PERF_FIFO: write to perf's control fifo");
     }
 }
