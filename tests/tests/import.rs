@@ -236,7 +236,9 @@ fn a_large_import_writes_its_new_objects_in_batches_while_it_reads_on() {
     assert_eq!(count("SELECT count(*) AS n FROM objects WHERE connector = 'demo-users'"), 4500);
     assert_eq!(count("SELECT count(DISTINCT anchor) AS n FROM objects WHERE connector = 'demo-users'"), 4500);
     assert_eq!(
-        count("SELECT count(*) AS n FROM provisioning_log WHERE operation = 'import_add' AND name LIKE 'bulk%'"),
+        count(
+            "SELECT count(*) AS n FROM provisioning_log WHERE operation = 'import_add' AND name LIKE 'bulk%'"
+        ),
         4500,
         "one log row per new object, written with it"
     );
