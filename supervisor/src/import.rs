@@ -154,218 +154,232 @@ pub async fn run(
     // With each, whether a reference it holds named no object known when it was read.
     let mut new: Vec<(Record, bool)> = Vec::new();
     let mut writing: Option<Writing> = None;
-    let mut next = Some(fetch(session.clone(), session_id.clone()));
-    while let Some(fetching) = next.take() {
-        let page = fetching
-            .await
-            .map_err(|e| CallError::Lost { detail: format!("an import page was lost: {e}") })??;
-        if page.more_to_import {
-            next = Some(fetch(session.clone(), session_id.clone()));
-        }
-        report.pages += 1;
-        let mut entries = Vec::with_capacity(page.entries.len());
-        for item in page.entries {
-            if item.error.is_some() {
-                report.errors += 1;
-                continue;
+    // A run that fails while a batch is being written waits for the batch (and counts it) before
+    // it returns, so that no write of the run outlives it.
+    let read = async {
+        let mut next = Some(fetch(session.clone(), session_id.clone()));
+        while let Some(fetching) = next.take() {
+            let page = fetching
+                .await
+                .map_err(|e| CallError::Lost { detail: format!("an import page was lost: {e}") })??;
+            if page.more_to_import {
+                next = Some(fetch(session.clone(), session_id.clone()));
             }
-            let Some(entry) = item.entry else { continue };
-            let config = &handle.config;
-            let foreign = (!entry.object_type.is_empty() && entry.object_type != config.object_type)
-                || (!entry.partition_id.is_empty() && entry.partition_id != config.partition);
-            if foreign {
-                handle.reject_entries(1, "GetImportEntries");
-                report.rejected += 1;
-                continue;
-            }
-            let Some(anchor) = anchor_text(&entry.anchors) else {
-                report.skipped += 1;
-                continue;
-            };
-            if !delta && !seen.insert(&anchor) {
-                // Listed twice by the same full import (a list that shifted while it was read):
-                // the first is in; the next import brings any newer values. (A delta import may
-                // list an object once per change: each is applied.)
-                report.unchanged += 1;
-                continue;
-            }
-            let kind = ObjectModificationType::try_from(item.modification_type)
-                .unwrap_or(ObjectModificationType::Add);
-            entries.push((anchor, kind, entry));
-        }
-        // The page's objects as the connector space holds them, and the objects their
-        // references name: two indexed reads a page.
-        let anchors: Vec<String> = entries.iter().map(|(anchor, ..)| anchor.clone()).collect();
-        let known: HashMap<String, Known> = store
-            .by_anchors(connector, &anchors)
-            .await?
-            .into_iter()
-            .filter(|k| k.resource_type == binding.resource_type)
-            .map(|k| (k.anchor.clone(), k))
-            .collect();
-        let ids = if shape.has_references() {
-            let texts: HashSet<String> =
-                entries.iter().flat_map(|(_, _, entry)| shape.reference_texts(&entry.attributes)).collect();
-            store.ids_of(&binding.app, &texts.into_iter().collect::<Vec<_>>()).await?
-        } else {
-            HashMap::new()
-        };
-        for (anchor, kind, entry) in entries {
-            if kind == ObjectModificationType::Delete {
-                if let Some(k) = known.get(&anchor)
-                    && k.state == RecordState::Present
-                {
-                    let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
-                    if let Some(current) = store
-                        .get(&binding.app, &k.resource_type, &k.id)
-                        .await?
-                        .filter(|r| r.state == RecordState::Present && r.version == k.version)
-                    {
-                        store.delete(&current.app, &current.resource_type, &current.id).await?;
-                        report.deleted += 1;
-                        logged(provisioner, &current, "import_delete", vec![]).await;
-                    }
+            report.pages += 1;
+            let mut entries = Vec::with_capacity(page.entries.len());
+            for item in page.entries {
+                if item.error.is_some() {
+                    report.errors += 1;
+                    continue;
                 }
-                continue;
+                let Some(entry) = item.entry else { continue };
+                let config = &handle.config;
+                let foreign = (!entry.object_type.is_empty() && entry.object_type != config.object_type)
+                    || (!entry.partition_id.is_empty() && entry.partition_id != config.partition);
+                if foreign {
+                    handle.reject_entries(1, "GetImportEntries");
+                    report.rejected += 1;
+                    continue;
+                }
+                let Some(anchor) = anchor_text(&entry.anchors) else {
+                    report.skipped += 1;
+                    continue;
+                };
+                if !delta && !seen.insert(&anchor) {
+                    // Listed twice by the same full import (a list that shifted while it was read):
+                    // the first is in; the next import brings any newer values. (A delta import may
+                    // list an object once per change: each is applied.)
+                    report.unchanged += 1;
+                    continue;
+                }
+                let kind = ObjectModificationType::try_from(item.modification_type)
+                    .unwrap_or(ObjectModificationType::Add);
+                entries.push((anchor, kind, entry));
             }
-            // The target gives what the connector space holds: nothing to map, lock or write.
-            // Most objects of most imports take only this path. (References are mapped again:
-            // the object a DN names may have come since.)
-            if let Some(k) = known.get(&anchor)
-                && mapped_alike
-                && k.state == RecordState::Present
-                && kind != ObjectModificationType::Update
-                && k.target.dn == entry.dn
-                && same_attributes(&k.target.attributes, &entry.attributes)
-                && shape.reference_texts(&entry.attributes).is_empty()
-            {
-                report.unchanged += 1;
-                continue;
-            }
-            let values = entry_values(&entry);
-            match known.get(&anchor) {
-                // A deprovisioned object kept in the target stays out of SCIM.
-                Some(k) if k.state == RecordState::Deprovisioned => report.unchanged += 1,
-                Some(k) => {
-                    let stored = entry_values(&k.target);
-                    let mut merged = if kind == ObjectModificationType::Update {
-                        stored.clone()
-                    } else {
-                        Default::default()
-                    };
-                    merged.extend(values);
-                    let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
-                    // Read under the lock. A record that a SCIM write changed since this page
-                    // was looked up is left alone: the page may have been read before that write
-                    // reached the target, and must not undo it (the next import sees the target
-                    // as it is). Likewise one deleted or deprovisioned meanwhile stays as the
-                    // client left it.
-                    let Some(mut current) = store
-                        .get(&binding.app, &k.resource_type, &k.id)
-                        .await?
-                        .filter(|r| r.state == RecordState::Present && r.version == k.version)
-                    else {
-                        report.skipped += 1;
-                        continue;
-                    };
-                    let mut resource = current.resource.clone();
-                    target.mapping.from_target(&mut resource, &merged, &shape, &ids);
-                    let name = resource_name(&resource, binding);
-                    if resource == current.resource {
-                        // Only what the mapping does not read moved (or the record was written
-                        // by SCIM with fewer attributes than the target gives): kept, so that
-                        // the next import finds it alike, without a new version for clients.
-                        if !same_values(&stored, &merged) || current.target.dn != entry.dn {
-                            current.set_target_values(&merged);
-                            current.target.anchors = entry.anchors.clone();
-                            current.target.dn = entry.dn.clone();
-                            match store.update_imported(&current).await {
-                                Ok(()) | Err(crate::store::StoreError::Conflict) => {}
-                                Err(e) => return Err(e.into()),
-                            }
+            // The page's objects as the connector space holds them, and the objects their
+            // references name: two indexed reads a page.
+            let anchors: Vec<String> = entries.iter().map(|(anchor, ..)| anchor.clone()).collect();
+            let known: HashMap<String, Known> = store
+                .by_anchors(connector, &anchors)
+                .await?
+                .into_iter()
+                .filter(|k| k.resource_type == binding.resource_type)
+                .map(|k| (k.anchor.clone(), k))
+                .collect();
+            let ids = if shape.has_references() {
+                let texts: HashSet<String> = entries
+                    .iter()
+                    .flat_map(|(_, _, entry)| shape.reference_texts(&entry.attributes))
+                    .collect();
+                store.ids_of(&binding.app, &texts.into_iter().collect::<Vec<_>>()).await?
+            } else {
+                HashMap::new()
+            };
+            for (anchor, kind, entry) in entries {
+                if kind == ObjectModificationType::Delete {
+                    if let Some(k) = known.get(&anchor)
+                        && k.state == RecordState::Present
+                    {
+                        let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
+                        if let Some(current) = store
+                            .get(&binding.app, &k.resource_type, &k.id)
+                            .await?
+                            .filter(|r| r.state == RecordState::Present && r.version == k.version)
+                        {
+                            store.delete(&current.app, &current.resource_type, &current.id).await?;
+                            report.deleted += 1;
+                            logged(provisioner, &current, "import_delete", vec![]).await;
                         }
-                        report.unchanged += 1;
-                        continue;
                     }
-                    match name {
-                        Some(name) => current.user_name = name,
-                        None => {
+                    continue;
+                }
+                // The target gives what the connector space holds: nothing to map, lock or write.
+                // Most objects of most imports take only this path. (References are mapped again:
+                // the object a DN names may have come since.)
+                if let Some(k) = known.get(&anchor)
+                    && mapped_alike
+                    && k.state == RecordState::Present
+                    && kind != ObjectModificationType::Update
+                    && k.target.dn == entry.dn
+                    && same_attributes(&k.target.attributes, &entry.attributes)
+                    && shape.reference_texts(&entry.attributes).is_empty()
+                {
+                    report.unchanged += 1;
+                    continue;
+                }
+                let values = entry_values(&entry);
+                match known.get(&anchor) {
+                    // A deprovisioned object kept in the target stays out of SCIM.
+                    Some(k) if k.state == RecordState::Deprovisioned => report.unchanged += 1,
+                    Some(k) => {
+                        let stored = entry_values(&k.target);
+                        let mut merged = if kind == ObjectModificationType::Update {
+                            stored.clone()
+                        } else {
+                            Default::default()
+                        };
+                        merged.extend(values);
+                        let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
+                        // Read under the lock. A record that a SCIM write changed since this page
+                        // was looked up is left alone: the page may have been read before that write
+                        // reached the target, and must not undo it (the next import sees the target
+                        // as it is). Likewise one deleted or deprovisioned meanwhile stays as the
+                        // client left it.
+                        let Some(mut current) = store
+                            .get(&binding.app, &k.resource_type, &k.id)
+                            .await?
+                            .filter(|r| r.state == RecordState::Present && r.version == k.version)
+                        else {
                             report.skipped += 1;
                             continue;
+                        };
+                        let mut resource = current.resource.clone();
+                        target.mapping.from_target(&mut resource, &merged, &shape, &ids);
+                        let name = resource_name(&resource, binding);
+                        if resource == current.resource {
+                            // Only what the mapping does not read moved (or the record was written
+                            // by SCIM with fewer attributes than the target gives): kept, so that
+                            // the next import finds it alike, without a new version for clients.
+                            if !same_values(&stored, &merged) || current.target.dn != entry.dn {
+                                current.set_target_values(&merged);
+                                current.target.anchors = entry.anchors.clone();
+                                current.target.dn = entry.dn.clone();
+                                match store.update_imported(&current).await {
+                                    Ok(()) | Err(crate::store::StoreError::Conflict) => {}
+                                    Err(e) => return Err(e.into()),
+                                }
+                            }
+                            report.unchanged += 1;
+                            continue;
                         }
-                    }
-                    current.resource = resource;
-                    let changed = changed_names(&stored, &merged);
-                    current.set_target_values(&merged);
-                    current.target.anchors = entry.anchors.clone();
-                    current.target.dn = entry.dn.clone();
-                    current.version += 1;
-                    current.modified = rfc3339(SystemTime::now());
-                    match store.update_imported(&current).await {
-                        Ok(()) => {
-                            report.updated += 1;
-                            logged(provisioner, &current, "import_update", changed).await;
-                            if shape.unresolved(&merged, &ids) {
-                                unresolved.push(current.id.clone());
+                        match name {
+                            Some(name) => current.user_name = name,
+                            None => {
+                                report.skipped += 1;
+                                continue;
                             }
                         }
-                        Err(crate::store::StoreError::Conflict) => report.skipped += 1,
-                        Err(e) => return Err(e.into()),
+                        current.resource = resource;
+                        let changed = changed_names(&stored, &merged);
+                        current.set_target_values(&merged);
+                        current.target.anchors = entry.anchors.clone();
+                        current.target.dn = entry.dn.clone();
+                        current.version += 1;
+                        current.modified = rfc3339(SystemTime::now());
+                        match store.update_imported(&current).await {
+                            Ok(()) => {
+                                report.updated += 1;
+                                logged(provisioner, &current, "import_update", changed).await;
+                                if shape.unresolved(&merged, &ids) {
+                                    unresolved.push(current.id.clone());
+                                }
+                            }
+                            Err(crate::store::StoreError::Conflict) => report.skipped += 1,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    None => {
+                        let mut resource = json!({ "schemas": [binding.schema] });
+                        target.mapping.from_target(&mut resource, &values, &shape, &ids);
+                        let Some(name) = resource_name(&resource, binding) else {
+                            report.skipped += 1;
+                            continue;
+                        };
+                        let at = rfc3339(SystemTime::now());
+                        let mut record = Record {
+                            app: binding.app.clone(),
+                            resource_type: binding.resource_type.to_string(),
+                            id: crate::store::new_id(),
+                            connector: connector.to_string(),
+                            state: RecordState::Present,
+                            user_name: name,
+                            resource,
+                            target: v1::Entry { anchors: entry.anchors, dn: entry.dn, ..Default::default() },
+                            version: 1,
+                            created: at.clone(),
+                            modified: at,
+                        };
+                        record.set_target_values(&values);
+                        let unknown = shape.has_references() && shape.unresolved(&values, &ids);
+                        new.push((record, unknown));
                     }
                 }
-                None => {
-                    let mut resource = json!({ "schemas": [binding.schema] });
-                    target.mapping.from_target(&mut resource, &values, &shape, &ids);
-                    let Some(name) = resource_name(&resource, binding) else {
-                        report.skipped += 1;
-                        continue;
-                    };
-                    let at = rfc3339(SystemTime::now());
-                    let mut record = Record {
-                        app: binding.app.clone(),
-                        resource_type: binding.resource_type.to_string(),
-                        id: crate::store::new_id(),
-                        connector: connector.to_string(),
-                        state: RecordState::Present,
-                        user_name: name,
-                        resource,
-                        target: v1::Entry { anchors: entry.anchors, dn: entry.dn, ..Default::default() },
-                        version: 1,
-                        created: at.clone(),
-                        modified: at,
-                    };
-                    record.set_target_values(&values);
-                    let unknown = shape.has_references() && shape.unresolved(&values, &ids);
-                    new.push((record, unknown));
-                }
             }
-        }
-        // A delta import commits each page's watermark once the page is stored; a full import
-        // only the final one, so that an interrupted full import never passes for a base.
-        // A delta import writes each page's new objects before the next page (which may change
-        // them again) is looked up.
-        let watermark = delta && !page.watermark.is_empty();
-        let last = next.is_none();
-        if new.len() >= INSERT_BATCH || delta || last {
-            // A full import reads and maps on while a batch is written; one batch is in flight
-            // at most, counted before the next starts.
-            if let Some(batch) = writing.take() {
-                counted(batch.await, &mut report, &mut unresolved)?;
-            }
-            if !new.is_empty() {
-                let batch = write_new(provisioner, std::mem::take(&mut new));
-                if delta || last {
+            // A delta import commits each page's watermark once the page is stored; a full import
+            // only the final one, so that an interrupted full import never passes for a base.
+            // A delta import writes each page's new objects before the next page (which may change
+            // them again) is looked up.
+            let watermark = delta && !page.watermark.is_empty();
+            let last = next.is_none();
+            if new.len() >= INSERT_BATCH || delta || last {
+                // A full import reads and maps on while a batch is written; one batch is in flight
+                // at most, counted before the next starts.
+                if let Some(batch) = writing.take() {
                     counted(batch.await, &mut report, &mut unresolved)?;
-                } else {
-                    writing = Some(batch);
+                }
+                if !new.is_empty() {
+                    let batch = write_new(provisioner, std::mem::take(&mut new));
+                    if delta || last {
+                        counted(batch.await, &mut report, &mut unresolved)?;
+                    } else {
+                        writing = Some(batch);
+                    }
                 }
             }
+            if watermark {
+                store.set_watermark(connector, &page.watermark).await?;
+            }
+            progress(&report);
         }
-        if watermark {
-            store.set_watermark(connector, &page.watermark).await?;
-        }
-        progress(&report);
+        Ok::<(), ImportError>(())
     }
+    .await;
+    let settled = match writing.take() {
+        Some(batch) => counted(batch.await, &mut report, &mut unresolved),
+        None => Ok(()),
+    };
+    read?;
+    settled?;
     let closed = session
         .call(
             "CloseImportConnection",
