@@ -487,7 +487,8 @@ type Writing = tokio::task::JoinHandle<Written>;
 /// References to objects not known yet are resolved at the end of the import.
 fn write_new(provisioner: &Provisioner, new: Vec<(Record, bool)>) -> Writing {
     let (records, unknown): (Vec<Record>, Vec<bool>) = new.into_iter().unzip();
-    let rows = records.iter().map(|record| add_row(provisioner, record)).collect();
+    let (node, trace_id) = (provisioner.journal.node(), crate::journal::current_trace_id());
+    let rows = records.iter().map(|record| add_row(record, node, &trace_id)).collect();
     let store = provisioner.store.clone();
     let runtime = tokio::runtime::Handle::current();
     let span = tracing::Span::current();
@@ -523,12 +524,12 @@ fn counted(
 
 /// The `import_add` log row of a new object: the attributes it was imported with (a record's
 /// stored attributes are sorted by name, a `TargetValues` map's order).
-fn add_row(provisioner: &Provisioner, record: &Record) -> crate::store::log::LogEntry {
+fn add_row(record: &Record, node: &str, trace_id: &str) -> crate::store::log::LogEntry {
     crate::store::log::LogEntry {
-        node: provisioner.journal.node().to_string(),
+        node: node.to_string(),
         at_ms: crate::store::now_ms(),
         attributes: record.target.attributes.iter().map(|a| a.name.clone()).collect(),
-        trace_id: crate::journal::current_trace_id(),
+        trace_id: trace_id.to_string(),
         ..crate::store::log::LogEntry::of(record, "import", "import_add", "applied")
     }
 }

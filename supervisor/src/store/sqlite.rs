@@ -938,7 +938,7 @@ impl Engine for SqliteStore {
             }
             let rows: Vec<&LogEntry> =
                 log.iter().zip(&inserted).filter(|(_, i)| **i).map(|(row, _)| row).collect();
-            insert_log_rows(&transaction, rows)?;
+            insert_log_rows(&transaction, &rows)?;
             transaction.commit()?;
             Ok(inserted)
         })()
@@ -1151,25 +1151,23 @@ fn log_insert_sql(rows: usize) -> String {
 
 /// Inserts provisioning log rows inside the caller's transaction, [`LOG_ROWS_PER_STATEMENT`] to
 /// a statement (the rest one by one), binding each value in place.
-fn insert_log_rows<'a>(
-    c: &Connection,
-    entries: impl IntoIterator<Item = &'a LogEntry, IntoIter: ExactSizeIterator>,
-) -> rusqlite::Result<()> {
+fn insert_log_rows<E: std::borrow::Borrow<LogEntry>>(c: &Connection, entries: &[E]) -> rusqlite::Result<()> {
     static FULL: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| log_insert_sql(LOG_ROWS_PER_STATEMENT));
     static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| log_insert_sql(1));
-    let mut entries = entries.into_iter();
-    while entries.len() >= LOG_ROWS_PER_STATEMENT {
+    let mut full = entries.chunks_exact(LOG_ROWS_PER_STATEMENT);
+    if full.len() > 0 {
         let mut statement = c.prepare_cached(&FULL)?;
-        for row in 0..LOG_ROWS_PER_STATEMENT {
-            let e = entries.next().expect("counted above");
-            bind_log_row(&mut statement, row * 17, e)?;
+        for chunk in &mut full {
+            for (row, e) in chunk.iter().enumerate() {
+                bind_log_row(&mut statement, row * 17, e.borrow())?;
+            }
+            statement.raw_execute()?;
         }
-        statement.raw_execute()?;
     }
     let mut statement = c.prepare_cached(&ONE)?;
-    for e in entries {
-        bind_log_row(&mut statement, 0, e)?;
+    for e in full.remainder() {
+        bind_log_row(&mut statement, 0, e.borrow())?;
         statement.raw_execute()?;
     }
     Ok(())
