@@ -198,6 +198,26 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    // The supervisor's own view of the same requests (its summaries cover the whole run, part 1
+    // included): how much of a slow request was spent in the call to the connector.
+    let metrics = e2e::request_with_headers(s.admin, "GET", "/metrics", &[]).body;
+    for (metric, label) in [
+        ("scim_request_duration_seconds", "method=\"POST\""),
+        ("connector_call_duration_seconds", "operation=\"PutExportEntries\""),
+    ] {
+        let quantiles: Vec<String> = metrics
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label) && l.contains("quantile="))
+            .filter_map(|l| {
+                let q = l.split("quantile=\"").nth(1)?.split('"').next()?;
+                let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                ["0.5", "0.9", "0.99", "0.999"]
+                    .contains(&q)
+                    .then(|| format!("p{} {:.2} ms", &q[1..], v * 1000.0))
+            })
+            .collect();
+        println!("   supervisor's {metric}: {}", quantiles.join(", "));
+    }
     drop(fixed);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,10 +5,14 @@
 //! calling thread: each is an indexed statement of a few microseconds, less than a hand-off to
 //! another thread, and a connection that made the last write keeps its page cache, where a
 //! second connection would drop its own at every read after another connection's write (SQLite
-//! checks the WAL at each transaction). No write waits on SQLite's busy lock; each is its own
-//! autocommitted statement, so a unique-name clash fails that write alone. Scans (lists, a
-//! connector's records, counts) run on tokio's blocking pool on read connections of their own,
-//! so that a long scan never holds up the writes.
+//! checks the WAL at each transaction). No write waits on SQLite's busy lock. Writes are group
+//! committed without a thread of their own (flat combining): a write is queued, and run at once
+//! by its caller when the connection is free; a caller that finds it taken does not block its
+//! thread but awaits its outcome, and whoever holds the connection runs the writes queued
+//! meanwhile when it lets go, all in one transaction, each still its own statement (a
+//! unique-name clash fails that write alone). Scans (lists, a connector's records, counts) run
+//! on tokio's blocking pool on read connections of their own, so that a long scan never holds
+//! up the writes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +69,136 @@ struct Inner {
     health: Mutex<Health>,
     /// The largest the WAL file was seen at (bytes), for the metrics and the soak benchmark.
     wal_peak: AtomicU64,
+    /// Writes waiting for the main connection: run by whoever holds it when it lets go.
+    queue: Mutex<Vec<Queued>>,
+    /// Writes committed in a group of several so far.
+    grouped: AtomicU64,
+}
+
+/// A write waiting for the main connection, and where its outcome goes.
+struct Queued {
+    op: Op,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
+}
+
+/// The main connection, held. Letting it go runs the writes queued meanwhile (their callers
+/// await them rather than block their threads on the mutex).
+struct Main<'a> {
+    inner: &'a Inner,
+    guard: Option<std::sync::MutexGuard<'a, Option<Connection>>>,
+}
+
+impl std::ops::Deref for Main<'_> {
+    type Target = Option<Connection>;
+
+    fn deref(&self) -> &Option<Connection> {
+        self.guard.as_deref().unwrap_or(&None)
+    }
+}
+
+impl Drop for Main<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if !lock(&self.inner.queue).is_empty() {
+            self.inner.run_queued();
+        }
+    }
+}
+
+impl Inner {
+    /// The main connection, waiting for it.
+    fn main(&self) -> Main<'_> {
+        Main { inner: self, guard: Some(lock(&self.main)) }
+    }
+
+    /// The main connection if no one holds it.
+    fn try_main(&self) -> Option<Main<'_>> {
+        let guard = match self.main.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(Main { inner: self, guard: Some(guard) })
+    }
+
+    /// Runs the queued writes while the main connection is free. Returns when the queue is
+    /// empty or someone else holds the connection: every holder looks at the queue after
+    /// letting the connection go, and a write is queued before its caller tries for the
+    /// connection, so no queued write is left behind.
+    fn run_queued(&self) {
+        loop {
+            let guard = match self.main.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            let batch = std::mem::take(&mut *lock(&self.queue));
+            if !batch.is_empty() {
+                self.run(guard.as_ref(), batch);
+            }
+            drop(guard);
+            if lock(&self.queue).is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Runs queued writes on the main connection (one transaction for several), tells the
+    /// cache, and sends each its outcome.
+    fn run(&self, connection: Option<&Connection>, batch: Vec<Queued>) {
+        let Some(connection) = connection else {
+            for queued in batch {
+                let _ = queued.done.send(Err(StoreError::Closed));
+            }
+            return;
+        };
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let together = if batch.len() > 1 { together(connection, &batch) } else { None };
+        if together.is_some() {
+            self.grouped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        let results =
+            together.unwrap_or_else(|| batch.iter().map(|queued| apply(connection, &queued.op)).collect());
+        {
+            let mut cache = write(&self.cache);
+            for (queued, result) in batch.iter().zip(&results) {
+                match (&queued.op, result) {
+                    (Op::Put { record, cached, .. }, Ok(())) => {
+                        cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
+                        if *cached {
+                            cache.put(record);
+                        }
+                    }
+                    (Op::Put { record, .. }, Err(_)) => {
+                        cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name))
+                    }
+                    (Op::Delete { app, resource_type, id }, _) => cache.forget(app, resource_type, id, None),
+                    (Op::Watermark { .. }, _) => {}
+                }
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for (queued, result) in batch.into_iter().zip(results) {
+            let _ = queued.done.send(self.note(result, true));
+        }
+    }
+
+    /// Notes what an operation's outcome says about the store's health: a transient failure
+    /// makes it degraded, damage failed, and a write that went through ready again.
+    fn note<T>(&self, result: Result<T, StoreError>, wrote: bool) -> Result<T, StoreError> {
+        let result = result.map_err(|e| match e {
+            StoreError::Database(e) => classify(e),
+            other => other,
+        });
+        Health::note(&self.health, &result, wrote);
+        result
+    }
 }
 
 /// Read connections kept open beyond this many are closed after use.
@@ -337,9 +471,27 @@ const UPSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, st
      modified = excluded.modified, anchor = excluded.anchor, reference = excluded.reference";
 
 /// Opens a connection with the store's settings.
+/// How a connection waits for a lock another holds (the checkpointer's, while a restarting
+/// checkpoint copies the WAL): it tries again every 100 µs for the first 20 ms, then every
+/// millisecond, and gives up after about 5 s. SQLite's own handler (`busy_timeout`) sleeps 1,
+/// 2, 5, 10, 15, 20 ms and more between tries, so a write that met a checkpoint of 3 ms slept
+/// on for 15 ms after it ended, with every other write queued behind it: a stall of the whole
+/// supervisor twice a second under load.
+fn busy_wait(tries: i32) -> bool {
+    let wait = if tries < 200 {
+        Duration::from_micros(100)
+    } else if tries < 5_000 {
+        Duration::from_millis(1)
+    } else {
+        return false;
+    };
+    std::thread::sleep(wait);
+    true
+}
+
 fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(path, flags)?;
-    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.busy_handler(Some(busy_wait))?;
     // WAL + NORMAL survives a crash of the process (not of the machine) without losing a commit;
     // the pending/present protocol covers the rest.
     connection.pragma_update(None, "synchronous", "NORMAL")?;
@@ -443,6 +595,8 @@ impl SqliteStore {
             generation: AtomicU64::new(0),
             health: Mutex::new(Health::Ready),
             wal_peak: AtomicU64::new(0),
+            queue: Mutex::new(Vec::new()),
+            grouped: AtomicU64::new(0),
         });
         let store = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -462,17 +616,12 @@ impl SqliteStore {
     /// Notes what an operation's outcome says about the store's health: a transient failure
     /// makes it degraded, damage failed, and a write that went through ready again.
     fn note<T>(&self, result: Result<T, StoreError>, wrote: bool) -> Result<T, StoreError> {
-        let result = result.map_err(|e| match e {
-            StoreError::Database(e) => classify(e),
-            other => other,
-        });
-        Health::note(&self.inner.health, &result, wrote);
-        result
+        self.inner.note(result, wrote)
     }
 
     /// Runs `work` on the main connection, on this thread.
     fn with_main<T>(&self, work: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let main = lock(&self.inner.main);
+        let main = self.inner.main();
         let result = work(main.as_ref().ok_or(StoreError::Closed)?);
         drop(main);
         self.note(result, false)
@@ -512,11 +661,7 @@ impl SqliteStore {
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let main = match self.inner.main.try_lock() {
-            Ok(main) => main,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return self.with_reader(read),
-        };
+        let Some(main) = self.inner.try_main() else { return self.with_reader(read) };
         let result = read(main.as_ref().ok_or(StoreError::Closed)?);
         drop(main);
         self.note(result, false)
@@ -565,47 +710,30 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a write on the main connection and tells the cache. It runs to its end on this
-    /// thread, so that it happens (and the cache learns of it) even if the request that asked
-    /// for it is dropped at its next await (a client that hangs up).
+    /// Runs a write on the main connection and tells the cache. It is queued first and runs to
+    /// its end whatever becomes of this future: here, at once, when the connection is free; else
+    /// on the thread that holds it, when that lets it go. So it happens (and the cache learns of
+    /// it) even if the request that asked for it is dropped while it waits (a client that hangs
+    /// up).
     async fn write(&self, op: Op) -> Result<(), StoreError> {
         let (name, state) = match &op {
             Op::Put { record, .. } => ("connector space write", record.state.as_str()),
             Op::Delete { .. } => ("connector space delete", ""),
             Op::Watermark { .. } => ("connector space watermark", ""),
         };
-        let _span = tracing::info_span!(
+        let span = tracing::info_span!(
             "store",
             otel.name = name,
             otel.kind = "client",
             db.system.name = "sqlite",
             db.collection.name = "objects",
             ecma.record.state = state,
-        )
-        .entered();
-        let main = lock(&self.inner.main);
-        let connection = main.as_ref().ok_or(StoreError::Closed)?;
-        self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        let result = apply(connection, &op);
-        {
-            let mut cache = write(&self.inner.cache);
-            match (&op, &result) {
-                (Op::Put { record, cached, .. }, Ok(())) => {
-                    cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name));
-                    if *cached {
-                        cache.put(record);
-                    }
-                }
-                (Op::Put { record, .. }, Err(_)) => {
-                    cache.forget(&record.app, &record.resource_type, &record.id, Some(&record.user_name))
-                }
-                (Op::Delete { app, resource_type, id }, _) => cache.forget(app, resource_type, id, None),
-                (Op::Watermark { .. }, _) => {}
-            }
-        }
-        self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        drop(main);
-        self.note(result, true)
+        );
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        lock(&self.inner.queue).push(Queued { op, done });
+        span.in_scope(|| self.inner.run_queued());
+        use tracing::Instrument;
+        outcome.instrument(span).await.unwrap_or(Err(StoreError::Closed))
     }
 }
 
@@ -921,7 +1049,7 @@ impl Engine for SqliteStore {
             ecma.records = records.len(),
         )
         .entered();
-        let main = lock(&self.inner.main);
+        let main = self.inner.main();
         let connection = main.as_ref().ok_or(StoreError::Closed)?;
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         // One transaction: a name clash fails its own statement only (SQLite rolls back the
@@ -1040,6 +1168,8 @@ impl Engine for SqliteStore {
     async fn close(&self) {
         lock(&self.inner.readers).clear();
         let main = lock(&self.inner.main).take();
+        // Writes queued from now on are told the store is closed.
+        self.inner.run_queued();
         if let Some(main) = main
             && let Err(e) = main.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         {
@@ -1093,7 +1223,7 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
         let inner = match store.upgrade() {
-            Some(inner) if lock(&inner.main).is_some() => inner,
+            Some(inner) if inner.main().is_some() => inner,
             _ => return,
         };
         let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
@@ -1105,7 +1235,15 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
         // waits up to RESTART_WAIT for its turn.
         let forced = size > WAL_LIMIT || (degraded && size > 0);
         let mode = if forced || size > WAL_SOFT_LIMIT { "TRUNCATE" } else { "PASSIVE" };
-        let _ = connection.busy_timeout(if forced { RESTART_WAIT } else { Duration::ZERO });
+        let _ = connection.busy_timeout(Duration::ZERO);
+        if mode == "TRUNCATE" {
+            // A restarting checkpoint holds the write lock while it copies, so it is preceded
+            // by a passive one (which never does): it is left only what came since.
+            let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+        if forced {
+            let _ = connection.busy_timeout(RESTART_WAIT);
+        }
         match connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
         {
             Ok(1) if forced => {
@@ -1224,9 +1362,9 @@ fn put(connection: &Connection, r: &Record, upsert: bool) -> rusqlite::Result<us
     ])
 }
 
-/// One write, as one autocommitted statement.
-fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
-    let result = match op {
+/// One write's statement.
+fn statement(connection: &Connection, op: &Op) -> rusqlite::Result<usize> {
+    match op {
         Op::Put { record: r, upsert, .. } => put(connection, r, *upsert),
         Op::Delete { app, resource_type, id } => connection
             .prepare_cached("DELETE FROM objects WHERE app = ?1 AND resource_type = ?2 AND id = ?3")?
@@ -1234,7 +1372,12 @@ fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
         Op::Watermark { connector, watermark } => connection
             .prepare_cached("REPLACE INTO watermarks (connector, watermark) VALUES (?1, ?2)")?
             .execute(params![connector, watermark]),
-    };
+    }
+}
+
+/// One write, as one autocommitted statement.
+fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
+    let result = statement(connection, op);
     // A statement that failed inside SQLite's automatic rollback (a full disk, an I/O error)
     // must not leave the connection in a transaction, where later writes would never commit.
     if result.is_err() && !connection.is_autocommit() {
@@ -1246,6 +1389,31 @@ fn apply(connection: &Connection, op: &Op) -> Result<(), StoreError> {
         Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
         Err(e) => Err(classify(e)),
     }
+}
+
+/// Several writes in one transaction (one commit, and each page they share written to the WAL
+/// once), each its own statement: a name clash fails its own statement only (SQLite rolls back
+/// the statement, not the transaction). `None` when anything else failed (a full disk, an I/O
+/// error, a busy file): the transaction is rolled back, nothing of it was written, and the
+/// caller runs the writes one at a time so that each gets its own outcome.
+fn together(connection: &Connection, batch: &[Queued]) -> Option<Vec<Result<(), StoreError>>> {
+    connection.execute_batch("BEGIN").ok()?;
+    let mut results = Vec::with_capacity(batch.len());
+    for queued in batch {
+        match statement(connection, &queued.op) {
+            Ok(_) => results.push(Ok(())),
+            Err(e) if is_unique_violation(&e) => results.push(Err(StoreError::Conflict)),
+            Err(_) => break,
+        }
+    }
+    if results.len() == batch.len() && connection.execute_batch("COMMIT").is_ok() {
+        metrics::histogram!("connector_space_write_group_size").record(batch.len() as f64);
+        return Some(results);
+    }
+    if !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -1272,6 +1440,114 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             modified: "2026-01-01T00:00:00Z".into(),
         }
+    }
+
+    /// Writes started while the main connection is held: each caller queues its write and
+    /// awaits it without blocking its thread (the runtime here has one), and the holder runs
+    /// them all when it lets go.
+    async fn queued_behind_a_holder(
+        store: &SqliteStore,
+        records: Vec<Record>,
+    ) -> Vec<Result<(), StoreError>> {
+        let (holding, held) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let main = store.inner.main();
+                holding.send(()).unwrap();
+                released.recv().unwrap();
+                drop(main);
+            })
+        };
+        held.recv().unwrap();
+        let n = records.len();
+        let writes: Vec<_> = records
+            .into_iter()
+            .map(|r| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert(&r).await })
+            })
+            .collect();
+        while lock(&store.inner.queue).len() < n {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        let mut outcomes = Vec::new();
+        for write in writes {
+            outcomes.push(write.await.unwrap());
+        }
+        holder.join().unwrap();
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn writes_that_meet_the_connection_taken_are_committed_together_each_with_its_own_outcome() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("cs.db")).await.unwrap();
+        store.insert(&record("0", "taken")).await.unwrap();
+        let mut records: Vec<Record> =
+            (1..=20).map(|i| record(&i.to_string(), &format!("user{i}"))).collect();
+        records.push(record("21", "TAKEN"));
+        records.push(record("22", "user7"));
+        let outcomes = queued_behind_a_holder(&store, records).await;
+        assert!(outcomes[..20].iter().all(Result::is_ok), "{outcomes:?}");
+        assert!(matches!(outcomes[20], Err(StoreError::Conflict)), "{outcomes:?}");
+        assert!(matches!(outcomes[21], Err(StoreError::Conflict)), "{outcomes:?}");
+        assert_eq!(store.inner.grouped.load(Ordering::Relaxed), 22);
+        assert_eq!(store.count().await.unwrap(), 21);
+        // The records read back are the ones written, from the cache and from the file.
+        assert_eq!(store.by_user_name("demo", "User", "USER7").await.unwrap().unwrap().id, "7");
+        assert!(store.get("demo", "User", "22").await.unwrap().is_none());
+        drop(store);
+        let reopened = SqliteStore::open(&dir.join("cs.db")).await.unwrap();
+        assert_eq!(reopened.count().await.unwrap(), 21);
+        assert_eq!(reopened.by_user_name("demo", "User", "user20").await.unwrap().unwrap().id, "20");
+    }
+
+    #[tokio::test]
+    async fn a_group_that_fails_as_a_whole_is_rolled_back_and_its_writes_run_one_by_one() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("cs.db")).await.unwrap();
+        // A write that rolls back the whole transaction it is in, as a full disk does.
+        store
+            .with_main(|c| {
+                Ok(c.execute_batch(
+                    "CREATE TRIGGER boom BEFORE INSERT ON objects WHEN NEW.user_name = 'boom' \
+                     BEGIN SELECT RAISE(ROLLBACK, 'no room'); END",
+                )?)
+            })
+            .unwrap();
+        let records = vec![record("1", "first"), record("2", "boom"), record("3", "third")];
+        let outcomes = queued_behind_a_holder(&store, records).await;
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(matches!(&outcomes[1], Err(e) if e.to_string().contains("no room")), "{outcomes:?}");
+        assert_eq!(store.inner.grouped.load(Ordering::Relaxed), 0);
+        let names: Vec<String> = store.all().await.unwrap().into_iter().map(|r| r.user_name).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"first".to_string()) && names.contains(&"third".to_string()));
+        // The connection is out of any transaction: the next write commits.
+        store.insert(&record("4", "fourth")).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_meets_another_connections_lock_waits_for_it_and_goes_through() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("cs.db")).await.unwrap();
+        // Another connection (as the checkpointer's restarting checkpoint does) holds the write
+        // lock for a while.
+        let other = Connection::open(dir.join("cs.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (locked, release) = (std::time::Instant::now(), Duration::from_millis(60));
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(release);
+            other.execute_batch("COMMIT").unwrap();
+        });
+        store.insert(&record("1", "waited")).await.unwrap();
+        assert!(locked.elapsed() >= release, "the write went through while the lock was held");
+        holder.join().unwrap();
+        assert_eq!(store.by_user_name("demo", "User", "waited").await.unwrap().unwrap().id, "1");
     }
 
     #[tokio::test]
