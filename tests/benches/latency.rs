@@ -9,7 +9,8 @@
 //!    (per 100 ms bucket), to tell periodic stalls (checkpoints, pruning) from scattered ones.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench latency`
-//! (`SINGLE=2000` creates for the single client, `SECS=10` for the load, `CLIENTS=16`).
+//! (`SINGLE=2000` creates for the single client, `SECS=10` for the load, `CLIENTS=16`;
+//! `ON_DISK=1` puts the data directory in /var/tmp instead of /dev/shm).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,7 +107,10 @@ fn main() {
     let single = env("SINGLE", 2000) as usize;
     let secs = env("SECS", 10);
     let clients = env("CLIENTS", 16) as usize;
-    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    // ON_DISK=1: the data directory on the disk instead (the connector space's checkpoints then
+    // sync to it), as a service runs.
+    let on_disk = std::env::var("ON_DISK").is_ok_and(|v| v == "1");
+    let base = if !on_disk && std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/var/tmp" };
     let dir = std::path::PathBuf::from(format!("{base}/bench-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let s = Supervisor::start(&quickstart_config(), &dir);

@@ -568,8 +568,8 @@ fn open_main(path: &Path, check: bool) -> Result<Connection, StoreError> {
     // happens to cross the threshold: a checkpoint syncs the disk, and writes run on the
     // runtime's threads.
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // After a checkpoint that restarts the WAL, the file is cut back to this size.
-    connection.pragma_update(None, "journal_size_limit", WAL_SOFT_LIMIT as i64)?;
+    // A writer that restarts the WAL cuts the file back to this size (see WAL_LIMIT).
+    connection.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
     Ok(connection)
 }
 
@@ -1199,27 +1199,43 @@ impl Engine for SqliteStore {
 /// How often the checkpointer folds the WAL into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The WAL size past which the checkpointer restarts it (waiting briefly for readers), and to
-/// which it is cut back after a restart.
+/// The WAL file size past which the checkpointer empties it (waiting briefly for readers and the
+/// writer), and past which a writer that restarts the WAL cuts the file back. Below it the file
+/// keeps its size and is written again from the start: cutting it back twice a second made the
+/// file system give its blocks back each time (a discard on this kind of disk: 9 ms and more,
+/// with the write lock held).
 const WAL_LIMIT: u64 = 32 << 20;
 
-/// The WAL size past which the checkpointer tries to empty it at each round, without waiting.
+/// What the WAL may hold since it was last restarted before the checkpointer restarts it, at a
+/// round (see [`RESTART_TURN`]).
 const WAL_SOFT_LIMIT: u64 = 1 << 20;
 
-/// How long a restarting checkpoint may wait for readers and the writer (writes wait meanwhile).
+/// How long an emptying checkpoint may wait for readers and the writer (writes wait meanwhile).
 const RESTART_WAIT: Duration = Duration::from_millis(200);
 
-/// Folds the WAL into the database file every [`CHECKPOINT_INTERVAL`], passively (never
-/// waiting for readers or the writer; with nothing new in the WAL it copies nothing), until the
-/// store is closed or dropped. Passive checkpoints never restart the log while readers and
-/// writers keep coming, so past [`WAL_LIMIT`] a `TRUNCATE` checkpoint waits up to
-/// [`RESTART_WAIT`] for a gap, copies what is left and empties the file. While the store is
-/// degraded, each round also tries a one-row write, so that the store becomes ready again once
-/// the condition clears even if no client writes.
+/// How long a restarting checkpoint below [`WAL_LIMIT`] waits for its turn: long enough to find
+/// a gap between two groups of writes under load (else the log grows to the limit, where
+/// emptying it costs more), short enough to give up at once when a long scan is reading.
+const RESTART_TURN: Duration = Duration::from_millis(20);
+
+/// Folds the WAL into the database file every [`CHECKPOINT_INTERVAL`], passively first (never
+/// waiting for readers or the writer, and never holding up either; with nothing new in the WAL
+/// it copies nothing), until the store is closed or dropped. Passive checkpoints never restart
+/// the log while readers and writers keep coming, so past [`WAL_SOFT_LIMIT`] of log a `RESTART`
+/// checkpoint waits up to [`RESTART_TURN`] for its turn: it holds the write lock only to copy
+/// what came since the passive one and to reset the log, which then is written again from its
+/// start. Past
+/// [`WAL_LIMIT`] of file, a `TRUNCATE` checkpoint waits up to [`RESTART_WAIT`] for a gap, copies
+/// what is left and empties the file. While the store is degraded, each round also tries a
+/// one-row write, so that the store becomes ready again once the condition clears even if no
+/// client writes.
 fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     let mut wal = store.upgrade().map(|inner| inner.path.clone().into_os_string()).unwrap_or_default();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
+    let page_size =
+        connection.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0)).unwrap_or(4096).max(512)
+            as u64;
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
         let inner = match store.upgrade() {
@@ -1230,28 +1246,33 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
         inner.wal_peak.fetch_max(size, Ordering::Relaxed);
         // While writes fail (a full disk), emptying the WAL gives its space back.
         let degraded = matches!(*lock(&inner.health), Health::Degraded(_));
-        // Past WAL_SOFT_LIMIT, a TRUNCATE checkpoint is tried without waiting (it gives up at
-        // once when a reader or the writer is busy); past WAL_LIMIT, or while writes fail, it
-        // waits up to RESTART_WAIT for its turn.
         let forced = size > WAL_LIMIT || (degraded && size > 0);
-        let mode = if forced || size > WAL_SOFT_LIMIT { "TRUNCATE" } else { "PASSIVE" };
         let _ = connection.busy_timeout(Duration::ZERO);
-        if mode == "TRUNCATE" {
-            // A restarting checkpoint holds the write lock while it copies, so it is preceded
-            // by a passive one (which never does): it is left only what came since.
-            let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        }
-        if forced {
+        // (busy, frames in the log since its last restart, frames copied)
+        let logged = connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1))
+            .map(|frames| frames.max(0) as u64 * page_size)
+            .unwrap_or(0);
+        let mode = if forced {
             let _ = connection.busy_timeout(RESTART_WAIT);
-        }
-        match connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
-        {
-            Ok(1) if forced => {
-                tracing::debug!(wal_bytes = size, "the WAL could not be restarted yet (busy); next round")
+            "TRUNCATE"
+        } else if logged > WAL_SOFT_LIMIT {
+            let _ = connection.busy_timeout(RESTART_TURN);
+            "RESTART"
+        } else {
+            ""
+        };
+        if !mode.is_empty() {
+            match connection
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
+            {
+                Ok(1) if forced => {
+                    tracing::debug!(wal_bytes = size, "the WAL could not be emptied yet (busy); next round")
+                }
+                Ok(_) => {}
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && !forced => {}
+                Err(e) => tracing::warn!(error = %e, "connector space checkpoint failed"),
             }
-            Ok(_) => {}
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && !forced => {}
-            Err(e) => tracing::warn!(error = %e, "connector space checkpoint failed"),
         }
         if degraded {
             let _ = connection.busy_timeout(Duration::from_secs(1));
