@@ -1,6 +1,7 @@
 //! The connection to the directory: TLS by rustls, bind, reconnection, and the mapping of LDAP
 //! result codes to the protocol's error kinds.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ecma_connector_sdk::error_status;
@@ -426,7 +427,7 @@ impl Directory {
                     return Ok(vec![]);
                 }
                 let (entries, _) = result.success().map_err(|e| client_error(what, &e))?;
-                Ok(entries.into_iter().map(SearchEntry::construct).collect())
+                entries.into_iter().map(|raw| self.entry(raw)).collect()
             }
         })
         .await
@@ -454,6 +455,71 @@ pub fn first<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a str> {
     values(entry, name).first().map(String::as_str)
 }
 
+/// The attribute whose values are always binary: an `objectGUID` anchor (16 bytes, which may
+/// happen to be valid UTF-8).
+pub fn binary_attribute(settings: &Settings) -> Option<&str> {
+    settings.anchor.eq_ignore_ascii_case("objectGUID").then_some(settings.anchor.as_str())
+}
+
+impl Directory {
+    /// An entry of a search result, as [`entry_of`] takes it apart for this directory.
+    pub fn entry(&self, raw: ldap3::ResultEntry) -> Result<SearchEntry, OpError> {
+        entry_of(raw, binary_attribute(&self.settings))
+    }
+}
+
+/// An entry of a search result (RFC 4511 `SearchResultEntry`) as `ldap3`'s [`SearchEntry`],
+/// taken apart without copying its values, and refused with an error when it is malformed
+/// (`SearchEntry::construct` copies every value and panics on a malformed entry). An attribute
+/// with any value that is not UTF-8, or named `binary`, goes to `bin_attrs`, all its values with
+/// it, in the order the server sent them.
+pub fn entry_of(raw: ldap3::ResultEntry, binary: Option<&str>) -> Result<SearchEntry, OpError> {
+    let malformed =
+        || OpError::new(ErrorKind::Internal, "the directory sent a malformed search result entry");
+    let text = |tag: Option<ldap3::asn1::StructureTag>| {
+        tag.and_then(|t| t.expect_primitive()).and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    let mut parts = raw.0.match_id(4).and_then(|t| t.expect_constructed()).ok_or_else(malformed)?.into_iter();
+    let dn = text(parts.next()).ok_or_else(malformed)?;
+    let attributes = parts.next().and_then(|t| t.expect_constructed()).ok_or_else(malformed)?;
+    let mut entry =
+        SearchEntry { dn, attrs: HashMap::with_capacity(attributes.len()), bin_attrs: HashMap::new() };
+    for attribute in attributes {
+        let mut pair = attribute.expect_constructed().ok_or_else(malformed)?.into_iter();
+        let name = text(pair.next()).ok_or_else(malformed)?;
+        let mut raw_values = pair
+            .next()
+            .and_then(|t| t.expect_constructed())
+            .ok_or_else(malformed)?
+            .into_iter()
+            .map(|t| t.expect_primitive().ok_or_else(malformed));
+        let mut texts = Vec::new();
+        let mut first_binary = None;
+        if !binary.is_some_and(|b| b.eq_ignore_ascii_case(&name)) {
+            for value in raw_values.by_ref() {
+                match String::from_utf8(value?) {
+                    Ok(s) => texts.push(s),
+                    Err(e) => {
+                        first_binary = Some(e.into_bytes());
+                        break;
+                    }
+                }
+            }
+            if first_binary.is_none() {
+                entry.attrs.entry(name).or_default().extend(texts);
+                continue;
+            }
+        }
+        let rest = raw_values.collect::<Result<Vec<_>, _>>()?;
+        entry
+            .bin_attrs
+            .entry(name)
+            .or_default()
+            .extend(texts.into_iter().map(String::into_bytes).chain(first_binary).chain(rest));
+    }
+    Ok(entry)
+}
+
 /// The values of an attribute, case-insensitively.
 pub fn values<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
     entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).unwrap_or(&[])
@@ -462,6 +528,102 @@ pub fn values<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ldap3::asn1::{PL, StructureTag, TagClass};
+
+    fn octets(bytes: &[u8]) -> StructureTag {
+        StructureTag { class: TagClass::Universal, id: 4, payload: PL::P(bytes.to_vec()) }
+    }
+
+    fn sequence(id: u64, class: TagClass, parts: Vec<StructureTag>) -> StructureTag {
+        StructureTag { class, id, payload: PL::C(parts) }
+    }
+
+    /// A SearchResultEntry as the server sends it: DN, then (type, set of values) pairs.
+    fn raw_entry(dn: &str, attributes: &[(&str, &[&[u8]])]) -> ldap3::ResultEntry {
+        let attributes = attributes
+            .iter()
+            .map(|(name, values)| {
+                sequence(
+                    16,
+                    TagClass::Universal,
+                    vec![
+                        octets(name.as_bytes()),
+                        sequence(17, TagClass::Universal, values.iter().map(|v| octets(v)).collect()),
+                    ],
+                )
+            })
+            .collect();
+        let entry = sequence(
+            4,
+            TagClass::Application,
+            vec![octets(dn.as_bytes()), sequence(16, TagClass::Universal, attributes)],
+        );
+        ldap3::ResultEntry::new(entry)
+    }
+
+    #[test]
+    fn search_entries_are_taken_apart_as_ldap3_does_and_binary_values_keep_their_attribute_together() {
+        let guid: &[u8] = b"0123456789abcdef"; // 16 bytes that happen to be valid UTF-8
+        let attributes: &[(&str, &[&[u8]])] = &[
+            ("cn", &[b"Ada Lovelace", b"Ada"]),
+            ("mail", &[b"ada@example.org"]),
+            ("jpegPhoto", &[b"ok", &[0xff, 0xd8, 0xff], b"tail"]),
+            ("objectGUID", &[guid]),
+        ];
+        let ours =
+            entry_of(raw_entry("uid=ada,ou=People,dc=example", attributes), Some("objectGUID")).unwrap();
+        let theirs = SearchEntry::construct(raw_entry("uid=ada,ou=People,dc=example", attributes));
+        assert_eq!(ours.dn, theirs.dn);
+        assert_eq!(ours.attrs["cn"], ["Ada Lovelace", "Ada"]);
+        assert_eq!(ours.attrs["mail"], theirs.attrs["mail"]);
+        // Any value that is not UTF-8 makes the whole attribute binary, in the server's order.
+        assert_eq!(ours.bin_attrs["jpegPhoto"], [b"ok".to_vec(), vec![0xff, 0xd8, 0xff], b"tail".to_vec()]);
+        assert!(!ours.attrs.contains_key("jpegPhoto"));
+        let mut their_photo = theirs.bin_attrs["jpegPhoto"].clone();
+        their_photo.sort();
+        let mut our_photo = ours.bin_attrs["jpegPhoto"].clone();
+        our_photo.sort();
+        assert_eq!(our_photo, their_photo);
+        // The binary anchor stays binary even when its bytes read as text (ldap3 made it text).
+        assert_eq!(ours.bin_attrs["objectGUID"], [guid.to_vec()]);
+        assert!(theirs.attrs.contains_key("objectGUID"));
+        // Without a binary anchor it is text, as any other attribute.
+        let plain = entry_of(raw_entry("uid=ada", attributes), None).unwrap();
+        assert_eq!(plain.attrs["objectGUID"], ["0123456789abcdef"]);
+    }
+
+    #[test]
+    fn a_malformed_search_entry_is_an_error_not_a_panic() {
+        let not_an_entry = ldap3::ResultEntry::new(octets(b"uid=ada"));
+        let no_attributes =
+            ldap3::ResultEntry::new(sequence(4, TagClass::Application, vec![octets(b"uid=ada")]));
+        let dn_not_utf8 = raw_entry("", &[]);
+        let dn_not_utf8 = match dn_not_utf8.0.payload {
+            PL::C(mut parts) => {
+                parts[0] = octets(&[0xff, 0xfe]);
+                ldap3::ResultEntry::new(sequence(4, TagClass::Application, parts))
+            }
+            PL::P(_) => unreachable!("an entry is constructed"),
+        };
+        // A value that is a sequence rather than an octet string.
+        let value_not_octets = {
+            let cn = sequence(
+                16,
+                TagClass::Universal,
+                vec![
+                    octets(b"cn"),
+                    sequence(17, TagClass::Universal, vec![sequence(16, TagClass::Universal, vec![])]),
+                ],
+            );
+            let attributes = sequence(16, TagClass::Universal, vec![cn]);
+            ldap3::ResultEntry::new(sequence(4, TagClass::Application, vec![octets(b"uid=ada"), attributes]))
+        };
+        for raw in [not_an_entry, no_attributes, dn_not_utf8, value_not_octets] {
+            let e = entry_of(raw, None).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Internal);
+            assert!(e.detail.contains("malformed search result entry"), "{}", e.detail);
+        }
+    }
 
     #[test]
     fn result_codes_map_to_kinds() {

@@ -3,7 +3,7 @@
 
 use ecma_proto::v1::{self, ObjectModificationType};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Scope, SearchEntry, SearchStream};
+use ldap3::{Scope, SearchStream};
 use tokio::sync::mpsc;
 
 use super::replay::{changelog_position, log_position};
@@ -60,7 +60,11 @@ pub(super) async fn paged(
 ) -> Result<(), OpError> {
     let mut stream = open_paged(target, base, filter, target.requested_attributes()).await?;
     while let Some(raw) = stream.next().await.map_err(|e| client_error("import search", &e))? {
-        let entry = target.to_entry(SearchEntry::construct(raw), partition);
+        // A continuation reference names another server's entries, which are not imported here.
+        if raw.is_ref() || raw.is_intermediate() {
+            continue;
+        }
+        let entry = target.to_entry(target.dir.entry(raw)?, partition);
         let item = v1::ImportEntry {
             modification_type: ObjectModificationType::Add as i32,
             entry: Some(entry),

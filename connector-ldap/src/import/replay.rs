@@ -59,7 +59,10 @@ pub(super) async fn accesslog(
         open_paged(target, &s.accesslog_base, &filter, attrs.iter().map(|a| a.to_string()).collect()).await?;
     let mut changes = Vec::new();
     while let Some(raw) = stream.next().await.map_err(|e| client_error("accesslog search", &e))? {
-        changes.push(SearchEntry::construct(raw));
+        if raw.is_ref() || raw.is_intermediate() {
+            continue;
+        }
+        changes.push(target.dir.entry(raw)?);
     }
     let result = stream.finish().await;
     if result.rc == 32 {
@@ -215,7 +218,10 @@ pub(super) async fn changelog(
         open_paged(target, &s.changelog_base, &filter, attrs.iter().map(|a| a.to_string()).collect()).await?;
     let mut changes = Vec::new();
     while let Some(raw) = stream.next().await.map_err(|e| client_error("changelog search", &e))? {
-        let entry = SearchEntry::construct(raw);
+        if raw.is_ref() || raw.is_intermediate() {
+            continue;
+        }
+        let entry = target.dir.entry(raw)?;
         let Some(number) = first(&entry, "changeNumber").and_then(|n| n.parse::<u64>().ok()) else {
             continue;
         };

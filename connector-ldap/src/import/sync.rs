@@ -2,10 +2,10 @@
 //! import), deletes from syncIdSet messages and delete states, and 389 DS's sync UUIDs.
 
 use ecma_proto::v1::{self, ErrorKind, ObjectModificationType};
+use ldap3::Scope;
 use ldap3::controls::{
     EntryState, MakeCritical, RefreshMode, SyncDone, SyncInfo, SyncRequest, SyncState, parse_syncinfo,
 };
-use ldap3::{Scope, SearchEntry};
 use tokio::sync::mpsc;
 
 use super::{Item, Watermark};
@@ -150,7 +150,7 @@ pub(super) async fn sync(
             continue;
         }
         let state = raw.1.iter().find(|c| c.1.ctype == SYNC_STATE_OID).map(|c| c.1.parse::<SyncState>());
-        let entry = SearchEntry::construct(raw);
+        let entry = target.dir.entry(raw)?;
         let item = match state {
             Some(SyncState { state: EntryState::Delete, entry_uuid, .. }) => deleted(&entry_uuid),
             Some(SyncState { state: EntryState::Present, .. }) => {
