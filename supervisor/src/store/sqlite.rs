@@ -470,7 +470,6 @@ const UPSERT: &str = "INSERT INTO objects (app, resource_type, id, connector, st
      target = excluded.target, version = excluded.version, created = excluded.created, \
      modified = excluded.modified, anchor = excluded.anchor, reference = excluded.reference";
 
-/// Opens a connection with the store's settings.
 /// How a connection waits for a lock another holds (the checkpointer's, while a restarting
 /// checkpoint copies the WAL): it tries again every 100 µs for the first 20 ms, then every
 /// millisecond, and gives up after about 5 s. SQLite's own handler (`busy_timeout`) sleeps 1,
@@ -489,6 +488,7 @@ fn busy_wait(tries: i32) -> bool {
     true
 }
 
+/// Opens a connection with the store's settings.
 fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_handler(Some(busy_wait))?;
@@ -1215,8 +1215,9 @@ const RESTART_WAIT: Duration = Duration::from_millis(200);
 
 /// How long a restarting checkpoint below [`WAL_LIMIT`] waits for its turn: long enough to find
 /// a gap between two groups of writes under load (else the log grows to the limit, where
-/// emptying it costs more), short enough to give up at once when a long scan is reading.
-const RESTART_TURN: Duration = Duration::from_millis(20);
+/// emptying it costs more), short enough to give up soon when a scan is reading (it holds the
+/// write lock while it waits for readers, and writes wait meanwhile).
+const RESTART_TURN: Duration = Duration::from_millis(5);
 
 /// Folds the WAL into the database file every [`CHECKPOINT_INTERVAL`], passively first (never
 /// waiting for readers or the writer, and never holding up either; with nothing new in the WAL
@@ -1224,11 +1225,10 @@ const RESTART_TURN: Duration = Duration::from_millis(20);
 /// the log while readers and writers keep coming, so past [`WAL_SOFT_LIMIT`] of log a `RESTART`
 /// checkpoint waits up to [`RESTART_TURN`] for its turn: it holds the write lock only to copy
 /// what came since the passive one and to reset the log, which then is written again from its
-/// start. Past
-/// [`WAL_LIMIT`] of file, a `TRUNCATE` checkpoint waits up to [`RESTART_WAIT`] for a gap, copies
-/// what is left and empties the file. While the store is degraded, each round also tries a
-/// one-row write, so that the store becomes ready again once the condition clears even if no
-/// client writes.
+/// start. Past [`WAL_LIMIT`] of file, a `TRUNCATE` checkpoint waits up to [`RESTART_WAIT`] for a
+/// gap, copies what is left and empties the file. While the store is degraded, each round also
+/// tries a one-row write, so that the store becomes ready again once the condition clears even
+/// if no client writes.
 fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     let mut wal = store.upgrade().map(|inner| inner.path.clone().into_os_string()).unwrap_or_default();
     wal.push("-wal");
