@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench latency`
 //! (`SINGLE=2000` creates for the single client, `SECS=10` for the load, `CLIENTS=16`;
-//! `ON_DISK=1` puts the data directory in /var/tmp instead of /dev/shm).
+//! `ON_DISK=1` puts the data directory in /var/tmp instead of /dev/shm; `DURABILITY=power-loss`
+//! makes the connector space sync every commit).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,7 +114,12 @@ fn main() {
     let base = if !on_disk && std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/var/tmp" };
     let dir = std::path::PathBuf::from(format!("{base}/bench-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let s = Supervisor::start(&quickstart_config(), &dir);
+    // DURABILITY=power-loss: the connector space syncs every commit (a group of writes shares one).
+    let config = match std::env::var("DURABILITY") {
+        Ok(d) if !d.is_empty() => format!("{}\n[store]\ndurability = \"{d}\"\n", quickstart_config()),
+        _ => quickstart_config(),
+    };
+    let s = Supervisor::start(&config, &dir);
     let fixed = FixedServer::start();
     let names = |prefix: &str, n: usize| -> Vec<String> { (0..n).map(|i| format!("{prefix}{i}")).collect() };
 
