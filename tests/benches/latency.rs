@@ -11,12 +11,14 @@
 //! Run: `cargo build --release --workspace --bins && cargo bench -p e2e --bench latency`
 //! (`SINGLE=2000` creates for the single client, `SECS=10` for the load, `CLIENTS=16`;
 //! `ON_DISK=1` puts the data directory in /var/tmp instead of /dev/shm; `DURABILITY=power-loss`
-//! makes the connector space sync every commit).
+//! makes the connector space sync every commit; `TARGET=ldap` runs the LDAP example into a
+//! throwaway slapd instead of the quickstart, with the same direct SQLite baseline in part 1).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::fixed_http::{CREATED_USER, FixedServer, bench_user, serve_if_asked};
+use e2e::slapd::LdapServer;
 use e2e::{KeepAlive, Supervisor, quickstart_config};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -87,6 +89,17 @@ fn direct_inserts(db: &std::path::Path, names: &[String]) -> Vec<u64> {
     })
 }
 
+/// `TARGET=ldap`: the LDAP example (connector-ldap into a throwaway slapd) instead of the
+/// quickstart.
+fn ldap_target() -> bool {
+    std::env::var("TARGET").is_ok_and(|v| v == "ldap")
+}
+
+/// Where the benchmark's users are created (the HTTP floor answers any path).
+fn users_path() -> &'static str {
+    if ldap_target() { "/scim/directory/Users" } else { "/scim/demo/Users" }
+}
+
 /// One client's requests one after another, microseconds each.
 fn one_after_another(addr: std::net::SocketAddr, names: &[String]) -> Vec<u64> {
     let mut client = KeepAlive::connect(addr);
@@ -94,7 +107,7 @@ fn one_after_another(addr: std::net::SocketAddr, names: &[String]) -> Vec<u64> {
         .iter()
         .map(|name| {
             let started = Instant::now();
-            let (status, body) = client.send("POST", "/scim/demo/Users", Some(&bench_user(name)));
+            let (status, body) = client.send("POST", users_path(), Some(&bench_user(name)));
             assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
             started.elapsed().as_micros() as u64
         })
@@ -115,11 +128,38 @@ fn main() {
     let dir = std::path::PathBuf::from(format!("{base}/bench-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // DURABILITY=power-loss: the connector space syncs every commit (a group of writes shares one).
-    let config = match std::env::var("DURABILITY") {
-        Ok(d) if !d.is_empty() => format!("{}\n[store]\ndurability = \"{d}\"\n", quickstart_config()),
-        _ => quickstart_config(),
+    let example = if ldap_target() {
+        std::fs::read_to_string(e2e::workspace().join("deploy/examples/ldap.toml")).unwrap().replace(
+            "[connectors.ldap-users.parameters]",
+            "[connectors.ldap-users.import]\non_start = false\n\n[connectors.ldap-users.parameters]",
+        )
+    } else {
+        quickstart_config()
     };
-    let s = Supervisor::start(&config, &dir);
+    let config = match std::env::var("DURABILITY") {
+        Ok(d) if !d.is_empty() => format!("{example}\n[store]\ndurability = \"{d}\"\n"),
+        _ => example,
+    };
+    // The LDAP example's directory: the test fixture's slapd (no sync of its own writes).
+    let slapd = ldap_target().then(e2e::slapd::Slapd::start);
+    let s = match &slapd {
+        Some(slapd) => {
+            let s = Supervisor::spawn_with_env(
+                &config,
+                &dir,
+                &[
+                    ("LDAP_URL", &slapd.url()),
+                    ("LDAP_SECURITY", "none"),
+                    ("LDAP_BIND_DN", &slapd.admin_dn()),
+                    ("LDAP_BIND_PASSWORD", slapd.admin_password()),
+                    ("LDAP_BASE_DN", slapd.suffix()),
+                ],
+            );
+            s.wait_ready(Duration::from_secs(30));
+            s
+        }
+        None => Supervisor::start(&config, &dir),
+    };
     let fixed = FixedServer::start();
     let names = |prefix: &str, n: usize| -> Vec<String> { (0..n).map(|i| format!("{prefix}{i}")).collect() };
 
@@ -161,7 +201,7 @@ fn main() {
                     i += 1;
                     let at = started.elapsed().as_micros() as u64;
                     let t = Instant::now();
-                    let (status, body) = client.send("POST", "/scim/demo/Users", Some(&bench_user(&name)));
+                    let (status, body) = client.send("POST", users_path(), Some(&bench_user(&name)));
                     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
                     mine.push((at, t.elapsed().as_micros() as u64));
                 }

@@ -568,8 +568,9 @@ fn open_main(path: &Path, check: bool) -> Result<Connection, StoreError> {
     // happens to cross the threshold: a checkpoint syncs the disk, and writes run on the
     // runtime's threads.
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // A writer that restarts the WAL cuts the file back to this size (see WAL_LIMIT).
-    connection.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
+    // A writer that restarts the WAL leaves the file as it is: the checkpointer empties it when
+    // nothing writes (cutting it back under load made the file system discard its blocks).
+    connection.pragma_update(None, "journal_size_limit", -1i64)?;
     Ok(connection)
 }
 
@@ -1199,36 +1200,39 @@ impl Engine for SqliteStore {
 /// How often the checkpointer folds the WAL into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The WAL file size past which the checkpointer empties it (waiting briefly for readers and the
-/// writer), and past which a writer that restarts the WAL cuts the file back. Below it the file
-/// keeps its size and is written again from the start: cutting it back twice a second made the
-/// file system give its blocks back each time (a discard on this kind of disk: 9 ms and more,
-/// with the write lock held).
+/// What the WAL may hold since it was last restarted before the checkpointer restarts it
+/// whatever it takes: waiting up to [`RESTART_WAIT`] for its turn.
 const WAL_LIMIT: u64 = 32 << 20;
 
 /// What the WAL may hold since it was last restarted before the checkpointer restarts it, at a
 /// round (see [`RESTART_TURN`]).
 const WAL_SOFT_LIMIT: u64 = 1 << 20;
 
-/// How long an emptying checkpoint may wait for readers and the writer (writes wait meanwhile).
+/// How long a checkpoint that must restart or empty the WAL may wait for readers and the writer
+/// (writes wait meanwhile).
 const RESTART_WAIT: Duration = Duration::from_millis(200);
 
 /// How long a restarting checkpoint below [`WAL_LIMIT`] waits for its turn: long enough to find
 /// a gap between two groups of writes under load (else the log grows to the limit, where
-/// emptying it costs more), short enough to give up soon when a scan is reading (it holds the
+/// restarting it costs more), short enough to give up soon when a scan is reading (it holds the
 /// write lock while it waits for readers, and writes wait meanwhile).
 const RESTART_TURN: Duration = Duration::from_millis(5);
 
 /// Folds the WAL into the database file every [`CHECKPOINT_INTERVAL`], passively first (never
 /// waiting for readers or the writer, and never holding up either; with nothing new in the WAL
 /// it copies nothing), until the store is closed or dropped. Passive checkpoints never restart
-/// the log while readers and writers keep coming, so past [`WAL_SOFT_LIMIT`] of log a `RESTART`
-/// checkpoint waits up to [`RESTART_TURN`] for its turn: it holds the write lock only to copy
-/// what came since the passive one and to reset the log, which then is written again from its
-/// start. Past [`WAL_LIMIT`] of file, a `TRUNCATE` checkpoint waits up to [`RESTART_WAIT`] for a
-/// gap, copies what is left and empties the file. While the store is degraded, each round also
-/// tries a one-row write, so that the store becomes ready again once the condition clears even
-/// if no client writes.
+/// the log while readers and writers keep coming, so past [`WAL_SOFT_LIMIT`] logged since the
+/// last restart a `RESTART` checkpoint waits up to [`RESTART_TURN`] for its turn, and past
+/// [`WAL_LIMIT`] up to [`RESTART_WAIT`]: it holds the write lock only to copy what came since the
+/// passive one and to reset the log, which is then written again from its start.
+///
+/// The file is not cut back while writes come: truncating it made the file system give its
+/// blocks back each time (a discard on this kind of disk: 9-11 ms with the write lock held, twice
+/// a second under load). A file past [`WAL_SOFT_LIMIT`] is emptied (`TRUNCATE`) at a round that
+/// finds nothing written since the last one, and any file, waiting up to [`RESTART_WAIT`], while
+/// the store is degraded (a full disk
+/// gets the space back). While degraded, each round also tries a one-row write, so that the store
+/// becomes ready again once the condition clears even if no client writes.
 fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     let mut wal = store.upgrade().map(|inner| inner.path.clone().into_os_string()).unwrap_or_default();
     wal.push("-wal");
@@ -1236,6 +1240,8 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     let page_size =
         connection.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0)).unwrap_or(4096).max(512)
             as u64;
+    // Frames in the log at the last round: the same count again, all copied, means no writes.
+    let mut last_logged = -1;
     loop {
         std::thread::sleep(CHECKPOINT_INTERVAL);
         let inner = match store.upgrade() {
@@ -1246,31 +1252,39 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
         inner.wal_peak.fetch_max(size, Ordering::Relaxed);
         // While writes fail (a full disk), emptying the WAL gives its space back.
         let degraded = matches!(*lock(&inner.health), Health::Degraded(_));
-        let forced = size > WAL_LIMIT || (degraded && size > 0);
         let _ = connection.busy_timeout(Duration::ZERO);
         // (busy, frames in the log since its last restart, frames copied)
-        let logged = connection
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1))
-            .map(|frames| frames.max(0) as u64 * page_size)
-            .unwrap_or(0);
-        let mode = if forced {
-            let _ = connection.busy_timeout(RESTART_WAIT);
-            "TRUNCATE"
+        let (logged, copied) = connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            })
+            .unwrap_or((-1, -1));
+        let idle = logged >= 0 && logged == copied && logged == last_logged;
+        last_logged = logged;
+        let logged = logged.max(0) as u64 * page_size;
+        // (A `RESTART` leaves the log's frames counted until the next write starts it over, so
+        // an idle store is recognised before the log's size is looked at.)
+        let (mode, wait) = if degraded && size > 0 {
+            ("TRUNCATE", RESTART_WAIT)
+        } else if idle {
+            (if size > WAL_SOFT_LIMIT { "TRUNCATE" } else { "" }, Duration::ZERO)
+        } else if logged > WAL_LIMIT {
+            ("RESTART", RESTART_WAIT)
         } else if logged > WAL_SOFT_LIMIT {
-            let _ = connection.busy_timeout(RESTART_TURN);
-            "RESTART"
+            ("RESTART", RESTART_TURN)
         } else {
-            ""
+            ("", Duration::ZERO)
         };
         if !mode.is_empty() {
+            let _ = connection.busy_timeout(wait);
             match connection
                 .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
             {
-                Ok(1) if forced => {
-                    tracing::debug!(wal_bytes = size, "the WAL could not be emptied yet (busy); next round")
+                Ok(1) if wait == RESTART_WAIT => {
+                    tracing::debug!(wal_bytes = size, "the WAL could not be restarted yet (busy); next round")
                 }
                 Ok(_) => {}
-                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && !forced => {}
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
                 Err(e) => tracing::warn!(error = %e, "connector space checkpoint failed"),
             }
         }
@@ -1569,6 +1583,27 @@ mod tests {
         assert!(locked.elapsed() >= release, "the write went through while the lock was held");
         holder.join().unwrap();
         assert_eq!(store.by_user_name("demo", "User", "waited").await.unwrap().unwrap().id, "1");
+    }
+
+    #[tokio::test]
+    async fn a_large_wal_is_emptied_once_nothing_writes() {
+        let dir = temp_dir();
+        let store = SqliteStore::open(&dir.join("cs.db")).await.unwrap();
+        let wal = dir.join("cs.db-wal");
+        for i in 0..3000 {
+            store.insert(&record(&i.to_string(), &format!("user{i}"))).await.unwrap();
+        }
+        let written = std::fs::metadata(&wal).unwrap().len();
+        assert!(written > WAL_SOFT_LIMIT, "the writes left {written} bytes of WAL");
+        // The checkpointer sees two rounds without a write, then empties the file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0 {
+            assert!(std::time::Instant::now() < deadline, "the idle store's WAL was not emptied");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Nothing was lost on the way.
+        assert_eq!(store.count().await.unwrap(), 3000);
+        assert_eq!(store.by_user_name("demo", "User", "user2999").await.unwrap().unwrap().id, "2999");
     }
 
     #[tokio::test]
