@@ -131,6 +131,12 @@ impl OdbcTable {
                 ));
             }
         }
+        if !matches!(config.text("sqlite_synchronous").trim().to_ascii_lowercase().as_str(), "" | "full") {
+            return Err(error_status(
+                ErrorKind::InvalidConfiguration,
+                "sqlite_synchronous applies to SQLite targets only (sqlite:// connection strings): remove it",
+            ));
+        }
         let references = config.text("references").to_string();
         let table = Self {
             connection_string: connection_string.to_string(),

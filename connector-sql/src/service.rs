@@ -234,6 +234,15 @@ pub fn parameters() -> Vec<v1::ConfigParameterDefinition> {
             .default("false")
             .definition(),
         Parameter::new(
+            "sqlite_synchronous",
+            T::String,
+            "SQLite targets: how a commit reaches the disk. full (default): synced before the \
+                 export is answered, so it survives a power loss; normal: survives a crash of any \
+                 process, but a power loss may take the last commits (SQLite's advice for WAL)",
+        )
+        .default("full")
+        .definition(),
+        Parameter::new(
             "multi_valued",
             T::Text,
             "Comma-separated multi-valued attributes, each in a table <table>_<attribute> (owner, value)",

@@ -12,7 +12,35 @@ use tonic::Status;
 use super::errors::*;
 use crate::dialect::Dialect;
 
-pub(crate) async fn connect(dialect: Dialect, url: &str, create: bool) -> Result<AnyPool, Status> {
+/// `sqlite_synchronous`: SQLite's `synchronous` pragma for a SQLite target (`FULL` or `NORMAL`);
+/// the setting must not be changed for another database.
+pub(crate) fn synchronous(dialect: Dialect, value: &str) -> Result<&'static str, Status> {
+    let chosen = match value.trim().to_ascii_lowercase().as_str() {
+        "" | "full" => "FULL",
+        "normal" => "NORMAL",
+        other => {
+            return Err(error_status(
+                ErrorKind::InvalidConfiguration,
+                format!("sqlite_synchronous is {other:?}: set it to full (the default) or normal"),
+            ));
+        }
+    };
+    if chosen != "FULL" && dialect != Dialect::Sqlite {
+        return Err(error_status(
+            ErrorKind::InvalidConfiguration,
+            "sqlite_synchronous applies to SQLite targets only (sqlite:// connection strings): \
+             remove it, and set the database server's own commit settings instead",
+        ));
+    }
+    Ok(chosen)
+}
+
+pub(crate) async fn connect(
+    dialect: Dialect,
+    url: &str,
+    create: bool,
+    synchronous: &'static str,
+) -> Result<AnyPool, Status> {
     sqlx::any::install_default_drivers();
     let mut url = url.to_string();
     if dialect == Dialect::Sqlite && create && !url.contains("mode=") {
@@ -48,9 +76,13 @@ pub(crate) async fn connect(dialect: Dialect, url: &str, create: bool) -> Result
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
-                    sqlx::raw_sql("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL")
-                        .execute(conn)
-                        .await?;
+                    let pragmas = match synchronous {
+                        "NORMAL" => {
+                            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL"
+                        }
+                        _ => "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL",
+                    };
+                    sqlx::raw_sql(pragmas).execute(conn).await?;
                 }
                 Ok(())
             })
@@ -82,5 +114,40 @@ pub(crate) async fn connect(dialect: Dialect, url: &str, create: bool) -> Result
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous_of(setting: &str) -> i64 {
+        let dir = std::env::temp_dir().join(format!("connector-sql-sync-{}-{setting}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/target.db", dir.display());
+        let pool = connect(Dialect::Sqlite, &url, true, synchronous(Dialect::Sqlite, setting).unwrap())
+            .await
+            .unwrap();
+        let row = sqlx::query("PRAGMA synchronous").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        sqlx::Row::try_get::<i64, _>(&row, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_target_syncs_each_commit_unless_told_normal() {
+        // SQLite's values: 2 is FULL, 1 is NORMAL.
+        assert_eq!(synchronous_of("full").await, 2);
+        assert_eq!(synchronous_of("").await, 2);
+        assert_eq!(synchronous_of("Normal").await, 1);
+    }
+
+    #[test]
+    fn sqlite_synchronous_is_checked_and_kept_to_sqlite() {
+        let wrong = synchronous(Dialect::Sqlite, "sometimes").unwrap_err();
+        assert!(wrong.message().contains("sqlite_synchronous") && wrong.message().contains("full"));
+        let elsewhere = synchronous(Dialect::Postgres, "normal").unwrap_err();
+        assert!(elsewhere.message().contains("SQLite targets only"), "{}", elsewhere.message());
+        assert_eq!(synchronous(Dialect::Postgres, "full").unwrap(), "FULL");
     }
 }

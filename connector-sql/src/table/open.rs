@@ -6,7 +6,7 @@ use ecma_proto::v1::{AttributeType, ErrorKind};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use tonic::Status;
 
-use super::connection::connect;
+use super::connection::{connect, synchronous};
 use super::ddl::*;
 use super::errors::*;
 use super::*;
@@ -63,7 +63,8 @@ impl Table {
                 "install_change_triggers needs change_table (the name of the table the triggers write)",
             ));
         }
-        let pool = connect(dialect, &url, create).await?;
+        let synchronous = synchronous(dialect, config.text("sqlite_synchronous"))?;
+        let pool = connect(dialect, &url, create, synchronous).await?;
         let q = |n: &str| dialect.quote(n);
 
         if create {
