@@ -76,13 +76,11 @@ pub(crate) async fn connect(
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
-                    let pragmas = match synchronous {
-                        "NORMAL" => {
-                            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL"
-                        }
-                        _ => "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL",
-                    };
-                    sqlx::raw_sql(pragmas).execute(conn).await?;
+                    // `synchronous` is one of the two names `synchronous()` gives, never user text.
+                    let pragmas = format!(
+                        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}"
+                    );
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas)).execute(conn).await?;
                 }
                 Ok(())
             })

@@ -1307,7 +1307,6 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
     }
 }
 
-/// Writes one record (`upsert`: or replaces the one with its id).
 /// Provisioning log rows stored in a statement at most: one statement, and one update of the
 /// table's AUTOINCREMENT counter, for this many rows (17 parameters each).
 const LOG_ROWS_PER_STATEMENT: usize = 32;
@@ -1377,6 +1376,7 @@ fn bind_log_row(
     Ok(())
 }
 
+/// Writes one record (`upsert`: or replaces the one with its id).
 fn put(connection: &Connection, r: &Record, upsert: bool) -> rusqlite::Result<usize> {
     let (anchor, reference) = super::index_keys(&r.target);
     connection.prepare_cached(if upsert { UPSERT } else { INSERT })?.execute(params![
