@@ -117,16 +117,24 @@ pub async fn run(
     // full import has gone through).
     let mark = mapping_mark(&handle.config.attributes, &shape);
     let mapped_alike = store.import_mark(connector).await?.as_deref() == Some(mark.as_str());
-    // What the final sweep of a full import may remove: records present when it began, in the
-    // version they had then. Not a write whose outcome was unknown then (its export may land
-    // after the import read that part of the target, and the record turns present without a new
-    // version), nor a record created or changed since.
-    let mut present_at_start = Seen::default();
-    if !delta {
+    // The connector's records as they stood when the import began. A page is read from the
+    // target before its objects are looked up here, so a client's write that reached the target
+    // in between would look like a change made in the target, and a delete like a new object:
+    // the import leaves alone every record a client wrote since it began (it keeps the client's
+    // values; the next import reads the target as it is), and does not bring back an object a
+    // client deleted meanwhile. This is also what the final sweep of a full import may remove:
+    // not a write whose outcome was unknown then (its export may land after the import read that
+    // part of the target, and the record turns present without a new version), nor a record
+    // created or changed since.
+    let mut start = Start::default();
+    {
         let mut listing = Listing::new(binding, connector);
         while let Some(batch) = listing.next(store).await? {
             for listed in batch.iter().filter(|l| l.state == RecordState::Present) {
-                present_at_start.insert((&listed.id, listed.version));
+                start.versions.insert((&listed.id, listed.version));
+                if !listed.anchor.is_empty() {
+                    start.anchors.insert(&listed.anchor);
+                }
             }
         }
     }
@@ -219,6 +227,7 @@ pub async fn run(
                 if kind == ObjectModificationType::Delete {
                     if let Some(k) = known.get(&anchor)
                         && k.state == RecordState::Present
+                        && start.holds(&k.id, k.version)
                     {
                         let _guard = provisioner.lock(&[&binding.app, &k.resource_type, &k.id]).await?;
                         if let Some(current) = store
@@ -227,6 +236,7 @@ pub async fn run(
                             .filter(|r| r.state == RecordState::Present && r.version == k.version)
                         {
                             store.delete(&current.app, &current.resource_type, &current.id).await?;
+                            start.anchors.remove(&anchor);
                             report.deleted += 1;
                             logged(provisioner, &current, "import_delete", vec![]).await;
                         }
@@ -251,6 +261,8 @@ pub async fn run(
                 match known.get(&anchor) {
                     // A deprovisioned object kept in the target stays out of SCIM.
                     Some(k) if k.state == RecordState::Deprovisioned => report.unchanged += 1,
+                    // Written by a client since the import began: the client's values stand.
+                    Some(k) if !start.holds(&k.id, k.version) => report.skipped += 1,
                     Some(k) => {
                         let stored = entry_values(&k.target);
                         let mut merged = if kind == ObjectModificationType::Update {
@@ -308,6 +320,7 @@ pub async fn run(
                         current.modified = rfc3339(SystemTime::now());
                         match store.update_imported(&current).await {
                             Ok(()) => {
+                                start.versions.insert((&current.id, current.version));
                                 report.updated += 1;
                                 logged(provisioner, &current, "import_update", changed).await;
                                 if shape.unresolved(&merged, &ids) {
@@ -318,6 +331,8 @@ pub async fn run(
                             Err(e) => return Err(e.into()),
                         }
                     }
+                    // Deleted by a client since the import began (this page was read before).
+                    None if start.anchors.contains(&anchor) => report.skipped += 1,
                     None => {
                         let mut resource = json!({ "schemas": [binding.schema] });
                         target.mapping.from_target(&mut resource, &values, &shape, &ids);
@@ -341,6 +356,7 @@ pub async fn run(
                         };
                         record.set_target_values(&values);
                         let unknown = shape.has_references() && shape.unresolved(&values, &ids);
+                        start.versions.insert((&record.id, record.version));
                         new.push((record, unknown));
                     }
                 }
@@ -426,7 +442,7 @@ pub async fn run(
                 if listed.state != RecordState::Present
                     || listed.anchor.is_empty()
                     || seen.contains(&listed.anchor)
-                    || !present_at_start.contains((&listed.id, listed.version))
+                    || !start.holds(&listed.id, listed.version)
                 {
                     continue;
                 }
@@ -587,6 +603,26 @@ impl Seen {
     fn contains(&self, key: impl std::hash::Hash) -> bool {
         use std::hash::BuildHasher;
         self.digests.contains(&self.key.hash_one(key))
+    }
+
+    fn remove(&mut self, key: impl std::hash::Hash) {
+        use std::hash::BuildHasher;
+        self.digests.remove(&self.key.hash_one(key));
+    }
+}
+
+/// The connector's records as an import found them when it began (present ones, by id and
+/// version, and their anchors), and as the import itself left them since.
+#[derive(Default)]
+struct Start {
+    versions: Seen,
+    anchors: Seen,
+}
+
+impl Start {
+    /// Whether a record is as the import began with it or left it: no one else wrote it since.
+    fn holds(&self, id: &str, version: i64) -> bool {
+        self.versions.contains((id, version))
     }
 }
 

@@ -147,6 +147,117 @@ fn csv_example_provisions_and_delta_imports_by_file_modification() {
     assert_eq!(rows.len(), 1, "carol stays: {rows:?}");
 }
 
+/// An import whose page was read from the target before a SCIM write reached it must not undo
+/// that write in the connector space: the import script reads the file, then waits (a file
+/// named by `HOLD` exists) while a client changes one user and deletes another, and only then
+/// hands its page over. Imports of both kinds are tried.
+#[test]
+fn an_import_page_read_before_a_scim_write_does_not_undo_it() {
+    let dir = TempDir::new("shell-import-race");
+    let csv = dir.path().join("users.csv");
+    let hold = dir.path().join("hold");
+    let held = dir.path().join("hold.held");
+    let script = dir.path().join("held_import.sh");
+    let real = workspace().join("deploy/examples/shell/csv_users.py");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             page=$(python3 '{}') || exit $?\n\
+             if [ -e \"$HOLD\" ]; then\n  touch \"$HOLD.held\"\n  while [ -e \"$HOLD\" ]; do sleep 0.05; done\nfi\n\
+             printf '%s\\n' \"$page\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = example("csv.toml")
+        .replace(
+            &format!("import_script = \"{}\"", real.display()),
+            &format!("import_script = \"{}\"", script.display()),
+        )
+        .replace(
+            r#"env = { CSV_PATH = "${CSV_PATH}" }"#,
+            r#"env = { CSV_PATH = "${CSV_PATH}", HOLD = "${HOLD}" }"#,
+        );
+    assert!(config.contains("held_import.sh") && config.contains("HOLD ="), "{config}");
+    let s = Supervisor::spawn_with_env(
+        &config,
+        dir.path(),
+        &[("CSV_PATH", csv.to_str().unwrap()), ("HOLD", hold.to_str().unwrap())],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    s.wait_connector("csv-users", Duration::from_secs(20), |c| !c["last_import"].is_null());
+
+    for (round, kind) in ["full", "delta"].into_iter().enumerate() {
+        let names = [format!("kept-{round}"), format!("gone-{round}")];
+        let ids: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let r = s.scim("POST", "/scim/csv/Users", Some(&user(name, "Before").to_string()));
+                assert_eq!(r.status, 201, "{}", r.body);
+                r.json()["id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        if kind == "delta" {
+            // The delta import's snapshot beside the file must already hold both users, so
+            // that the held page lists the change of each as the file had it before.
+            import(&s, "csv-users", "delta");
+            edit_csv(&csv, |rows| {
+                for row in rows.iter_mut().filter(|r| names.iter().any(|n| r["userName"] == n.as_str())) {
+                    row["displayName"] = json!("Outside");
+                }
+            });
+        }
+
+        std::fs::write(&hold, "").unwrap();
+        let admin = s.admin;
+        let importing = std::thread::spawn(move || {
+            request(admin, "POST", &format!("/admin/connectors/csv-users/import?type={kind}"), None, None)
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !held.exists() {
+            assert!(Instant::now() < deadline, "the import script never read the file; log:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The page is read; now the client writes.
+        let patch = json!({"schemas": [PATCH], "Operations": [
+            {"op": "Replace", "path": "displayName", "value": "After"}]});
+        let r = s.scim("PATCH", &format!("/scim/csv/Users/{}", ids[0]), Some(&patch.to_string()));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(s.scim("DELETE", &format!("/scim/csv/Users/{}", ids[1]), None).status, 204);
+        std::fs::remove_file(&hold).unwrap();
+        std::fs::remove_file(&held).unwrap();
+        let r = importing.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+
+        // The connector space still says what the client wrote, as the file does.
+        let user = s.scim("GET", &format!("/scim/csv/Users/{}", ids[0]), None);
+        assert_eq!(user.status, 200, "{}", user.body);
+        assert_eq!(user.json()["displayName"], "After", "{kind} import, report {}", r.body);
+        assert_eq!(s.scim("GET", &format!("/scim/csv/Users/{}", ids[1]), None).status, 404);
+        assert_eq!(
+            find(&s, "csv", &names[1])["totalResults"],
+            0,
+            "{kind} import brought back a deleted user: {}",
+            r.body
+        );
+        let rows = csv_rows(&csv);
+        let row = rows.iter().find(|r| r["userName"] == names[0].as_str()).expect("the kept user's row");
+        assert_eq!(row["displayName"], "After");
+        assert!(rows.iter().all(|r| r["userName"] != names[1].as_str()), "{rows:?}");
+
+        // The next import reads the file as it is now, and finds nothing to change.
+        let report = import(&s, "csv-users", "full");
+        assert_eq!((report["added"].as_u64(), report["updated"].as_u64()), (Some(0), Some(0)), "{report}");
+        assert_eq!(
+            s.scim("GET", &format!("/scim/csv/Users/{}", ids[0]), None).json()["displayName"],
+            "After"
+        );
+    }
+}
+
 #[test]
 fn user_names_full_of_shell_metacharacters_arrive_byte_for_byte_and_run_nothing() {
     let dir = TempDir::new("shell-injection");
