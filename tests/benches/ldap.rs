@@ -35,13 +35,16 @@ fn through_scim(scim: SocketAddr, names: &[String]) -> f64 {
     e2e::creates_per_second(scim, "/scim/directory/Users", names, CONCURRENCY, |name| person(name).1)
 }
 
-/// Adds the same entries directly with ldap3, CONCURRENCY connections; returns entries/s.
-fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) -> f64 {
+/// Adds the same entries directly with ldap3 from CONCURRENCY tasks, each on a connection of its
+/// own; or, with `like_connector`, as connector-ldap adds them: all on one connection, each asking
+/// for the new entry's entryUUID with the post-read control. Returns entries/s.
+fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String], like_connector: bool) -> f64 {
     let (url, admin, password, base) =
         (slapd.url(), slapd.admin_dn(), slapd.admin_password().to_string(), slapd.suffix().to_string());
+    let connections = if like_connector { 1 } else { CONCURRENCY };
     runtime.block_on(async {
         let mut clients = Vec::new();
-        for _ in 0..CONCURRENCY {
+        for _ in 0..connections {
             let (conn, mut ldap) = LdapConnAsync::with_settings(LdapConnSettings::new(), &url).await.unwrap();
             ldap3::drive!(conn);
             ldap.simple_bind(&admin, &password).await.unwrap().success().unwrap();
@@ -49,7 +52,8 @@ fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) ->
         }
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
-        for (mut ldap, chunk) in clients.into_iter().zip(names.chunks(names.len().div_ceil(CONCURRENCY))) {
+        for (i, chunk) in names.chunks(names.len().div_ceil(CONCURRENCY)).enumerate() {
+            let mut ldap = clients[i % connections].clone();
             let chunk = chunk.to_vec();
             let base = base.clone();
             tasks.spawn(async move {
@@ -65,6 +69,9 @@ fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) ->
                         ("displayName".into(), set(format!("User {name}"))),
                         ("mail".into(), set(format!("{name}@example.com"))),
                     ];
+                    if like_connector {
+                        ldap.with_controls(ldap3::controls::PostRead::new(vec!["entryUUID"]));
+                    }
                     ldap.add(&dn, attrs).await.unwrap().success().unwrap();
                 }
             });
@@ -74,6 +81,16 @@ fn direct(runtime: &tokio::runtime::Runtime, slapd: &Slapd, names: &[String]) ->
         }
         names.len() as f64 / started.elapsed().as_secs_f64()
     })
+}
+
+/// Runs `round` (which writes `entries` entries) and prints slapd's CPU time per entry.
+fn slapd_cpu(slapd: &Slapd, label: &str, entries: usize, round: impl FnOnce() -> f64) -> f64 {
+    let pid = slapd.pid().unwrap_or(0);
+    let before = cpu_seconds(pid);
+    let rate = round();
+    let used = cpu_seconds(pid) - before;
+    println!("  slapd CPU per entry, {label}: {:.0} us", used / entries as f64 * 1e6);
+    rate
 }
 
 /// CPU seconds of the supervisor and of the users' connector.
@@ -95,6 +112,9 @@ fn main() {
     let import: usize = std::env::var("IMPORT").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     // DURABLE=1: slapd syncs every write (its default), to see the figure a real directory gives.
     let durable = std::env::var("DURABLE").is_ok_and(|v| v == "1");
+    // DIRECT=connector: the direct client adds as connector-ldap does (one connection, post-read),
+    // to tell slapd's cost of that way of adding from the supervisor's and the connector's.
+    let like_connector = std::env::var("DIRECT").is_ok_and(|v| v == "connector");
     let slapd = Slapd::start_with(e2e::slapd::SlapdOptions { durable, ..Default::default() });
     let base = slapd.suffix().to_string();
     slapd.ldapmodify(&format!("dn: ou=Direct,{base}\nobjectClass: organizationalUnit\nou: Direct\n"));
@@ -126,7 +146,14 @@ fn main() {
         rounds: ROUNDS,
         concurrency: CONCURRENCY,
     }
-    .run(|names| direct(&runtime, &slapd, names), through_scim, || cpu(&s));
+    .run(
+        |names| slapd_cpu(&slapd, "direct", names.len(), || direct(&runtime, &slapd, names, like_connector)),
+        |addr, names| match addr == s.scim {
+            true => slapd_cpu(&slapd, "SCIM", names.len(), || through_scim(addr, names)),
+            false => through_scim(addr, names),
+        },
+        || cpu(&s),
+    );
 
     // Import: entries made directly, then a full import against a paged ldapsearch of them.
     let names: Vec<String> = (0..import).map(|i| format!("imp{i}")).collect();
@@ -190,6 +217,19 @@ fn main() {
             seconds_search = search_times[round],
         );
     }
+    // A delta import when nothing changed: every import first notes the connector's records as
+    // they stand (so that it never undoes a client's write made meanwhile); here that is most of
+    // what it does.
+    let started = Instant::now();
+    let r = request(s.admin, "POST", "/admin/connectors/ldap-users/import?type=delta", None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!((report["added"].as_u64(), report["updated"].as_u64()), (Some(0), Some(0)), "{report}");
+    println!(
+        "{} import with nothing changed, {total} records in the connector space: {:.3} s",
+        report["import_type"].as_str().unwrap_or("?"),
+        started.elapsed().as_secs_f64()
+    );
     store_floor(&runtime, &dir.path().join("connector-space.db"), &search_times);
 }
 

@@ -109,6 +109,11 @@ impl Slapd {
         slapd
     }
 
+    /// The server's process id, while it runs (to read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The LDAPS listener, by a name the server certificate holds: `ldaps://localhost:PORT`.
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://localhost:{}", self.ldaps.expect("slapd was started without TLS").port())
