@@ -15,6 +15,11 @@ use crate::store::log::LogEntry;
 /// Rows stored in one transaction at most (the transaction holds the SQLite store's one write
 /// connection, which SCIM writes wait for: small enough to keep that wait short).
 const BATCH: usize = 128;
+/// How long the writer lets rows gather after the first of a batch before it stores them. Each
+/// batch is a transaction on the store's one write connection, with its own log pages written
+/// out; under load, without the pause, batches held one or two rows. The writer sleeps through
+/// it, so rows sent meanwhile wake nobody.
+const GATHER: Duration = Duration::from_millis(5);
 /// Rows waiting for the writer at most; a writer that falls behind slows the writes down.
 const QUEUE: usize = 8192;
 /// How often old rows are pruned.
@@ -86,14 +91,22 @@ async fn writer(store: Store, mut receiver: mpsc::Receiver<Message>) {
     let mut flushes = Vec::new();
     while let Some(first) = receiver.recv().await {
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Entry(entry) => batch.push(*entry),
-                Message::Flush(done) => flushes.push(done),
+        for round in 0..2 {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Entry(entry) => batch.push(*entry),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < BATCH {
+                    next = receiver.try_recv().ok();
+                }
             }
-            if batch.len() < BATCH {
-                next = receiver.try_recv().ok();
+            // A batch that is full, or that someone waits for, goes now; another gathers first.
+            if round == 1 || batch.len() >= BATCH || !flushes.is_empty() {
+                break;
             }
+            tokio::time::sleep(GATHER).await;
+            next = receiver.try_recv().ok();
         }
         if !batch.is_empty() {
             let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
