@@ -1200,9 +1200,14 @@ impl Engine for SqliteStore {
 /// How often the checkpointer folds the WAL into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// What the WAL may hold since it was last restarted before the checkpointer restarts it
-/// whatever it takes: waiting up to [`RESTART_WAIT`] for its turn.
+/// What the WAL may hold since it was last restarted before the checkpointer restarts it,
+/// waiting up to [`RESTART_WAIT`] for its turn, once the round's passive checkpoint has copied
+/// every frame (else a reader still reads an older snapshot, and waiting for it would hold the
+/// writes up: the restart only waits [`RESTART_TURN`], until [`WAL_HARD_LIMIT`]).
 const WAL_LIMIT: u64 = 32 << 20;
+
+/// What the WAL may hold before the checkpointer restarts it whatever it takes.
+const WAL_HARD_LIMIT: u64 = 4 * WAL_LIMIT;
 
 /// What the WAL may hold since it was last restarted before the checkpointer restarts it, at a
 /// round (see [`RESTART_TURN`]).
@@ -1261,6 +1266,8 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
             .unwrap_or((-1, -1));
         let idle = logged >= 0 && logged == copied && logged == last_logged;
         last_logged = logged;
+        // Every frame copied: no reader holds an older snapshot that a restart would wait for.
+        let all_copied = logged >= 0 && logged == copied;
         let logged = logged.max(0) as u64 * page_size;
         // (A `RESTART` leaves the log's frames counted until the next write starts it over, so
         // an idle store is recognised before the log's size is looked at.)
@@ -1268,7 +1275,7 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
             ("TRUNCATE", RESTART_WAIT)
         } else if idle {
             (if size > WAL_SOFT_LIMIT { "TRUNCATE" } else { "" }, Duration::ZERO)
-        } else if logged > WAL_LIMIT {
+        } else if logged > WAL_HARD_LIMIT || (logged > WAL_LIMIT && all_copied) {
             ("RESTART", RESTART_WAIT)
         } else if logged > WAL_SOFT_LIMIT {
             ("RESTART", RESTART_TURN)
