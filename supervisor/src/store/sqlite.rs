@@ -1906,24 +1906,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_of_schema_version_1_gets_its_anchors_and_references_indexed() {
-        let dir = temp_dir();
-        let path = dir.join("space.db");
-        {
-            let store = SqliteStore::open(&path).await.unwrap();
-            store.insert(&anchored("1", "alice", "a-1")).await.unwrap();
-            store.close().await;
-        }
         // As the previous build left it: no such columns, version 1.
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "DROP INDEX objects_anchored; DROP INDEX objects_referenced; DROP INDEX objects_unkeyed;
-                 ALTER TABLE objects DROP COLUMN anchor; ALTER TABLE objects DROP COLUMN reference;
-                 PRAGMA user_version = 1;",
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (dir, store) = alice_in_a_file_made_older(
+            "DROP INDEX objects_anchored; DROP INDEX objects_referenced; DROP INDEX objects_unkeyed;
+             ALTER TABLE objects DROP COLUMN anchor; ALTER TABLE objects DROP COLUMN reference;
+             PRAGMA user_version = 1;",
+        )
+        .await;
         let found = store.by_anchors("people", &["a-1".to_string()]).await.unwrap();
         assert_eq!(found.len(), 1, "the anchor was filled from the stored target entry");
         let ids = store.ids_of("demo", &["uid=alice,ou=People".to_string()]).await.unwrap();
@@ -1936,24 +1925,13 @@ mod tests {
 
     #[tokio::test]
     async fn anchors_and_references_are_indexed_only_where_set_and_imports_look_them_up_by_index() {
-        let dir = temp_dir();
-        let path = dir.join("space.db");
-        {
-            let store = SqliteStore::open(&path).await.unwrap();
-            store.insert(&anchored("1", "alice", "a-1")).await.unwrap();
-            store.close().await;
-        }
         // As a build of schema version 2 left it: every row in both indexes, under their old names.
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "DROP INDEX objects_anchored; DROP INDEX objects_referenced;
-                 CREATE INDEX objects_by_anchor ON objects (connector, anchor);
-                 CREATE INDEX objects_by_reference ON objects (app, reference);",
-            )
-            .unwrap();
-        }
-        let store = SqliteStore::open(&path).await.unwrap();
+        let (dir, store) = alice_in_a_file_made_older(
+            "DROP INDEX objects_anchored; DROP INDEX objects_referenced;
+             CREATE INDEX objects_by_anchor ON objects (connector, anchor);
+             CREATE INDEX objects_by_reference ON objects (app, reference);",
+        )
+        .await;
         // A pending create: no anchor and no reference yet.
         let mut pending = record("2", "bob");
         pending.target = v1::Entry::default();
@@ -1994,6 +1972,18 @@ mod tests {
             assert!(plan.iter().any(|step| step.contains(index)), "{sql}: {plan:?}");
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A store file holding alice (anchored), changed by `older` as an earlier build would have
+    /// left it, then opened again (migrated); with its directory.
+    async fn alice_in_a_file_made_older(older: &str) -> (PathBuf, SqliteStore) {
+        let dir = temp_dir();
+        let path = dir.join("space.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.insert(&anchored("1", "alice", "a-1")).await.unwrap();
+        store.close().await;
+        Connection::open(&path).unwrap().execute_batch(older).unwrap();
+        (dir, SqliteStore::open(&path).await.unwrap())
     }
 
     fn temp_dir() -> PathBuf {
