@@ -90,23 +90,12 @@ async fn writer(store: Store, mut receiver: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     while let Some(first) = receiver.recv().await {
-        let mut next = Some(first);
-        for round in 0..2 {
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Entry(entry) => batch.push(*entry),
-                    Message::Flush(done) => flushes.push(done),
-                }
-                if batch.len() < BATCH {
-                    next = receiver.try_recv().ok();
-                }
-            }
-            // A batch that is full, or that someone waits for, goes now; another gathers first.
-            if round == 1 || batch.len() >= BATCH || !flushes.is_empty() {
-                break;
-            }
+        take(Some(first), &mut receiver, &mut batch, &mut flushes);
+        // A batch that is full, or that someone waits for, goes now; another gathers first.
+        if batch.len() < BATCH && flushes.is_empty() {
             tokio::time::sleep(GATHER).await;
-            next = receiver.try_recv().ok();
+            let next = receiver.try_recv().ok();
+            take(next, &mut receiver, &mut batch, &mut flushes);
         }
         if !batch.is_empty() {
             let rows = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -119,6 +108,25 @@ async fn writer(store: Store, mut receiver: mpsc::Receiver<Message>) {
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Adds `next`, and whatever else is queued until the batch is full, to the batch and the
+/// flushes waiting for it.
+fn take(
+    mut next: Option<Message>,
+    receiver: &mut mpsc::Receiver<Message>,
+    batch: &mut Vec<LogEntry>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+) {
+    while let Some(message) = next.take() {
+        match message {
+            Message::Entry(entry) => batch.push(*entry),
+            Message::Flush(done) => flushes.push(done),
+        }
+        if batch.len() < BATCH {
+            next = receiver.try_recv().ok();
         }
     }
 }

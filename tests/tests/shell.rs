@@ -216,11 +216,7 @@ fn an_import_page_read_before_a_scim_write_does_not_undo_it() {
         let importing = std::thread::spawn(move || {
             request(admin, "POST", &format!("/admin/connectors/csv-users/import?type={kind}"), None, None)
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !held.exists() {
-            assert!(Instant::now() < deadline, "the import script never read the file; log:\n{}", s.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        e2e::wait_until(Duration::from_secs(20), "the import script to read the file", || held.exists());
         // The page is read; now the client writes.
         let patch = json!({"schemas": [PATCH], "Operations": [
             {"op": "Replace", "path": "displayName", "value": "After"}]});

@@ -351,7 +351,6 @@ const SCHEMA: &str = "
 /// The schema version this build knows ([`migrate`] brings older files to it).
 const SCHEMA_VERSION: i64 = 2;
 
-/// Brings the store file to [`SCHEMA_VERSION`]; refuses a file written by a newer build.
 /// The indexes an import looks a page's objects (and their references) up by: only the rows that
 /// have an anchor, and a reference text. (A query must say `anchor <> ''` for SQLite to use them.)
 const ANCHOR_INDEXES: &str = "
@@ -366,6 +365,7 @@ const BY_ANCHORS: &str = "SELECT resource_type, id, anchor, state, version, targ
 const IDS_OF: &str = "SELECT reference, id FROM objects WHERE app = ?1 AND state = 'present' \
     AND reference <> '' AND reference IN (SELECT value FROM json_each(?2))";
 
+/// Brings the store file to [`SCHEMA_VERSION`]; refuses a file written by a newer build.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
     let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
@@ -1275,10 +1275,10 @@ fn checkpoint_loop(connection: Connection, store: std::sync::Weak<Inner>) {
                 Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
             })
             .unwrap_or((-1, -1));
-        let idle = logged >= 0 && logged == copied && logged == last_logged;
-        last_logged = logged;
         // Every frame copied: no reader holds an older snapshot that a restart would wait for.
         let all_copied = logged >= 0 && logged == copied;
+        let idle = all_copied && logged == last_logged;
+        last_logged = logged;
         let logged = logged.max(0) as u64 * page_size;
         // (A `RESTART` leaves the log's frames counted until the next write starts it over, so
         // an idle store is recognised before the log's size is looked at.)
