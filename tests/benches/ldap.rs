@@ -12,8 +12,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use e2e::direct_connector::{DirectConnector, Target, added};
 use e2e::slapd::{LdapServer, Slapd};
 use e2e::{Supervisor, TempDir, cpu_seconds, request, workspace};
+use ecma_proto::v1;
 use ldap3::{LdapConnAsync, LdapConnSettings};
 
 const CONCURRENCY: usize = 8;
@@ -138,7 +140,7 @@ fn main() {
     s.wait_ready(Duration::from_secs(30));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
-    e2e::fixed_http::CreateBench {
+    let medians = e2e::fixed_http::CreateBench {
         direct_label: "direct ldap3 adds",
         connector: "connector-ldap",
         scim: s.scim,
@@ -155,6 +157,23 @@ fn main() {
         || cpu(&s),
     );
 
+    // The same creates through connector-ldap alone, driven over gRPC by this process.
+    let alone = runtime.block_on(DirectConnector::start("connector-ldap", dir.path(), &[]));
+    let people = target(&slapd);
+    medians.against_connector_alone(
+        "connector-ldap",
+        creates,
+        ROUNDS,
+        alone.pid(),
+        |names| slapd_cpu(&slapd, "direct", names.len(), || direct(&runtime, &slapd, names, like_connector)),
+        |names| {
+            slapd_cpu(&slapd, "connector-ldap alone", names.len(), || {
+                let base = base.clone();
+                runtime.block_on(alone.creates(&people, names, CONCURRENCY, move |name| add_of(name, &base)))
+            })
+        },
+    );
+
     // Import: entries made directly, then a full import against a paged ldapsearch of them.
     let names: Vec<String> = (0..import).map(|i| format!("imp{i}")).collect();
     let loaded = Instant::now();
@@ -164,7 +183,8 @@ fn main() {
         .collect();
     slapd.ldapmodify(&ldif);
     println!("loaded {import} entries with ldapmodify in {:.1} s", loaded.elapsed().as_secs_f64());
-    let total = import + ROUNDS * creates + 200;
+    // The SCIM creates and their warm-up, and connector-ldap's own creates.
+    let total = import + ROUNDS * creates + 200 + ROUNDS * creates;
     let mut search_times = vec![];
     for round in 0..2 {
         let started = Instant::now();
@@ -191,6 +211,14 @@ fn main() {
         let count = out.stdout.split(|b| *b == b'\n').filter(|l| l.starts_with(b"dn: ")).count();
         assert_eq!(count, total, "ldapsearch saw every entry");
         search_times.push(seconds);
+
+        let (alone_seconds, read) = runtime.block_on(alone.full_import(&people));
+        assert_eq!(read, total, "connector-ldap alone read every entry");
+        println!(
+            "         connector-ldap alone (its pages read over gRPC and decoded, nothing compared or stored) \
+             {alone_seconds:.2} s ({:.2} x ldapsearch)",
+            alone_seconds / seconds
+        );
 
         let started = Instant::now();
         let before = cpu(&s);
@@ -231,6 +259,42 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     store_floor(&runtime, &dir.path().join("connector-space.db"), &search_times);
+}
+
+/// The users' connector of deploy/examples/ldap.toml, as the supervisor opens it.
+fn target(slapd: &Slapd) -> Target {
+    let base = slapd.suffix();
+    let parameters = [
+        ("url", slapd.url()),
+        ("security", "none".into()),
+        ("ca_file", String::new()),
+        ("bind_dn", slapd.admin_dn()),
+        ("bind_password", slapd.admin_password().to_string()),
+        ("object_class", "inetOrgPerson".into()),
+        ("container", format!("ou=People,{base}")),
+        ("create_containers", "true".into()),
+    ];
+    Target::new(&parameters, "inetOrgPerson", base)
+}
+
+/// The ADD connector-ldap gets for a SCIM create of `name` (see [`person`]).
+fn add_of(name: &str, base: &str) -> v1::CsEntryChange {
+    let string = |v: String| v1::Value::string(v);
+    v1::CsEntryChange {
+        identifier: name.into(),
+        object_type: "inetOrgPerson".into(),
+        modification_type: v1::ObjectModificationType::Add as i32,
+        anchors: vec![],
+        dn: format!("uid={},ou=People,{base}", ldap3::dn_escape(name)),
+        attribute_changes: vec![
+            added("uid", string(name.into())),
+            added("cn", string(format!("User {name}"))),
+            added("sn", string(name.into())),
+            added("givenName", string("Bench".into())),
+            added("displayName", string(format!("User {name}"))),
+            added("mail", string(format!("{name}@example.com"))),
+        ],
+    }
 }
 
 /// The connector space's own share of the import, without LDAP, gRPC or mapping: the records the

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::databases::Postgres;
+use e2e::direct_connector::{DirectConnector, Target, added};
 use e2e::{Supervisor, TempDir, cpu_seconds, workspace};
+use ecma_proto::v1;
 
 const CONCURRENCY: usize = 8;
 const ROUNDS: usize = 3;
@@ -62,6 +64,40 @@ fn direct(runtime: &tokio::runtime::Runtime, pool: &sqlx::PgPool, names: &[Strin
     })
 }
 
+/// The users' connector of deploy/examples/postgres.toml, as the supervisor opens it.
+fn target(url: &str) -> Target {
+    let parameters = [
+        ("connection_string", url.to_string()),
+        ("table", "users".into()),
+        ("anchor_column", "id".into()),
+        ("create_table", "true".into()),
+        ("columns", "user_name unique, display_name, given_name, family_name, email, active boolean".into()),
+        ("watermark_column", "updated_at".into()),
+        ("soft_delete_column", "deleted".into()),
+    ];
+    Target::new(&parameters, "user", "default")
+}
+
+/// The ADD connector-sql gets for a SCIM create of `name` (see [`e2e::fixed_http::bench_user`]).
+fn add_of(name: &str) -> v1::CsEntryChange {
+    let string = |v: String| v1::Value::string(v);
+    v1::CsEntryChange {
+        identifier: name.into(),
+        object_type: "user".into(),
+        modification_type: v1::ObjectModificationType::Add as i32,
+        anchors: vec![],
+        dn: String::new(),
+        attribute_changes: vec![
+            added("user_name", string(name.into())),
+            added("display_name", string(format!("User {name}"))),
+            added("given_name", string("Bench".into())),
+            added("family_name", string(name.into())),
+            added("email", string(format!("{name}@example.com"))),
+            added("active", v1::Value::boolean(true)),
+        ],
+    }
+}
+
 /// CPU seconds of the supervisor and of the users' connector.
 fn cpu(s: &Supervisor) -> (f64, f64) {
     let connector = s.connector("sql-users")["pid"].as_u64().unwrap_or(0) as u32;
@@ -89,7 +125,7 @@ fn main() {
         .block_on(sqlx::postgres::PgPoolOptions::new().max_connections(CONCURRENCY as u32).connect(&url))
         .unwrap();
 
-    e2e::fixed_http::CreateBench {
+    let medians = e2e::fixed_http::CreateBench {
         direct_label: "direct sqlx inserts",
         connector: "connector-sql",
         scim: s.scim,
@@ -98,6 +134,18 @@ fn main() {
         concurrency: CONCURRENCY,
     }
     .run(|names| direct(&runtime, &pool, names), through_scim, || cpu(&s));
+
+    // The same creates through connector-sql alone, driven over gRPC by this process.
+    let alone = runtime.block_on(DirectConnector::start("connector-sql", dir.path(), &[]));
+    let users = target(&url);
+    medians.against_connector_alone(
+        "connector-sql",
+        creates,
+        ROUNDS,
+        alone.pid(),
+        |names| direct(&runtime, &pool, names),
+        |names| runtime.block_on(alone.creates(&users, names, CONCURRENCY, add_of)),
+    );
 
     // Import: rows put in directly, then alternately a COPY of the table to a counted pipe and a
     // full import of the users' connector (first every row new to the connector space, then
@@ -127,6 +175,14 @@ fn main() {
         let copy_seconds = started.elapsed().as_secs_f64();
         let count = out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
         assert_eq!(count, total, "psql copied every row: {}", String::from_utf8_lossy(&out.stderr));
+
+        let (alone_seconds, read) = runtime.block_on(alone.full_import(&users));
+        assert_eq!(read, total, "connector-sql alone read every row");
+        println!(
+            "         connector-sql alone (its pages read over gRPC and decoded, nothing compared or stored) \
+             {alone_seconds:.2} s ({:.1} times the copy)",
+            alone_seconds / copy_seconds
+        );
 
         let started = Instant::now();
         let before = cpu(&s);

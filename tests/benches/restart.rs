@@ -7,58 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Supervisor, TempDir, binary, quickstart_config, signal, user_body};
-use ecma_proto::v1::{HelloRequest, connector_client::ConnectorClient};
-use hyper_util::rt::TokioIo;
+use e2e::direct_connector::DirectConnector;
+use e2e::{Supervisor, TempDir, quickstart_config, signal, user_body};
 use nix::sys::signal::Signal;
-use tonic::transport::{Endpoint, Uri};
 
 const KILLS: usize = 20;
 
 /// Spawns connector-sql directly and times spawn → Hello answered.
-fn baseline(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, i: usize) -> Duration {
-    let socket = dir.join(format!("baseline-{i}.sock"));
-    let token = "0123456789abcdef";
+fn baseline(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Duration {
     let started = Instant::now();
-    let mut child = std::process::Command::new(binary("connector-sql"))
-        .env_clear()
-        .env("ECMA_SOCKET", &socket)
-        .env("ECMA_TOKEN", token)
-        .env("ECMA_PROTOCOL_VERSIONS", "1")
-        .env("ECMA_SUPERVISOR_PID", std::process::id().to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn connector-sql");
-    runtime.block_on(async {
-        loop {
-            let path = socket.clone();
-            let channel = Endpoint::from_static("http://connector.invalid")
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                    }
-                }))
-                .await;
-            if let Ok(channel) = channel {
-                let mut client = ConnectorClient::new(channel);
-                let mut request = tonic::Request::new(HelloRequest {
-                    supported_protocol_versions: vec![1],
-                    connector_name: "baseline".into(),
-                    incarnation: 1,
-                });
-                request.metadata_mut().insert(ecma_proto::TOKEN_METADATA, token.parse().unwrap());
-                if client.hello(request).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    let connector = runtime.block_on(DirectConnector::start("connector-sql", dir, &[]));
     let elapsed = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(connector);
     elapsed
 }
 
@@ -102,7 +62,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     for i in 0..KILLS {
-        floor.push(baseline(&runtime, dir.path(), i));
+        floor.push(baseline(&runtime, dir.path()));
         ours.push(kill_to_write(&s, i));
     }
     println!("restart benchmark: {KILLS} kills, alternating with the baseline");

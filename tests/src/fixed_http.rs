@@ -91,13 +91,14 @@ pub struct CreateBench<'a> {
 impl CreateBench<'_> {
     /// Warms both sides up (200 each), then runs `rounds` rounds of: `direct` writes, SCIM
     /// creates by `through` (CPU per create of supervisor and connector from `cpu`), and the
-    /// HTTP floor by `through` against the fixed server; prints each round and the medians.
+    /// HTTP floor by `through` against the fixed server; prints each round and the medians, and
+    /// returns the medians.
     pub fn run(
         &self,
         mut direct: impl FnMut(&[String]) -> f64,
         through: impl Fn(SocketAddr, &[String]) -> f64,
         cpu: impl Fn() -> (f64, f64),
-    ) {
+    ) -> CreateMedians {
         let names =
             |prefix: &str| -> Vec<String> { (0..self.creates).map(|i| format!("{prefix}{i}")).collect() };
         let warm = |prefix: &str| -> Vec<String> { (0..200).map(|i| format!("{prefix}{i}")).collect() };
@@ -146,6 +147,58 @@ impl CreateBench<'_> {
             self.rounds,
             o / d,
             o / d / ratio_bound(f, d)
+        );
+        CreateMedians { scim: o, direct: d, http_floor: f }
+    }
+}
+
+/// The medians of a [`CreateBench`] run, in creates per second.
+#[derive(Clone, Copy, Debug)]
+pub struct CreateMedians {
+    pub scim: f64,
+    pub direct: f64,
+    pub http_floor: f64,
+}
+
+impl CreateMedians {
+    /// The connector's own share: `rounds` rounds of `creates` direct writes, alternating with
+    /// the same creates sent to the connector by `alone` (the bench acting as the supervisor,
+    /// see [`crate::direct_connector`]); prints each round with the connector's CPU per create
+    /// (from `connector_pid`), then what a supervisor that cost nothing past the HTTP floor and
+    /// its gRPC call would reach: per create, the floor's request and the connector's trip.
+    pub fn against_connector_alone(
+        &self,
+        connector: &str,
+        creates: usize,
+        rounds: usize,
+        connector_pid: u32,
+        mut direct: impl FnMut(&[String]) -> f64,
+        mut alone: impl FnMut(&[String]) -> f64,
+    ) {
+        let (mut directs, mut alones) = (vec![], vec![]);
+        for round in 0..rounds {
+            let names =
+                |kind: &str| -> Vec<String> { (0..creates).map(|i| format!("a{round}-{kind}{i}")).collect() };
+            let d = direct(&names("d"));
+            let before = crate::cpu_seconds(connector_pid);
+            let c = alone(&names("c"));
+            println!(
+                "round {round}: direct {d:>8.0}/s   {connector} alone (over gRPC, no supervisor) {c:>8.0}/s, \
+                 {connector} CPU per create {:.0} µs",
+                (crate::cpu_seconds(connector_pid) - before) * 1e6 / creates as f64
+            );
+            directs.push(d);
+            alones.push(c);
+        }
+        let (d, c, f) = (crate::median(directs), crate::median(alones), self.http_floor);
+        let bound = ratio_bound(f, d);
+        let floor = 1.0 / (1.0 / f + 1.0 / c) / d;
+        println!(
+            "{connector} alone median {c:.0}/s (direct {d:.0}/s): a supervisor that cost nothing past the HTTP \
+             floor and its gRPC call would reach {floor:.2} of direct, {:.2} of the HTTP floor's bound {bound:.2} \
+             (#22's goal: 0.75 of the bound; through SCIM: {:.2} of it)",
+            floor / bound,
+            self.scim / self.direct / ratio_bound(f, self.direct)
         );
     }
 }

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod cut_proxy;
 pub mod databases;
+pub mod direct_connector;
 pub mod dirsrv;
 pub mod fixed_http;
 pub mod http_faults;
