@@ -308,8 +308,63 @@ impl Default for Capabilities {
     }
 }
 
-/// An import under way, as a session holds it (its calls come one at a time).
-type SharedImport = Arc<tokio::sync::Mutex<Box<dyn ImportRun>>>;
+/// An import under way, as a session holds it.
+type SharedImport = Arc<ReadAhead>;
+
+/// An import whose next page is read while the last one is on its way: a task asks the run for
+/// its pages one after the other and keeps one ready, so that the target reads the next page
+/// while the supervisor stores this one (the supervisor asks for the next page as soon as a
+/// page arrives; without this, the connector would start reading it only then).
+struct ReadAhead {
+    run: Arc<tokio::sync::Mutex<Box<dyn ImportRun>>>,
+    pages: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Result<Page, ConnectorError>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    fn start(run: Box<dyn ImportRun>) -> Self {
+        use tracing::Instrument;
+        let run = Arc::new(tokio::sync::Mutex::new(run));
+        let (sender, pages) = tokio::sync::mpsc::channel(1);
+        let reading = run.clone();
+        let task = tokio::spawn(
+            async move {
+                // One page ahead, no more: the next is read once the last has been taken.
+                while let Ok(room) = sender.reserve().await {
+                    let page = reading.lock().await.next_page().await;
+                    // A failed page is handed on like a page; the call after it asks again.
+                    let last = matches!(&page, Ok(page) if !page.more);
+                    room.send(page);
+                    if last {
+                        break;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Self { run, pages: tokio::sync::Mutex::new(pages), task }
+    }
+
+    /// The next page; after the last, an empty one.
+    async fn next_page(&self) -> Result<Page, ConnectorError> {
+        match self.pages.lock().await.recv().await {
+            Some(page) => page,
+            None => Ok(Page::default()),
+        }
+    }
+
+    /// The run's final watermark, once nothing reads ahead.
+    async fn final_watermark(&self) -> Vec<u8> {
+        self.task.abort();
+        self.run.lock().await.final_watermark()
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// The `ecma.v1` service of a [`Connector`].
 pub struct Service<C: Connector> {
@@ -459,7 +514,7 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
         self.imports
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(run)));
+            .insert(id.clone(), Arc::new(ReadAhead::start(run)));
         Ok(Response::new(v1::OpenImportConnectionResponse { session_id: id }))
     }
 
@@ -468,7 +523,7 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
         request: Request<v1::GetImportEntriesRequest>,
     ) -> Result<Response<v1::GetImportEntriesResponse>, Status> {
         let run = self.import_run(&request.into_inner().session_id)?;
-        let page = run.lock().await.next_page().await?;
+        let page = run.next_page().await?;
         Ok(Response::new(v1::GetImportEntriesResponse {
             entries: page.entries,
             more_to_import: page.more,
@@ -483,7 +538,7 @@ impl<C: Connector> v1::connector_server::Connector for Service<C> {
         let run =
             self.imports.lock().unwrap_or_else(|e| e.into_inner()).remove(&request.into_inner().session_id);
         let watermark = match run {
-            Some(run) => run.lock().await.final_watermark(),
+            Some(run) => run.final_watermark().await,
             None => vec![],
         };
         Ok(Response::new(v1::CloseImportConnectionResponse { watermark }))
@@ -595,6 +650,101 @@ pub fn run_connector<C: Connector>(connector: C) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `pages` pages of one entry each, counting how often it was asked; fails the first time
+    /// it is asked for page `fail_once`.
+    struct Numbered {
+        asked: Arc<AtomicUsize>,
+        served: usize,
+        pages: usize,
+        fail_once: Option<usize>,
+    }
+
+    #[tonic::async_trait]
+    impl ImportRun for Numbered {
+        async fn next_page(&mut self) -> Result<Page, ConnectorError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            if self.fail_once == Some(self.served + 1) {
+                self.fail_once = None;
+                return Err(ConnectorError::new(ErrorKind::ConnectionFailed, "the target went away"));
+            }
+            self.served += 1;
+            let entry = v1::Entry { dn: format!("page {}", self.served), ..Default::default() };
+            Ok(Page {
+                entries: vec![v1::ImportEntry { entry: Some(entry), ..Default::default() }],
+                more: self.served < self.pages,
+                watermark: vec![self.served as u8],
+            })
+        }
+        fn final_watermark(&self) -> Vec<u8> {
+            vec![b'f', self.served as u8]
+        }
+    }
+
+    fn numbered(pages: usize, fail_once: Option<usize>) -> (ReadAhead, Arc<AtomicUsize>) {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let run = Numbered { asked: asked.clone(), served: 0, pages, fail_once };
+        (ReadAhead::start(Box::new(run)), asked)
+    }
+
+    fn dn(page: &Page) -> &str {
+        page.entries[0].entry.as_ref().map(|e| e.dn.as_str()).unwrap_or_default()
+    }
+
+    /// Lets the read-ahead task run until it waits.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_reads_one_page_ahead_and_no_more() {
+        let (import, asked) = numbered(5, None);
+        settle().await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "the first page is read before it is asked for");
+        let first = import.next_page().await.unwrap();
+        assert_eq!((dn(&first), first.more, first.watermark.as_slice()), ("page 1", true, &[1u8][..]));
+        settle().await;
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "the second is read while the first is served");
+        settle().await;
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "and no further until it is taken");
+        assert_eq!(dn(&import.next_page().await.unwrap()), "page 2");
+    }
+
+    #[tokio::test]
+    async fn an_import_ends_with_empty_pages_and_its_final_watermark() {
+        let (import, asked) = numbered(2, None);
+        assert!(import.next_page().await.unwrap().more);
+        let last = import.next_page().await.unwrap();
+        assert_eq!((dn(&last), last.more), ("page 2", false));
+        let after = import.next_page().await.unwrap();
+        assert_eq!((after.entries.len(), after.more), (0, false));
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "nothing is asked for after the last page");
+        assert_eq!(import.final_watermark().await, [b'f', 2]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_page_is_handed_on_and_the_next_call_asks_again() {
+        let (import, _) = numbered(3, Some(2));
+        assert_eq!(dn(&import.next_page().await.unwrap()), "page 1");
+        let failed = import.next_page().await.unwrap_err();
+        assert_eq!(failed, ConnectorError::new(ErrorKind::ConnectionFailed, "the target went away"));
+        assert_eq!(dn(&import.next_page().await.unwrap()), "page 2");
+        let last = import.next_page().await.unwrap();
+        assert_eq!((dn(&last), last.more), ("page 3", false));
+    }
+
+    #[tokio::test]
+    async fn closing_an_import_midway_stops_its_reading() {
+        let (import, asked) = numbered(100, None);
+        assert_eq!(dn(&import.next_page().await.unwrap()), "page 1");
+        assert_eq!(import.final_watermark().await, [b'f', asked.load(Ordering::SeqCst) as u8]);
+        let stopped = asked.load(Ordering::SeqCst);
+        settle().await;
+        assert_eq!(asked.load(Ordering::SeqCst), stopped, "nothing is read once the import is closed");
+    }
 
     fn entry(id: &str) -> v1::CsEntryChange {
         v1::CsEntryChange { identifier: id.into(), ..Default::default() }
