@@ -9,6 +9,9 @@
 //! with `olcDbNoSync` (the fixture's setting), so the figures measure code rather than fsync;
 //! `DURABLE=1` lets it sync every write, as a directory in service does.
 
+#[path = "common/store_writes.rs"]
+mod store_writes;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -160,11 +163,19 @@ fn main() {
     // The same creates through connector-ldap alone, driven over gRPC by this process.
     let alone = runtime.block_on(DirectConnector::start("connector-ldap", dir.path(), &[]));
     let people = target(&slapd);
+    let templates = store_writes::templates(
+        &runtime,
+        &dir.path().join("connector-space.db"),
+        ("directory", "User", "ldap-users"),
+        500,
+    );
+    let writes = store_writes::create_writes(&runtime, &medians.machine, &templates, creates, CONCURRENCY);
     medians.against_connector_alone(
         "connector-ldap",
         creates,
         ROUNDS,
         alone.pid(),
+        Some(writes),
         |names| slapd_cpu(&slapd, "direct", names.len(), || direct(&runtime, &slapd, names, like_connector)),
         |names| {
             slapd_cpu(&slapd, "connector-ldap alone", names.len(), || {

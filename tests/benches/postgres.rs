@@ -13,6 +13,9 @@
 //! synchronous_commit off, so the figures measure code rather than the disk; `DURABLE=1` turns
 //! them on, as in a database in service.
 
+#[path = "common/store_writes.rs"]
+mod store_writes;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,11 @@ use e2e::{Supervisor, TempDir, cpu_seconds, workspace};
 use ecma_proto::v1;
 
 const CONCURRENCY: usize = 8;
+
+// The supervisor's allocator: the store's share of a create (`store_writes`) is measured in this
+// process, and must cost what it costs in the supervisor.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ROUNDS: usize = 3;
 
 /// Creates `names` through SCIM from CONCURRENCY keep-alive connections; returns rows/s.
@@ -138,11 +146,19 @@ fn main() {
     // The same creates through connector-sql alone, driven over gRPC by this process.
     let alone = runtime.block_on(DirectConnector::start("connector-sql", dir.path(), &[]));
     let users = target(&url);
+    let templates = store_writes::templates(
+        &runtime,
+        &dir.path().join("connector-space.db"),
+        ("sql", "User", "sql-users"),
+        500,
+    );
+    let writes = store_writes::create_writes(&runtime, &medians.machine, &templates, creates, CONCURRENCY);
     medians.against_connector_alone(
         "connector-sql",
         creates,
         ROUNDS,
         alone.pid(),
+        Some(writes),
         |names| direct(&runtime, &pool, names),
         |names| runtime.block_on(alone.creates(&users, names, CONCURRENCY, add_of)),
     );

@@ -106,14 +106,17 @@ impl CreateBench<'_> {
         direct(&warm("warm-d"));
         // The HTTP floor: a server that only answers 201, measured with the same client.
         let fixed = FixedServer::start();
+        let machine = crate::MachineCpu::at_rest();
         let (mut ours, mut theirs, mut floors) = (vec![], vec![], vec![]);
+        let (mut ours_cpu, mut floors_cpu) = (vec![], vec![]);
         for round in 0..self.rounds {
             let d = direct(&names(&format!("r{round}-d")));
             let before = cpu();
-            let o = through(self.scim, &names(&format!("r{round}-s")));
+            let (o, o_cpu) =
+                machine.per_operation(self.creates, || through(self.scim, &names(&format!("r{round}-s"))));
             let after = cpu();
             println!(
-                "         CPU per create: supervisor {:.0} µs, {} {:.0} µs",
+                "         CPU per create: supervisor {:.0} µs, {} {:.0} µs; the whole machine {o_cpu:.0} µs",
                 (after.0 - before.0) * 1e6 / self.creates as f64,
                 self.connector,
                 (after.1 - before.1) * 1e6 / self.creates as f64
@@ -123,16 +126,19 @@ impl CreateBench<'_> {
                 self.direct_label,
                 o / d
             );
-            let f = through(fixed.addr, &names(&format!("r{round}-f")));
+            let (f, f_cpu) =
+                machine.per_operation(self.creates, || through(fixed.addr, &names(&format!("r{round}-f"))));
             println!(
                 "         HTTP floor (a server that only answers 201) {f:>8.0}/s   bound on the ratio {:.2}, \
-                 so this round's ratio is {:.2} of its bound",
+                 so this round's ratio is {:.2} of its bound; the whole machine {f_cpu:.0} µs a request",
                 ratio_bound(f, d),
                 o / d / ratio_bound(f, d)
             );
             theirs.push(d);
             ours.push(o);
             floors.push(f);
+            ours_cpu.push(o_cpu);
+            floors_cpu.push(f_cpu);
         }
         let (o, d, f) = (crate::median(ours), crate::median(theirs), crate::median(floors));
         println!(
@@ -148,7 +154,14 @@ impl CreateBench<'_> {
             o / d,
             o / d / ratio_bound(f, d)
         );
-        CreateMedians { scim: o, direct: d, http_floor: f }
+        CreateMedians {
+            scim: o,
+            direct: d,
+            http_floor: f,
+            scim_cpu: crate::median(ours_cpu),
+            http_floor_cpu: crate::median(floors_cpu),
+            machine,
+        }
     }
 }
 
@@ -158,47 +171,68 @@ pub struct CreateMedians {
     pub scim: f64,
     pub direct: f64,
     pub http_floor: f64,
+    /// The whole machine's CPU per SCIM create and per HTTP floor request, in µs.
+    pub scim_cpu: f64,
+    pub http_floor_cpu: f64,
+    pub machine: crate::MachineCpu,
 }
 
 impl CreateMedians {
     /// The connector's own share: `rounds` rounds of `creates` direct writes, alternating with
     /// the same creates sent to the connector by `alone` (the bench acting as the supervisor,
     /// see [`crate::direct_connector`]); prints each round with the connector's CPU per create
-    /// (from `connector_pid`), then what a supervisor that cost nothing past the HTTP floor and
-    /// its gRPC call would reach: per create, the floor's request and the connector's trip.
+    /// (from `connector_pid`) and the whole machine's. Then what a supervisor that cost nothing
+    /// past the HTTP floor and its gRPC call would reach: by throughput (per create, the floor's
+    /// request and the connector's trip, each at its measured rate), and by CPU (the machine's
+    /// CPU per create of the floor, of the connector's trip and of `store` (the store's writes a
+    /// create needs, µs), with both cores busy all the time), against the HTTP floor's bound.
     pub fn against_connector_alone(
         &self,
         connector: &str,
         creates: usize,
         rounds: usize,
         connector_pid: u32,
+        store: Option<f64>,
         mut direct: impl FnMut(&[String]) -> f64,
         mut alone: impl FnMut(&[String]) -> f64,
     ) {
-        let (mut directs, mut alones) = (vec![], vec![]);
+        let (mut directs, mut alones, mut alones_cpu) = (vec![], vec![], vec![]);
         for round in 0..rounds {
             let names =
                 |kind: &str| -> Vec<String> { (0..creates).map(|i| format!("a{round}-{kind}{i}")).collect() };
             let d = direct(&names("d"));
             let before = crate::cpu_seconds(connector_pid);
-            let c = alone(&names("c"));
+            let (c, c_cpu) = self.machine.per_operation(creates, || alone(&names("c")));
             println!(
                 "round {round}: direct {d:>8.0}/s   {connector} alone (over gRPC, no supervisor) {c:>8.0}/s, \
-                 {connector} CPU per create {:.0} µs",
+                 {connector} CPU per create {:.0} µs, the whole machine {c_cpu:.0} µs",
                 (crate::cpu_seconds(connector_pid) - before) * 1e6 / creates as f64
             );
             directs.push(d);
             alones.push(c);
+            alones_cpu.push(c_cpu);
         }
         let (d, c, f) = (crate::median(directs), crate::median(alones), self.http_floor);
         let bound = ratio_bound(f, d);
-        let floor = 1.0 / (1.0 / f + 1.0 / c) / d;
+        let by_rate = 1.0 / (1.0 / f + 1.0 / c) / d;
         println!(
             "{connector} alone median {c:.0}/s (direct {d:.0}/s): a supervisor that cost nothing past the HTTP \
-             floor and its gRPC call would reach {floor:.2} of direct, {:.2} of the HTTP floor's bound {bound:.2} \
+             floor and its gRPC call would reach {by_rate:.2} of direct, {:.2} of the HTTP floor's bound {bound:.2} \
              (#22's goal: 0.75 of the bound; through SCIM: {:.2} of it)",
-            floor / bound,
+            by_rate / bound,
             self.scim / self.direct / ratio_bound(f, self.direct)
+        );
+        let c_cpu = crate::median(alones_cpu);
+        let least = self.http_floor_cpu + c_cpu + store.unwrap_or(0.0);
+        let most = 2e6 / least / d;
+        println!(
+            "machine CPU per create: through SCIM {:.0} µs; at least the HTTP floor's {:.0} + {connector}'s trip {c_cpu:.0}{} \
+             = {least:.0} µs, so on two cores at most {:.0}/s, {most:.2} of direct, {:.2} of the bound",
+            self.scim_cpu,
+            self.http_floor_cpu,
+            store.map(|s| format!(" + the store's writes {s:.0}")).unwrap_or_default(),
+            2e6 / least,
+            most / bound
         );
     }
 }

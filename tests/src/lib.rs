@@ -763,6 +763,48 @@ impl KeepAlive {
     }
 }
 
+/// The whole machine's busy CPU time so far, all cores, in seconds (from `/proc/stat`: user,
+/// nice, system, irq, softirq and steal).
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    (field(0) + field(1) + field(2) + field(5) + field(6) + field(7)) / 100.0
+}
+
+/// The machine's CPU per operation of a run, less what it spends at rest (other services on a
+/// shared machine), so that the figure is not above the run's own cost.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineCpu {
+    /// Busy seconds per second at rest.
+    background: f64,
+}
+
+impl MachineCpu {
+    /// Measures the machine at rest for a second.
+    pub fn at_rest() -> Self {
+        let (started, before) = (Instant::now(), machine_busy_seconds());
+        std::thread::sleep(Duration::from_secs(1));
+        Self { background: (machine_busy_seconds() - before) / started.elapsed().as_secs_f64() }
+    }
+
+    /// Runs `run`, which does `operations` operations; its result and the machine's CPU per
+    /// operation in µs.
+    pub fn per_operation<T>(&self, operations: usize, run: impl FnOnce() -> T) -> (T, f64) {
+        let (started, before) = (Instant::now(), machine_busy_seconds());
+        let result = run();
+        let busy = machine_busy_seconds() - before - self.background * started.elapsed().as_secs_f64();
+        (result, busy.max(0.0) * 1e6 / operations as f64)
+    }
+}
+
 /// CPU seconds (user + system) a process has used so far (for benchmarks).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
