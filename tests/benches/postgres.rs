@@ -116,6 +116,8 @@ fn main() {
     if e2e::fixed_http::serve_if_asked(e2e::fixed_http::CREATED_USER) {
         return;
     }
+    // As the supervisor runs (its main), for the store's share measured in this process.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let creates: usize = std::env::var("CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     // DURABLE=1: PostgreSQL syncs every commit (its default), to see the figure a real database gives.
     let durable = std::env::var("DURABLE").is_ok_and(|v| v == "1");
