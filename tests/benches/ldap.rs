@@ -174,8 +174,6 @@ fn main() {
     let writes = store_writes::create_writes(&runtime, &medians.machine, &templates, creates, CONCURRENCY);
     medians.against_connector_alone(
         "connector-ldap",
-        creates,
-        ROUNDS,
         alone.pid(),
         Some(writes),
         |names| slapd_cpu(&slapd, "direct", names.len(), || direct(&runtime, &slapd, names, like_connector)),

@@ -157,8 +157,6 @@ fn main() {
     let writes = store_writes::create_writes(&runtime, &medians.machine, &templates, creates, CONCURRENCY);
     medians.against_connector_alone(
         "connector-sql",
-        creates,
-        ROUNDS,
         alone.pid(),
         Some(writes),
         |names| direct(&runtime, &pool, names),

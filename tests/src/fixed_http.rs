@@ -161,6 +161,8 @@ impl CreateBench<'_> {
             scim_cpu: crate::median(ours_cpu),
             http_floor_cpu: crate::median(floors_cpu),
             machine,
+            creates: self.creates,
+            rounds: self.rounds,
         }
     }
 }
@@ -175,10 +177,13 @@ pub struct CreateMedians {
     pub scim_cpu: f64,
     pub http_floor_cpu: f64,
     pub machine: crate::MachineCpu,
+    /// Creates per round, and rounds.
+    pub creates: usize,
+    pub rounds: usize,
 }
 
 impl CreateMedians {
-    /// The connector's own share: `rounds` rounds of `creates` direct writes, alternating with
+    /// The connector's own share: as many rounds of as many direct writes as the run, alternating with
     /// the same creates sent to the connector by `alone` (the bench acting as the supervisor,
     /// see [`crate::direct_connector`]); prints each round with the connector's CPU per create
     /// (from `connector_pid`) and the whole machine's. Then what a supervisor that cost nothing
@@ -189,13 +194,12 @@ impl CreateMedians {
     pub fn against_connector_alone(
         &self,
         connector: &str,
-        creates: usize,
-        rounds: usize,
         connector_pid: u32,
         store: Option<f64>,
         mut direct: impl FnMut(&[String]) -> f64,
         mut alone: impl FnMut(&[String]) -> f64,
     ) {
+        let (creates, rounds) = (self.creates, self.rounds);
         let (mut directs, mut alones, mut alones_cpu) = (vec![], vec![], vec![]);
         for round in 0..rounds {
             let names =
