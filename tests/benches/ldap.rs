@@ -165,13 +165,9 @@ fn main() {
     // The same creates through connector-ldap alone, driven over gRPC by this process.
     let alone = runtime.block_on(DirectConnector::start("connector-ldap", dir.path(), &[]));
     let people = target(&slapd);
-    let templates = store_writes::templates(
-        &runtime,
-        &dir.path().join("connector-space.db"),
-        ("directory", "User", "ldap-users"),
-        500,
-    );
-    let writes = store_writes::create_writes(&runtime, &medians.machine, &templates, creates, CONCURRENCY);
+    let of = ("directory", "User", "ldap-users");
+    let writes =
+        store_writes::create_writes(&runtime, &medians.machine, dir.path(), of, creates, CONCURRENCY);
     medians.against_connector_alone(
         "connector-ldap",
         alone.pid(),

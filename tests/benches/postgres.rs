@@ -148,13 +148,9 @@ fn main() {
     // The same creates through connector-sql alone, driven over gRPC by this process.
     let alone = runtime.block_on(DirectConnector::start("connector-sql", dir.path(), &[]));
     let users = target(&url);
-    let templates = store_writes::templates(
-        &runtime,
-        &dir.path().join("connector-space.db"),
-        ("sql", "User", "sql-users"),
-        500,
-    );
-    let writes = store_writes::create_writes(&runtime, &medians.machine, &templates, creates, CONCURRENCY);
+    let of = ("sql", "User", "sql-users");
+    let writes =
+        store_writes::create_writes(&runtime, &medians.machine, dir.path(), of, creates, CONCURRENCY);
     medians.against_connector_alone(
         "connector-sql",
         alone.pid(),

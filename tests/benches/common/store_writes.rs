@@ -10,7 +10,7 @@ use supervisor::store::{Record, RecordState, Store};
 
 /// Up to `count` records of `connector` from the supervisor's store file at `path` (those its
 /// SCIM creates wrote), as templates.
-pub fn templates(
+fn templates(
     runtime: &tokio::runtime::Runtime,
     path: &Path,
     (app, resource_type, connector): (&str, &str, &str),
@@ -30,15 +30,18 @@ pub fn templates(
 
 /// Writes `creates` creates into a fresh connector space as the supervisor writes a SCIM create
 /// (the record `pending` with no anchor before the ADD, then `present` with the target's
-/// anchor), from `concurrency` tasks, each create's values taken from `templates`. Prints and
-/// returns the machine's CPU per create in µs.
+/// anchor), from `concurrency` tasks, each create's values taken from the records of `of`
+/// (app, resource type, connector) that the SCIM creates left in the supervisor's data
+/// directory `supervisor_dir`. Prints and returns the machine's CPU per create in µs.
 pub fn create_writes(
     runtime: &tokio::runtime::Runtime,
     machine: &MachineCpu,
-    templates: &[Record],
+    supervisor_dir: &Path,
+    of: (&str, &str, &str),
     creates: usize,
     concurrency: usize,
 ) -> f64 {
+    let templates = templates(runtime, &supervisor_dir.join("connector-space.db"), of, 500);
     assert!(!templates.is_empty(), "the SCIM creates left records to copy");
     let dir = TempDir::new("bench-store-writes");
     let store = runtime.block_on(Store::open(&dir.path().join("writes.db"))).unwrap();
