@@ -35,12 +35,17 @@ impl DirectConnector {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let mut connector = None;
+        // Killed on drop from here on, also when it never answers.
+        let mut connector = Self { child, token, client: ConnectorClient::new(endpoint().connect_lazy()) };
         let deadline = Instant::now() + Duration::from_secs(15);
-        let mut child = Some(child);
+        let hello = HelloRequest {
+            supported_protocol_versions: vec![1],
+            connector_name: name.into(),
+            incarnation: 1,
+        };
         loop {
             let path = socket.clone();
-            let channel = Endpoint::from_static("http://connector.invalid")
+            let channel = endpoint()
                 .connect_with_connector(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
                     async move {
@@ -49,20 +54,10 @@ impl DirectConnector {
                 }))
                 .await;
             if let Ok(channel) = channel {
-                let started = connector.get_or_insert_with(|| Self {
-                    child: child.take().expect("one child"),
-                    token: token.clone(),
-                    client: ConnectorClient::new(channel.clone()),
-                });
-                started.client = ConnectorClient::new(channel);
-                let hello = HelloRequest {
-                    supported_protocol_versions: vec![1],
-                    connector_name: name.into(),
-                    incarnation: 1,
-                };
-                let request = started.request(hello);
-                if started.client.hello(request).await.is_ok() {
-                    return connector.expect("set above");
+                connector.client = ConnectorClient::new(channel);
+                let request = connector.request(hello.clone());
+                if connector.client.hello(request).await.is_ok() {
+                    return connector;
                 }
             }
             assert!(Instant::now() < deadline, "{name} did not answer Hello within 15 s");
@@ -78,6 +73,11 @@ impl DirectConnector {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// The endpoint a connector's socket is reached through (the URI is not used).
+fn endpoint() -> Endpoint {
+    Endpoint::from_static("http://connector.invalid")
 }
 
 /// `message` with the per-spawn `token`.
