@@ -163,7 +163,7 @@ fn main() {
     );
 
     // The same creates through connector-ldap alone, driven over gRPC by this process.
-    let alone = runtime.block_on(DirectConnector::start("connector-ldap", dir.path(), &[]));
+    let alone = runtime.block_on(DirectConnector::start("connector-ldap", dir.path()));
     let people = target(&slapd);
     let of = ("directory", "User", "ldap-users");
     let writes =
@@ -171,7 +171,7 @@ fn main() {
     medians.against_connector_alone(
         "connector-ldap",
         alone.pid(),
-        Some(writes),
+        writes,
         |names| slapd_cpu(&slapd, "direct", names.len(), || direct(&runtime, &slapd, names, like_connector)),
         |names| {
             slapd_cpu(&slapd, "connector-ldap alone", names.len(), || {

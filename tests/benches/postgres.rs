@@ -146,7 +146,7 @@ fn main() {
     .run(|names| direct(&runtime, &pool, names), through_scim, || cpu(&s));
 
     // The same creates through connector-sql alone, driven over gRPC by this process.
-    let alone = runtime.block_on(DirectConnector::start("connector-sql", dir.path(), &[]));
+    let alone = runtime.block_on(DirectConnector::start("connector-sql", dir.path()));
     let users = target(&url);
     let of = ("sql", "User", "sql-users");
     let writes =
@@ -154,7 +154,7 @@ fn main() {
     medians.against_connector_alone(
         "connector-sql",
         alone.pid(),
-        Some(writes),
+        writes,
         |names| direct(&runtime, &pool, names),
         |names| runtime.block_on(alone.creates(&users, names, CONCURRENCY, add_of)),
     );

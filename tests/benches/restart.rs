@@ -16,7 +16,7 @@ const KILLS: usize = 20;
 /// Spawns connector-sql directly and times spawn → Hello answered.
 fn baseline(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Duration {
     let started = Instant::now();
-    let connector = runtime.block_on(DirectConnector::start("connector-sql", dir, &[]));
+    let connector = runtime.block_on(DirectConnector::start("connector-sql", dir));
     let elapsed = started.elapsed();
     drop(connector);
     elapsed

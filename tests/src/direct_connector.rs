@@ -18,15 +18,14 @@ pub struct DirectConnector {
 }
 
 impl DirectConnector {
-    /// Starts connector binary `name` with its socket in `dir` and `env` added, and returns once
-    /// its `Hello` is answered. Panics after 15 s.
-    pub async fn start(name: &str, dir: &Path, env: &[(&str, &str)]) -> Self {
+    /// Starts connector binary `name` with its socket in `dir`, and returns once its `Hello` is
+    /// answered. Panics after 15 s.
+    pub async fn start(name: &str, dir: &Path) -> Self {
         let socket = dir.join(format!("{name}-{}.sock", uuid::Uuid::new_v4().simple()));
         let token = uuid::Uuid::new_v4().simple().to_string();
         let child = Command::new(crate::binary(name))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env.iter().copied())
             .env(ecma_proto::env::SOCKET, &socket)
             .env(ecma_proto::env::TOKEN, &token)
             .env(ecma_proto::env::PROTOCOL_VERSIONS, "1")

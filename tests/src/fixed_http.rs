@@ -195,7 +195,7 @@ impl CreateMedians {
         &self,
         connector: &str,
         connector_pid: u32,
-        store: Option<f64>,
+        store: f64,
         mut direct: impl FnMut(&[String]) -> f64,
         mut alone: impl FnMut(&[String]) -> f64,
     ) {
@@ -227,14 +227,13 @@ impl CreateMedians {
             self.scim / self.direct / ratio_bound(f, self.direct)
         );
         let c_cpu = crate::median(alones_cpu);
-        let least = self.http_floor_cpu + c_cpu + store.unwrap_or(0.0);
+        let least = self.http_floor_cpu + c_cpu + store;
         let most = 2e6 / least / d;
         println!(
-            "machine CPU per create: through SCIM {:.0} µs; at least the HTTP floor's {:.0} + {connector}'s trip {c_cpu:.0}{} \
-             = {least:.0} µs, so on two cores at most {:.0}/s, {most:.2} of direct, {:.2} of the bound",
+            "machine CPU per create: through SCIM {:.0} µs; at least the HTTP floor's {:.0} + {connector}'s trip {c_cpu:.0} + the store's \
+             writes {store:.0} = {least:.0} µs, so on two cores at most {:.0}/s, {most:.2} of direct, {:.2} of the bound",
             self.scim_cpu,
             self.http_floor_cpu,
-            store.map(|s| format!(" + the store's writes {s:.0}")).unwrap_or_default(),
             2e6 / least,
             most / bound
         );
